@@ -1,0 +1,200 @@
+"""The shop's Flask app factory.
+
+Example::
+
+    app = create_app(from_mapping({"data_dir": "/tmp/shop"}))
+    app.test_client().get("/api/products").json
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from shop import metrics
+from shop.context import EXTENSION, ShopContext, resolve_client_ip
+from shop.db import create_schema, make_engine, make_sessionmaker
+from shop.faults import Faults
+from shop.logs import ShopLogs
+from shop.money import Currencies
+from shop.releases import get_release
+from shop.seed import seed
+from shop.validation import ApiError
+from vigil.settings import Settings, load_settings
+
+# Requests a drill never breaks: health, metrics and the admin API that ends the drill.
+_FAULT_EXEMPT = ("/healthz", "/readyz", "/metrics", "/api/admin", "/api/version", "/static")
+
+
+def create_app(
+    settings: Settings | None = None, *, init_db: bool = True, instance: str = ""
+) -> Flask:
+    """Build the shop app. ``init_db`` creates the schema and seeds an empty database."""
+    settings = settings or load_settings()
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    release = get_release(settings.shop.release)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.shop.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    faults_holder: list[Faults] = []
+    engine = make_engine(
+        settings.shop_db_url,
+        slow_db=lambda: faults_holder[0].slow_db_seconds() if faults_holder else 0.0,
+    )
+    sessions = make_sessionmaker(engine)
+    faults = Faults(sessions, settings.shop.faults_enabled)
+    faults_holder.append(faults)
+    if init_db:
+        create_schema(engine)
+        with sessions.begin() as session:
+            seed(session)
+    shop = ShopContext(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        logs=ShopLogs(settings.log_dir, instance=instance or f"shop-{settings.shop.port}"),
+        currencies=Currencies(settings.shop.rates),
+        release=release,
+        faults=faults,
+    )
+    app.extensions[EXTENSION] = shop
+
+    _install_hooks(app, shop)
+    _install_error_handlers(app, shop)
+
+    from shop.api import accounts, admin, admin_catalog, cart, catalog, checkout, orders, system
+    from shop.web import pages
+
+    for module in (system, catalog, cart, accounts, checkout, orders, admin, admin_catalog, pages):
+        app.register_blueprint(module.bp)
+    return app
+
+
+def _install_hooks(app: Flask, shop: ShopContext) -> None:
+    @app.before_request
+    def _start() -> Response | None:
+        g.started = time.perf_counter()
+        g.client_ip = resolve_client_ip(
+            request.remote_addr or "",
+            request.headers.get("X-Forwarded-For"),
+            shop.settings.shop.trusted_proxies,
+        )
+        metrics.HTTP_IN_PROGRESS.labels(request.method).inc()
+        g.in_progress = True
+        if request.path.startswith(_FAULT_EXEMPT):
+            return None
+        state = shop.faults.current()
+        if state.latency_ms:
+            time.sleep(state.latency_ms / 1000.0)
+        if state.error_rate and random.random() < state.error_rate:
+            rv = jsonify(
+                error={
+                    "code": "injected_fault",
+                    "message": "fault injection: simulated server error",
+                }
+            )
+            rv.status_code = 500
+            return rv
+        return None
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        session = g.pop("db", None)
+        if session is not None:
+            try:
+                if response.status_code < 400:
+                    session.commit()
+                else:
+                    session.rollback()
+            finally:
+                session.close()
+        _observe(shop, response.status_code)
+        return response
+
+    @app.teardown_request
+    def _teardown(exc: BaseException | None) -> None:
+        session = g.pop("db", None)
+        if session is not None:
+            session.rollback()
+            session.close()
+        if g.pop("in_progress", False):
+            metrics.HTTP_IN_PROGRESS.labels(request.method).dec()
+
+
+def _observe(shop: ShopContext, status: int) -> None:
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    # The route template, never the raw path: ids in paths would explode cardinality.
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    metrics.HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+    metrics.HTTP_DURATION.labels(request.method, route).observe(elapsed)
+    customer = g.get("customer")
+    shop.logs.access(
+        f"{request.method} {request.path} {status}",
+        **{
+            "event.kind": "event",
+            "event.category": ["web"],
+            "event.type": ["access"],
+            "event.outcome": "failure" if status >= 400 else "success",
+            "event.duration": int(elapsed * 1e9),
+            "source.ip": g.get("client_ip") or request.remote_addr,
+            "http.request.method": request.method,
+            "http.response.status_code": status,
+            "url.original": request.full_path.rstrip("?"),
+            "url.path": request.path,
+            "user_agent.original": request.headers.get("User-Agent", ""),
+            "user.name": customer.email if customer is not None else None,
+            "labels.route": route,
+            "labels.release": shop.release.name,
+        },
+    )
+
+
+def _wants_json() -> bool:
+    if request.path.startswith("/api/") or request.path in ("/healthz", "/readyz"):
+        return True
+    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == (
+        "application/json"
+    )
+
+
+def _install_error_handlers(app: Flask, shop: ShopContext) -> None:
+    def render(
+        status: int, code: str, message: str, payload: dict[str, Any] | None = None
+    ) -> tuple[Any, int]:
+        if _wants_json():
+            return jsonify(payload or {"error": {"code": code, "message": message}}), status
+        return render_template("error.html", status=status, message=message), status
+
+    @app.errorhandler(ApiError)
+    def _api_error(err: ApiError) -> tuple[Any, int]:
+        return render(err.status, err.code, err.message, err.payload())
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException) -> tuple[Any, int]:
+        status = err.code or 500
+        code = (err.name or "error").lower().replace(" ", "_")
+        message = err.description or err.name
+        if status == 413:
+            message = f"the request body is larger than {shop.settings.shop.max_body_bytes} bytes"
+        return render(status, code, message)
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> tuple[Any, int]:
+        shop.logs.app(
+            f"unhandled error on {request.method} {request.path}: {err!r}",
+            level=logging.ERROR,
+            **{
+                "error.type": type(err).__name__,
+                "error.message": str(err),
+                "error.stack_trace": traceback.format_exc(),
+            },
+        )
+        return render(500, "internal_error", "the shop hit an internal error; it was logged")

@@ -1,0 +1,74 @@
+"""Database engine and sessions for the shop: SQLite by default, PostgreSQL by URL.
+
+Every query is timed into ``shop_db_query_duration_seconds``; the ``slow_db``
+fault adds latency here, so a drill slows the database path and nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from shop import metrics
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every shop model."""
+
+
+def make_engine(url: str, *, slow_db: Callable[[], float] | None = None) -> Engine:
+    """Create the engine for ``url`` with query timing.
+
+    ``slow_db`` returns extra seconds to sleep before each statement (fault
+    injection); None disables it.
+    """
+    kwargs: dict[str, Any] = {"future": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            # WAL lets the gunicorn workers read while one writes.
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        if slow_db is not None:
+            delay = slow_db()
+            if delay > 0:
+                time.sleep(delay)
+        conn.info.setdefault("query_start", []).append(time.perf_counter())
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        started = conn.info["query_start"].pop()
+        operation = statement.lstrip().split(" ", 1)[0].lower()
+        if operation not in {"select", "insert", "update", "delete"}:
+            operation = "other"
+        metrics.DB_QUERY_DURATION.labels(operation).observe(time.perf_counter() - started)
+
+    return engine
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """A session factory whose objects stay readable after commit."""
+    return sessionmaker(bind=engine, expire_on_commit=False, future=True)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create all tables that do not exist yet."""
+    from shop import models  # noqa: F401  (registers the tables on Base)
+
+    Base.metadata.create_all(engine)

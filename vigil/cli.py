@@ -1,0 +1,155 @@
+"""The ``vigil`` command line.
+
+vigil run                     serve the platform on its embedded defaults
+vigil shop serve [--port N]   the reference shop under gunicorn
+vigil shop init-db            create and seed the shop's database
+vigil config check [FILE]     validate a config file (file:line on errors)
+vigil config reference        the options table (docs/configuration.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from vigil.errors import VigilError
+from vigil.settings import Settings, describe_options, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    env = dict(os.environ)
+    # Flags win over the environment, which wins over the file.
+    for flag, var in (
+        ("port", "VIGIL_SHOP_PORT"),
+        ("release", "VIGIL_SHOP_RELEASE"),
+        ("workers", "VIGIL_SHOP_WORKERS"),
+        ("data_dir", "VIGIL_DATA_DIR"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            env[var] = str(value)
+    return load_settings(args.config, env=env)
+
+
+def _urls(settings: Settings) -> list[tuple[str, str]]:
+    base = f"http://{settings.shop.host}:{settings.shop.port}"
+    return [
+        ("shop", f"{base}/"),
+        ("shop API (OpenAPI)", f"{base}/api/openapi.json"),
+        ("shop metrics", f"{base}/metrics"),
+        ("shop health", f"{base}/healthz"),
+    ]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from shop.server import serve
+
+    settings = _settings(args)
+    print("Vigil is starting. Open:", flush=True)
+    for name, url in _urls(settings):
+        print(f"  {name:<20} {url}", flush=True)
+    print(f"  data dir             {os.path.abspath(settings.data_dir)}", flush=True)
+    print(f"  logs (ECS JSON)      {settings.log_dir.resolve()}", flush=True)
+    print("Stop with Ctrl-C.", flush=True)
+    serve(settings)
+    return 0
+
+
+def cmd_shop_serve(args: argparse.Namespace) -> int:
+    from shop.server import serve
+
+    serve(_settings(args))
+    return 0
+
+
+def cmd_shop_init_db(args: argparse.Namespace) -> int:
+    from shop.server import init_database
+
+    settings = _settings(args)
+    init_database(settings)
+    print(f"shop database ready: {settings.shop_db_url}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from shop.releases import get_release
+
+    settings = _settings(args)
+    get_release(settings.shop.release)
+    print(
+        f"ok: {args.config or 'defaults + environment'} (data dir {settings.data_dir}, "
+        f"shop port {settings.shop.port}, release {settings.shop.release})"
+    )
+    return 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    print(reference_markdown(), end="")
+    return 0
+
+
+def reference_markdown() -> str:
+    """The configuration reference table, as committed in docs/configuration.md."""
+    lines = ["| key | default | environment variable | meaning |", "|---|---|---|---|"]
+    for key, default, env, help_text in describe_options():
+        env_cell = f"`{env}`" if env else ""
+        default_cell = default.replace("|", "\\|")
+        lines.append(f"| `{key}` | `{default_cell}` | {env_cell} | {help_text} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vigil", description="Vigil operations platform")
+    parser.add_argument(
+        "--config", help="config file (default: $VIGIL_CONFIG or config/vigil.yaml when it exists)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_shop_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--port", type=int, help="shop port (VIGIL_SHOP_PORT)")
+        p.add_argument("--release", help="shop release, v1 or v2 (VIGIL_SHOP_RELEASE)")
+        p.add_argument("--workers", type=int, help="gunicorn workers (VIGIL_SHOP_WORKERS)")
+        p.add_argument("--data-dir", dest="data_dir", help="data dir (VIGIL_DATA_DIR)")
+        return p
+
+    with_shop_flags(sub.add_parser("run", help="run the platform")).set_defaults(func=cmd_run)
+
+    shop = sub.add_parser("shop", help="the reference shop")
+    shop_sub = shop.add_subparsers(dest="shop_command", required=True)
+    with_shop_flags(shop_sub.add_parser("serve", help="serve the shop with gunicorn")).set_defaults(
+        func=cmd_shop_serve
+    )
+    with_shop_flags(
+        shop_sub.add_parser("init-db", help="create and seed the database")
+    ).set_defaults(func=cmd_shop_init_db)
+
+    config = sub.add_parser("config", help="configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a config file")
+    check.add_argument("file", nargs="?", help="file to check")
+    check.set_defaults(func=cmd_config_check)
+    config_sub.add_parser("reference", help="print the options table").set_defaults(
+        func=cmd_config_reference
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "file", None):
+        args.config = args.file
+    try:
+        rv: int = args.func(args)
+    except VigilError as exc:
+        print(f"vigil: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return rv
+
+
+if __name__ == "__main__":
+    sys.exit(main())

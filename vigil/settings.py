@@ -1,0 +1,409 @@
+"""Typed settings: every option declared once, with its default and its env var.
+
+Settings come from three layers, later ones winning: the defaults declared
+here, a YAML file (``config/vigil.yaml`` by default, or ``VIGIL_CONFIG``), and
+environment variables.  Unknown keys and wrong types are errors that name the
+file, line and key, so a typo never silently falls back to a default.
+
+Example::
+
+    settings = load_settings("config/vigil.yaml", env={"VIGIL_SHOP_PORT": "9000"})
+    settings.shop.port  # 9000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin
+
+import yaml
+
+from vigil.errors import ConfigError
+
+T = TypeVar("T")
+
+DEFAULT_CONFIG = "config/vigil.yaml"
+
+
+def option(default: Any, *, env: str | None = None, help: str = "") -> Any:
+    """Declare a settings field with its default, its environment variable and help."""
+    meta = {"env": env, "help": help}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: _copy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """One simulated payment gateway."""
+
+    latency_ms: int = option(40, help="added latency of every authorisation")
+    decline_rate: float = option(0.03, help="share of authorisations declined (0..1)")
+    error_rate: float = option(0.0, help="share of authorisations failing with 5xx (0..1)")
+
+
+@dataclass(frozen=True)
+class FraudSettings:
+    """Fraud check limits applied before a payment reaches a gateway."""
+
+    max_amount_eur: Decimal = option(Decimal("5000"), help="decline payments above this")
+    window_seconds: int = option(600, help="velocity window")
+    max_per_card: int = option(5, help="payment attempts per card within the window")
+    max_per_ip: int = option(20, help="payment attempts per client IP within the window")
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    """Order-confirmation e-mail."""
+
+    smtp_host: str = option("127.0.0.1", env="VIGIL_SMTP_HOST", help="SMTP relay host")
+    smtp_port: int = option(8025, env="VIGIL_SMTP_PORT", help="SMTP relay port")
+    sender: str = option("shop@vigil.example", env="VIGIL_MAIL_SENDER", help="From: address")
+    daily_cap: int = option(
+        500, env="VIGIL_SHOP_MAIL_DAILY_CAP", help="mails sent per UTC day; the rest wait"
+    )
+    batch_size: int = option(20, help="mails sent per queue run")
+
+
+@dataclass(frozen=True)
+class ShopSettings:
+    """The reference shop."""
+
+    host: str = option("127.0.0.1", env="VIGIL_SHOP_HOST", help="address the shop listens on")
+    port: int = option(8001, env="VIGIL_SHOP_PORT", help="port the shop listens on")
+    workers: int = option(2, env="VIGIL_SHOP_WORKERS", help="gunicorn worker processes")
+    db: str = option(
+        "", env="VIGIL_SHOP_DB", help="SQLAlchemy URL; empty means SQLite under the data dir"
+    )
+    release: str = option("v1", env="VIGIL_SHOP_RELEASE", help="v1 is healthy, v2 is bad")
+    admin_api_key: str = option(
+        "", env="VIGIL_SHOP_ADMIN_KEY", help="key for /api/admin; empty disables the admin API"
+    )
+    trusted_proxies: list[str] = option(
+        ["127.0.0.1", "::1"],
+        env="VIGIL_SHOP_TRUSTED_PROXIES",
+        help="peers whose X-Forwarded-For is believed (comma-separated in the env var)",
+    )
+    max_body_bytes: int = option(65536, help="larger request bodies get 413")
+    faults_enabled: bool = option(
+        False, env="VIGIL_SHOP_FAULTS_ENABLED", help="allow fault injection via the admin API"
+    )
+    vip_discount_percent: Decimal = option(Decimal("5"), help="discount for VIP customers")
+    rates: dict[str, Decimal] = option(
+        {
+            "EUR": Decimal("1"),
+            "USD": Decimal("1.08"),
+            "PLN": Decimal("4.30"),
+            "CNY": Decimal("7.80"),
+        },
+        help="units of each currency per 1 EUR",
+    )
+    gateways: dict[str, GatewaySettings] = option(
+        {
+            "stripe": GatewaySettings(latency_ms=40, decline_rate=0.03, error_rate=0.0),
+            "adyen": GatewaySettings(latency_ms=60, decline_rate=0.02, error_rate=0.0),
+            "payu": GatewaySettings(latency_ms=80, decline_rate=0.04, error_rate=0.0),
+        },
+        help="simulated payment gateways: latency_ms, decline_rate, error_rate",
+    )
+    fraud: FraudSettings = option(FraudSettings())
+    mail: MailSettings = option(MailSettings())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of Vigil's settings."""
+
+    data_dir: str = option("data", env="VIGIL_DATA_DIR", help="where files and SQLite live")
+    shop: ShopSettings = option(ShopSettings())
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.data_dir) / "logs"
+
+    @property
+    def shop_db_url(self) -> str:
+        if self.shop.db:
+            return self.shop.db
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'shop.db'}"
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Load settings from defaults, then the YAML file, then the environment.
+
+    With ``path`` None, ``VIGIL_CONFIG`` or ``config/vigil.yaml`` is read if it
+    exists; a path given explicitly must exist.
+    """
+    env = os.environ if env is None else env
+    explicit = path is not None or "VIGIL_CONFIG" in env
+    file = Path(path if path is not None else env.get("VIGIL_CONFIG", DEFAULT_CONFIG))
+    data: dict[str, Any] = {}
+    if file.exists():
+        data = _read_yaml(file)
+    elif explicit:
+        raise ConfigError("config file not found; pass an existing file", file=str(file))
+    return check(_build(Settings, data, str(file), "", env), str(file))
+
+
+def from_mapping(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from an in-memory mapping (tests), then the given env."""
+    return check(_build(Settings, _plain(data), "<mapping>", "", env or {}), "<mapping>")
+
+
+def check(settings: Settings, file: str) -> Settings:
+    """Checks that span a value's type: ranges and required entries."""
+    shop = settings.shop
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{key}: {message}", file=file)
+
+    if not 1 <= shop.port <= 65535:
+        fail("shop.port", f"must be between 1 and 65535, got {shop.port}")
+    if shop.workers < 1:
+        fail("shop.workers", "must be at least 1")
+    if "EUR" not in shop.rates or shop.rates["EUR"] != 1:
+        fail("shop.rates", "must contain EUR: 1 (prices are kept in EUR)")
+    for code, rate in shop.rates.items():
+        if len(code) != 3 or not code.isalpha() or rate <= 0:
+            fail(f"shop.rates.{code}", "needs a 3-letter code and a positive rate")
+    if not shop.gateways:
+        fail("shop.gateways", "needs at least one payment gateway")
+    for name, gw in shop.gateways.items():
+        for field_name in ("decline_rate", "error_rate"):
+            if not 0 <= getattr(gw, field_name) <= 1:
+                fail(f"shop.gateways.{name}.{field_name}", "must be between 0 and 1")
+        if gw.latency_ms < 0:
+            fail(f"shop.gateways.{name}.latency_ms", "must not be negative")
+    if shop.mail.daily_cap < 0:
+        fail("shop.mail.daily_cap", "must not be negative")
+    return settings
+
+
+class _Located:
+    """A value read from YAML with the line it came from."""
+
+    __slots__ = ("line", "value")
+
+    def __init__(self, value: Any, line: int) -> None:
+        self.value = value
+        self.line = line
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return _Located(value, 0)
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        node = yaml.compose(file.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(file), line=line
+        ) from None
+    if node is None:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(
+            "the top level must be a mapping of keys", file=str(file), line=node.start_mark.line + 1
+        )
+    return _unnode(node, file)
+
+
+def _unnode(node: yaml.Node, file: Path) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            out[str(key_node.value)] = _unnode(value_node, file)
+        out["__line__"] = node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = [_unnode(n, file) for n in node.value]
+        return _Located(
+            [i.value if isinstance(i, _Located) else i for i in items], node.start_mark.line + 1
+        )
+    loader = yaml.SafeLoader("")
+    return _Located(loader.construct_object(node, deep=True), node.start_mark.line + 1)
+
+
+def _build(cls: type[T], data: dict[str, Any], file: str, prefix: str, env: Mapping[str, str]) -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    block_line = data.get("__line__")
+    for key in data:
+        if key != "__line__" and key not in names:
+            known = ", ".join(sorted(names))
+            line = _line_of(data[key], block_line)
+            raise ConfigError(
+                f"{prefix}{key}: unknown key; known keys here are: {known}", file=file, line=line
+            )
+    kwargs: dict[str, Any] = {}
+    for name, f in names.items():
+        key = prefix + name
+        typ = hints[name]
+        env_name = f.metadata.get("env")
+        if env_name and env_name in env:
+            kwargs[name] = _convert(
+                env[env_name], typ, f"{key} (from ${env_name})", "<environment>", None, env
+            )
+        elif name in data:
+            raw = data[name]
+            line = _line_of(raw, block_line)
+            kwargs[name] = _convert(raw, typ, key, file, line, env)
+        elif dataclasses.is_dataclass(typ):
+            # Nested sections still read their env vars when absent from the file.
+            kwargs[name] = _build(typing.cast(type, typ), {}, file, key + ".", env)
+    return cls(**kwargs)
+
+
+def _line_of(raw: Any, fallback: int | None) -> int | None:
+    if isinstance(raw, _Located):
+        return raw.line or fallback
+    if isinstance(raw, dict):
+        return raw.get("__line__", fallback)
+    return fallback
+
+
+def _convert(
+    raw: Any, typ: Any, key: str, file: str, line: int | None, env: Mapping[str, str]
+) -> Any:
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{key}: expected a mapping of keys", file=file, line=line)
+        return _build(typing.cast(type, typ), raw, file, key + ".", env)
+    origin = get_origin(typ)
+    if origin is dict:
+        _, value_type = get_args(typ)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{key}: expected a mapping", file=file, line=line)
+        block = raw.get("__line__", line)
+        return {
+            str(k): _convert(v, value_type, f"{key}.{k}", file, _line_of(v, block), env)
+            for k, v in raw.items()
+            if k != "__line__"
+        }
+    value = raw.value if isinstance(raw, _Located) else raw
+    if origin is list:
+        (item_type,) = get_args(typ)
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list", file=file, line=line)
+        return [_scalar(v, item_type, key, file, line) for v in value]
+    if isinstance(typ, types.UnionType):
+        raise ConfigError(f"{key}: unsupported option type", file=file, line=line)
+    return _scalar(value, typ, key, file, line)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _scalar(value: Any, typ: Any, key: str, file: str, line: int | None) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{key}: expected {expected}, got {value!r}", file=file, line=line)
+
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise bad("true or false")
+    if typ is int:
+        if isinstance(value, bool):
+            raise bad("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise bad("an integer") from None
+        raise bad("an integer")
+    if typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad("a number") from None
+        raise bad("a number")
+    if typ is Decimal:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad("a decimal number")
+        try:
+            return Decimal(str(value))
+        except InvalidOperation:
+            raise bad("a decimal number") from None
+    if typ is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad("a string")
+    raise bad(f"a value of type {typ}")
+
+
+def describe_options() -> list[tuple[str, str, str, str]]:
+    """Every option as (key, default, env var, help), for the config reference."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            typ = hints[f.name]
+            if dataclasses.is_dataclass(typ):
+                walk(typing.cast(type, typ), prefix + f.name + ".")
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            else:
+                default = typing.cast(Any, f.default_factory)()
+            rows.append(
+                (
+                    prefix + f.name,
+                    _show(default),
+                    f.metadata.get("env") or "",
+                    f.metadata.get("help", ""),
+                )
+            )
+
+    walk(Settings, "")
+    return rows
+
+
+def _show(value: Any) -> str:
+    """A default as it would be written in YAML (flow style)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if isinstance(v, Decimal):
+            return float(v) if v != v.to_integral_value() else int(v)
+        return v
+
+    text: str = yaml.safe_dump(plain(value), default_flow_style=True, width=10_000)
+    return text.strip().removesuffix("...").strip()
