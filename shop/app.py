@@ -107,6 +107,9 @@ def _install_hooks(app: Flask, shop: ShopContext) -> None:
 
     @app.after_request
     def _finish(response: Response) -> Response:
+        # Read the caller now: the rollback below expires the Customer row.
+        customer = g.get("customer")
+        g.user_name = customer.email if customer is not None else None
         session = g.pop("db", None)
         if session is not None:
             try:
@@ -135,7 +138,6 @@ def _observe(shop: ShopContext, status: int) -> None:
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     metrics.HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
     metrics.HTTP_DURATION.labels(request.method, route).observe(elapsed)
-    customer = g.get("customer")
     shop.logs.access(
         f"{request.method} {request.path} {status}",
         **{
@@ -150,7 +152,7 @@ def _observe(shop: ShopContext, status: int) -> None:
             "url.original": request.full_path.rstrip("?"),
             "url.path": request.path,
             "user_agent.original": request.headers.get("User-Agent", ""),
-            "user.name": customer.email if customer is not None else None,
+            "user.name": g.get("user_name"),
             "labels.route": route,
             "labels.release": shop.release.name,
         },

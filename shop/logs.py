@@ -40,9 +40,7 @@ class ShopLogs:
             if not logger.handlers:
                 handler = logging.FileHandler(log_dir / f"{dataset}.log", encoding="utf-8")
                 handler.setFormatter(
-                    ecs_logging.StdlibFormatter(
-                        exclude_fields=["log.original", "process", "log.origin"]
-                    )
+                    ecs_logging.StdlibFormatter(exclude_fields=["log.original", "log.origin"])
                 )
                 logger.addHandler(handler)
             self._loggers[dataset] = logger

@@ -164,6 +164,7 @@ class Order(Base):
     gateway: Mapped[str] = mapped_column(String(32))
     card_bin: Mapped[str] = mapped_column(String(8), default="")
     card_last4: Mapped[str] = mapped_column(String(4), default="")
+    shipping: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -245,6 +246,8 @@ class MailMessage(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When a worker took the message; a stale claim (the worker died) is taken back.
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class MailQuota(Base):

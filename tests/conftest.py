@@ -9,8 +9,10 @@ skipping them.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,26 +50,75 @@ def pg_available() -> str | None:
     return None
 
 
+def _seed_into(url: str) -> None:
+    from shop.server import init_database
+
+    init_database(from_mapping({"data_dir": "/tmp", "shop": {"db": url}}))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded SQLite file, copied for each test (seeding once keeps the suite fast)."""
+    path = tmp_path_factory.mktemp("template") / "shop.db"
+    _seed_into(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_available: str | None) -> Iterator[str | None]:
+    """A seeded PostgreSQL database used as TEMPLATE for each test's database."""
+    if pg_available is not None:
+        yield None
+        return
+    name = f"vigil_tmpl_{uuid.uuid4().hex[:12]}"
+    with _pg_connect() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        _seed_into(_pg_url(name))
+        yield name
+    finally:
+        with _pg_connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_url(name: str) -> str:
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{name}"
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(
     request: pytest.FixtureRequest, tmp_path: Path, pg_available: str | None
 ) -> Iterator[str]:
-    """A fresh, empty shop database URL on each backend."""
+    """A fresh, seeded shop database URL on each backend."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shop.db'}"
+        path = tmp_path / "shop.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
         return
     if pg_available is not None:
         require_server("PostgreSQL on 127.0.0.1:5432", pg_available)
+    template = request.getfixturevalue("pg_template")
+    dropper: ThreadPoolExecutor = request.getfixturevalue("pg_dropper")
     name = f"vigil_test_{uuid.uuid4().hex[:12]}"
     with _pg_connect() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + (
-            f"/{name}"
-        )
+        yield _pg_url(name)
     finally:
-        with _pg_connect() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        dropper.submit(_drop_database, name)
+
+
+def _drop_database(name: str) -> None:
+    with _pg_connect() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_dropper() -> Iterator[ThreadPoolExecutor]:
+    """Drops finished test databases in the background, while the next tests run."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-drop") as pool:
+        yield pool
 
 
 def make_settings(tmp_path: Path, db_url: str, **shop: Any) -> Settings:

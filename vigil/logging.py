@@ -25,6 +25,7 @@ ECS_LOGCONFIG: dict[str, Any] = {
             "stream": "ext://sys.stderr",
         },
     },
+    "root": {"handlers": ["stderr"], "level": "INFO"},
     "loggers": {
         "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
         "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
