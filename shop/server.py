@@ -61,6 +61,9 @@ def _post_worker_init(worker: Any) -> None:
     MailWorker(worker.wsgi.extensions[EXTENSION]).start()
 
 
+OPTIONAL_SETTINGS = {"control_socket_disable"}
+
+
 class ShopServer(BaseApplication):
     """gunicorn running ``shop.app.create_app`` with Vigil's settings."""
 
@@ -71,6 +74,8 @@ class ShopServer(BaseApplication):
 
     def load_config(self) -> None:
         for key, value in self.options.items():
+            if key in OPTIONAL_SETTINGS and key not in self.cfg.settings:
+                continue  # an older gunicorn without this feature
             self.cfg.set(key, value)
 
     def load(self) -> Any:
@@ -94,6 +99,8 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "proc_name": f"vigil-shop-{shop.port}",
         "child_exit": _child_exit,
         "post_worker_init": _post_worker_init,
+        # One control socket per user would clash between side-by-side shops.
+        "control_socket_disable": True,
     }
 
 
