@@ -25,9 +25,8 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from shop import metrics
-from shop.catalog import iso_utc
 from shop.logs import ShopLogs
-from shop.models import AuthToken, Customer, Order, utcnow
+from shop.models import AuthToken, Customer, Order, iso_utc, utcnow
 from shop.validation import ApiError
 
 TOKEN_LIFETIME = dt.timedelta(hours=24)

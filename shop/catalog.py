@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from shop.models import LANGUAGES, Category, Customer, Product, Review
+from shop.models import LANGUAGES, Category, Customer, Product, Review, iso_utc
 from shop.money import Currencies
 from shop.validation import ApiError, not_found
 
@@ -61,13 +60,6 @@ def check_sort(sort: str | None) -> str | None:
 def localised(texts: dict[str, str], lang: str) -> str:
     """The text in ``lang``, falling back to English."""
     return texts.get(lang) or texts.get("en", "")
-
-
-def iso_utc(value: dt.datetime | None) -> str | None:
-    """ISO 8601 in UTC; SQLite hands back naive datetimes, which were stored in UTC."""
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
 
 
 def list_categories(session: Session) -> list[Category]:

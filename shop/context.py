@@ -7,7 +7,6 @@ back after an error.
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shop.faults import Faults
 from shop.logs import ShopLogs
-from shop.models import AuthToken, Customer, utcnow
+from shop.models import AuthToken, Customer, as_utc, utcnow
 from shop.money import Currencies
 from shop.releases import Release
 from shop.validation import ApiError
@@ -88,7 +87,7 @@ def current_customer(*, required: bool) -> Customer | None:
     customer = None
     if token:
         row = db().get(AuthToken, token[:64])
-        if row is not None and _aware(row.expires_at) > utcnow():
+        if row is not None and as_utc(row.expires_at) > utcnow():
             customer = row.customer
     g.customer = customer
     if customer is None and required:
@@ -98,11 +97,6 @@ def current_customer(*, required: bool) -> Customer | None:
             "log in first: send Authorization: Bearer <token> from POST /api/login",
         )
     return customer
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; they were stored in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def require_admin() -> str:

@@ -37,6 +37,16 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """A stored time as aware UTC: SQLite hands back naive datetimes, stored in UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def iso_utc(value: dt.datetime | None) -> str | None:
+    """A stored time as ISO 8601 in UTC, None stays None."""
+    return None if value is None else as_utc(value).isoformat()
+
+
 class Category(Base):
     __tablename__ = "categories"
 

@@ -7,7 +7,6 @@ final. Every change is an ``OrderEvent`` (the order's own history), a count in
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from shop import metrics
-from shop.models import Order, OrderEvent, Payment, Product
+from shop.models import Order, OrderEvent, Payment, Product, iso_utc
 from shop.payments import mask
 from shop.validation import ApiError, not_found
 
@@ -27,13 +26,6 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "cancelled": (),
     "refunded": (),
 }
-
-
-def iso(value: dt.datetime | None) -> str | None:
-    """A stored time as ISO 8601 in UTC (SQLite hands back naive UTC times)."""
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
 
 
 def change_stock(session: Session, product_id: int, delta: int) -> bool:
@@ -162,7 +154,7 @@ def order_summary(order: Order) -> dict[str, Any]:
         "currency": order.currency,
         "total": str(order.total),
         "gateway": order.gateway,
-        "created_at": iso(order.created_at),
+        "created_at": iso_utc(order.created_at),
     }
 
 
@@ -188,8 +180,10 @@ def order_json(order: Order) -> dict[str, Any]:
             for item in order.items
         ],
         "payment": {"gateway": order.gateway, "card": mask(order.card_bin, order.card_last4)},
-        "history": [{"status": event.to_status, "at": iso(event.at)} for event in order.history],
-        "created_at": iso(order.created_at),
+        "history": [
+            {"status": event.to_status, "at": iso_utc(event.at)} for event in order.history
+        ],
+        "created_at": iso_utc(order.created_at),
         "tracking_url": f"/orders/{order.public_id}",
     }
 
@@ -205,14 +199,14 @@ def admin_order_json(session: Session, order: Order) -> dict[str, Any]:
             "email": order.email,
             "customer_id": order.customer_id,
             "total_eur": str(order.total_eur),
-            "updated_at": iso(order.updated_at),
+            "updated_at": iso_utc(order.updated_at),
             "history": [
                 {
                     "from": event.from_status,
                     "status": event.to_status,
                     "actor": event.actor,
                     "note": event.note,
-                    "at": iso(event.at),
+                    "at": iso_utc(event.at),
                 }
                 for event in order.history
             ],
@@ -227,7 +221,7 @@ def admin_order_json(session: Session, order: Order) -> dict[str, Any]:
                     "card": mask(p.card_bin, p.card_last4),
                     "client_ip": p.client_ip,
                     "duration_ms": p.duration_ms,
-                    "at": iso(p.created_at),
+                    "at": iso_utc(p.created_at),
                 }
                 for p in payments
             ],

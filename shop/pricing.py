@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from shop.models import Cart, Coupon, Customer, Product, utcnow
+from shop.models import Cart, Coupon, Customer, Product, as_utc, utcnow
 from shop.money import Currencies, round_money
 from shop.validation import ApiError
 
@@ -67,10 +67,6 @@ class Quote:
         }
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def check_coupon(
     coupon: Coupon | None, code: str, subtotal_eur: Decimal, now: dt.datetime | None = None
 ) -> Coupon:
@@ -78,7 +74,7 @@ def check_coupon(
     now = now or utcnow()
     if coupon is None or not coupon.active:
         raise ApiError(400, "unknown_coupon", f"coupon {code!r:.70} does not exist", "code")
-    if coupon.expires_at is not None and _aware(coupon.expires_at) <= now:
+    if coupon.expires_at is not None and as_utc(coupon.expires_at) <= now:
         raise ApiError(422, "coupon_expired", f"coupon {coupon.code} has expired", "code")
     if coupon.max_uses is not None and coupon.uses >= coupon.max_uses:
         raise ApiError(

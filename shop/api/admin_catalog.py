@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from shop import accounts, catalog
 from shop.carts import normalise_code
 from shop.context import audit, db, require_admin
-from shop.models import LANGUAGES, Category, Coupon, Customer, Product
+from shop.models import LANGUAGES, Category, Coupon, Customer, Product, iso_utc
 from shop.validation import (
     ApiError,
     get_bool,
@@ -51,7 +51,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dt.datetime):
-        return catalog.iso_utc(value)
+        return iso_utc(value)
     if isinstance(value, Category):
         return value.slug
     if isinstance(value, dict):
@@ -121,7 +121,7 @@ def product_json(product: Product) -> dict[str, Any]:
         "image_url": product.image_url,
         "names": dict(product.names),
         "descriptions": dict(product.descriptions),
-        "created_at": catalog.iso_utc(product.created_at),
+        "created_at": iso_utc(product.created_at),
     }
 
 
@@ -329,7 +329,7 @@ def adjust_stock(product_id: int) -> Any:
 
 
 def customer_json(customer: Customer) -> dict[str, Any]:
-    return {**accounts.customer_json(customer), "created_at": catalog.iso_utc(customer.created_at)}
+    return {**accounts.customer_json(customer), "created_at": iso_utc(customer.created_at)}
 
 
 @bp.get("/api/admin/customers")
@@ -384,7 +384,7 @@ def coupon_json(coupon: Coupon) -> dict[str, Any]:
         "kind": coupon.kind,
         "value": str(coupon.value),
         "min_order_eur": str(coupon.min_order_eur),
-        "expires_at": catalog.iso_utc(coupon.expires_at),
+        "expires_at": iso_utc(coupon.expires_at),
         "max_uses": coupon.max_uses,
         "uses": coupon.uses,
         "active": coupon.active,
