@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,25 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 
 from vigil.settings import Settings, from_mapping
 
 PG_ADMIN_URL = os.environ.get("VIGIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ADMIN_KEY = "test-admin-key"
+
+
+def sample(name: str, **labels: str) -> float:
+    """A sample of the process-wide prometheus registry (0 when absent); compare deltas."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def require_server(name: str, reason: str) -> None:
@@ -138,20 +153,33 @@ def make_settings(tmp_path: Path, db_url: str, **shop: Any) -> Settings:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str) -> Settings:
-    return make_settings(tmp_path, db_url)
+def build_app(tmp_path: Path, db_url: str) -> Iterator[Callable[..., Flask]]:
+    """Build apps with custom shop settings on this test's database: ``build_app(release="v2")``."""
+    from shop.app import create_app
+
+    apps: list[Flask] = []
+
+    def build(**shop: Any) -> Flask:
+        application = create_app(make_settings(tmp_path / f"app{len(apps)}", db_url, **shop))
+        application.config["TESTING"] = True
+        apps.append(application)
+        return application
+
+    yield build
+    for application in apps:
+        application.extensions["vigil.shop"].logs.close()
+        application.extensions["vigil.shop"].engine.dispose()
 
 
 @pytest.fixture
-def app(settings: Settings) -> Iterator[Flask]:
-    from shop.app import create_app
+def settings(app: Flask) -> Settings:
+    rv: Settings = app.extensions["vigil.shop"].settings
+    return rv
 
-    application = create_app(settings)
-    application.config["TESTING"] = True
-    yield application
-    shop = application.extensions["vigil.shop"]
-    shop.logs.close()
-    shop.engine.dispose()
+
+@pytest.fixture
+def app(build_app: Callable[..., Flask]) -> Flask:
+    return build_app()
 
 
 @pytest.fixture

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import make_settings
 from flask import Flask
 from flask.testing import FlaskClient
 
-from shop.app import create_app
 from vigil.settings import Settings
 
 NEW_PRODUCT = {
@@ -37,12 +34,8 @@ def _pid(client: FlaskClient, sku: str) -> int:
 
 
 @pytest.fixture
-def keyless_app(tmp_path: Path, db_url: str) -> Iterator[Flask]:
-    application = create_app(make_settings(tmp_path, db_url, admin_api_key=""))
-    yield application
-    shop = application.extensions["vigil.shop"]
-    shop.logs.close()
-    shop.engine.dispose()
+def keyless_app(build_app: Callable[..., Flask]) -> Flask:
+    return build_app(admin_api_key="")
 
 
 @pytest.mark.parametrize(

@@ -5,19 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings
+from conftest import sample
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
-from shop.app import create_app
 from shop.db import Base
 from shop.models import (
     AuthToken,
@@ -46,10 +42,6 @@ RATES = {
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def session_of(app: Flask) -> Any:
@@ -151,23 +143,6 @@ def expected_totals(
         coupon = money(fixed_eur * rate)
     vip = money((subtotal - coupon) * vip_percent / 100) if vip_percent else Decimal("0")
     return {"subtotal": subtotal, "discount": coupon + vip, "total": subtotal - coupon - vip}
-
-
-@pytest.fixture
-def build_app(tmp_path: Path, db_url: str) -> Iterator[Any]:
-    """Build an app with custom shop settings on this test's database."""
-    apps: list[Flask] = []
-
-    def build(**shop: Any) -> Flask:
-        app = create_app(make_settings(tmp_path / f"app{len(apps)}", db_url, **shop))
-        app.config["TESTING"] = True
-        apps.append(app)
-        return app
-
-    yield build
-    for app in apps:
-        app.extensions["vigil.shop"].logs.close()
-        app.extensions["vigil.shop"].engine.dispose()
 
 
 # --- purchases -------------------------------------------------------------------------

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import make_settings
+from conftest import sample
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from shop.app import create_app
 from shop.models import Product
 from vigil.settings import Settings
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def timed(client: FlaskClient, path: str) -> tuple[int, float]:
@@ -152,11 +145,8 @@ def test_fault_bad_values_are_400(
 
 
 @pytest.fixture
-def disabled_client(tmp_path: Path, db_url: str) -> Iterator[FlaskClient]:
-    app = create_app(make_settings(tmp_path, db_url, faults_enabled=False))
-    yield app.test_client()
-    app.extensions["vigil.shop"].logs.close()
-    app.extensions["vigil.shop"].engine.dispose()
+def disabled_client(build_app: Callable[..., Flask]) -> FlaskClient:
+    return build_app(faults_enabled=False).test_client()
 
 
 def test_faults_disabled_is_403(

@@ -4,40 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email import message_from_bytes
 from email.message import EmailMessage, Message
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import ADMIN_KEY, make_settings
+from conftest import ADMIN_KEY, free_port, sample
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from shop import mailer
-from shop.app import create_app
 from shop.mailer import MailWorker, flush_queue
 from shop.models import MailMessage, MailQuota, Product, utcnow
 
 ADMIN = {"X-API-Key": ADMIN_KEY, "X-Actor": "alice@ops"}
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Inbox:
@@ -61,22 +46,13 @@ def smtp() -> Iterator[tuple[int, Inbox]]:
 
 
 @pytest.fixture
-def build_app(tmp_path: Path, db_url: str) -> Iterator[Any]:
-    apps: list[Flask] = []
+def mail_app(build_app: Callable[..., Flask]) -> Callable[..., Flask]:
+    """``mail_app(smtp_port=…, daily_cap=…)``: an app with these mail settings."""
 
     def build(**mail: Any) -> Flask:
-        settings = make_settings(
-            tmp_path / f"app{len(apps)}", db_url, mail=mail, fraud={"max_per_card": 1000}
-        )
-        app = create_app(settings)
-        app.config["TESTING"] = True
-        apps.append(app)
-        return app
+        return build_app(mail=mail, fraud={"max_per_card": 1000})
 
-    yield build
-    for app in apps:
-        app.extensions["vigil.shop"].logs.close()
-        app.extensions["vigil.shop"].engine.dispose()
+    return build
 
 
 def buy(client: FlaskClient, app: Flask, email: str = "ann@example.com") -> str:
@@ -109,9 +85,9 @@ def statuses(app: Flask) -> list[str]:
         return list(session.scalars(select(MailMessage.status).order_by(MailMessage.id)))
 
 
-def test_mail_confirmation_arrives(smtp: tuple[int, Inbox], build_app: Any) -> None:
+def test_mail_confirmation_arrives(smtp: tuple[int, Inbox], mail_app: Any) -> None:
     port, inbox = smtp
-    app = build_app(smtp_port=port)
+    app = mail_app(smtp_port=port)
     client = app.test_client()
     order_id = buy(client, app, email="bob@example.com")
     sent = sample("shop_emails_sent_total")
@@ -136,9 +112,9 @@ def test_mail_confirmation_arrives(smtp: tuple[int, Inbox], build_app: Any) -> N
     assert len(inbox.messages) == 1
 
 
-def test_mail_daily_cap_defers_until_next_day(smtp: tuple[int, Inbox], build_app: Any) -> None:
+def test_mail_daily_cap_defers_until_next_day(smtp: tuple[int, Inbox], mail_app: Any) -> None:
     port, inbox = smtp
-    app = build_app(smtp_port=port, daily_cap=2)
+    app = mail_app(smtp_port=port, daily_cap=2)
     client = app.test_client()
     orders = [buy(client, app) for _ in range(3)]
     deferrals = sample("shop_email_deferrals_total")
@@ -171,8 +147,8 @@ def test_mail_daily_cap_defers_until_next_day(smtp: tuple[int, Inbox], build_app
         assert session.get(MailQuota, mailer.utc_day(tomorrow)).sent == 1
 
 
-def test_mail_smtp_failure_retries_then_gives_up(build_app: Any) -> None:
-    app = build_app(smtp_port=free_port())  # nothing listens there
+def test_mail_smtp_failure_retries_then_gives_up(mail_app: Any) -> None:
+    app = mail_app(smtp_port=free_port())  # nothing listens there
     client = app.test_client()
     buy(client, app)
     failures = sample("shop_email_failures_total")
@@ -199,8 +175,8 @@ def test_mail_smtp_failure_retries_then_gives_up(build_app: Any) -> None:
     assert flush_queue(shop.sessions, shop.settings.shop.mail).failed == 0
 
 
-def test_mail_concurrent_flushers_send_each_message_once(build_app: Any) -> None:
-    app = build_app(batch_size=50)
+def test_mail_concurrent_flushers_send_each_message_once(mail_app: Any) -> None:
+    app = mail_app(batch_size=50)
     shop = app.extensions["vigil.shop"]
     with shop.sessions.begin() as session:
         for n in range(12):
@@ -233,10 +209,10 @@ def test_mail_concurrent_flushers_send_each_message_once(build_app: Any) -> None
 
 
 def test_mail_worker_survives_errors(
-    smtp: tuple[int, Inbox], build_app: Any, monkeypatch: pytest.MonkeyPatch
+    smtp: tuple[int, Inbox], mail_app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port, inbox = smtp
-    app = build_app(smtp_port=port)
+    app = mail_app(smtp_port=port)
     order_id = buy(app.test_client(), app)
     real = mailer.flush_queue
     calls = {"n": 0}
@@ -263,8 +239,8 @@ def test_mail_worker_survives_errors(
     assert worker._thread is None
 
 
-def test_mail_admin_status_counts(build_app: Any) -> None:
-    app = build_app(daily_cap=7)
+def test_mail_admin_status_counts(mail_app: Any) -> None:
+    app = mail_app(daily_cap=7)
     client = app.test_client()
     buy(client, app)
     buy(client, app)
@@ -278,9 +254,9 @@ def test_mail_admin_status_counts(build_app: Any) -> None:
     assert rv.json["today"]["day"] == utcnow().date().isoformat()
 
 
-def test_mail_stale_claim_of_dead_worker_is_sent(smtp: tuple[int, Inbox], build_app: Any) -> None:
+def test_mail_stale_claim_of_dead_worker_is_sent(smtp: tuple[int, Inbox], mail_app: Any) -> None:
     port, inbox = smtp
-    app = build_app(smtp_port=port)
+    app = mail_app(smtp_port=port)
     order_id = buy(app.test_client(), app)
     shop = app.extensions["vigil.shop"]
     now = utcnow()
@@ -293,8 +269,8 @@ def test_mail_stale_claim_of_dead_worker_is_sent(smtp: tuple[int, Inbox], build_
     assert [order_id in m["Subject"] for m in inbox.messages] == [True]
 
 
-def test_mail_fresh_claim_is_left_to_its_worker(build_app: Any) -> None:
-    app = build_app(smtp_port=free_port())
+def test_mail_fresh_claim_is_left_to_its_worker(mail_app: Any) -> None:
+    app = mail_app(smtp_port=free_port())
     buy(app.test_client(), app)
     shop = app.extensions["vigil.shop"]
     now = utcnow()

@@ -7,19 +7,15 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from conftest import sample
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from shop.models import Order, Product
 from vigil.settings import Settings
 
 VISA = "4242424242424242"
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def stock_of(app: Flask, sku: str) -> int:

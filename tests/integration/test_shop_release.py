@@ -5,39 +5,26 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from shop import payments
-from shop.app import create_app
 from shop.models import Payment, Product
 
 CHECKOUTS = 12
 
 
 @pytest.fixture
-def release_apps(tmp_path: Path, db_url: str) -> Iterator[dict[str, Flask]]:
+def release_apps(build_app: Callable[..., Flask]) -> dict[str, Flask]:
     """A v1 and a v2 shop on the same database, fraud limits out of the way."""
-    apps: dict[str, Flask] = {}
-    for release in ("v1", "v2"):
-        settings = make_settings(
-            tmp_path / release,
-            db_url,
-            release=release,
-            fraud={"max_per_card": 1000, "max_per_ip": 1000},
-        )
-        apps[release] = create_app(settings)
-    yield apps
-    for app in apps.values():
-        app.extensions["vigil.shop"].logs.close()
-        app.extensions["vigil.shop"].engine.dispose()
+    fraud = {"max_per_card": 1000, "max_per_ip": 1000}
+    return {release: build_app(release=release, fraud=fraud) for release in ("v1", "v2")}
 
 
 def run_checkouts(app: Flask, count: int) -> tuple[list[float], list[int]]:
