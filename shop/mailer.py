@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
@@ -31,13 +32,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shop import metrics
 from shop.logs import ShopLogs
-from shop.models import MailMessage, MailQuota, Order, utcnow
-from vigil.settings import MailSettings
+from shop.models import MailMessage, MailQuota, Order, as_utc, utcnow
+from vigil.settings import MailSettings, Settings
 
 if TYPE_CHECKING:
     from shop.context import ShopContext
 
 MAX_ATTEMPTS = 10
+# Retry after 10 s, 20 s, 40 s … at most 15 min: ten attempts ride out a relay
+# outage of about 50 minutes before a message is marked failed.
+FIRST_RETRY = dt.timedelta(seconds=10)
+MAX_RETRY = dt.timedelta(minutes=15)
 WAITING = ("queued", "deferred")
 STATUSES = ("queued", "deferred", "sending", "sent", "failed")
 
@@ -88,6 +93,29 @@ def enqueue_confirmation(
     session.add(message)
     session.flush()
     return message
+
+
+def retry_delay(attempts: int) -> dt.timedelta:
+    """How long a message that failed ``attempts`` times waits before the next try."""
+    return min(FIRST_RETRY * 2 ** max(attempts - 1, 0), MAX_RETRY)
+
+
+def sender_for(settings: Settings) -> Sender:
+    """SMTP when ``shop.mail.smtp_host`` is set, else ``.eml`` files in the outbox dir."""
+    if settings.shop.mail.smtp_host:
+        return smtp_sender(settings.shop.mail)
+    return file_sender(Path(settings.data_dir) / "mail" / "outbox")
+
+
+def file_sender(outbox: Path) -> Sender:
+    """Write each message to ``outbox`` as an ``.eml`` file (no relay configured)."""
+
+    def send(message: EmailMessage) -> None:
+        outbox.mkdir(parents=True, exist_ok=True)
+        name = f"{utcnow():%Y%m%dT%H%M%S%f}-{abs(hash(message['Subject'])):x}.eml"
+        (outbox / name).write_bytes(bytes(message))
+
+    return send
 
 
 def smtp_sender(settings: MailSettings) -> Sender:
@@ -209,12 +237,18 @@ def flush_queue(
         full = quota_used(session, day) >= mail_settings.daily_cap
         # With the day's quota spent, only fresh messages are looked at, to mark them deferred.
         waiting = ("queued",) if full else WAITING
-        candidates = session.execute(
-            select(MailMessage.id, MailMessage.status)
+        rows = session.execute(
+            select(MailMessage.id, MailMessage.status, MailMessage.attempts, MailMessage.claimed_at)
             .where(MailMessage.status.in_(waiting))
-            .order_by(MailMessage.id)
-            .limit(mail_settings.batch_size)
+            # Fresh messages first, so a few failing ones cannot block the queue.
+            .order_by(MailMessage.attempts, MailMessage.id)
+            .limit(mail_settings.batch_size * 4)
         ).all()
+    candidates = [
+        (message_id, status)
+        for message_id, status, attempts, tried_at in rows
+        if not attempts or tried_at is None or as_utc(tried_at) + retry_delay(attempts) <= now
+    ][: mail_settings.batch_size]
     sent = deferred = failed = 0
     for message_id, previous in candidates:
         message = _claim(sessions, message_id, now)
@@ -303,7 +337,7 @@ class MailWorker:
     ) -> None:
         self.shop = shop
         self.interval = interval
-        self.send = send
+        self.send = send or sender_for(shop.settings)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

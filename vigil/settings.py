@@ -71,8 +71,12 @@ class FraudSettings:
 class MailSettings:
     """Order-confirmation e-mail."""
 
-    smtp_host: str = option("127.0.0.1", env="VIGIL_SMTP_HOST", help="SMTP relay host")
-    smtp_port: int = option(8025, env="VIGIL_SMTP_PORT", help="SMTP relay port")
+    smtp_host: str = option(
+        "",
+        env="VIGIL_SMTP_HOST",
+        help="SMTP relay host; empty writes .eml files to <data_dir>/mail/outbox instead",
+    )
+    smtp_port: int = option(25, env="VIGIL_SMTP_PORT", help="SMTP relay port")
     sender: str = option("shop@vigil.example", env="VIGIL_MAIL_SENDER", help="From: address")
     daily_cap: int = option(
         500, env="VIGIL_SHOP_MAIL_DAILY_CAP", help="mails sent per UTC day; the rest wait"

@@ -176,7 +176,10 @@ def flush_mail() -> Any:
     """Run one pass of the mail queue now: ``{"sent", "deferred", "failed"}``."""
     require_admin()
     shop = ctx()
-    return mailer.flush_queue(shop.sessions, shop.settings.shop.mail, logs=shop.logs).to_json()
+    send = mailer.sender_for(shop.settings)
+    return mailer.flush_queue(
+        shop.sessions, shop.settings.shop.mail, send=send, logs=shop.logs
+    ).to_json()
 
 
 @bp.get("/api/admin/mail")

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from email import message_from_bytes
 from email.message import EmailMessage, Message
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,7 +51,7 @@ def mail_app(build_app: Callable[..., Flask]) -> Callable[..., Flask]:
     """``mail_app(smtp_port=…, daily_cap=…)``: an app with these mail settings."""
 
     def build(**mail: Any) -> Flask:
-        return build_app(mail=mail, fraud={"max_per_card": 1000})
+        return build_app(mail={"smtp_host": "127.0.0.1", **mail}, fraud={"max_per_card": 1000})
 
     return build
 
@@ -163,8 +164,15 @@ def test_mail_smtp_failure_retries_then_gives_up(mail_app: Any) -> None:
         assert "Connection" in message.last_error
         # A failed send gives its slot of the daily cap back.
         assert session.get(MailQuota, mailer.utc_day(utcnow())).sent == 0
-    for _ in range(mailer.MAX_ATTEMPTS - 1):
-        flush_queue(shop.sessions, shop.settings.shop.mail, logs=shop.logs)
+    # Right away, the message waits out its back-off.
+    assert flush_queue(shop.sessions, shop.settings.shop.mail, logs=shop.logs).failed == 0
+    later = utcnow()
+    for attempt in range(1, mailer.MAX_ATTEMPTS):
+        later += mailer.retry_delay(attempt)
+        assert (
+            flush_queue(shop.sessions, shop.settings.shop.mail, now=later, logs=shop.logs).failed
+            == 1
+        )
 
     assert statuses(app) == ["failed"]
     assert sample("shop_email_failures_total") - failures == mailer.MAX_ATTEMPTS
@@ -172,7 +180,8 @@ def test_mail_smtp_failure_retries_then_gives_up(mail_app: Any) -> None:
     assert len(errors) == 1
     assert errors[0]["log.level"] == "error"
     # A failed message is left alone from now on.
-    assert flush_queue(shop.sessions, shop.settings.shop.mail).failed == 0
+    later += dt.timedelta(days=1)
+    assert flush_queue(shop.sessions, shop.settings.shop.mail, now=later).failed == 0
 
 
 def test_mail_concurrent_flushers_send_each_message_once(mail_app: Any) -> None:
@@ -282,3 +291,22 @@ def test_mail_fresh_claim_is_left_to_its_worker(mail_app: Any) -> None:
     assert (result.sent, result.failed) == (0, 0)
     with shop.sessions() as session:
         assert session.scalars(select(MailMessage.status)).one() == "sending"
+
+
+def test_mail_retry_delay_doubles_up_to_a_cap() -> None:
+    delays = [mailer.retry_delay(n).total_seconds() for n in range(1, 10)]
+    assert delays == [10, 20, 40, 80, 160, 320, 640, 900, 900]
+
+
+def test_mail_without_relay_goes_to_outbox_files(build_app: Callable[..., Flask]) -> None:
+    app = build_app()  # no smtp_host: the outbox under the data dir
+    client = app.test_client()
+    order_id = buy(client, app)
+
+    assert client.post("/api/admin/mail/flush", headers=ADMIN).json["sent"] == 1
+
+    outbox = Path(app.extensions["vigil.shop"].settings.data_dir) / "mail" / "outbox"
+    (eml,) = outbox.glob("*.eml")
+    message = message_from_bytes(eml.read_bytes())
+    assert message["To"] == "ann@example.com"
+    assert order_id in message["Subject"]
