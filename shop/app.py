@@ -89,6 +89,8 @@ def _install_hooks(app: Flask, shop: ShopContext) -> None:
         )
         metrics.HTTP_IN_PROGRESS.labels(request.method).inc()
         g.in_progress = True
+        if _has_nul():
+            raise ApiError(400, "invalid_text", "the request must not contain NUL (%00) characters")
         if request.path.startswith(_FAULT_EXEMPT):
             return None
         state = shop.faults.current()
@@ -107,9 +109,6 @@ def _install_hooks(app: Flask, shop: ShopContext) -> None:
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        # Read the caller now: the rollback below expires the Customer row.
-        customer = g.get("customer")
-        g.user_name = customer.email if customer is not None else None
         session = g.pop("db", None)
         if session is not None:
             try:
@@ -130,6 +129,15 @@ def _install_hooks(app: Flask, shop: ShopContext) -> None:
             session.close()
         if g.pop("in_progress", False):
             metrics.HTTP_IN_PROGRESS.labels(request.method).dec()
+
+
+def _has_nul() -> bool:
+    """NUL in the path, query, form or credentials: PostgreSQL text cannot hold it."""
+    values = [request.path, request.headers.get("Authorization", ""), *request.cookies.values()]
+    # request.form parses only form bodies; a JSON body is checked by json_body().
+    for fields in (request.args, request.form):
+        values += [value for _, items in fields.lists() for value in items]
+    return any("\x00" in value for value in values)
 
 
 def _observe(shop: ShopContext, status: int) -> None:
@@ -180,13 +188,18 @@ def _install_error_handlers(app: Flask, shop: ShopContext) -> None:
         return render(err.status, err.code, err.message, err.payload())
 
     @app.errorhandler(HTTPException)
-    def _http_error(err: HTTPException) -> tuple[Any, int]:
+    def _http_error(err: HTTPException) -> Response:
         status = err.code or 500
         code = (err.name or "error").lower().replace(" ", "_")
         message = err.description or err.name
         if status == 413:
             message = f"the request body is larger than {shop.settings.shop.max_body_bytes} bytes"
-        return render(status, code, message)
+        rv = app.make_response(render(status, code, message))
+        # Keep the exception's own headers, e.g. Allow on a 405 (RFC 9110, 15.5.6).
+        for name, value in err.get_headers():
+            if name.lower() != "content-type":
+                rv.headers[name] = value
+        return rv
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> tuple[Any, int]:

@@ -90,6 +90,9 @@ def current_customer(*, required: bool) -> Customer | None:
         if row is not None and as_utc(row.expires_at) > utcnow():
             customer = row.customer
     g.customer = customer
+    # Read now, while loaded: after a failed flush the row is expired and unreadable,
+    # and the access log (written after the request) still needs the name.
+    g.user_name = customer.email if customer is not None else None
     if customer is None and required:
         raise ApiError(
             401,

@@ -47,12 +47,48 @@ def json_body() -> dict[str, Any]:
             "unsupported_media_type",
             "send the body as JSON with Content-Type: application/json",
         )
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        # json.loads raises RecursionError, not ValueError, for "[[[[…" a few thousand deep.
+        raise ApiError(400, "malformed_json", "the JSON body is nested too deeply") from None
     if data is None:
         raise ApiError(400, "malformed_json", "the request body is not valid JSON")
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "the JSON body must be an object")
+    check_text(data)
     return data
+
+
+def clean_text(text: str) -> bool:
+    """False for text no database can store: NUL characters or lone UTF-16 surrogates."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(data: dict[str, Any]) -> None:
+    """A 400 naming the top-level field when any string (or key) in ``data`` is not clean."""
+    # Iterative: the body may be nested nearly as deep as the recursion limit.
+    stack: list[tuple[str, Any]] = [(key, key) for key in data]
+    stack += [(key, value) for key, value in data.items()]
+    while stack:
+        field, value = stack.pop()
+        if isinstance(value, dict):
+            stack += [(field, item) for pair in value.items() for item in pair]
+        elif isinstance(value, list):
+            stack += [(field, item) for item in value]
+        elif isinstance(value, str) and not clean_text(value):
+            raise ApiError(
+                400,
+                "invalid_text",
+                f"'{field:.40}' must be valid Unicode without NUL (\\u0000) characters",
+                field[:40],
+            )
 
 
 def get_str(

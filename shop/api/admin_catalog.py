@@ -43,6 +43,7 @@ COUPON_LIMITS = {"percent": Decimal("100"), "fixed": Decimal("10000")}
 SKU_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,31}$")
 CODE_RE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,63}$")
 IMAGE_RE = re.compile(r"^(/|https?://)[^\s\"'<>]*$")
+EXPIRY_RANGE = (dt.datetime(2000, 1, 1, tzinfo=dt.UTC), dt.datetime(9998, 12, 31, tzinfo=dt.UTC))
 PRODUCT_FIELDS = ("price_eur", "stock", "names", "descriptions", "active", "category", "image_url")
 
 
@@ -404,7 +405,20 @@ def _expires_at(data: dict[str, Any]) -> dt.datetime | None:
             "'expires_at' must be ISO 8601, like 2030-12-31T23:59:59Z",
             "expires_at",
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    try:
+        value = value.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is in year 0
+        value = EXPIRY_RANGE[0] - dt.timedelta(days=1)
+    if not EXPIRY_RANGE[0] <= value <= EXPIRY_RANGE[1]:
+        # Outside this, PostgreSQL stores years Python cannot read back (1 BC, 10000).
+        raise ApiError(
+            400,
+            "out_of_range",
+            "'expires_at' must be between 2000-01-01 and 9998-12-31",
+            "expires_at",
+        )
+    return value
 
 
 def _max_uses(data: dict[str, Any]) -> int | None:
@@ -451,7 +465,7 @@ def create_coupon() -> Any:
         code=code,
         kind=kind,
         value=value,
-        min_order_eur=min_order or Decimal("0"),
+        min_order_eur=min_order or Decimal("0.00"),
         expires_at=_expires_at(data),
         max_uses=_max_uses(data),
         uses=0,
