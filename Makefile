@@ -25,7 +25,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy $(CODE)
 
 pytest: $(STAMP) system-deps
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2
 
 test: lint typecheck pytest
 
