@@ -1,1 +1,1 @@
-"""siem."""
+"""The SIEM store: events and samples behind one protocol, several backends."""

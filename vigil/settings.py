@@ -130,11 +130,90 @@ class ShopSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """The SIEM store (events and samples)."""
+
+    backend: str = option("sqlite", env="VIGIL_STORE_BACKEND", help="sqlite (embedded)")
+    path: str = option(
+        "", env="VIGIL_STORE_PATH", help="SQLite file; empty means <data_dir>/siem.db"
+    )
+
+
+@dataclass(frozen=True)
+class ScrapeJob:
+    """One Prometheus scrape job: ``job`` label = its name in ``collect.scrape``."""
+
+    targets: list[str] = option([], help="host:port of each instance")
+    path: str = option("/metrics")
+    timeout_s: float = option(3.0)
+
+
+@dataclass(frozen=True)
+class CollectSettings:
+    """``vigil collect``: scrape metrics, tail logs, write to the store."""
+
+    interval_s: float = option(5.0, env="VIGIL_COLLECT_INTERVAL", help="scrape interval")
+    scrape: dict[str, ScrapeJob] = option(
+        {"shop": ScrapeJob(targets=["127.0.0.1:8001", "127.0.0.1:8002"])},
+        help="scrape jobs by name (the job label)",
+    )
+    tail: list[str] = option(
+        ["logs/*.log"], help="globs of ECS JSON log files, relative to the data dir"
+    )
+    port: int = option(8091, env="VIGIL_COLLECT_PORT", help="the collector's own /metrics")
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    """Slack notifier; the token comes from the environment only."""
+
+    token: str = option("", env="VIGIL_SLACK_TOKEN", help="bot token; empty disables Slack")
+    channel: str = option("#alerts", env="VIGIL_SLACK_CHANNEL")
+    api_url: str = option(
+        "https://slack.com/api/", env="VIGIL_SLACK_API_URL", help="Slack Web API base URL"
+    )
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """``vigil alert``: rule evaluation and notification."""
+
+    rules: list[str] = option(["config/rules/*.yaml"], help="rule file globs")
+    interval_s: float = option(5.0, env="VIGIL_ALERT_INTERVAL", help="evaluation interval")
+    slack: SlackSettings = option(SlackSettings())
+    webhooks: list[str] = option(
+        [], env="VIGIL_ALERT_WEBHOOKS", help="URLs that get the Alertmanager v4 payload"
+    )
+    runbook_base_url: str = option(
+        "",
+        env="VIGIL_RUNBOOK_BASE_URL",
+        help="prefix for relative runbook_url annotations; empty means the web UI",
+    )
+    port: int = option(8092, env="VIGIL_ALERT_PORT", help="the evaluator's own /metrics")
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """``vigil web``: dashboards."""
+
+    host: str = option("127.0.0.1", env="VIGIL_WEB_HOST")
+    port: int = option(8090, env="VIGIL_WEB_PORT")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of Vigil's settings."""
 
     data_dir: str = option("data", env="VIGIL_DATA_DIR", help="where files and SQLite live")
     shop: ShopSettings = option(ShopSettings())
+    store: StoreSettings = option(StoreSettings())
+    collect: CollectSettings = option(CollectSettings())
+    alert: AlertSettings = option(AlertSettings())
+    web: WebSettings = option(WebSettings())
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store.path) if self.store.path else Path(self.data_dir) / "siem.db"
 
     @property
     def log_dir(self) -> Path:

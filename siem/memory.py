@@ -1,0 +1,78 @@
+"""An in-process Store: the reference semantics every backend must match.
+
+Useful for unit tests of the readers (PromQL evaluation, rules, dashboards) and
+for a single process that keeps nothing across restarts.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from siem.model import Event, EventQuery, Labels, Matcher, Sample, Series, WriteResult
+
+
+class MemoryStore:
+    """``Store`` in dictionaries, safe for several threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[str, Event] = {}
+        self._series: dict[Labels, dict[float, float]] = {}
+
+    def write(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> WriteResult:
+        stored = dup = s_stored = s_dup = 0
+        with self._lock:
+            for event in events:
+                if event.id in self._events:
+                    dup += 1
+                else:
+                    self._events[event.id] = event
+                    stored += 1
+            for sample in samples:
+                points = self._series.setdefault(sample.labels, {})
+                if sample.timestamp in points:
+                    s_dup += 1
+                else:
+                    points[sample.timestamp] = sample.value
+                    s_stored += 1
+        return WriteResult(stored, dup, s_stored, s_dup)
+
+    def _matching(self, query: EventQuery) -> list[Event]:
+        with self._lock:
+            events = list(self._events.values())
+        hits = [e for e in events if query.matches(e)]
+        hits.sort(key=lambda e: (e.timestamp, e.id), reverse=True)
+        return hits
+
+    def search(self, query: EventQuery) -> list[Event]:
+        return self._matching(query)[: query.limit]
+
+    def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for event in self._matching(query):
+            value = event.get(field_name)
+            if value is not None:
+                counts[str(value)] += 1
+        return dict(counts)
+
+    def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
+        rv: list[Series] = []
+        with self._lock:
+            items = [(labels, dict(points)) for labels, points in self._series.items()]
+        for labels, points in items:
+            as_dict = dict(labels)
+            if not all(m.matches(as_dict) for m in matchers):
+                continue
+            times = sorted(points)
+            lo = bisect.bisect_left(times, start)
+            hi = bisect.bisect_right(times, end)
+            if lo < hi:
+                rv.append(Series(labels, tuple((t, points[t]) for t in times[lo:hi])))
+        rv.sort(key=lambda s: s.labels)
+        return rv
+
+    def close(self) -> None:
+        """Nothing to release."""

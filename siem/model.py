@@ -1,0 +1,188 @@
+"""The store's data model: ECS events, Prometheus samples, and the Store protocol.
+
+Every backend (``siem.memory``, ``siem.sqlite``, later Elasticsearch) implements
+``Store``; collectors write through it, alerting, dashboards and playbooks read
+through it, and none of them sees SQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Labels = tuple[tuple[str, str], ...]
+"""Label pairs sorted by name; ``__name__`` holds the metric name, as in Prometheus."""
+
+METRIC_NAME = "__name__"
+
+
+def make_labels(name: str | None = None, /, **labels: str) -> Labels:
+    """Sorted label pairs, with the metric name under ``__name__`` when given."""
+    if name is not None:
+        labels[METRIC_NAME] = name
+    return tuple(sorted(labels.items()))
+
+
+def labels_from(mapping: Mapping[str, str]) -> Labels:
+    return tuple(sorted((str(k), str(v)) for k, v in mapping.items()))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One value of one series at one time (seconds since the epoch).
+
+    >>> Sample(make_labels("up", job="shop", instance="127.0.0.1:8001"), 1700000000.0, 1.0).name
+    'up'
+    """
+
+    labels: Labels
+    timestamp: float
+    value: float
+
+    @property
+    def name(self) -> str:
+        return dict(self.labels).get(METRIC_NAME, "")
+
+
+@dataclass(frozen=True)
+class Series:
+    """A series read back: its labels and its (timestamp, value) points in time order."""
+
+    labels: Labels
+    points: tuple[tuple[float, float], ...]
+
+    @property
+    def name(self) -> str:
+        return dict(self.labels).get(METRIC_NAME, "")
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """A Prometheus label matcher; regexes are anchored at both ends, as in PromQL."""
+
+    name: str
+    op: Literal["=", "!=", "=~", "!~"]
+    value: str
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        actual = labels.get(self.name, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        hit = re.fullmatch(self.value, actual) is not None
+        return hit if self.op == "=~" else not hit
+
+
+def parse_timestamp(value: str) -> float:
+    """An ECS ``@timestamp`` (ISO 8601, ``Z`` allowed) as seconds since the epoch."""
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+def get_field(doc: Mapping[str, Any], dotted: str) -> Any:
+    """``source.ip`` from a nested ECS document, or from a flat ``"source.ip"`` key."""
+    if dotted in doc:
+        return doc[dotted]
+    node: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+@dataclass(frozen=True)
+class Event:
+    """One ECS document, with the fields every backend indexes pulled out.
+
+    ``id`` is deterministic (a hash of where the event came from), so a
+    re-delivered event is stored once.
+    """
+
+    id: str
+    timestamp: float
+    dataset: str
+    doc: Mapping[str, Any]
+
+    def get(self, dotted: str) -> Any:
+        return get_field(self.doc, dotted)
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any], *, source: str, position: int | str) -> Event:
+        """Build an event from a parsed ECS document read at ``source``/``position``."""
+        ts_raw = doc.get("@timestamp")
+        timestamp = parse_timestamp(ts_raw) if isinstance(ts_raw, str) else 0.0
+        dataset = get_field(doc, "event.dataset") or "unknown"
+        return cls(event_id(source, position), timestamp, str(dataset), doc)
+
+
+def event_id(source: str, position: int | str) -> str:
+    """The deterministic id of the event at ``position`` of ``source``."""
+    return hashlib.sha256(f"{source}\x00{position}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Which events: dataset, time range [start, end), field equalities, newest first."""
+
+    dataset: str | None = None
+    start: float | None = None
+    end: float | None = None
+    equals: tuple[tuple[str, Any], ...] = field(default=())
+    limit: int = 100
+
+    def matches(self, event: Event) -> bool:
+        if self.dataset is not None and event.dataset != self.dataset:
+            return False
+        if self.start is not None and event.timestamp < self.start:
+            return False
+        if self.end is not None and event.timestamp >= self.end:
+            return False
+        return all(_same(event.get(name), value) for name, value in self.equals)
+
+
+def _same(actual: Any, expected: Any) -> bool:
+    if isinstance(actual, list):
+        return any(_same(item, expected) for item in actual)
+    if actual == expected:
+        return True
+    return actual is not None and str(actual) == str(expected)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write stored; duplicates (same event id, same series and time) are skipped."""
+
+    events: int = 0
+    duplicate_events: int = 0
+    samples: int = 0
+    duplicate_samples: int = 0
+
+
+class Store(Protocol):
+    """What every backend offers. Writes are idempotent; reads never see SQL."""
+
+    def write(
+        self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()
+    ) -> WriteResult: ...
+
+    def search(self, query: EventQuery) -> list[Event]:
+        """Matching events, newest first, at most ``query.limit``."""
+        ...
+
+    def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
+        """How many matching events per value of ``field_name`` (no limit)."""
+        ...
+
+    def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
+        """Series whose labels match all ``matchers``, with their points in [start, end]."""
+        ...
+
+    def close(self) -> None: ...
