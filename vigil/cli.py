@@ -57,6 +57,62 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from vigil.logging import setup_logging
+    from vigil.supervisor import Supervisor
+
+    settings = _settings(args)
+    setup_logging()
+    supervisor = Supervisor(settings, config=args.config)
+
+    def ready() -> None:
+        print("Vigil is up. Open:", flush=True)
+        for name, url in up_urls(settings, haproxy="haproxy" in supervisor.children):
+            print(f"  {name:<22} {url}", flush=True)
+        print("Stop with Ctrl-C.", flush=True)
+
+    supervisor.run(on_ready=ready)
+    return 0
+
+
+def up_urls(settings: Settings, *, haproxy: bool) -> list[tuple[str, str]]:
+    """What ``vigil up`` serves, for the banner and the README."""
+    rv = []
+    if haproxy:
+        rv.append(("shop (via haproxy)", f"http://127.0.0.1:{settings.up.haproxy_port}/"))
+    base = settings.up.shop_base_port
+    for n in range(settings.up.shop_instances):
+        rv.append((f"shop instance {n + 1}", f"http://127.0.0.1:{base + n}/"))
+    rv.append(("supervisor API", f"http://127.0.0.1:{settings.up.control_port}/api/instances"))
+    rv.append(("data dir", os.path.abspath(settings.data_dir)))
+    return rv
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from shop.releases import get_release
+    from siem.backends import open_store
+    from vigil.deploy import roll_out
+
+    settings = _settings(args)
+    get_release(args.release)
+    store = open_store(settings)
+    try:
+        result = roll_out(
+            settings,
+            args.release,
+            actor=args.actor,
+            store=store,
+            on_step=lambda s: print(
+                f"  {s.instance}: {s.release_before} -> {s.release_after} ({s.seconds:.1f} s)",
+                flush=True,
+            ),
+        )
+    finally:
+        store.close()
+    print(f"deployed {result.release_after} (was {result.release_before})")
+    return 0
+
+
 def cmd_shop_serve(args: argparse.Namespace) -> int:
     from shop.server import serve
 
@@ -115,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     with_shop_flags(sub.add_parser("run", help="run the platform")).set_defaults(func=cmd_run)
+
+    with_shop_flags(sub.add_parser("up", help="start and supervise the whole stack")).set_defaults(
+        func=cmd_up
+    )
+    deploy = sub.add_parser("deploy", help="roll the shop onto a release, one instance at a time")
+    deploy.add_argument("--release", required=True, help="v1 or v2")
+    deploy.add_argument(
+        "--actor",
+        default=os.environ.get("USER", "unknown"),
+        help="who deploys (recorded in the vigil.deploy event)",
+    )
+    deploy.set_defaults(func=cmd_deploy)
 
     shop = sub.add_parser("shop", help="the reference shop")
     shop_sub = shop.add_subparsers(dest="shop_command", required=True)

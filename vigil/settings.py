@@ -201,6 +201,20 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class UpSettings:
+    """``vigil up``: the supervised stack."""
+
+    shop_instances: int = option(2, env="VIGIL_UP_SHOP_INSTANCES", help="shop processes")
+    shop_base_port: int = option(
+        8001, env="VIGIL_UP_SHOP_BASE_PORT", help="first shop port; instance n gets base + n - 1"
+    )
+    haproxy_port: int = option(8100, env="VIGIL_UP_HAPROXY_PORT", help="haproxy frontend")
+    control_port: int = option(
+        8099, env="VIGIL_UP_CONTROL_PORT", help="supervisor control API and its /metrics"
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of Vigil's settings."""
 
@@ -210,6 +224,7 @@ class Settings:
     collect: CollectSettings = option(CollectSettings())
     alert: AlertSettings = option(AlertSettings())
     web: WebSettings = option(WebSettings())
+    up: UpSettings = option(UpSettings())
 
     @property
     def store_path(self) -> Path:

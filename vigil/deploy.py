@@ -1,0 +1,180 @@
+"""Rolling deploys of the shop: one instance at a time, drained in haproxy first.
+
+``vigil deploy --release v2`` and the playbooks' ``deploy``/``rollback``
+actions call ``roll_out``. It talks to the ``vigil up`` supervisor's control
+API and to haproxy's runtime API, and records a ``vigil.deploy`` event (who,
+when, release before and after) in the store, so dashboards can draw deploy
+markers and a rollback knows where to go back to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from siem.model import Event, EventQuery, Store
+from vigil.errors import VigilError
+from vigil.haproxy import HaproxyAdmin, HaproxyError
+from vigil.settings import Settings
+
+DRAIN_WAIT = 10.0
+
+
+class DeployError(VigilError):
+    """A deploy step failed; the message says which instance and why."""
+
+
+@dataclass(frozen=True)
+class DeployStep:
+    instance: str
+    release_before: str
+    release_after: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    release_before: str
+    release_after: str
+    steps: list[DeployStep] = field(default_factory=list)
+
+
+def _control(
+    settings: Settings, path: str, body: dict[str, Any] | None = None, timeout: float = 90.0
+) -> Any:
+    url = f"http://127.0.0.1:{settings.up.control_port}{path}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method="POST" if body is not None else "GET",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode(errors="replace")[:300]
+        raise DeployError(f"supervisor refused {path}: {err.code} {detail}") from None
+    except OSError as exc:
+        raise DeployError(
+            f"cannot reach the vigil up supervisor on {url} ({exc}); is `vigil up` running?"
+        ) from None
+
+
+def current_releases(settings: Settings) -> dict[str, str]:
+    """Release per shop instance, as the supervisor runs them."""
+    data = _control(settings, "/api/instances")
+    return {i["name"]: i["release"] for i in data["instances"]}
+
+
+def previous_release(store: Store) -> str | None:
+    """The release before the last deploy, from the newest ``vigil.deploy`` event."""
+    events = store.search(EventQuery(dataset="vigil.deploy", limit=1))
+    if not events:
+        return None
+    before = events[0].get("labels.release_before")
+    return str(before) if before else None
+
+
+def deploy_event(
+    *,
+    actor: str,
+    before: str,
+    after: str,
+    instances: list[str],
+    outcome: str,
+    started: float,
+    ended: float,
+) -> Event:
+    """The ``vigil.deploy`` event of one rollout."""
+    doc = {
+        "@timestamp": dt.datetime.fromtimestamp(ended, dt.UTC).isoformat().replace("+00:00", "Z"),
+        "message": f"{actor} deployed {after} (was {before}) on {', '.join(instances)}",
+        "event": {
+            "dataset": "vigil.deploy",
+            "kind": "event",
+            "category": ["configuration"],
+            "action": "deploy",
+            "outcome": outcome,
+            "duration": int((ended - started) * 1e9),
+        },
+        "user": {"name": actor},
+        "service": {"name": "shop"},
+        "labels": {
+            "release_before": before,
+            "release_after": after,
+            "instances": ",".join(instances),
+        },
+    }
+    return Event.from_doc(doc, source="vigil.deploy", position=uuid.uuid4().hex)
+
+
+def roll_out(
+    settings: Settings,
+    release: str,
+    *,
+    actor: str,
+    store: Store,
+    on_step: Callable[[DeployStep], None] | None = None,
+    admin: HaproxyAdmin | None = None,
+) -> DeployResult:
+    """Move every shop instance to ``release``, one at a time, and record the deploy."""
+    started = time.time()
+    releases = current_releases(settings)
+    if not releases:
+        raise DeployError("the supervisor runs no shop instance")
+    befores = sorted(set(releases.values()))
+    before = befores[0] if len(befores) == 1 else "/".join(befores)
+    admin = admin or HaproxyAdmin(Path(settings.data_dir).resolve() / "run" / "haproxy.sock")
+    use_haproxy = admin.available()
+    steps: list[DeployStep] = []
+    outcome = "failure"
+    try:
+        for name, current in sorted(releases.items()):
+            t0 = time.monotonic()
+            if current != release:
+                if use_haproxy:
+                    _drain(admin, name)
+                _control(settings, f"/api/instances/{name}/release", {"release": release})
+                if use_haproxy:
+                    admin.set_state(name, "ready")
+            step = DeployStep(name, current, release, time.monotonic() - t0)
+            steps.append(step)
+            if on_step is not None:
+                on_step(step)
+        outcome = "success"
+    finally:
+        store.write(
+            events=[
+                deploy_event(
+                    actor=actor,
+                    before=before,
+                    after=release,
+                    instances=sorted(releases),
+                    outcome=outcome,
+                    started=started,
+                    ended=time.time(),
+                )
+            ]
+        )
+    return DeployResult(before, release, steps)
+
+
+def _drain(admin: HaproxyAdmin, name: str) -> None:
+    """Stop new requests to ``name`` and give in-flight ones up to DRAIN_WAIT seconds."""
+    try:
+        admin.set_state(name, "drain")
+        deadline = time.monotonic() + DRAIN_WAIT
+        while admin.sessions(name) > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    except HaproxyError as exc:
+        raise DeployError(f"could not drain {name} in haproxy: {exc}") from exc
