@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from prometheus_client import values
 
 from vigil.logging import ECS_LOGCONFIG
 from vigil.settings import Settings
@@ -26,10 +28,15 @@ def multiproc_dir(settings: Settings) -> Path:
 
 def prepare_metrics_dir(settings: Settings) -> Path:
     """An empty multiprocess directory for this instance, exported in the environment."""
+    if "shop.metrics" in sys.modules:
+        raise RuntimeError("prepare_metrics_dir must run before shop.metrics is imported")
     path = multiproc_dir(settings)
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    # prometheus-client picks its value storage when first imported, which another
+    # command module may already have done; choose again now that the directory is set.
+    values.ValueClass = values.get_value_class()
     return path
 
 

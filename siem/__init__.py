@@ -1,1 +1,14 @@
-"""The SIEM store: events and samples behind one protocol, several backends."""
+"""The SIEM store: events and samples behind one protocol, several backends.
+
+``siem.model`` holds the types and the ``Store`` protocol, ``siem.memory`` and
+``siem.sqlite`` the backends, ``siem.kql`` the event query language and
+``siem.backends.open_store(settings)`` opens the configured one.
+"""
+
+from __future__ import annotations
+
+from vigil.errors import VigilError
+
+
+class SiemError(VigilError):
+    """The store cannot be opened or used, or a query is wrong."""

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from siem import kql
+
 Labels = tuple[tuple[str, str], ...]
 """Label pairs sorted by name; ``__name__`` holds the metric name, as in Prometheus."""
 
@@ -130,13 +132,21 @@ def event_id(source: str, position: int | str) -> str:
 
 @dataclass(frozen=True)
 class EventQuery:
-    """Which events: dataset, time range [start, end), field equalities, newest first."""
+    """Which events: dataset, time range [start, end), field equalities, KQL, newest first.
+
+    A malformed ``kql`` raises ``siem.kql.KqlError`` here, when the query is built.
+    """
 
     dataset: str | None = None
     start: float | None = None
     end: float | None = None
     equals: tuple[tuple[str, Any], ...] = field(default=())
     limit: int = 100
+    kql: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kql is not None:
+            kql.parse(self.kql)
 
     def matches(self, event: Event) -> bool:
         if self.dataset is not None and event.dataset != self.dataset:
@@ -145,7 +155,9 @@ class EventQuery:
             return False
         if self.end is not None and event.timestamp >= self.end:
             return False
-        return all(_same(event.get(name), value) for name, value in self.equals)
+        if not all(_same(event.get(name), value) for name, value in self.equals):
+            return False
+        return self.kql is None or kql.matches(kql.parse(self.kql), event.get)
 
 
 def _same(actual: Any, expected: Any) -> bool:

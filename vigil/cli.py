@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from vigil.errors import VigilError
 from vigil.settings import Settings, describe_options, load_settings
@@ -156,6 +157,17 @@ def reference_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plugin_commands() -> list[Callable[[Any], None]]:
+    """Each platform package adds its own subcommands (collect, alert, web, …)."""
+    from alerting.cli import add_commands as alert
+    from collectors.cli import add_commands as collect
+    from dashboards.cli import add_commands as web
+    from loadtests.cli import add_commands as loadtest
+    from playbooks.cli import add_commands as playbook
+
+    return [collect, alert, web, loadtest, playbook]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description="Vigil operations platform")
     parser.add_argument(
@@ -201,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub.add_parser("reference", help="print the options table").set_defaults(
         func=cmd_config_reference
     )
+    for add_commands in _plugin_commands():
+        add_commands(sub)
     return parser
 
 

@@ -26,6 +26,7 @@ from vigil.haproxy import HaproxyAdmin, HaproxyError
 from vigil.settings import Settings
 
 DRAIN_WAIT = 10.0
+UP_WAIT = 30.0
 
 
 class DeployError(VigilError):
@@ -77,12 +78,19 @@ def current_releases(settings: Settings) -> dict[str, str]:
 
 
 def previous_release(store: Store) -> str | None:
-    """The release before the last deploy, from the newest ``vigil.deploy`` event."""
-    events = store.search(EventQuery(dataset="vigil.deploy", limit=1))
-    if not events:
-        return None
-    before = events[0].get("labels.release_before")
-    return str(before) if before else None
+    """The release before the last successful forward deploy; rollbacks do not count.
+
+    So running a rollback twice does not roll forward again, and a deploy that
+    started on mixed releases ("v1/v2") gives no single answer.
+    """
+    query = EventQuery(
+        dataset="vigil.deploy",
+        limit=1,
+        equals=(("event.action", "deploy"), ("event.outcome", "success")),
+    )
+    events = store.search(query)
+    before = events[0].get("labels.release_before") if events else None
+    return str(before) if before and "/" not in str(before) else None
 
 
 def deploy_event(
@@ -94,16 +102,17 @@ def deploy_event(
     outcome: str,
     started: float,
     ended: float,
+    action: str = "deploy",
 ) -> Event:
     """The ``vigil.deploy`` event of one rollout."""
     doc = {
         "@timestamp": dt.datetime.fromtimestamp(ended, dt.UTC).isoformat().replace("+00:00", "Z"),
-        "message": f"{actor} deployed {after} (was {before}) on {', '.join(instances)}",
+        "message": f"{actor} {action}: {after} (was {before}) on {', '.join(instances)}",
         "event": {
             "dataset": "vigil.deploy",
             "kind": "event",
             "category": ["configuration"],
-            "action": "deploy",
+            "action": action,
             "outcome": outcome,
             "duration": int((ended - started) * 1e9),
         },
@@ -126,8 +135,12 @@ def roll_out(
     store: Store,
     on_step: Callable[[DeployStep], None] | None = None,
     admin: HaproxyAdmin | None = None,
+    action: str = "deploy",
 ) -> DeployResult:
-    """Move every shop instance to ``release``, one at a time, and record the deploy."""
+    """Move every shop instance to ``release``, one at a time, and record it.
+
+    ``action`` is ``deploy`` or ``rollback``: only deploys count for ``previous_release``.
+    """
     started = time.time()
     releases = current_releases(settings)
     if not releases:
@@ -147,6 +160,7 @@ def roll_out(
                 _control(settings, f"/api/instances/{name}/release", {"release": release})
                 if use_haproxy:
                     admin.set_state(name, "ready")
+                    _wait_up(admin, name)
             step = DeployStep(name, current, release, time.monotonic() - t0)
             steps.append(step)
             if on_step is not None:
@@ -163,10 +177,21 @@ def roll_out(
                     outcome=outcome,
                     started=started,
                     ended=time.time(),
+                    action=action,
                 )
             ]
         )
     return DeployResult(before, release, steps)
+
+
+def _wait_up(admin: HaproxyAdmin, name: str, timeout: float = UP_WAIT) -> None:
+    """Wait until haproxy's health check sees ``name`` UP again, before draining the next."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if admin.states().get(name) == "UP":
+            return
+        time.sleep(0.1)
+    raise DeployError(f"haproxy does not see {name} UP after {timeout:.0f} s; check its /readyz")
 
 
 def _drain(admin: HaproxyAdmin, name: str) -> None:

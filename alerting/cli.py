@@ -1,0 +1,116 @@
+"""``vigil alert [--once]`` (the evaluator process) and ``vigil rules check FILE...``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import start_http_server
+
+from alerting.engine import AlertEngine, RuleSource
+from alerting.notify.base import Notifier
+from alerting.notify.slack import SlackNotifier
+from alerting.notify.webhook import WebhookNotifier
+from alerting.rules import check_files, expand
+from alerting.state import AlertBook, AlertDB
+from siem.backends import open_store
+from vigil.logging import setup_logging
+from vigil.settings import Settings, load_settings
+
+log = logging.getLogger("vigil.alert")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``alert`` and ``rules check`` to the ``vigil`` command line."""
+    alert = sub.add_parser("alert", help="evaluate alert rules and send notifications")
+    alert.add_argument(
+        "--once", action="store_true", help="evaluate every rule once, notify, then exit"
+    )
+    alert.set_defaults(func=cmd_alert)
+    rules = sub.add_parser("rules", help="alert rule files")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    check = rules_sub.add_parser("check", help="validate rule files (file:line for each issue)")
+    check.add_argument(
+        "files", nargs="*", metavar="FILE", help="rule files (default: alert.rules globs)"
+    )
+    check.set_defaults(func=cmd_rules_check)
+
+
+def web_url(settings: Settings) -> str:
+    """The web UI's base URL, where relative runbook links and alert links point."""
+    return f"http://{settings.web.host}:{settings.web.port}/"
+
+
+def notifiers(settings: Settings) -> list[Notifier]:
+    """Slack when a token is set, plus one webhook notifier per configured URL."""
+    rv: list[Notifier] = []
+    slack = settings.alert.slack
+    if slack.token:
+        rv.append(SlackNotifier(slack.token, slack.channel, api_url=slack.api_url))
+    for url in settings.alert.webhooks:
+        rv.append(WebhookNotifier(url, external_url=web_url(settings)))
+    return rv
+
+
+def cmd_alert(args: argparse.Namespace) -> int:
+    """Run the evaluator; bad rule files refuse the start (exit 2 with file:line)."""
+    settings = load_settings(args.config)
+    setup_logging()
+    source = RuleSource(settings.alert.rules, default_interval=settings.alert.interval_s)
+    groups = source.load()
+    store = open_store(settings)
+    db = AlertDB(Path(settings.data_dir) / "alerts.db")
+    try:
+        engine = AlertEngine(
+            store,
+            groups,
+            AlertBook(db),
+            notifiers(settings),
+            runbook_base_url=settings.alert.runbook_base_url or web_url(settings),
+            source=source,
+        )
+        log.info(
+            "alerting: %d rules in %d groups",
+            sum(len(g.rules) for g in groups),
+            len(groups),
+        )
+        if args.once:
+            engine.run_once()
+            return 0
+        server, _ = start_http_server(settings.alert.port, addr="127.0.0.1")
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("stopping on %s", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            engine.run(stop)
+        finally:
+            server.shutdown()
+        return 0
+    finally:
+        db.close()
+        store.close()
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    """Print every issue as ``file:line: severity: message``; 1 when any is an error."""
+    settings = load_settings(args.config)
+    files = [Path(f) for f in args.files] or expand(settings.alert.rules)
+    if not files:
+        print(f"no rule files match {', '.join(settings.alert.rules)}")
+        return 1
+    issues = check_files(files, default_interval=settings.alert.interval_s)
+    for issue in issues:
+        print(issue)
+    errors = sum(1 for i in issues if i.severity == "error")
+    warnings = len(issues) - errors
+    print(f"{len(files)} file(s) checked: {errors} error(s), {warnings} warning(s)")
+    return 1 if errors else 0

@@ -1,0 +1,318 @@
+"""The evaluation loop: rules → results → alert states → events and notifications.
+
+Every group runs at its own interval. A rule that fails to evaluate keeps its
+alerts as they are and is counted; a notifier that fails is counted and
+retried on the next pass; a store that refuses the ``vigil.alert`` events gets
+them again next pass. Nothing here stops the loop. Example::
+
+    engine = AlertEngine(store, load_rules(files), AlertBook(AlertDB(path)), [slack])
+    engine.run(stop_event)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from alerting.notify.base import Delivery, Notifier
+from alerting.promql import Engine
+from alerting.rules import EventCondition, Rule, RuleError, RuleGroup, expand, load_rules
+from alerting.state import Alert, AlertBook, Hit, Transition
+from siem.model import Event, EventQuery, Store, event_id
+
+log = logging.getLogger(__name__)
+
+MAX_UNWRITTEN_EVENTS = 10_000
+
+
+class RuleSource:
+    """Rule files from globs, reloaded when any file changes; a bad edit keeps the last good
+    rules."""
+
+    def __init__(self, patterns: Sequence[str], *, default_interval: float = 5.0) -> None:
+        self.patterns = list(patterns)
+        self.default_interval = default_interval
+        self._signature: tuple[tuple[str, float], ...] = ()
+
+    def _current(self) -> tuple[tuple[str, float], ...]:
+        rv = []
+        for path in expand(self.patterns):
+            try:
+                rv.append((str(path), path.stat().st_mtime))
+            except OSError:
+                continue
+        return tuple(rv)
+
+    def load(self) -> list[RuleGroup]:
+        """Load every file now; raises ``RuleError`` naming each bad file and line."""
+        signature = self._current()
+        groups = load_rules([Path(p) for p, _ in signature], default_interval=self.default_interval)
+        self._signature = signature
+        return groups
+
+    def changed(self) -> bool:
+        return self._current() != self._signature
+
+
+def absolute_url(url: str, base: str) -> str:
+    """``runbooks/x.md`` under ``base``; absolute URLs unchanged."""
+    if not url or urllib.parse.urlparse(url).scheme or not base:
+        return url
+    return urllib.parse.urljoin(base if base.endswith("/") else base + "/", url)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.evaluations = Counter(
+            "vigil_alert_group_evaluations", "Rule group evaluations", ["group"], registry=registry
+        )
+        self.failures = Counter(
+            "vigil_alert_rule_evaluation_failures",
+            "Rule evaluations that failed (the rule's alerts are kept as they were)",
+            ["group", "alertname"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "vigil_alert_group_duration_seconds",
+            "Time to evaluate a rule group",
+            ["group"],
+            registry=registry,
+        )
+        self.last = Gauge(
+            "vigil_alert_group_last_evaluation_timestamp_seconds",
+            "When each group was last evaluated",
+            ["group"],
+            registry=registry,
+        )
+        self.alerts = Gauge("vigil_alerts", "Alerts by state", ["state"], registry=registry)
+        self.transitions = Counter(
+            "vigil_alert_transitions",
+            "Alert state changes",
+            ["alertname", "state"],
+            registry=registry,
+        )
+        self.notifications = Counter(
+            "vigil_alert_notifications",
+            "Notification attempts by receiver and outcome (success, failure)",
+            ["receiver", "outcome"],
+            registry=registry,
+        )
+        self.event_failures = Counter(
+            "vigil_alert_event_write_failures",
+            "Writes of vigil.alert events the store refused (retried next pass)",
+            registry=registry,
+        )
+        self.reload_failures = Counter(
+            "vigil_alert_rule_reload_failures",
+            "Rule reloads refused because a file had errors (the last good rules stay)",
+            registry=registry,
+        )
+
+
+class AlertEngine:
+    """Evaluates rule groups over a ``Store``, keeps alert states, notifies receivers."""
+
+    def __init__(
+        self,
+        store: Store,
+        groups: Sequence[RuleGroup],
+        book: AlertBook,
+        notifiers: Sequence[Notifier],
+        *,
+        evaluator: Engine | None = None,
+        runbook_base_url: str = "",
+        registry: CollectorRegistry = REGISTRY,
+        clock: Callable[[], float] = time.time,
+        source: RuleSource | None = None,
+    ) -> None:
+        self.store = store
+        self.book = book
+        self.notifiers = list(notifiers)
+        self.evaluator = evaluator or Engine(store)
+        self.runbook_base_url = runbook_base_url
+        self.clock = clock
+        self.source = source
+        self.metrics = _Metrics(registry)
+        self._unwritten: list[Event] = []
+        self.groups: list[RuleGroup] = []
+        self.set_groups(groups)
+
+    def set_groups(self, groups: Sequence[RuleGroup]) -> None:
+        """Use these rules from now on; alerts of rules that disappeared are dropped."""
+        self.groups = list(groups)
+        self.book.forget_rules_except({r.name for g in self.groups for r in g.rules})
+
+    def hits(self, rule: Rule, at: float) -> list[Hit]:
+        """What the rule's condition returns at ``at``: one ``Hit`` per alerting series."""
+        if rule.event is not None:
+            return self._event_hits(rule.event, at)
+        assert rule.expr is not None
+        rv = self.evaluator.instant(rule.expr, at)
+        if isinstance(rv, float):
+            return [Hit((), rv)]  # a scalar result is one alert without labels, as in Prometheus
+        return [Hit(s.labels, s.value) for s in rv]
+
+    def _event_hits(self, cond: EventCondition, at: float) -> list[Hit]:
+        query = EventQuery(dataset=cond.dataset, start=at - cond.window, end=at, kql=cond.query)
+        counts = self.store.count_by(query, cond.group_by)
+        return [
+            Hit(((cond.label, value),), float(n))
+            for value, n in sorted(counts.items())
+            if n > cond.threshold
+        ]
+
+    def evaluate_group(self, group: RuleGroup, at: float) -> list[Transition]:
+        """Evaluate every rule of ``group`` at ``at``; record and return the state changes."""
+        changes: list[Transition] = []
+        started = time.perf_counter()
+        for rule in group.rules:
+            try:
+                hits = self.hits(rule, at)
+            except Exception as exc:  # one broken rule must not stop the others
+                self.metrics.failures.labels(group.name, rule.name).inc()
+                log.warning("rule %s (%s:%d) failed: %s", rule.name, rule.file, rule.line, exc)
+                continue
+            for change in self.book.update(rule, hits, at):
+                changes.append(change)
+        for change in changes:
+            self._record(change, at)
+        self.metrics.evaluations.labels(group.name).inc()
+        self.metrics.duration.labels(group.name).observe(time.perf_counter() - started)
+        self.metrics.last.labels(group.name).set(at)
+        self._flush_events()
+        return changes
+
+    def _record(self, change: Transition, at: float) -> None:
+        alert = change.alert
+        after = change.after or "inactive"
+        before = change.before or "inactive"
+        self.metrics.transitions.labels(alert.name, after).inc()
+        log.info("alert %s %s -> %s %s", alert.name, before, after, dict(alert.labels))
+        iso = dt.datetime.fromtimestamp(at, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+        doc: dict[str, Any] = {
+            "@timestamp": iso,
+            "event": {
+                "dataset": "vigil.alert",
+                "kind": "alert" if after == "firing" else "state",
+                "action": f"alert-{after}",
+                "severity_name": alert.severity,
+            },
+            "message": f"{alert.name} {after}: {alert.annotations.get('summary', '')}".strip(),
+            "rule": {"name": alert.name},
+            "labels": dict(alert.labels),
+            "vigil": {
+                "alert": {
+                    "fingerprint": alert.fingerprint,
+                    "state": after,
+                    "previous_state": before,
+                    "value": alert.value,
+                    "annotations": dict(alert.annotations),
+                    "expr": alert.expr,
+                }
+            },
+        }
+        eid = event_id("vigil.alert", f"{alert.fingerprint}/{after}/{at!r}")
+        self._unwritten.append(Event(eid, at, "vigil.alert", doc))
+
+    def _flush_events(self) -> None:
+        if not self._unwritten:
+            return
+        try:
+            self.store.write(events=self._unwritten)
+        except Exception as exc:  # keep them for the next pass
+            self.metrics.event_failures.inc()
+            log.warning("writing %d vigil.alert events failed: %s", len(self._unwritten), exc)
+            del self._unwritten[:-MAX_UNWRITTEN_EVENTS]
+            return
+        self._unwritten.clear()
+
+    def notify(self) -> None:
+        """Tell each receiver what it has not been told yet; failures wait for the next pass."""
+        for notifier in self.notifiers:
+            pending: list[Alert] = []
+            for alert in self.book.needing(notifier.name):
+                if alert.state == "resolved" and notifier.name not in alert.delivered:
+                    # It resolved before this receiver heard it fire: nothing to say.
+                    self.book.delivered(alert.fingerprint, notifier.name, "resolved", {})
+                    continue
+                annotations = dict(alert.annotations)
+                if "runbook_url" in annotations:
+                    annotations["runbook_url"] = absolute_url(
+                        annotations["runbook_url"], self.runbook_base_url
+                    )
+                pending.append(dataclasses.replace(alert, annotations=annotations))
+            by_rule: dict[str, list[Alert]] = {}
+            for alert in pending:
+                by_rule.setdefault(alert.name, []).append(alert)
+            for alerts in by_rule.values():
+                self._deliver(notifier, alerts)
+        self.book.forget_delivered([n.name for n in self.notifiers])
+
+    def _deliver(self, notifier: Notifier, alerts: list[Alert]) -> None:
+        try:
+            deliveries = notifier.notify(alerts)
+        except Exception as exc:  # the protocol says never raise; be sure anyway
+            log.warning("notifier %s raised: %s", notifier.name, exc)
+            deliveries = [Delivery(a.fingerprint, False, error=str(exc)) for a in alerts]
+        states = {a.fingerprint: a.state for a in alerts}
+        for d in deliveries:
+            state = states.get(d.fingerprint)
+            self.book.delivered(d.fingerprint, notifier.name, state if d.ok else None, d.receipt)
+            self.metrics.notifications.labels(notifier.name, "success" if d.ok else "failure").inc()
+
+    def run_once(self, at: float | None = None) -> list[Transition]:
+        """Evaluate every group now, then notify; for ``--once`` and tests."""
+        at = self.clock() if at is None else at
+        changes = [c for g in self.groups for c in self.evaluate_group(g, at)]
+        self.notify()
+        self._update_gauges()
+        return changes
+
+    def _update_gauges(self) -> None:
+        counts = {"pending": 0, "firing": 0, "resolved": 0}
+        for alert in self.book.alerts():
+            counts[alert.state] += 1
+        for state, n in counts.items():
+            self.metrics.alerts.labels(state).set(n)
+
+    def reload_if_changed(self) -> bool:
+        """Reload rule files when they changed; on errors keep the last good rules."""
+        if self.source is None or not self.source.changed():
+            return False
+        try:
+            groups = self.source.load()
+        except RuleError as exc:
+            self.metrics.reload_failures.inc()
+            log.error("rule reload refused, keeping the last good rules:\n%s", exc)
+            return False
+        self.set_groups(groups)
+        log.info("rules reloaded: %d groups", len(groups))
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        """Evaluate each group every ``interval_s`` until ``stop`` is set."""
+        due: dict[str, float] = {}
+        while not stop.is_set():
+            now = self.clock()
+            try:
+                for group in self.groups:
+                    if due.get(group.name, 0.0) <= now:
+                        due[group.name] = now + group.interval_s
+                        self.evaluate_group(group, now)
+                self.notify()
+                self._update_gauges()
+            except Exception:  # e.g. alerts.db on a full disk: log, keep running
+                log.exception("alert evaluation pass failed; retrying next pass")
+            if self.reload_if_changed():
+                due.clear()
+            next_due = min((due.get(g.name, now) for g in self.groups), default=now + 1.0)
+            stop.wait(min(max(next_due - self.clock(), 0.05), 1.0))

@@ -1,0 +1,1 @@
+"""Notifiers: where alerts go (Slack, webhooks). Each implements ``Notifier``."""

@@ -1,0 +1,251 @@
+"""Slack: one Block Kit message per alert, updated in place and answered in thread on resolve.
+
+Firing posts ``chat.postMessage`` and keeps the message's ``channel`` and
+``ts``; resolving edits that message (green, marked resolved) with
+``chat.update`` and replies in its thread with how long it lasted. Slack's
+429 (honouring ``Retry-After``) and 5xx answers are retried with bounded
+backoff inside the client; a request that got such an answer was not
+processed by Slack, so retrying it cannot post a duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+
+from alerting.notify.base import Delivery
+from alerting.state import Alert
+from alerting.templates import go_float, humanize, humanize_duration
+
+log = logging.getLogger(__name__)
+
+MAX_TRIES = 5
+MAX_WAIT_S = 30.0
+SEVERITY_EMOJI = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info": "🔵"}
+SEVERITY_COLOR = {"critical": "#d40e0d", "error": "#d40e0d", "warning": "#e8a317"}
+RESOLVED_COLOR = "#2eb886"
+_HIDDEN_LABELS = ("alertname", "severity")
+
+
+class _RateLimitRetry(RetryHandler):
+    """429: wait ``Retry-After`` seconds (capped at ``MAX_WAIT_S``), then retry."""
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return response is not None and response.status_code == 429
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        wait = 1.0
+        headers = response.headers if response is not None else {}
+        for name, values in headers.items():
+            if name.lower() == "retry-after" and values:
+                try:
+                    wait = float(values[0])
+                except ValueError:
+                    wait = 1.0
+        state.next_attempt_requested = True
+        time.sleep(min(wait + random.random() * 0.2, MAX_WAIT_S))
+        state.increment_current_attempt()
+
+
+class _Backoff(RetryIntervalCalculator):
+    """``factor * 2**attempt`` plus up to 25% jitter, never above ``MAX_WAIT_S``."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def calculate_sleep_duration(self, current_attempt: int) -> float:
+        base = self.factor * (2**current_attempt)
+        return float(min(base * (1 + random.random() * 0.25), MAX_WAIT_S))
+
+
+class _ServerErrorRetry(RetryHandler):
+    """Any 5xx: exponential backoff with jitter."""
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return response is not None and 500 <= response.status_code <= 599
+
+
+def retry_handlers(backoff_s: float = 0.5) -> list[RetryHandler]:
+    """The retry policy: at most ``MAX_TRIES`` tries of one request, in total."""
+    return [
+        _RateLimitRetry(max_retry_count=MAX_TRIES - 1),
+        _ServerErrorRetry(
+            max_retry_count=MAX_TRIES - 1,
+            interval_calculator=_Backoff(backoff_s),
+        ),
+    ]
+
+
+def _fmt_value(value: float) -> str:
+    return humanize(value) if abs(value) >= 1000 else go_float(round(value, 6))
+
+
+class SlackNotifier:
+    """Posts alerts to one Slack channel through the Web API (``slack_sdk.WebClient``)."""
+
+    def __init__(
+        self,
+        token: str,
+        channel: str,
+        *,
+        api_url: str = "https://slack.com/api/",
+        name: str = "slack",
+        timeout_s: float = 10.0,
+        backoff_s: float = 0.5,
+    ) -> None:
+        self.name = name
+        self.channel = channel
+        base = api_url if api_url.endswith("/") else api_url + "/"
+        self.client = WebClient(
+            token=token,
+            base_url=base,
+            timeout=int(max(1, timeout_s)),
+            retry_handlers=retry_handlers(backoff_s),
+        )
+
+    def notify(self, alerts: Sequence[Alert]) -> list[Delivery]:
+        rv: list[Delivery] = []
+        for alert in alerts:
+            try:
+                if alert.state == "firing":
+                    rv.append(self._fire(alert))
+                else:
+                    rv.append(self._resolve(alert))
+            except Exception as exc:  # Slack being down must never stop the engine
+                log.warning("slack: %s %s failed: %s", alert.state, alert.name, exc)
+                rv.append(Delivery(alert.fingerprint, False, error=str(exc)))
+        return rv
+
+    def _fire(self, alert: Alert) -> Delivery:
+        receipt = alert.receipts.get(self.name, {})
+        if receipt.get("ts"):
+            # Already posted (a retried or repeated delivery): edit, never post twice.
+            self.client.chat_update(channel=receipt["channel"], ts=receipt["ts"], **message(alert))
+            return Delivery(alert.fingerprint, True)
+        rv = self.client.chat_postMessage(channel=self.channel, **message(alert))
+        return Delivery(
+            alert.fingerprint, True, {"channel": str(rv["channel"]), "ts": str(rv["ts"])}
+        )
+
+    def _resolve(self, alert: Alert) -> Delivery:
+        receipt = dict(alert.receipts.get(self.name, {}))
+        if not receipt.get("ts"):
+            return Delivery(alert.fingerprint, True)  # never posted: nothing to resolve
+        try:
+            if not receipt.get("resolved_update"):
+                self.client.chat_update(
+                    channel=receipt["channel"], ts=receipt["ts"], **message(alert)
+                )
+                receipt["resolved_update"] = "1"
+            if not receipt.get("resolved_reply"):
+                self.client.chat_postMessage(
+                    channel=receipt["channel"], thread_ts=receipt["ts"], text=resolved_text(alert)
+                )
+                receipt["resolved_reply"] = "1"
+        except Exception as exc:
+            log.warning("slack: resolving %s failed: %s", alert.name, exc)
+            return Delivery(alert.fingerprint, False, receipt, str(exc))
+        return Delivery(alert.fingerprint, True, receipt)
+
+
+def resolved_text(alert: Alert) -> str:
+    """The thread reply on resolve: ``✅ Resolved after 2m 5s``."""
+    lasted = ""
+    if alert.resolved_at is not None and alert.fired_at is not None:
+        lasted = f" after {humanize_duration(alert.resolved_at - alert.fired_at)}"
+    return f"✅ {alert.name} resolved{lasted}."
+
+
+def message(alert: Alert) -> dict[str, Any]:
+    """``text``, ``blocks`` and a coloured attachment for ``chat.postMessage``/``chat.update``."""
+    resolved = alert.state == "resolved"
+    emoji = "✅" if resolved else SEVERITY_EMOJI.get(alert.severity, "⚪")
+    status = "RESOLVED" if resolved else "FIRING"
+    summary = alert.annotations.get("summary") or alert.name
+    runbook = alert.annotations.get("runbook_url", "")
+    title = f"{emoji} [{status}] {alert.name}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{summary}*"}},
+    ]
+    if alert.annotations.get("description"):
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": alert.annotations["description"]},
+            }
+        )
+    fields = [
+        f"*Severity*\n{alert.severity}",
+        f"*Value*\n{_fmt_value(alert.value)}",
+        *(f"*{k}*\n{v}" for k, v in sorted(alert.labels.items()) if k not in _HIDDEN_LABELS),
+    ]
+    blocks.append(
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields[:10]]}
+    )
+    context = []
+    if alert.annotations.get("playbook"):
+        context.append(f"Playbook: `vigil playbook run {alert.annotations['playbook']}`")
+    if runbook:
+        context.append(f"Runbook: <{runbook}|{runbook}>")
+    if context:
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": t} for t in context]}
+        )
+    if runbook:
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Runbook"},
+                        "url": runbook,
+                        "action_id": "runbook",
+                    }
+                ],
+            }
+        )
+    if resolved:
+        color = RESOLVED_COLOR
+        note = resolved_text(alert)
+    else:
+        color = SEVERITY_COLOR.get(alert.severity, "#888888")
+        note = f"Firing since <!date^{int(alert.fired_at or alert.active_at)}^{{time}}|start>"
+    text = f"{title}: {summary}" + (f" — runbook: {runbook}" if runbook else "")
+    return {
+        "text": text,
+        "blocks": blocks,
+        "attachments": [{"color": color, "fallback": note, "text": note}],
+    }

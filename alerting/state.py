@@ -1,0 +1,233 @@
+"""Alert states: inactive → pending (``for``) → firing → resolved, per fingerprint.
+
+``AlertBook.update`` takes one rule's evaluation result and moves each alert
+along; states, and what each receiver has been told (Slack's message ``ts``),
+live in SQLite (``<data_dir>/alerts.db``) so a restart continues where it
+stopped instead of re-posting or forgetting a firing alert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from alerting.rules import Rule
+from alerting.templates import render
+from siem.model import METRIC_NAME, Labels
+
+State = Literal["pending", "firing", "resolved"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One element of a rule's result: the series labels and its value."""
+
+    labels: Labels
+    value: float
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert instance of a rule, identified by its label set's fingerprint."""
+
+    fingerprint: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    state: State
+    value: float
+    active_at: float
+    fired_at: float | None = None
+    resolved_at: float | None = None
+    expr: str = ""
+    delivered: Mapping[str, str] = field(default_factory=dict)
+    """Per receiver, the last state it was told about."""
+    receipts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Per receiver, what it needs later (Slack: channel and ts of the message)."""
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @property
+    def severity(self) -> str:
+        return self.labels.get("severity", "unknown")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Alert:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An alert changed state. ``before``/``after`` None mean inactive; ``alert`` is the
+    alert as it is after the change (as it was, when it went inactive)."""
+
+    alert: Alert
+    before: State | None
+    after: State | None
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """A stable id of a label set (alertname included), as Alertmanager shows it."""
+    canonical = "\x00".join(f"{k}\x01{v}" for k, v in sorted(labels.items()))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def alert_labels(rule: Rule, hit: Hit) -> dict[str, str]:
+    """Result labels without the metric name, plus the rule's (templated) labels."""
+    labels = {k: v for k, v in hit.labels if k != METRIC_NAME}
+    for key, template in rule.labels.items():
+        labels[key] = render(template, labels, hit.value)
+    labels["alertname"] = rule.name
+    return labels
+
+
+class AlertDB:
+    """Alert states in SQLite (WAL), one JSON row per fingerprint."""
+
+    def __init__(self, path: str | Path) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS alerts (fingerprint TEXT PRIMARY KEY, rule TEXT NOT NULL,"
+            " data TEXT NOT NULL)"
+        )
+
+    def load(self) -> dict[str, Alert]:
+        with self._lock:
+            rows = self._db.execute("SELECT data FROM alerts").fetchall()
+        return {a.fingerprint: a for a in (Alert.from_json(r[0]) for r in rows)}
+
+    def save(self, alert: Alert) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO alerts (fingerprint, rule, data) VALUES (?, ?, ?)",
+                (alert.fingerprint, alert.name, alert.to_json()),
+            )
+
+    def delete(self, fp: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM alerts WHERE fingerprint = ?", (fp,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class AlertBook:
+    """The alerts of all rules, kept in step with an ``AlertDB``."""
+
+    def __init__(self, db: AlertDB) -> None:
+        self.db = db
+        self._alerts = db.load()
+
+    def alerts(self, rule_name: str | None = None) -> list[Alert]:
+        """Current alerts (pending, firing, resolved-not-yet-forgotten), by name then labels."""
+        rv = [a for a in self._alerts.values() if rule_name is None or a.name == rule_name]
+        return sorted(rv, key=lambda a: (a.name, sorted(a.labels.items())))
+
+    def update(self, rule: Rule, hits: Sequence[Hit], now: float) -> list[Transition]:
+        """Apply one evaluation of ``rule`` at ``now``; return the state changes."""
+        changes: list[Transition] = []
+        seen: set[str] = set()
+        for hit in hits:
+            labels = alert_labels(rule, hit)
+            fp = fingerprint(labels)
+            if fp in seen:
+                continue  # duplicate label sets after dropping __name__: first wins
+            seen.add(fp)
+            annotations = {k: render(t, labels, hit.value) for k, t in rule.annotations.items()}
+            old = self._alerts.get(fp)
+            if old is None or old.state == "resolved":
+                expr = rule.expr if rule.expr is not None else _event_expr(rule)
+                alert = Alert(fp, labels, annotations, "pending", hit.value, now, expr=expr)
+                before = None
+            else:
+                alert = dataclasses.replace(old, annotations=annotations, value=hit.value)
+                before = old.state
+            if alert.state == "pending" and now - alert.active_at >= rule.for_s:
+                alert = dataclasses.replace(alert, state="firing", fired_at=now)
+            self._put(alert)
+            if alert.state != before:
+                changes.append(Transition(alert, before, alert.state))
+        for alert in self.alerts(rule.name):
+            if alert.fingerprint in seen or alert.state == "resolved":
+                continue
+            if alert.state == "pending":
+                self._drop(alert.fingerprint)
+                changes.append(Transition(alert, "pending", None))
+            else:
+                resolved = dataclasses.replace(alert, state="resolved", resolved_at=now)
+                self._put(resolved)
+                changes.append(Transition(resolved, "firing", "resolved"))
+        return changes
+
+    def needing(self, receiver: str) -> list[Alert]:
+        """Firing or resolved alerts whose latest state ``receiver`` has not been told."""
+        return [
+            a
+            for a in self.alerts()
+            if a.state != "pending" and a.delivered.get(receiver) != a.state
+        ]
+
+    def delivered(
+        self, fp: str, receiver: str, state: State | None, receipt: Mapping[str, str]
+    ) -> None:
+        """Record what ``receiver`` now knows: merge ``receipt``; mark ``state`` delivered."""
+        alert = self._alerts.get(fp)
+        if alert is None:
+            return
+        receipts = dict(alert.receipts)
+        receipts[receiver] = {**alert.receipts.get(receiver, {}), **receipt}
+        delivered = dict(alert.delivered)
+        if state is not None:
+            delivered[receiver] = state
+        self._put(dataclasses.replace(alert, receipts=receipts, delivered=delivered))
+
+    def forget_delivered(self, receivers: Sequence[str]) -> list[str]:
+        """Drop resolved alerts every receiver has been told about; return their fingerprints."""
+        gone = [
+            a.fingerprint
+            for a in self.alerts()
+            if a.state == "resolved" and all(a.delivered.get(r) == "resolved" for r in receivers)
+        ]
+        for fp in gone:
+            self._drop(fp)
+        return gone
+
+    def forget_rules_except(self, names: set[str]) -> None:
+        """Drop alerts of rules that no longer exist (after a reload)."""
+        for alert in self.alerts():
+            if alert.name not in names:
+                self._drop(alert.fingerprint)
+
+    def _put(self, alert: Alert) -> None:
+        self._alerts[alert.fingerprint] = alert
+        self.db.save(alert)
+
+    def _drop(self, fp: str) -> None:
+        self._alerts.pop(fp, None)
+        self.db.delete(fp)
+
+
+def _event_expr(rule: Rule) -> str:
+    """An event rule's condition in words, where a PromQL rule shows its ``expr``."""
+    cond = rule.event
+    if cond is None:
+        return ""
+    dataset = f"event.dataset:{cond.dataset} and " if cond.dataset else ""
+    window, threshold = f"{cond.window:g}s", f"{cond.threshold:g}"
+    return f"count by {cond.group_by} ({dataset}{cond.query}) over {window} > {threshold}"

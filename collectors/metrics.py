@@ -1,0 +1,75 @@
+"""The collector's own metrics, exposed on its ``/metrics``.
+
+Every metric is registered on the ``registry`` given, so tests build a private
+``CollectorRegistry`` and read values with ``registry.get_sample_value(...)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+
+class CollectorMetrics:
+    """Counters and gauges of one collector process."""
+
+    def __init__(
+        self, registry: CollectorRegistry = REGISTRY, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._clock = clock
+        self._newest_event: float | None = None
+        self.events = Counter(
+            "vigil_collector_events_total", "Events written to the store", registry=registry
+        )
+        self.duplicate_events = Counter(
+            "vigil_collector_duplicate_events_total",
+            "Events the store already had (re-delivered after a restart)",
+            registry=registry,
+        )
+        self.samples = Counter(
+            "vigil_collector_samples_total", "Samples written to the store", registry=registry
+        )
+        self.parse_errors = Counter(
+            "vigil_collector_parse_errors_total",
+            "Log lines that were not ECS JSON (stored as vigil.collector.error events)",
+            registry=registry,
+        )
+        self.scrape_errors = Counter(
+            "vigil_collector_scrape_errors_total",
+            "Scrapes that failed (target down, HTTP error, unparsable exposition)",
+            ["job"],
+            registry=registry,
+        )
+        self.write_errors = Counter(
+            "vigil_collector_write_errors_total",
+            "Store writes that failed and will be retried",
+            registry=registry,
+        )
+        self.backpressure = Counter(
+            "vigil_collector_backpressure_skips_total",
+            "Passes that collected nothing because the sink queue was full",
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "vigil_collector_pending_items",
+            "Events and samples waiting to be written",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "vigil_collector_lag_seconds",
+            "Now minus the timestamp of the newest event written (0 before the first)",
+            registry=registry,
+        )
+        self.lag.set_function(self._lag)
+
+    def observe_event_time(self, timestamp: float) -> None:
+        """Remember the newest event timestamp written, for the lag gauge."""
+        if self._newest_event is None or timestamp > self._newest_event:
+            self._newest_event = timestamp
+
+    def _lag(self) -> float:
+        if self._newest_event is None:
+            return 0.0
+        return max(0.0, self._clock() - self._newest_event)

@@ -1,0 +1,166 @@
+"""Scrape Prometheus text-format targets into samples, with ``up`` like Prometheus.
+
+Each sample gets the scrape's start time (rounded to the millisecond) and the
+``job`` and ``instance`` labels; a scraped label of the same name is kept as
+``exported_job``/``exported_instance`` (Prometheus' ``honor_labels: false``).
+Every scrape also writes ``up``, ``scrape_duration_seconds`` and
+``scrape_samples_scraped``. A target that is down or answers garbage gets
+``up 0``: counted, logged, never raised.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from collectors.metrics import CollectorMetrics
+from collectors.sink import Batch
+from siem.model import METRIC_NAME, Sample, labels_from, make_labels
+from vigil.settings import CollectSettings
+
+log = logging.getLogger("vigil.collect.scrape")
+
+MAX_BODY_BYTES = 32 << 20
+ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+# Like Prometheus, scrape directly: *_proxy environment variables are not used.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_TARGET_LABELS = ("job", "instance")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One scrape target: ``job`` and ``instance`` labels and the URL to GET."""
+
+    job: str
+    instance: str
+    url: str
+    timeout_s: float
+
+
+def targets_from(collect: CollectSettings) -> list[Target]:
+    """Every (job, target) of ``collect.scrape`` as a :class:`Target`."""
+    return [
+        Target(name, target, f"http://{target}{job.path}", job.timeout_s)
+        for name, job in sorted(collect.scrape.items())
+        for target in job.targets
+    ]
+
+
+@dataclass(frozen=True)
+class ScrapeResult:
+    """The samples of one scrape (including ``up``) and why it failed, if it did."""
+
+    target: Target
+    samples: tuple[Sample, ...]
+    error: str | None
+
+    @property
+    def up(self) -> bool:
+        return self.error is None
+
+
+def parse_exposition(text: str, *, job: str, instance: str, timestamp: float) -> list[Sample]:
+    """Samples of a text-format exposition; raises ``ValueError`` on malformed input.
+
+    >>> parse_exposition("a_total 3\\n", job="j", instance="i:1", timestamp=1.0)[0].value
+    3.0
+    """
+    rv: list[Sample] = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = {
+                (f"exported_{k}" if k in _TARGET_LABELS else k): v for k, v in sample.labels.items()
+            }
+            labels.update({METRIC_NAME: sample.name, "job": job, "instance": instance})
+            rv.append(Sample(labels_from(labels), timestamp, float(sample.value)))
+    return rv
+
+
+def fetch(url: str, timeout_s: float) -> str:
+    """The body of a GET as text; raises ``OSError``, ``ValueError`` or ``HTTPException``."""
+    request = urllib.request.Request(url, headers={"Accept": ACCEPT})
+    with _OPENER.open(request, timeout=timeout_s) as resp:
+        body: bytes = resp.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise ValueError(f"body larger than {MAX_BODY_BYTES} bytes")
+    return body.decode("utf-8")
+
+
+def scrape(
+    target: Target,
+    *,
+    clock: Callable[[], float] = time.time,
+    get: Callable[[str, float], str] = fetch,
+) -> ScrapeResult:
+    """Scrape one target; never raises for anything the target does."""
+    timestamp = round(clock(), 3)
+    started = time.monotonic()
+    error: str | None = None
+    samples: list[Sample] = []
+    try:
+        samples = parse_exposition(
+            get(target.url, target.timeout_s),
+            job=target.job,
+            instance=target.instance,
+            timestamp=timestamp,
+        )
+    except urllib.error.HTTPError as exc:
+        error = f"HTTP {exc.code}"
+    # Refused, timeout, not HTTP, not UTF-8, bad exposition.
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    duration = time.monotonic() - started
+
+    def meta(name: str, value: float) -> Sample:
+        return Sample(make_labels(name, job=target.job, instance=target.instance), timestamp, value)
+
+    samples += [
+        meta("up", 0.0 if error else 1.0),
+        meta("scrape_duration_seconds", duration),
+        meta("scrape_samples_scraped", float(len(samples))),
+    ]
+    return ScrapeResult(target, tuple(samples), error)
+
+
+class Scraper:
+    """A source scraping all ``targets`` concurrently, one batch per target."""
+
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        metrics: CollectorMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._targets = list(targets)
+        self._metrics = metrics
+        self._clock = clock
+
+    def scrape_all(self) -> list[ScrapeResult]:
+        if not self._targets:
+            return []
+        with ThreadPoolExecutor(max_workers=min(16, len(self._targets))) as pool:
+            results = list(pool.map(lambda t: scrape(t, clock=self._clock), self._targets))
+        for result in results:
+            if result.error is not None:
+                self._metrics.scrape_errors.labels(result.target.job).inc()
+                log.warning(
+                    "scrape failed; target marked up=0",
+                    extra={
+                        "labels.job": result.target.job,
+                        "url.full": result.target.url,
+                        "error.message": result.error,
+                    },
+                )
+        return results
+
+    def collect(self) -> list[Batch]:
+        return [Batch(samples=r.samples) for r in self.scrape_all()]

@@ -1,0 +1,161 @@
+"""The dashboards' Flask app factory, its own metrics and its error pages.
+
+Example::
+
+    app = create_app(from_mapping({"data_dir": "/tmp/v"}), store=MemoryStore())
+    app.test_client().get("/api/query?expr=up").json
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from flask import Flask, Response, current_app, g, jsonify, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from werkzeug.exceptions import HTTPException
+
+from siem.model import Series, Store
+from vigil.settings import Settings
+
+if TYPE_CHECKING:
+    from alerting.promql import InstantSample
+
+EXTENSION = "vigil.dashboards"
+log = logging.getLogger("vigil.web")
+
+
+class QueryEngine(Protocol):
+    """What the dashboards need from a PromQL engine (``alerting.promql.Engine``)."""
+
+    def instant(self, expr: str, at: float) -> Sequence[InstantSample] | float: ...
+
+    def range(self, expr: str, start: float, end: float, step: float) -> list[Series]: ...
+
+
+class WebMetrics:
+    """The web process's own metrics, in a registry of their own (one per app)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.requests = Counter(
+            "vigil_web_requests",
+            "HTTP requests answered by the web UI",
+            ["method", "endpoint", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "vigil_web_request_duration_seconds",
+            "Time to answer a web UI request, by route template",
+            ["endpoint"],
+            registry=self.registry,
+        )
+
+
+@dataclass(frozen=True)
+class Dashboards:
+    """What the blueprints share: settings, the store, the PromQL engine, metrics."""
+
+    settings: Settings
+    store: Store
+    engine: QueryEngine
+    metrics: WebMetrics
+
+
+def context() -> Dashboards:
+    """The ``Dashboards`` of the current app."""
+    rv: Dashboards = current_app.extensions[EXTENSION]
+    return rv
+
+
+def create_app(
+    settings: Settings, store: Store | None = None, engine: QueryEngine | None = None
+) -> Flask:
+    """Build the web UI. Without ``store``, opens the configured one (``store.backend``);
+    without ``engine``, evaluates PromQL with ``alerting.promql.Engine`` over that store."""
+    if store is None:
+        from siem.backends import open_store
+
+        store = open_store(settings)
+    if engine is None:
+        from alerting.promql import Engine
+
+        engine = Engine(store)
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = Dashboards(settings, store, engine, WebMetrics())
+
+    from dashboards import api, pages
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    app.add_url_rule("/metrics", "metrics", _metrics)
+    app.add_url_rule("/healthz", "healthz", _healthz)
+    _install_hooks(app)
+    return app
+
+
+def _metrics() -> Response:
+    body = generate_latest(context().metrics.registry)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def _healthz() -> Response:
+    return jsonify(status="ok")
+
+
+def _install_hooks(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        # The route template, never the raw path, keeps the label set small.
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics = context().metrics
+        metrics.requests.labels(request.method, endpoint, str(response.status_code)).inc()
+        metrics.duration.labels(endpoint).observe(elapsed)
+        log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "http.request.method": request.method,
+                "url.path": request.path,
+                "http.response.status_code": response.status_code,
+                "event.duration": int(elapsed * 1e9),
+                "source.ip": request.remote_addr,
+            },
+        )
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException) -> Any:
+        if not request.path.startswith("/api/"):
+            return err
+        error_type = "bad_data" if err.code == 400 else "not_found" if err.code == 404 else "error"
+        rv = jsonify(status="error", errorType=error_type, error=err.description or err.name)
+        return rv, err.code or 500
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> Any:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        if request.path.startswith("/api/"):
+            return jsonify(status="error", errorType="internal", error=str(err)), 500
+        return Response("internal error; see the web process's log", 500, mimetype="text/plain")

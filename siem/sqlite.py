@@ -1,0 +1,318 @@
+"""The embedded Store: one SQLite file in WAL mode, one writer process, many readers.
+
+Events keep their ECS document as JSON text and are filtered with SQLite's
+JSON functions (``siem.kql`` compiles KQL to SQL); samples live in a
+``series`` table (one row per label set) and a ``samples`` table keyed by
+(series, timestamp), so ``INSERT OR IGNORE`` makes every write idempotent.
+Connections come from a small pool, so any thread may call any method.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from siem import SiemError, kql
+from siem.model import (
+    METRIC_NAME,
+    Event,
+    EventQuery,
+    Labels,
+    Matcher,
+    Sample,
+    Series,
+    WriteResult,
+)
+
+BUSY_TIMEOUT_S = 30.0
+MAX_IDLE_CONNECTIONS = 4
+_IN_CHUNK = 500  # series ids per ``IN (...)``; well below SQLite's variable limit
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS events (
+        id TEXT PRIMARY KEY, ts REAL NOT NULL, dataset TEXT NOT NULL, doc TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS events_dataset_ts ON events (dataset, ts)",
+    "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
+    """CREATE TABLE IF NOT EXISTS series (
+        id INTEGER PRIMARY KEY, labels_key TEXT NOT NULL UNIQUE,
+        labels TEXT NOT NULL, name TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS series_name ON series (name)",
+    """CREATE TABLE IF NOT EXISTS samples (
+        series_id INTEGER NOT NULL REFERENCES series (id), ts REAL NOT NULL, value REAL,
+        PRIMARY KEY (series_id, ts)) WITHOUT ROWID""",
+)
+
+
+class SqliteStore:
+    """``Store`` in one SQLite file; several processes may open the same file.
+
+    >>> store = SqliteStore("data/siem.db")
+    >>> store.write(samples=[Sample(make_labels("up", job="shop"), 1700000000.0, 1.0)])
+    WriteResult(events=0, duplicate_events=0, samples=1, duplicate_samples=0)
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
+        # Only committed series ids are cached: a rolled-back id must not be reused.
+        self._series_ids: dict[Labels, int] = {}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SiemError(f"{self.path}: cannot create the store's directory: {exc}") from exc
+        with self._connection() as conn, _transaction(conn, "IMMEDIATE"):
+            for statement in _SCHEMA:
+                conn.execute(statement)
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL is durable against application crashes, and much faster.
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise SiemError(
+                f"{self.path}: cannot open the store ({exc}); check the path and its permissions"
+            ) from exc
+        return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise SiemError(f"{self.path}: the store is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._open()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise SiemError(f"{self.path}: {exc}") from exc
+        finally:
+            with self._lock:
+                keep = not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+
+    def write(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> WriteResult:
+        """Store a batch in one transaction; already stored events and points are counted."""
+        event_rows = [(e.id, _finite(e.timestamp, e.id), e.dataset, _dumps(e.doc)) for e in events]
+        sample_list = list(samples)
+        for sample in sample_list:
+            _finite(sample.timestamp, sample.labels)
+        if not event_rows and not sample_list:
+            return WriteResult()
+        stored = s_stored = 0
+        with self._connection() as conn, _transaction(conn, "IMMEDIATE"):
+            if event_rows:
+                stored = conn.executemany(
+                    "INSERT OR IGNORE INTO events (id, ts, dataset, doc) VALUES (?, ?, ?, ?)",
+                    event_rows,
+                ).rowcount
+            new_ids: dict[Labels, int] = {}
+            if sample_list:
+                ids = self._series_for(conn, {s.labels for s in sample_list}, new_ids)
+                s_stored = conn.executemany(
+                    "INSERT OR IGNORE INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
+                    [(ids[s.labels], s.timestamp, _to_sql_value(s.value)) for s in sample_list],
+                ).rowcount
+        with self._lock:
+            self._series_ids.update(new_ids)
+        return WriteResult(stored, len(event_rows) - stored, s_stored, len(sample_list) - s_stored)
+
+    def _series_for(
+        self, conn: sqlite3.Connection, wanted: set[Labels], new_ids: dict[Labels, int]
+    ) -> dict[Labels, int]:
+        with self._lock:
+            ids = {
+                labels: self._series_ids[labels] for labels in wanted if labels in self._series_ids
+            }
+        for labels in wanted - ids.keys():
+            key = json.dumps(labels, separators=(",", ":"))
+            conn.execute(
+                "INSERT OR IGNORE INTO series (labels_key, labels, name) VALUES (?, ?, ?)",
+                (key, json.dumps(dict(labels)), dict(labels).get(METRIC_NAME, "")),
+            )
+            (series_id,) = conn.execute(
+                "SELECT id FROM series WHERE labels_key = ?", (key,)
+            ).fetchone()
+            ids[labels] = new_ids[labels] = series_id
+        return ids
+
+    def search(self, query: EventQuery) -> list[Event]:
+        """Matching events, newest first, at most ``query.limit``."""
+        where, args = _where(query)
+        sql = (
+            f"SELECT id, ts, dataset, doc FROM events WHERE {where} "
+            "ORDER BY ts DESC, id DESC LIMIT ?"
+        )
+        with self._connection() as conn:
+            rows = conn.execute(sql, [*args, max(query.limit, 0)]).fetchall()
+        return [Event(id_, ts, dataset, json.loads(doc)) for id_, ts, dataset, doc in rows]
+
+    def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
+        """How many matching events per value of ``field_name``, as ``str()`` of the value."""
+        where, args = _where(query)
+        path_sql, path_args = kql.field_path_sql(field_name)
+        sql = (
+            f"SELECT json_type(doc, {path_sql}) AS t, json_extract(doc, {path_sql}) AS v, "
+            f"COUNT(*) FROM events WHERE {where} GROUP BY t, v"
+        )
+        counts: Counter[str] = Counter()
+        with self._connection() as conn:
+            for type_, value, count in conn.execute(sql, [*path_args, *path_args, *args]):
+                if type_ is not None and type_ != "null":
+                    counts[_python_str(type_, value)] += count
+        return dict(counts)
+
+    def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
+        """Series matching all ``matchers`` with their points in [start, end], sorted by labels."""
+        name = next((m.value for m in matchers if m.name == METRIC_NAME and m.op == "="), None)
+        with self._connection() as conn, _transaction(conn, "DEFERRED"):
+            if name is None:
+                rows = conn.execute("SELECT id, labels_key FROM series").fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT id, labels_key FROM series WHERE name = ?", (name,)
+                ).fetchall()
+            wanted: dict[int, Labels] = {}
+            for series_id, key in rows:
+                labels: Labels = tuple((k, v) for k, v in json.loads(key))
+                as_dict = dict(labels)
+                if all(m.matches(as_dict) for m in matchers):
+                    wanted[series_id] = labels
+            points: dict[int, list[tuple[float, float]]] = {}
+            ids = list(wanted)
+            for i in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[i : i + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for series_id, ts, value in conn.execute(
+                    f"SELECT series_id, ts, value FROM samples WHERE series_id IN ({marks}) "
+                    "AND ts >= ? AND ts <= ? ORDER BY series_id, ts",
+                    [*chunk, start, end],
+                ):
+                    points.setdefault(series_id, []).append((ts, _from_sql_value(value)))
+        rv = [Series(wanted[sid], tuple(pts)) for sid, pts in points.items()]
+        rv.sort(key=lambda s: s.labels)
+        return rv
+
+    def close(self) -> None:
+        """Close the pooled connections; connections in use close when released."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection, mode: str) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front: a deferred transaction that later
+    # wants to write fails with "database is locked" instead of waiting.
+    conn.execute(f"BEGIN {mode}")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _where(query: EventQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = ["1"]
+    args: list[Any] = []
+    if query.dataset is not None:
+        clauses.append("dataset = ?")
+        args.append(query.dataset)
+    if query.start is not None:
+        clauses.append("ts >= ?")
+        args.append(query.start)
+    if query.end is not None:
+        clauses.append("ts < ?")
+        args.append(query.end)
+    for name, value in query.equals:
+        sql, more = _equals_sql(name, value)
+        clauses.append(sql)
+        args.extend(more)
+    if query.kql is not None:
+        sql, more = kql.to_sql(kql.parse(query.kql))
+        clauses.append(sql)
+        args.extend(more)
+    return " AND ".join(clauses), args
+
+
+def _equals_sql(name: str, value: Any) -> tuple[str, list[Any]]:
+    """SQL with the semantics of ``EventQuery.equals``: equal, or equal as ``str()``."""
+    path_sql, path_args = kql.field_path_sql(name)
+    if value is None:
+        return f"(COALESCE(json_type(doc, {path_sql}), 'null') = 'null')", path_args
+    raw = value if isinstance(value, (str, int, float)) else str(value)
+    text = (
+        "(CASE j.type WHEN 'true' THEN 'True' WHEN 'false' THEN 'False' "
+        "ELSE CAST(j.value AS TEXT) END)"
+    )
+    sql = (
+        f"EXISTS (SELECT 1 FROM json_each(doc, {path_sql}) AS j "
+        "WHERE j.type NOT IN ('null', 'object', 'array') AND typeof(j.key) != 'text' "
+        f"AND (j.value = ? OR {text} = ?))"
+    )
+    return sql, [*path_args, raw, str(value)]
+
+
+def _python_str(type_: str, value: Any) -> str:
+    """``str()`` of a JSON value as Python would give it for the decoded document."""
+    if type_ in ("true", "false"):
+        return str(type_ == "true")
+    if type_ in ("array", "object"):
+        return str(json.loads(value))
+    return str(value)
+
+
+def _finite(timestamp: float, what: object) -> float:
+    if not math.isfinite(timestamp):
+        raise SiemError(f"timestamp {timestamp!r} of {what!r} is not a finite number of seconds")
+    return timestamp
+
+
+def _to_sql_value(value: float) -> float | None:
+    # SQLite stores NaN as NULL; read back, NULL becomes NaN again (Prometheus has NaN values).
+    return None if math.isnan(value) else value
+
+
+def _from_sql_value(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _dumps(doc: Any) -> str:
+    try:
+        return json.dumps(
+            doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+        )
+    except ValueError:
+        # NaN/Infinity are not JSON, and SQLite's JSON functions reject the whole document.
+        return json.dumps(_finite_json(doc), separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _finite_json(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value

@@ -1,0 +1,188 @@
+"""``vigil up`` with real haproxy: rolling deploys without failed requests, restarts, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import free_port, require_server
+
+from siem.model import EventQuery
+from siem.sqlite import SqliteStore
+from vigil.deploy import previous_release, roll_out
+from vigil.haproxy import haproxy_binary
+from vigil.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def wait_for(predicate: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():  # type: ignore[operator]
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("condition not reached in time")
+
+
+def consecutive_ports() -> int:
+    """A port that is free and whose successor is free too (two shop instances)."""
+    for _ in range(100):
+        base = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        return base
+    raise AssertionError("no two consecutive free ports")
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
+    if haproxy_binary() is None:
+        require_server("haproxy", "the haproxy binary is not installed")
+    env = dict(os.environ)
+    env.update(
+        {
+            "VIGIL_CONFIG": str(REPO / "config" / "vigil.yaml"),
+            "VIGIL_DATA_DIR": str(tmp_path / "data"),
+            "VIGIL_UP_SHOP_INSTANCES": "2",
+            "VIGIL_UP_SHOP_BASE_PORT": str(consecutive_ports()),
+            "VIGIL_UP_HAPROXY_PORT": str(free_port()),
+            "VIGIL_UP_CONTROL_PORT": str(free_port()),
+            "VIGIL_SHOP_WORKERS": "1",
+            "VIGIL_STORE_BACKEND": "sqlite",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vigil.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    front = f"http://127.0.0.1:{env['VIGIL_UP_HAPROXY_PORT']}"
+    try:
+        wait_for(lambda: get(front + "/api/version")[0] == 200)
+        yield {**env, "front": front, "control": f"http://127.0.0.1:{env['VIGIL_UP_CONTROL_PORT']}"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
+
+
+def instances(stack: dict[str, str]) -> list[dict[str, object]]:
+    rv: list[dict[str, object]] = json.loads(get(stack["control"] + "/api/instances")[1])[
+        "instances"
+    ]
+    return rv
+
+
+def test_up_rolling_deploy_loses_no_request(stack: dict[str, str]) -> None:
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            statuses.append(get(stack["front"] + "/api/version")[0])
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        deploy = subprocess.run(
+            [sys.executable, "-m", "vigil.cli", "deploy", "--release", "v2", "--actor", "bob"],
+            env=stack,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        stop.set()
+        worker.join()
+    assert deploy.returncode == 0, deploy.stderr
+    assert "deployed v2 (was v1)" in deploy.stdout
+    assert {i["release"] for i in instances(stack)} == {"v2"}
+    assert json.loads(get(stack["front"] + "/api/version")[1])["release"] == "v2"
+    # Each instance was drained in haproxy before its restart: not one request failed.
+    assert len(statuses) > 20
+    assert set(statuses) == {200}
+
+    store = SqliteStore(Path(stack["VIGIL_DATA_DIR"]) / "siem.db")
+    (event,) = store.search(EventQuery(dataset="vigil.deploy"))
+    store.close()
+    assert event.get("user.name") == "bob"
+    assert (event.get("labels.release_before"), event.get("labels.release_after")) == ("v1", "v2")
+
+
+def test_up_restarts_a_crashed_shop(stack: dict[str, str]) -> None:
+    victim = instances(stack)[0]
+    os.kill(int(victim["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+    wait_for(
+        lambda: (
+            instances(stack)[0]["pid"] != victim["pid"]
+            and instances(stack)[0]["state"] == "running"
+        )
+    )
+    assert instances(stack)[0]["restarts"] == 1
+    wait_for(lambda: get(f"http://127.0.0.1:{victim['port']}/readyz")[0] == 200)
+    metrics = get(stack["control"] + "/metrics")[1].decode()
+    assert f'vigil_supervisor_restarts_total{{child="{victim["name"]}"}} 1.0' in metrics
+
+
+def test_up_deploy_unknown_release_is_refused(stack: dict[str, str]) -> None:
+    deploy = subprocess.run(
+        [sys.executable, "-m", "vigil.cli", "deploy", "--release", "v9"],
+        env=stack,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert deploy.returncode == 2
+    assert "unknown release 'v9'" in deploy.stderr
+    assert {i["release"] for i in instances(stack)} == {"v1"}
+
+
+def test_up_previous_release_ignores_rollbacks(stack: dict[str, str]) -> None:
+    deploy = subprocess.run(
+        [sys.executable, "-m", "vigil.cli", "deploy", "--release", "v2"],
+        env=stack,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert deploy.returncode == 0, deploy.stderr
+    settings = load_settings(stack["VIGIL_CONFIG"], env=stack)
+    store = SqliteStore(Path(stack["VIGIL_DATA_DIR"]) / "siem.db")
+    try:
+        assert previous_release(store) == "v1"
+        roll_out(settings, "v1", actor="carol", store=store, action="rollback")
+        # A second rollback must not go "back" to v2, the release the first one left.
+        assert previous_release(store) == "v1"
+        actions = [e.get("event.action") for e in store.search(EventQuery(dataset="vigil.deploy"))]
+        assert actions == ["rollback", "deploy"]
+    finally:
+        store.close()
+    assert {i["release"] for i in instances(stack)} == {"v1"}

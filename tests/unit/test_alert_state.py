@@ -1,0 +1,134 @@
+"""Alert states: inactive → pending (for) → firing → resolved, persisted in SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alerting.rules import Rule
+from alerting.state import AlertBook, AlertDB, Hit, fingerprint
+from siem.model import make_labels
+
+RULE = Rule(
+    "ShopInstanceDown",
+    expr='up{job="shop"} == 0',
+    for_s=30.0,
+    labels={"severity": "critical"},
+    annotations={"summary": "{{ $labels.instance }} down ({{ $value }})"},
+)
+DOWN = Hit(make_labels("up", job="shop", instance="a:1"), 0.0)
+
+
+def book(tmp_path: Path) -> AlertBook:
+    return AlertBook(AlertDB(tmp_path / "alerts.db"))
+
+
+def test_alert_state_pending_then_firing_after_for(tmp_path: Path) -> None:
+    alerts = book(tmp_path)
+    (change,) = alerts.update(RULE, [DOWN], now=100.0)
+    assert (change.before, change.after) == (None, "pending")
+    assert change.alert.labels == {
+        "alertname": "ShopInstanceDown",
+        "instance": "a:1",
+        "job": "shop",
+        "severity": "critical",
+    }
+    assert change.alert.annotations == {"summary": "a:1 down (0)"}
+    assert alerts.update(RULE, [DOWN], now=120.0) == []
+    (change,) = alerts.update(RULE, [DOWN], now=130.0)
+    assert (change.before, change.after) == ("pending", "firing")
+    assert change.alert.active_at == 100.0
+    assert change.alert.fired_at == 130.0
+
+
+def test_alert_state_zero_for_fires_at_once(tmp_path: Path) -> None:
+    rule = Rule("Now", expr="up == 0")
+    (change,) = book(tmp_path).update(rule, [DOWN], now=1.0)
+    assert (change.before, change.after) == (None, "firing")
+
+
+def test_alert_state_pending_that_clears_goes_inactive(tmp_path: Path) -> None:
+    alerts = book(tmp_path)
+    alerts.update(RULE, [DOWN], now=100.0)
+    (change,) = alerts.update(RULE, [], now=110.0)
+    assert (change.before, change.after) == ("pending", None)
+    assert alerts.alerts() == []
+    (change,) = alerts.update(RULE, [DOWN], now=120.0)
+    assert change.alert.active_at == 120.0  # the `for` clock starts again
+
+
+def test_alert_state_firing_resolves_when_result_is_empty(tmp_path: Path) -> None:
+    alerts = book(tmp_path)
+    alerts.update(RULE, [DOWN], now=100.0)
+    alerts.update(RULE, [DOWN], now=130.0)
+    (change,) = alerts.update(RULE, [], now=200.0)
+    assert (change.before, change.after) == ("firing", "resolved")
+    assert change.alert.resolved_at == 200.0
+    assert alerts.update(RULE, [], now=205.0) == []
+
+
+def test_alert_state_tracks_each_fingerprint(tmp_path: Path) -> None:
+    alerts = book(tmp_path)
+    other = Hit(make_labels("up", job="shop", instance="b:2"), 0.0)
+    changes = alerts.update(RULE, [DOWN, other], now=100.0)
+    assert len({c.alert.fingerprint for c in changes}) == 2
+    alerts.update(RULE, [DOWN, other], now=130.0)
+    (change,) = alerts.update(RULE, [other], now=140.0)
+    assert change.alert.labels["instance"] == "a:1"
+    assert change.after == "resolved"
+    assert [a.state for a in alerts.alerts()] == ["resolved", "firing"]
+
+
+def test_alert_state_fingerprint_ignores_label_order() -> None:
+    assert fingerprint({"a": "1", "b": "2"}) == fingerprint({"b": "2", "a": "1"})
+    assert fingerprint({"a": "1"}) != fingerprint({"a": "2"})
+
+
+def test_alert_state_survives_restart_with_receipts(tmp_path: Path) -> None:
+    alerts = book(tmp_path)
+    alerts.update(RULE, [DOWN], now=100.0)
+    (change,) = alerts.update(RULE, [DOWN], now=130.0)
+    fp = change.alert.fingerprint
+    alerts.delivered(fp, "slack", "firing", {"channel": "C1", "ts": "1700000000.000100"})
+    alerts.db.close()
+
+    reopened = book(tmp_path)
+    (alert,) = reopened.alerts()
+    assert (alert.state, alert.fired_at, alert.active_at) == ("firing", 130.0, 100.0)
+    assert alert.receipts == {"slack": {"channel": "C1", "ts": "1700000000.000100"}}
+    assert reopened.needing("slack") == []
+    assert reopened.update(RULE, [DOWN], now=140.0) == []  # no second "firing"
+    (change,) = reopened.update(RULE, [], now=150.0)
+    assert change.after == "resolved"
+    assert [a.fingerprint for a in reopened.needing("slack")] == [fp]
+
+
+def test_alert_state_pending_survives_restart(tmp_path: Path) -> None:
+    alerts = book(tmp_path)
+    alerts.update(RULE, [DOWN], now=100.0)
+    alerts.db.close()
+    reopened = book(tmp_path)
+    (change,) = reopened.update(RULE, [DOWN], now=131.0)
+    assert (change.before, change.after) == ("pending", "firing")
+
+
+def test_alert_state_forgets_resolved_once_every_receiver_knows(tmp_path: Path) -> None:
+    alerts = book(tmp_path)
+    alerts.update(RULE, [DOWN], now=100.0)
+    (fired,) = alerts.update(RULE, [DOWN], now=130.0)
+    fp = fired.alert.fingerprint
+    alerts.update(RULE, [], now=140.0)
+    alerts.delivered(fp, "slack", "resolved", {})
+    assert alerts.forget_delivered(["slack", "webhook"]) == []
+    alerts.delivered(fp, "webhook", "resolved", {})
+    assert alerts.forget_delivered(["slack", "webhook"]) == [fp]
+    assert book(tmp_path).alerts() == []
+
+
+def test_alert_state_failed_delivery_keeps_partial_receipt(tmp_path: Path) -> None:
+    alerts = book(tmp_path)
+    (fired,) = alerts.update(Rule("Now", expr="up == 0"), [DOWN], now=1.0)
+    fp = fired.alert.fingerprint
+    alerts.delivered(fp, "slack", None, {"ts": "1.1"})
+    (alert,) = alerts.needing("slack")
+    assert alert.receipts["slack"] == {"ts": "1.1"}
+    assert "slack" not in alert.delivered

@@ -1,0 +1,129 @@
+"""The Prometheus scraper: parsing, target labels, up/scrape_* and failures."""
+
+from __future__ import annotations
+
+import http.client
+import urllib.error
+
+import pytest
+from conftest import free_port
+from prometheus_client import CollectorRegistry
+
+from collectors.metrics import CollectorMetrics
+from collectors.prometheus import Scraper, Target, parse_exposition, scrape, targets_from
+from siem.model import Sample
+from vigil.settings import from_mapping
+
+EXPOSITION = """\
+# HELP shop_http_requests_total Requests.
+# TYPE shop_http_requests_total counter
+shop_http_requests_total{route="/",status="200"} 7.0
+# HELP lat_seconds Latency.
+# TYPE lat_seconds histogram
+lat_seconds_bucket{le="0.1"} 1.0
+lat_seconds_bucket{le="+Inf"} 2.0
+lat_seconds_count 2.0
+lat_seconds_sum 0.3
+# TYPE odd gauge
+odd{job="batch",instance="x"} 1.0
+"""
+TARGET = Target("shop", "127.0.0.1:8001", "http://127.0.0.1:8001/metrics", 1.0)
+
+
+def by_name(samples: list[Sample] | tuple[Sample, ...]) -> dict[str, list[Sample]]:
+    rv: dict[str, list[Sample]] = {}
+    for s in samples:
+        rv.setdefault(s.name, []).append(s)
+    return rv
+
+
+def test_prometheus_parse_exposition_keeps_sample_names_and_adds_target_labels() -> None:
+    samples = by_name(
+        parse_exposition(EXPOSITION, job="shop", instance="h:1", timestamp=1700000000.5)
+    )
+    assert set(samples) == {
+        "shop_http_requests_total",
+        "lat_seconds_bucket",
+        "lat_seconds_count",
+        "lat_seconds_sum",
+        "odd",
+    }
+    (counter,) = samples["shop_http_requests_total"]
+    assert dict(counter.labels) == {
+        "__name__": "shop_http_requests_total",
+        "job": "shop",
+        "instance": "h:1",
+        "route": "/",
+        "status": "200",
+    }
+    assert counter.value == 7.0
+    assert counter.timestamp == 1700000000.5
+    assert {dict(s.labels)["le"] for s in samples["lat_seconds_bucket"]} == {"0.1", "+Inf"}
+
+
+def test_prometheus_parse_exposition_renames_clashing_target_labels() -> None:
+    (odd,) = by_name(parse_exposition(EXPOSITION, job="shop", instance="h:1", timestamp=1.0))["odd"]
+    labels = dict(odd.labels)
+    assert labels["job"] == "shop"
+    assert labels["exported_job"] == "batch"
+    assert labels["exported_instance"] == "x"
+
+
+def test_prometheus_parse_exposition_rejects_garbage() -> None:
+    with pytest.raises(ValueError):
+        parse_exposition("this is { not metrics\n", job="j", instance="i", timestamp=1.0)
+
+
+def test_prometheus_scrape_success_writes_up_and_scrape_meta() -> None:
+    result = scrape(TARGET, clock=lambda: 1700000000.12345, get=lambda url, t: EXPOSITION)
+    assert result.up and result.error is None
+    samples = by_name(result.samples)
+    (up,) = samples["up"]
+    assert dict(up.labels) == {"__name__": "up", "job": "shop", "instance": "127.0.0.1:8001"}
+    assert up.value == 1.0
+    assert up.timestamp == 1700000000.123  # ms-rounded scrape time, on every sample
+    assert {s.timestamp for s in result.samples} == {1700000000.123}
+    assert samples["scrape_samples_scraped"][0].value == 6.0
+    assert samples["scrape_duration_seconds"][0].value >= 0.0
+
+
+def _http_500(url: str, timeout: float) -> str:
+    raise urllib.error.HTTPError(url, 500, "boom", {}, None)  # type: ignore[arg-type]
+
+
+def _not_http(url: str, timeout: float) -> str:
+    raise http.client.BadStatusLine("SSH-2.0-OpenSSH_9.2")
+
+
+@pytest.mark.parametrize(
+    ("get", "reason"),
+    [
+        (lambda url, t: "garbage { here\n", "ValueError"),
+        (_http_500, "HTTP 500"),
+        (_not_http, "BadStatusLine"),
+    ],
+)
+def test_prometheus_scrape_failure_is_up_zero(get: object, reason: str) -> None:
+    result = scrape(TARGET, clock=lambda: 5.0, get=get)  # type: ignore[arg-type]
+    assert not result.up
+    assert result.error is not None and reason in result.error
+    samples = by_name(result.samples)
+    assert set(samples) == {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+    assert samples["up"][0].value == 0.0
+    assert samples["scrape_samples_scraped"][0].value == 0.0
+
+
+def test_prometheus_scraper_counts_dead_target_per_job() -> None:
+    registry = CollectorRegistry()
+    dead = f"127.0.0.1:{free_port()}"
+    settings = from_mapping({"collect": {"scrape": {"shop": {"targets": [dead], "timeout_s": 2}}}})
+    targets = targets_from(settings.collect)
+    assert targets == [Target("shop", dead, f"http://{dead}/metrics", 2.0)]
+    scraper = Scraper(targets, CollectorMetrics(registry))
+    (batch,) = scraper.collect()
+    assert by_name(batch.samples)["up"][0].value == 0.0
+    assert registry.get_sample_value("vigil_collector_scrape_errors_total", {"job": "shop"}) == 1
+
+
+def test_prometheus_scraper_without_targets_collects_nothing() -> None:
+    assert Scraper([], CollectorMetrics(CollectorRegistry())).collect() == []

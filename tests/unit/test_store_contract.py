@@ -1,0 +1,333 @@
+"""One contract for every Store backend: MemoryStore (the reference) and SqliteStore."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from siem import SiemError
+from siem.memory import MemoryStore
+from siem.model import Event, EventQuery, Matcher, Sample, Store, make_labels
+from siem.sqlite import SqliteStore
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    rv: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "siem.db")
+    yield rv
+    rv.close()
+
+
+def event(n: int, dataset: str = "shop.auth", ts: float | None = None, **doc: Any) -> Event:
+    body: dict[str, Any] = {"event": {"dataset": dataset}, "message": f"event {n}", **doc}
+    return Event(f"id{n:03d}", T0 + n if ts is None else ts, dataset, body)
+
+
+def auth_events() -> list[Event]:
+    return [
+        event(1, source={"ip": "10.0.0.1"}, user={"name": "admin"}, event_outcome="failure"),
+        event(2, source={"ip": "10.0.0.2"}, user={"name": "alice"}),
+        event(3, source={"ip": "10.0.0.1"}, user={"name": "administrator"}),
+        event(4, "shop.access", http={"response": {"status_code": 503}}, tags=["slow", "v2"]),
+        event(5, "shop.access", http={"response": {"status_code": 200}}, message="GET /cart"),
+        event(6, "shop.access", **{"source.ip": "192.168.1.9", "http.response.status_code": 502}),
+        event(7, "shop.app", message="Connection REFUSED by db", error={"message": "boom"}),
+    ]
+
+
+def ids(events: list[Event]) -> list[str]:
+    return [e.id for e in events]
+
+
+def test_store_write_events_is_idempotent(store: Store) -> None:
+    first = store.write(events=auth_events())
+    again = store.write(events=[*auth_events()[:3], event(8)])
+    assert (first.events, first.duplicate_events) == (7, 0)
+    assert (again.events, again.duplicate_events) == (1, 3)
+    assert len(store.search(EventQuery(limit=1000))) == 8
+
+
+def test_store_write_duplicate_within_one_batch_is_counted(store: Store) -> None:
+    labels = make_labels("up", job="shop")
+    rv = store.write(
+        events=[event(1), event(1)], samples=[Sample(labels, T0, 1.0), Sample(labels, T0, 0.0)]
+    )
+    assert rv.events == 1 and rv.duplicate_events == 1
+    assert rv.samples == 1 and rv.duplicate_samples == 1
+    (series,) = store.select([Matcher("__name__", "=", "up")], T0, T0)
+    assert series.points == ((T0, 1.0),)
+
+
+def test_store_write_samples_is_idempotent(store: Store) -> None:
+    labels = make_labels("up", job="shop", instance="a")
+    first = store.write(samples=[Sample(labels, T0, 1.0), Sample(labels, T0 + 5, 1.0)])
+    again = store.write(samples=[Sample(labels, T0 + 5, 0.0), Sample(labels, T0 + 10, 0.0)])
+    assert (first.samples, first.duplicate_samples) == (2, 0)
+    assert (again.samples, again.duplicate_samples) == (1, 1)
+    (series,) = store.select([Matcher("__name__", "=", "up")], 0, T0 + 100)
+    assert series.points == ((T0, 1.0), (T0 + 5, 1.0), (T0 + 10, 0.0))
+
+
+def test_store_write_empty_batch(store: Store) -> None:
+    assert store.write() == store.write(events=[], samples=[])
+    assert store.search(EventQuery()) == []
+
+
+def test_store_search_newest_first_with_limit(store: Store) -> None:
+    store.write(events=auth_events())
+    assert ids(store.search(EventQuery(limit=3))) == ["id007", "id006", "id005"]
+    assert store.search(EventQuery(limit=1))[0].doc["error"] == {"message": "boom"}
+
+
+def test_store_search_same_timestamp_orders_by_id(store: Store) -> None:
+    store.write(events=[event(1, ts=T0), event(2, ts=T0), event(3, ts=T0 - 1)])
+    assert ids(store.search(EventQuery())) == ["id002", "id001", "id003"]
+
+
+def test_store_search_by_dataset_and_time_range(store: Store) -> None:
+    store.write(events=auth_events())
+    assert ids(store.search(EventQuery(dataset="shop.auth"))) == ["id003", "id002", "id001"]
+    # [start, end): the start is included, the end is not.
+    in_range = store.search(EventQuery(dataset="shop.access", start=T0 + 4, end=T0 + 6))
+    assert ids(in_range) == ["id005", "id004"]
+    assert store.search(EventQuery(dataset="nope")) == []
+
+
+@pytest.mark.parametrize(
+    ("equals", "expected"),
+    [
+        ((("source.ip", "10.0.0.1"),), ["id003", "id001"]),
+        ((("source.ip", "10.0.0.1"), ("user.name", "admin")), ["id001"]),
+        ((("http.response.status_code", 503),), ["id004"]),
+        ((("http.response.status_code", "503"),), ["id004"]),
+        ((("http.response.status_code", 502),), ["id006"]),  # flat ECS key
+        ((("source.ip", "192.168.1.9"),), ["id006"]),
+        ((("tags", "v2"),), ["id004"]),  # any element of a list
+        ((("user.name", "bob"),), []),
+    ],
+)
+def test_store_search_by_field_equality(
+    store: Store, equals: tuple[tuple[str, Any], ...], expected: list[str]
+) -> None:
+    store.write(events=auth_events())
+    assert ids(store.search(EventQuery(equals=equals))) == expected
+
+
+@pytest.mark.parametrize(
+    ("kql", "expected"),
+    [
+        ("source.ip:10.0.0.1", ["id003", "id001"]),
+        ("source.ip:10.0.0.*", ["id003", "id002", "id001"]),
+        ("user.name:adm*", ["id003", "id001"]),
+        ('user.name:"adm*"', []),
+        ("user.name:(alice or admin)", ["id002", "id001"]),
+        ("http.response.status_code >= 500", ["id006", "id004"]),
+        ("http.response.status_code < 500", ["id005"]),
+        ("http.response.status_code:503", ["id004"]),
+        ("http.response.status_code:5*", ["id006", "id004"]),
+        ("tags:slow and tags:v2", ["id004"]),
+        ("error.message:*", ["id007"]),
+        ("not source.ip:* and not http.response.status_code:*", ["id007"]),
+        ("refused", ["id007"]),
+        ('"connection refused"', ["id007"]),
+        ("get and cart", ["id005"]),
+        ("source.ip:10.0.0.1 and not (user.name:admin or user.name:bob)", ["id003"]),
+        ("event.dataset:shop.access and http.response.status_code >= 500", ["id006", "id004"]),
+        ("source:*", ["id003", "id002", "id001"]),  # "source.ip" flat key is no object
+        ("source:10.0.0.1", []),  # an object never equals a value
+        ("user.name:%", []),  # LIKE metacharacters are literal
+        ("", ["id007", "id006", "id005", "id004", "id003", "id002", "id001"]),
+    ],
+)
+def test_store_search_by_kql(store: Store, kql: str, expected: list[str]) -> None:
+    store.write(events=auth_events())
+    assert ids(store.search(EventQuery(kql=kql))) == expected
+
+
+def test_store_search_combines_dataset_equality_and_kql(store: Store) -> None:
+    store.write(events=auth_events())
+    query = EventQuery(dataset="shop.auth", equals=(("source.ip", "10.0.0.1"),), kql="adm*")
+    assert ids(store.search(query)) == []
+    query = EventQuery(dataset="shop.auth", equals=(("source.ip", "10.0.0.1"),), kql="user.name:a*")
+    assert ids(store.search(query)) == ["id003", "id001"]
+
+
+def test_store_count_by_field(store: Store) -> None:
+    store.write(events=auth_events())
+    assert store.count_by(EventQuery(dataset="shop.auth"), "source.ip") == {
+        "10.0.0.1": 2,
+        "10.0.0.2": 1,
+    }
+    # No limit applies; missing fields are not counted; flat keys count too.
+    assert store.count_by(EventQuery(limit=1), "source.ip") == {
+        "10.0.0.1": 2,
+        "10.0.0.2": 1,
+        "192.168.1.9": 1,
+    }
+    assert store.count_by(EventQuery(kql="http.response.status_code:*"), "event.dataset") == {
+        "shop.access": 3
+    }
+    assert store.count_by(
+        EventQuery(kql="http.response.status_code:*"), "http.response.status_code"
+    ) == {
+        "503": 1,
+        "200": 1,
+        "502": 1,
+    }
+
+
+def _samples() -> list[Sample]:
+    rv = []
+    for instance in ("a:1", "b:2"):
+        for code in ("200", "500"):
+            labels = make_labels("http_requests_total", job="shop", instance=instance, code=code)
+            rv += [Sample(labels, T0 + i * 5, float(i)) for i in range(5)]
+        rv.append(Sample(make_labels("up", job="shop", instance=instance), T0, 1.0))
+    return rv
+
+
+def _instances_codes(series: list[Any]) -> list[tuple[str, str]]:
+    return [(dict(s.labels)["instance"], dict(s.labels).get("code", "")) for s in series]
+
+
+@pytest.mark.parametrize(
+    ("matchers", "expected"),
+    [
+        ([Matcher("__name__", "=", "up")], [("a:1", ""), ("b:2", "")]),
+        (
+            [Matcher("__name__", "=", "http_requests_total"), Matcher("code", "=", "500")],
+            [("a:1", "500"), ("b:2", "500")],
+        ),
+        (
+            [Matcher("__name__", "=", "http_requests_total"), Matcher("code", "!=", "500")],
+            [("a:1", "200"), ("b:2", "200")],
+        ),
+        (
+            [Matcher("__name__", "=", "http_requests_total"), Matcher("code", "=~", "5..")],
+            [("a:1", "500"), ("b:2", "500")],
+        ),
+        (
+            [Matcher("__name__", "=", "http_requests_total"), Matcher("instance", "!~", "a.*")],
+            [("b:2", "200"), ("b:2", "500")],
+        ),
+        ([Matcher("__name__", "=~", "up|http_.*"), Matcher("instance", "=", "a:1")], None),
+        ([Matcher("code", "=~", "2.*")], [("a:1", "200"), ("b:2", "200")]),
+        ([Matcher("instance", "=~", "a")], []),  # regexes are anchored
+        ([Matcher("__name__", "=", "nope")], []),
+    ],
+)
+def test_store_select_matchers(
+    store: Store, matchers: list[Matcher], expected: list[tuple[str, str]] | None
+) -> None:
+    store.write(samples=_samples())
+    series = store.select(matchers, 0, T0 + 1000)
+    if expected is None:
+        assert sorted(s.name for s in series) == ["http_requests_total"] * 2 + ["up"]
+    else:
+        assert _instances_codes(series) == expected
+    assert [s.labels for s in series] == sorted(s.labels for s in series)
+
+
+def test_store_select_points_in_closed_range(store: Store) -> None:
+    store.write(samples=_samples())
+    matchers = [Matcher("__name__", "=", "http_requests_total"), Matcher("instance", "=", "a:1")]
+    series = store.select(matchers, T0 + 5, T0 + 15)
+    assert [s.points for s in series] == [((T0 + 5, 1.0), (T0 + 10, 2.0), (T0 + 15, 3.0))] * 2
+    # A series without points in the range is left out.
+    assert store.select([Matcher("__name__", "=", "up")], T0 + 1, T0 + 100) == []
+
+
+def test_store_select_keeps_special_values(store: Store) -> None:
+    labels = make_labels("latency_seconds", quantile="0.99")
+    store.write(samples=[Sample(labels, T0, math.nan), Sample(labels, T0 + 1, math.inf)])
+    (series,) = store.select([Matcher("__name__", "=", "latency_seconds")], T0, T0 + 1)
+    assert math.isnan(series.points[0][1])
+    assert series.points[1] == (T0 + 1, math.inf)
+
+
+def test_store_concurrent_threads_write_and_read(store: Store) -> None:
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(20):
+                labels = make_labels("t", thread=str(n))
+                store.write(events=[event(n * 100 + i)], samples=[Sample(labels, T0 + i, 1.0)])
+                store.search(EventQuery(limit=5))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(store.search(EventQuery(limit=1000))) == 80
+    assert len(store.select([Matcher("__name__", "=", "t")], 0, T0 + 100)) == 4
+
+
+def test_sqlite_store_data_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "siem.db"
+    store = SqliteStore(path)
+    store.write(events=auth_events(), samples=_samples())
+    store.close()
+    reopened = SqliteStore(path)
+    try:
+        assert ids(reopened.search(EventQuery(dataset="shop.auth"))) == ["id003", "id002", "id001"]
+        assert reopened.search(EventQuery(limit=1))[0].doc == auth_events()[-1].doc
+        up = reopened.select([Matcher("__name__", "=", "up")], 0, T0 + 100)
+        assert [s.points for s in up] == [((T0, 1.0),), ((T0, 1.0),)]
+        # Writing again after the restart is still idempotent (series ids are found, not remade).
+        rv = reopened.write(events=auth_events()[:1], samples=_samples())
+        assert (rv.events, rv.duplicate_events, rv.samples) == (0, 1, 0)
+    finally:
+        reopened.close()
+
+
+def test_sqlite_store_uses_wal(tmp_path: Path) -> None:
+    import sqlite3
+
+    SqliteStore(tmp_path / "siem.db").close()
+    with sqlite3.connect(tmp_path / "siem.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_sqlite_store_closed_store_refuses(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "siem.db")
+    store.close()
+    with pytest.raises(SiemError, match="the store is closed"):
+        store.search(EventQuery())
+
+
+def test_sqlite_store_unopenable_path_names_it(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(SiemError, match="file"):
+        SqliteStore(tmp_path / "file" / "siem.db")
+
+
+def test_sqlite_store_rejects_non_finite_timestamp(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "siem.db")
+    try:
+        with pytest.raises(SiemError, match="not a finite number"):
+            store.write(samples=[Sample(make_labels("up"), math.nan, 1.0)])
+        assert store.write(samples=[Sample(make_labels("up"), T0, 1.0)]).samples == 1
+    finally:
+        store.close()
+
+
+def test_sqlite_store_keeps_documents_with_nan(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "siem.db")
+    try:
+        store.write(events=[event(1, value=math.nan), event(2)])
+        assert ids(store.search(EventQuery(kql="event*"))) == ["id002", "id001"]
+        assert store.search(EventQuery(kql="value:*"))[0].doc["value"] == "nan"
+    finally:
+        store.close()
