@@ -4,18 +4,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CODE := vigil shop collectors siem alerting dashboards loadtests playbooks
 
-.PHONY: run test lint typecheck pytest system-deps bench clean
+.PHONY: run test lint typecheck pytest system-deps system-deps-hint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[dev]' > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	touch $(STAMP)
 
-run: $(STAMP)
-	$(VENV)/bin/vigil run
+run: $(STAMP) system-deps-hint
+	$(VENV)/bin/vigil up
 
 system-deps:
 	scripts/install-system-deps
+
+# `make run` works without haproxy (the shops are then reached directly); say so.
+system-deps-hint:
+	@command -v haproxy >/dev/null || echo "haproxy is not installed: running without a load balancer (make system-deps installs it)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

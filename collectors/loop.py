@@ -19,7 +19,7 @@ from typing import Protocol
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from collectors.metrics import CollectorMetrics
-from collectors.prometheus import Scraper, targets_from
+from collectors.prometheus import Scraper, all_targets
 from collectors.sink import Batch, Sink
 from collectors.tail import CHECKPOINT_FILE, Checkpoints, Tailer
 from siem.model import Store
@@ -53,7 +53,7 @@ class Collector:
         self.checkpoints = Checkpoints(data_dir / CHECKPOINT_FILE)
         if sources is None:
             sources = [
-                Scraper(targets_from(settings.collect), self.metrics, clock=clock),
+                Scraper(all_targets(settings), self.metrics, clock=clock),
                 Tailer(
                     data_dir, settings.collect.tail, self.checkpoints, self.metrics, clock=clock
                 ),

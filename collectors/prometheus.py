@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from collectors.metrics import CollectorMetrics
 from collectors.sink import Batch
 from siem.model import METRIC_NAME, Sample, labels_from, make_labels
-from vigil.settings import CollectSettings
+from vigil.settings import CollectSettings, Settings
 
 log = logging.getLogger("vigil.collect.scrape")
 
@@ -52,6 +52,36 @@ def targets_from(collect: CollectSettings) -> list[Target]:
         for name, job in sorted(collect.scrape.items())
         for target in job.targets
     ]
+
+
+def stack_targets(settings: Settings) -> list[Target]:
+    """What ``vigil up`` runs, from the same settings it uses: shops and Vigil's processes.
+
+    Job ``shop``: every shop instance. Job ``vigil``: the collector, the alert
+    evaluator, the web UI and the supervisor, each on its own ``/metrics``.
+    """
+    if not settings.collect.scrape_stack:
+        return []
+    base = settings.up.shop_base_port
+    shops = [f"127.0.0.1:{base + n}" for n in range(settings.up.shop_instances)]
+    ports = (
+        settings.collect.port,
+        settings.alert.port,
+        settings.web.port,
+        settings.up.control_port,
+    )
+    own = [f"127.0.0.1:{port}" for port in ports]
+    return [Target("shop", t, f"http://{t}/metrics", 3.0) for t in shops] + [
+        Target("vigil", t, f"http://{t}/metrics", 3.0) for t in own
+    ]
+
+
+def all_targets(settings: Settings) -> list[Target]:
+    """The stack's targets and the configured jobs, each (job, instance) once."""
+    rv: dict[tuple[str, str], Target] = {}
+    for target in stack_targets(settings) + targets_from(settings.collect):
+        rv[(target.job, target.instance)] = target
+    return list(rv.values())
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,19 @@
 """The ``vigil`` command line.
 
-vigil run                     serve the platform on its embedded defaults
-vigil shop serve [--port N]   the reference shop under gunicorn
-vigil shop init-db            create and seed the shop's database
-vigil config check [FILE]     validate a config file (file:line on errors)
-vigil config reference        the options table (docs/configuration.md)
+::
+
+    vigil up                      start and supervise the whole stack (make run)
+    vigil deploy --release vN     roll the shop onto a release, one instance at a time
+    vigil shop serve [--port N]   one shop instance under gunicorn
+    vigil shop init-db            create and seed the shop's database
+    vigil collect [--once]        scrape metrics and tail logs into the store
+    vigil alert [--once]          evaluate rules, notify Slack and webhooks
+    vigil rules check [FILE...]   validate rule files (file:line issues)
+    vigil web                     the dashboards (overview, JSON query API)
+    vigil loadtest PROFILE        run a load-test profile; exit 1 when a gate fails
+    vigil playbook run NAME       run a playbook (--dry-run, --yes)
+    vigil config check [FILE]     validate a config file (file:line on errors)
+    vigil config reference        the options table (docs/configuration.md)
 """
 
 from __future__ import annotations
@@ -34,30 +43,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, env=env)
 
 
-def _urls(settings: Settings) -> list[tuple[str, str]]:
-    base = f"http://{settings.shop.host}:{settings.shop.port}"
-    return [
-        ("shop", f"{base}/"),
-        ("shop API (OpenAPI)", f"{base}/api/openapi.json"),
-        ("shop metrics", f"{base}/metrics"),
-        ("shop health", f"{base}/healthz"),
-    ]
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from shop.server import serve
-
-    settings = _settings(args)
-    print("Vigil is starting. Open:", flush=True)
-    for name, url in _urls(settings):
-        print(f"  {name:<20} {url}", flush=True)
-    print(f"  data dir             {os.path.abspath(settings.data_dir)}", flush=True)
-    print(f"  logs (ECS JSON)      {settings.log_dir.resolve()}", flush=True)
-    print("Stop with Ctrl-C.", flush=True)
-    serve(settings)
-    return 0
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     from vigil.logging import setup_logging
     from vigil.supervisor import Supervisor
@@ -84,6 +69,7 @@ def up_urls(settings: Settings, *, haproxy: bool) -> list[tuple[str, str]]:
     base = settings.up.shop_base_port
     for n in range(settings.up.shop_instances):
         rv.append((f"shop instance {n + 1}", f"http://127.0.0.1:{base + n}/"))
+    rv.append(("dashboards", f"http://{settings.web.host}:{settings.web.port}/"))
     rv.append(("supervisor API", f"http://127.0.0.1:{settings.up.control_port}/api/instances"))
     rv.append(("data dir", os.path.abspath(settings.data_dir)))
     return rv
@@ -181,8 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, help="gunicorn workers (VIGIL_SHOP_WORKERS)")
         p.add_argument("--data-dir", dest="data_dir", help="data dir (VIGIL_DATA_DIR)")
         return p
-
-    with_shop_flags(sub.add_parser("run", help="run the platform")).set_defaults(func=cmd_run)
 
     with_shop_flags(sub.add_parser("up", help="start and supervise the whole stack")).set_defaults(
         func=cmd_up

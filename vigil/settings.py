@@ -154,8 +154,12 @@ class CollectSettings:
 
     interval_s: float = option(5.0, env="VIGIL_COLLECT_INTERVAL", help="scrape interval")
     scrape: dict[str, ScrapeJob] = option(
-        {"shop": ScrapeJob(targets=["127.0.0.1:8001", "127.0.0.1:8002"])},
-        help="scrape jobs by name (the job label)",
+        {}, help="extra scrape jobs by name (the job label), beside the stack's own"
+    )
+    scrape_stack: bool = option(
+        True,
+        env="VIGIL_COLLECT_SCRAPE_STACK",
+        help="scrape what `vigil up` runs: job shop (up.* ports) and job vigil (own /metrics)",
     )
     tail: list[str] = option(
         ["logs/*.log"], help="globs of ECS JSON log files, relative to the data dir"

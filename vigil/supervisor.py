@@ -147,6 +147,22 @@ class Supervisor:
                     port=port,
                 )
             )
+        settings = self.settings
+        platform = [
+            ("collect", settings.collect.port, "/metrics"),
+            ("alert", settings.alert.port, "/metrics"),
+            ("web", settings.web.port, "/healthz"),
+        ]
+        for command, port, probe in platform:
+            specs.append(
+                ChildSpec(
+                    name=command,
+                    argv=self._cli(command),
+                    env={"VIGIL_DATA_DIR": str(self.data_dir)},
+                    ready_url=f"http://127.0.0.1:{port}{probe}",
+                    port=port,
+                )
+            )
         binary = haproxy_binary()
         if binary:
             cfg = self.run_dir / "haproxy.cfg"

@@ -69,6 +69,7 @@ def collector_for(
         {
             "data_dir": str(tmp_path),
             "collect": {
+                "scrape_stack": False,
                 "scrape": {
                     "shop": {"targets": [target]},
                     **{k: {"targets": v} for k, v in jobs.items()},
@@ -182,6 +183,7 @@ def write_config(tmp_path: Path, target: str, logs: Path) -> Path:
         textwrap.dedent(
             f"""\
             collect:
+              scrape_stack: false
               interval_s: 0.2
               scrape:
                 shop:

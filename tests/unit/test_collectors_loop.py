@@ -18,7 +18,12 @@ from vigil.settings import Settings, from_mapping
 
 
 def settings_for(data_dir: Path) -> Settings:
-    return from_mapping({"data_dir": str(data_dir), "collect": {"scrape": {}, "interval_s": 0.01}})
+    return from_mapping(
+        {
+            "data_dir": str(data_dir),
+            "collect": {"scrape": {}, "scrape_stack": False, "interval_s": 0.01},
+        }
+    )
 
 
 def log_line(n: int) -> str:

@@ -10,7 +10,14 @@ from conftest import free_port
 from prometheus_client import CollectorRegistry
 
 from collectors.metrics import CollectorMetrics
-from collectors.prometheus import Scraper, Target, parse_exposition, scrape, targets_from
+from collectors.prometheus import (
+    Scraper,
+    Target,
+    all_targets,
+    parse_exposition,
+    scrape,
+    targets_from,
+)
 from siem.model import Sample
 from vigil.settings import from_mapping
 
@@ -127,3 +134,36 @@ def test_prometheus_scraper_counts_dead_target_per_job() -> None:
 
 def test_prometheus_scraper_without_targets_collects_nothing() -> None:
     assert Scraper([], CollectorMetrics(CollectorRegistry())).collect() == []
+
+
+def test_prometheus_stack_targets_follow_the_up_ports() -> None:
+    settings = from_mapping(
+        {
+            "up": {"shop_instances": 3, "shop_base_port": 9001, "control_port": 9099},
+            "collect": {
+                "port": 9091,
+                "scrape": {
+                    "shop": {"targets": ["127.0.0.1:9001"]},
+                    "db": {"targets": ["127.0.0.1:9187"]},
+                },
+            },
+            "alert": {"port": 9092},
+            "web": {"port": 9090},
+        }
+    )
+    jobs = sorted((t.job, t.instance) for t in all_targets(settings))
+    assert jobs == [
+        ("db", "127.0.0.1:9187"),
+        ("shop", "127.0.0.1:9001"),  # listed twice, scraped once
+        ("shop", "127.0.0.1:9002"),
+        ("shop", "127.0.0.1:9003"),
+        ("vigil", "127.0.0.1:9090"),
+        ("vigil", "127.0.0.1:9091"),
+        ("vigil", "127.0.0.1:9092"),
+        ("vigil", "127.0.0.1:9099"),
+    ]
+
+
+def test_prometheus_stack_targets_can_be_turned_off() -> None:
+    settings = from_mapping({"collect": {"scrape_stack": False}})
+    assert all_targets(settings) == []

@@ -316,3 +316,12 @@ def test_overview_page_loads_vendored_chart_library(client: FlaskClient) -> None
 )
 def test_format_value_like_prometheus(value: float, text: str) -> None:
     assert format_value(value) == text
+
+
+def test_runbook_is_served_as_markdown(client: FlaskClient) -> None:
+    rv = client.get("/runbooks/shop-high-error-rate.md")
+    assert rv.status_code == 200
+    assert rv.content_type.startswith("text/markdown")
+    assert "rollback-shop" in rv.get_data(as_text=True)
+    assert client.get("/runbooks/../README.md").status_code == 404
+    assert client.get("/runbooks/nope.md").status_code == 404

@@ -1,0 +1,230 @@
+"""The peak-sale incident, end to end, on the real stack.
+
+Load through haproxy → a bad release goes out → on-call gets a Slack alert with
+a runbook link → the rollback playbook runs → the alert resolves, the Slack
+message is updated and a thread reply says so. Prints time to detect and time
+to recover.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import free_port, require_server
+from slack_server import SlackServer
+
+from siem.model import EventQuery
+from siem.sqlite import SqliteStore
+from vigil.haproxy import haproxy_binary
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "xoxb-incident-test"
+DETECT_WITHIN = 100.0
+LOAD_PROFILE = """\
+description: steady shoppers for the incident drill
+users: 40
+spawn_rate: 40
+duration: 6m
+shape: constant
+gates:
+  error_ratio: 1.0
+"""
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float) -> float:
+    """Poll until ``predicate`` is truthy; return the monotonic time it became so."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
+
+
+def consecutive_ports() -> int:
+    for _ in range(100):
+        base = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        return base
+    raise AssertionError("no two consecutive free ports")
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackServer]:
+    with SlackServer(token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def stack(tmp_path: Path, slack: SlackServer) -> Iterator[dict[str, str]]:
+    if haproxy_binary() is None:
+        require_server("haproxy", "the haproxy binary is not installed")
+    env = dict(os.environ)
+    env.update(
+        {
+            "VIGIL_CONFIG": str(REPO / "config" / "vigil.yaml"),
+            "VIGIL_DATA_DIR": str(tmp_path / "data"),
+            "VIGIL_UP_SHOP_BASE_PORT": str(consecutive_ports()),
+            "VIGIL_UP_HAPROXY_PORT": str(free_port()),
+            "VIGIL_UP_CONTROL_PORT": str(free_port()),
+            "VIGIL_COLLECT_PORT": str(free_port()),
+            "VIGIL_ALERT_PORT": str(free_port()),
+            "VIGIL_WEB_PORT": str(free_port()),
+            "VIGIL_COLLECT_INTERVAL": "1",
+            "VIGIL_ALERT_INTERVAL": "1",
+            "VIGIL_SLACK_TOKEN": TOKEN,
+            "VIGIL_SLACK_CHANNEL": "#shop-oncall",
+            "VIGIL_SLACK_API_URL": slack.api_url,
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vigil.cli", "up"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    front = f"http://127.0.0.1:{env['VIGIL_UP_HAPROXY_PORT']}"
+    try:
+        wait_for(
+            "the stack to serve through haproxy", lambda: get(front + "/api/version")[0] == 200, 90
+        )
+        yield {**env, "front": front}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+        assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
+
+
+def vigil(
+    env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vigil.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def alert_posts(slack: SlackServer, alertname: str) -> list[Any]:
+    return [
+        c
+        for c in slack.ok_calls("chat.postMessage")
+        if alertname in json.dumps(c.payload) and "thread_ts" not in c.payload
+    ]
+
+
+def test_incident_bad_deploy_alert_rollback_resolved(
+    stack: dict[str, str], slack: SlackServer, tmp_path: Path
+) -> None:
+    profile = tmp_path / "incident.yaml"
+    profile.write_text(LOAD_PROFILE)
+    load = subprocess.Popen(
+        [sys.executable, "-m", "vigil.cli", "loadtest", str(profile), "--host", stack["front"]],
+        env=stack,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        time.sleep(20)  # a healthy baseline under load first
+        assert alert_posts(slack, "ShopHighErrorRate") == []
+
+        deploy = vigil(stack, "deploy", "--release", "v2", "--actor", "release-bot")
+        assert deploy.returncode == 0, deploy.stderr
+        deployed = time.monotonic()
+
+        detected = wait_for(
+            "a Slack alert for ShopHighErrorRate",
+            lambda: alert_posts(slack, "ShopHighErrorRate"),
+            60,
+        )
+        (post,) = alert_posts(slack, "ShopHighErrorRate")
+        assert "runbooks/shop-high-error-rate.md" in json.dumps(post.payload)
+        assert post.payload["channel"] == "#shop-oncall"
+
+        rollback_started = time.monotonic()
+        rollback = vigil(stack, "playbook", "run", "rollback-shop", "--yes", "--actor", "alice")
+        assert rollback.returncode == 0, rollback.stdout + rollback.stderr
+        status, body = get(stack["front"] + "/api/version")
+        assert (status, json.loads(body)["release"]) == (200, "v1")
+
+        def resolved() -> bool:
+            updates = [
+                c
+                for c in slack.ok_calls("chat.update")
+                if "ShopHighErrorRate" in json.dumps(c.payload)
+                and "RESOLVED" in json.dumps(c.payload).upper()
+            ]
+            replies = [
+                c
+                for c in slack.ok_calls("chat.postMessage")
+                if c.payload.get("thread_ts") and "resolved" in json.dumps(c.payload)
+            ]
+            return bool(updates and replies)
+
+        recovered = wait_for("the alert to resolve in Slack", resolved, 180)
+    finally:
+        load.send_signal(signal.SIGTERM)
+        load.communicate(timeout=60)
+
+    # The original message was updated in place, and the reply sits in its thread.
+    update = next(
+        c for c in slack.ok_calls("chat.update") if "ShopHighErrorRate" in json.dumps(c.payload)
+    )
+    reply = next(c for c in slack.ok_calls("chat.postMessage") if c.payload.get("thread_ts"))
+    assert update.payload["channel"] == post.payload["channel"]
+    assert reply.payload["thread_ts"] == update.payload["ts"]
+
+    store = SqliteStore(Path(stack["VIGIL_DATA_DIR"]) / "siem.db")
+    try:
+        deploys = store.search(EventQuery(dataset="vigil.deploy"))
+        playbook = store.search(EventQuery(dataset="vigil.playbook", limit=1000))
+        alerts = store.search(EventQuery(dataset="vigil.alert", limit=1000))
+    finally:
+        store.close()
+    assert [(e.get("event.action"), e.get("labels.release_after")) for e in deploys] == [
+        ("rollback", "v1"),
+        ("deploy", "v2"),
+    ]
+    assert any(e.get("labels.playbook") == "rollback-shop" for e in playbook)
+    assert {e.get("user.name") for e in playbook} == {"alice"}
+    assert any(e.get("labels.alertname") == "ShopHighErrorRate" for e in alerts)
+
+    ttd = detected - deployed
+    ttr = recovered - rollback_started
+    print(
+        f"\nincident drill: time to detect {ttd:.1f} s (deploy → Slack alert), "
+        f"time to recover {ttr:.1f} s (rollback start → resolved in Slack)"
+    )
