@@ -44,6 +44,8 @@ def render_config(*, port: int, servers: list[Server], admin_socket: Path) -> st
         "    timeout connect 2s",
         "    timeout client 30s",
         "    timeout server 30s",
+        "    # A busy instance answers /readyz slowly; that is no reason to take it out.",
+        "    timeout check 5s",
         "    # The shop trusts X-Forwarded-For from loopback: it gets the real client address.",
         "    option forwardfor",
         "    retries 2",
@@ -59,7 +61,7 @@ def render_config(*, port: int, servers: list[Server], admin_socket: Path) -> st
         "    http-check expect status 200",
     ]
     lines += [
-        f"    server {s.name} 127.0.0.1:{s.port} check inter 1s fall 2 rise 1" for s in servers
+        f"    server {s.name} 127.0.0.1:{s.port} check inter 1s fall 3 rise 1" for s in servers
     ]
     return "\n".join(lines) + "\n"
 

@@ -82,7 +82,11 @@ def shop_traffic(
         totals["502"] = totals.get("502", 0.0) + errors
         for status, total in totals.items():
             labels = make_labels(
-                "shop_http_requests_total", job="shop", instance="a:1", status=status
+                "shop_http_requests_total",
+                job="shop",
+                instance="a:1",
+                route="/api/checkout",
+                status=status,
             )
             samples.append(Sample(labels, t, total))
         t += 5
@@ -124,7 +128,10 @@ def test_alert_engine_high_error_rate_fires_and_resolves(
     assert slack.calls == []
     fired = engine.run_once(at=T0 + 30)
     assert [(c.alert.name, c.after) for c in fired] == [("ShopHighErrorRate", "firing")]
-    assert fired[0].alert.annotations["summary"] == "Shop 5xx ratio is 9.091% (above 5%)"
+    assert (
+        fired[0].alert.annotations["summary"]
+        == "Shop 5xx ratio on /api/checkout is 9.091% (above 5%)"
+    )
 
     (post,) = slack.ok_calls("chat.postMessage")
     assert post.payload["blocks"][0]["text"]["text"] == "🔴 [FIRING] ShopHighErrorRate"
