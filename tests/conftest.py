@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +41,28 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """Status and body of a GET; HTTP errors are answers too, not exceptions."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def consecutive_ports() -> int:
+    """A free port whose successor is free too (two shop instances under ``vigil up``)."""
+    for _ in range(100):
+        base = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        return base
+    raise AssertionError("no two consecutive free ports")
 
 
 def require_server(name: str, reason: str) -> None:

@@ -11,18 +11,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, require_server
+from conftest import consecutive_ports, free_port, http_get, require_server
 from slack_server import SlackServer
 
 from siem.model import EventQuery
@@ -43,14 +40,6 @@ gates:
 """
 
 
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
-
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float) -> float:
     """Poll until ``predicate`` is truthy; return the monotonic time it became so."""
     deadline = time.monotonic() + timeout
@@ -62,18 +51,6 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float) -> float:
             pass
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
-
-
-def consecutive_ports() -> int:
-    for _ in range(100):
-        base = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", base + 1))
-            except OSError:
-                continue
-        return base
-    raise AssertionError("no two consecutive free ports")
 
 
 @pytest.fixture
@@ -114,7 +91,9 @@ def stack(tmp_path: Path, slack: SlackServer) -> Iterator[dict[str, str]]:
     front = f"http://127.0.0.1:{env['VIGIL_UP_HAPROXY_PORT']}"
     try:
         wait_for(
-            "the stack to serve through haproxy", lambda: get(front + "/api/version")[0] == 200, 90
+            "the stack to serve through haproxy",
+            lambda: http_get(front + "/api/version")[0] == 200,
+            90,
         )
         yield {**env, "front": front}
     finally:
@@ -179,7 +158,7 @@ def test_incident_bad_deploy_alert_rollback_resolved(
         rollback_started = time.monotonic()
         rollback = vigil(stack, "playbook", "run", "rollback-shop", "--yes", "--actor", "alice")
         assert rollback.returncode == 0, rollback.stdout + rollback.stderr
-        status, body = get(stack["front"] + "/api/version")
+        status, body = http_get(stack["front"] + "/api/version")
         assert (status, json.loads(body)["release"]) == (200, "v1")
 
         def resolved() -> bool:

@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, require_server
+from conftest import consecutive_ports, free_port, http_get, require_server
 
 from siem.model import EventQuery
 from siem.sqlite import SqliteStore
@@ -25,14 +22,6 @@ from vigil.haproxy import haproxy_binary
 from vigil.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 def wait_for(predicate: object, timeout: float = 60.0) -> None:
@@ -45,19 +34,6 @@ def wait_for(predicate: object, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError("condition not reached in time")
-
-
-def consecutive_ports() -> int:
-    """A port that is free and whose successor is free too (two shop instances)."""
-    for _ in range(100):
-        base = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", base + 1))
-            except OSError:
-                continue
-        return base
-    raise AssertionError("no two consecutive free ports")
 
 
 @pytest.fixture
@@ -89,7 +65,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     )
     front = f"http://127.0.0.1:{env['VIGIL_UP_HAPROXY_PORT']}"
     try:
-        wait_for(lambda: get(front + "/api/version")[0] == 200)
+        wait_for(lambda: http_get(front + "/api/version")[0] == 200)
         yield {**env, "front": front, "control": f"http://127.0.0.1:{env['VIGIL_UP_CONTROL_PORT']}"}
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -98,7 +74,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def instances(stack: dict[str, str]) -> list[dict[str, object]]:
-    rv: list[dict[str, object]] = json.loads(get(stack["control"] + "/api/instances")[1])[
+    rv: list[dict[str, object]] = json.loads(http_get(stack["control"] + "/api/instances")[1])[
         "instances"
     ]
     return rv
@@ -110,7 +86,7 @@ def test_up_rolling_deploy_loses_no_request(stack: dict[str, str]) -> None:
 
     def hammer() -> None:
         while not stop.is_set():
-            statuses.append(get(stack["front"] + "/api/version")[0])
+            statuses.append(http_get(stack["front"] + "/api/version")[0])
 
     worker = threading.Thread(target=hammer)
     worker.start()
@@ -128,7 +104,7 @@ def test_up_rolling_deploy_loses_no_request(stack: dict[str, str]) -> None:
     assert deploy.returncode == 0, deploy.stderr
     assert "deployed v2 (was v1)" in deploy.stdout
     assert {i["release"] for i in instances(stack)} == {"v2"}
-    assert json.loads(get(stack["front"] + "/api/version")[1])["release"] == "v2"
+    assert json.loads(http_get(stack["front"] + "/api/version")[1])["release"] == "v2"
     # Each instance was drained in haproxy before its restart. On a loaded 2-core
     # machine haproxy's health check can still briefly miss the other instance, so
     # allow a sliver of 503s — far below the half of traffic a blind restart loses.
@@ -140,7 +116,10 @@ def test_up_rolling_deploy_loses_no_request(stack: dict[str, str]) -> None:
     (event,) = store.search(EventQuery(dataset="vigil.deploy"))
     store.close()
     assert event.get("user.name") == "bob"
-    assert (event.get("labels.release_before"), event.get("labels.release_after")) == ("v1", "v2")
+    assert (event.get("labels.release_before"), event.get("labels.release_after")) == (
+        "v1",
+        "v2",
+    )
 
 
 def test_up_restarts_a_crashed_shop(stack: dict[str, str]) -> None:
@@ -153,8 +132,8 @@ def test_up_restarts_a_crashed_shop(stack: dict[str, str]) -> None:
         )
     )
     assert instances(stack)[0]["restarts"] == 1
-    wait_for(lambda: get(f"http://127.0.0.1:{victim['port']}/readyz")[0] == 200)
-    metrics = get(stack["control"] + "/metrics")[1].decode()
+    wait_for(lambda: http_get(f"http://127.0.0.1:{victim['port']}/readyz")[0] == 200)
+    metrics = http_get(stack["control"] + "/metrics")[1].decode()
     assert f'vigil_supervisor_restarts_total{{child="{victim["name"]}"}} 1.0' in metrics
 
 
