@@ -9,6 +9,7 @@ skipping them.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import urllib.error
@@ -53,14 +54,21 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 
 
 def consecutive_ports() -> int:
-    """A free port whose successor is free too (two shop instances under ``vigil up``)."""
-    for _ in range(100):
-        base = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", base + 1))
-            except OSError:
-                continue
+    """A free port whose successor is free too (two shop instances under ``vigil up``).
+
+    Taken below the kernel's ephemeral range, from a block of its own per xdist
+    worker, so stacks started by parallel tests can never pick overlapping pairs
+    (a port bound by nobody yet is not reserved).
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    low = 20000 + int(worker or 0) * 2000
+    for base in random.sample(range(low, low + 1998), 200):
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", base))
+                b.bind(("127.0.0.1", base + 1))
+        except OSError:
+            continue
         return base
     raise AssertionError("no two consecutive free ports")
 

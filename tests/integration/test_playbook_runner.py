@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import free_port, require_server
+from conftest import consecutive_ports, free_port, require_server
 
 from playbooks.context import default_context
 from playbooks.loader import find_playbook, load_playbook
@@ -59,23 +58,12 @@ def write_playbook(directory: Path, name: str, text: str) -> Path:
     return path
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
     """`vigil up` (two shops behind haproxy) on free ports in a temporary data dir."""
     if haproxy_binary() is None:
         require_server("haproxy", "the haproxy binary is not installed")
-    base = free_port()
-    while not _bindable(base + 1):
-        base = free_port()
+    base = consecutive_ports()
     env = {
         "VIGIL_CONFIG": str(REPO / "config" / "vigil.yaml"),
         "VIGIL_DATA_DIR": str(tmp_path / "data"),
@@ -83,6 +71,9 @@ def stack(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
         "VIGIL_UP_SHOP_BASE_PORT": str(base),
         "VIGIL_UP_HAPROXY_PORT": str(free_port()),
         "VIGIL_UP_CONTROL_PORT": str(free_port()),
+        "VIGIL_COLLECT_PORT": str(free_port()),
+        "VIGIL_ALERT_PORT": str(free_port()),
+        "VIGIL_WEB_PORT": str(free_port()),
         "VIGIL_SHOP_WORKERS": "1",
     }
     proc = subprocess.Popen(
@@ -90,7 +81,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        cwd=tmp_path,
+        cwd=REPO,
     )
     front = f"http://127.0.0.1:{env['VIGIL_UP_HAPROXY_PORT']}"
     try:
