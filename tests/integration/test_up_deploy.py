@@ -18,7 +18,7 @@ from conftest import consecutive_ports, free_port, http_get, require_server
 from siem.model import EventQuery
 from siem.sqlite import SqliteStore
 from vigil.deploy import previous_release, roll_out
-from vigil.haproxy import haproxy_binary
+from vigil.haproxy import HaproxyAdmin, haproxy_binary
 from vigil.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,6 +66,9 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     front = f"http://127.0.0.1:{env['VIGIL_UP_HAPROXY_PORT']}"
     try:
         wait_for(lambda: http_get(front + "/api/version")[0] == 200)
+        # haproxy's health checks must see both instances before the tests begin.
+        admin = HaproxyAdmin(tmp_path / "data" / "run" / "haproxy.sock")
+        wait_for(lambda: set(admin.states().values()) == {"UP"} and len(admin.states()) == 2)
         yield {**env, "front": front, "control": f"http://127.0.0.1:{env['VIGIL_UP_CONTROL_PORT']}"}
     finally:
         proc.send_signal(signal.SIGTERM)
