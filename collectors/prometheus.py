@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from collectors.metrics import CollectorMetrics
 from collectors.sink import Batch
 from siem.model import METRIC_NAME, Sample, labels_from, make_labels
+from vigil.haproxy import haproxy_binary
 from vigil.settings import CollectSettings, Settings
 
 log = logging.getLogger("vigil.collect.scrape")
@@ -54,11 +55,13 @@ def targets_from(collect: CollectSettings) -> list[Target]:
     ]
 
 
-def stack_targets(settings: Settings) -> list[Target]:
+def stack_targets(settings: Settings, *, haproxy: bool | None = None) -> list[Target]:
     """What ``vigil up`` runs, from the same settings it uses: shops and Vigil's processes.
 
     Job ``shop``: every shop instance. Job ``vigil``: the collector, the alert
     evaluator, the web UI and the supervisor, each on its own ``/metrics``.
+    Job ``haproxy``: haproxy's exporter, when ``vigil up`` runs haproxy (it
+    does when the binary is installed; ``haproxy`` None means look for it).
     """
     if not settings.collect.scrape_stack:
         return []
@@ -71,15 +74,21 @@ def stack_targets(settings: Settings) -> list[Target]:
         settings.up.control_port,
     )
     own = [f"127.0.0.1:{port}" for port in ports]
-    return [Target("shop", t, f"http://{t}/metrics", 3.0) for t in shops] + [
+    rv = [Target("shop", t, f"http://{t}/metrics", 3.0) for t in shops] + [
         Target("vigil", t, f"http://{t}/metrics", 3.0) for t in own
     ]
+    if haproxy is None:
+        haproxy = haproxy_binary() is not None
+    if haproxy:
+        lb = f"127.0.0.1:{settings.up.haproxy_metrics_port}"
+        rv.append(Target("haproxy", lb, f"http://{lb}/metrics", 3.0))
+    return rv
 
 
-def all_targets(settings: Settings) -> list[Target]:
+def all_targets(settings: Settings, *, haproxy: bool | None = None) -> list[Target]:
     """The stack's targets and the configured jobs, each (job, instance) once."""
     rv: dict[tuple[str, str], Target] = {}
-    for target in stack_targets(settings) + targets_from(settings.collect):
+    for target in stack_targets(settings, haproxy=haproxy) + targets_from(settings.collect):
         rv[(target.job, target.instance)] = target
     return list(rv.values())
 

@@ -66,6 +66,8 @@ def up_urls(settings: Settings, *, haproxy: bool) -> list[tuple[str, str]]:
     rv = []
     if haproxy:
         rv.append(("shop (via haproxy)", f"http://127.0.0.1:{settings.up.haproxy_port}/"))
+        stats = f"http://127.0.0.1:{settings.up.haproxy_metrics_port}/stats"
+        rv.append(("haproxy stats", stats))
     base = settings.up.shop_base_port
     for n in range(settings.up.shop_instances):
         rv.append((f"shop instance {n + 1}", f"http://127.0.0.1:{base + n}/"))

@@ -32,8 +32,15 @@ class Server:
     port: int
 
 
-def render_config(*, port: int, servers: list[Server], admin_socket: Path) -> str:
-    """haproxy.cfg balancing ``servers`` behind 127.0.0.1:``port``."""
+def render_config(
+    *, port: int, servers: list[Server], admin_socket: Path, metrics_port: int | None = None
+) -> str:
+    """haproxy.cfg balancing ``servers`` behind 127.0.0.1:``port``.
+
+    With ``metrics_port``, a second frontend on it serves haproxy's built-in
+    Prometheus exporter at ``/metrics`` (haproxy built with PROMEX, as Debian's
+    is) and the stats page at ``/stats``.
+    """
     lines = [
         "global",
         f"    stats socket {admin_socket} mode 600 level admin",
@@ -51,6 +58,7 @@ def render_config(*, port: int, servers: list[Server], admin_socket: Path) -> st
         "    retries 2",
         "    option redispatch",
         "",
+        *(_metrics_frontend(metrics_port) if metrics_port is not None else []),
         f"frontend {BACKEND}_front",
         f"    bind 127.0.0.1:{port}",
         f"    default_backend {BACKEND}",
@@ -64,6 +72,18 @@ def render_config(*, port: int, servers: list[Server], admin_socket: Path) -> st
         f"    server {s.name} 127.0.0.1:{s.port} check inter 1s fall 3 rise 1" for s in servers
     ]
     return "\n".join(lines) + "\n"
+
+
+def _metrics_frontend(port: int) -> list[str]:
+    return [
+        "frontend metrics",
+        f"    bind 127.0.0.1:{port}",
+        "    http-request use-service prometheus-exporter if { path /metrics }",
+        "    stats enable",
+        "    stats uri /stats",
+        "    stats refresh 5s",
+        "",
+    ]
 
 
 class HaproxyAdmin:

@@ -213,6 +213,11 @@ class UpSettings:
         8001, env="VIGIL_UP_SHOP_BASE_PORT", help="first shop port; instance n gets base + n - 1"
     )
     haproxy_port: int = option(8100, env="VIGIL_UP_HAPROXY_PORT", help="haproxy frontend")
+    haproxy_metrics_port: int = option(
+        8101,
+        env="VIGIL_UP_HAPROXY_METRICS_PORT",
+        help="haproxy's Prometheus exporter (/metrics) and stats page (/stats)",
+    )
     control_port: int = option(
         8099, env="VIGIL_UP_CONTROL_PORT", help="supervisor control API and its /metrics"
     )

@@ -170,7 +170,7 @@ class Supervisor:
                 ChildSpec(
                     name="haproxy",
                     argv=[binary, "-db", "-f", str(cfg)],
-                    ready_url=None,
+                    ready_url=f"http://127.0.0.1:{self.settings.up.haproxy_metrics_port}/metrics",
                     port=self.settings.up.haproxy_port,
                 )
             )
@@ -179,7 +179,10 @@ class Supervisor:
     def _write_haproxy_config(self) -> None:
         servers = [Server(name, port) for name, port in self.shop_ports()]
         text = render_config(
-            port=self.settings.up.haproxy_port, servers=servers, admin_socket=self.admin_socket
+            port=self.settings.up.haproxy_port,
+            servers=servers,
+            admin_socket=self.admin_socket,
+            metrics_port=self.settings.up.haproxy_metrics_port,
         )
         (self.run_dir / "haproxy.cfg").write_text(text, encoding="utf-8")
 

@@ -28,7 +28,9 @@ from vigil.haproxy import haproxy_binary
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "xoxb-incident-test"
-DETECT_WITHIN = 100.0
+# The issue's bound: the Slack alert arrives within 60 s of the deploy (counted
+# from the moment `vigil deploy` has rolled every instance onto v2).
+DETECT_WITHIN = 60.0
 LOAD_PROFILE = """\
 description: steady shoppers for the incident drill
 users: 40
@@ -70,6 +72,7 @@ def stack(tmp_path: Path, slack: SlackServer) -> Iterator[dict[str, str]]:
             "VIGIL_DATA_DIR": str(tmp_path / "data"),
             "VIGIL_UP_SHOP_BASE_PORT": str(consecutive_ports()),
             "VIGIL_UP_HAPROXY_PORT": str(free_port()),
+            "VIGIL_UP_HAPROXY_METRICS_PORT": str(free_port()),
             "VIGIL_UP_CONTROL_PORT": str(free_port()),
             "VIGIL_COLLECT_PORT": str(free_port()),
             "VIGIL_ALERT_PORT": str(free_port()),
@@ -140,12 +143,13 @@ def test_incident_bad_deploy_alert_rollback_resolved(
         time.sleep(20)  # a healthy baseline under load first
         assert alert_posts(slack, "ShopHighErrorRate") == []
 
+        deploy_started = time.monotonic()
         deploy = vigil(stack, "deploy", "--release", "v2", "--actor", "release-bot")
         assert deploy.returncode == 0, deploy.stderr
         deployed = time.monotonic()
 
         # The 1m rate window still holds healthy v1 traffic for a while after the
-        # deploy, then `for: 30s` runs: detection takes about a minute (printed below).
+        # deploy (v2 fails about 25% of checkouts), then `for: 30s` runs.
         detected = wait_for(
             "a Slack alert for ShopHighErrorRate",
             lambda: alert_posts(slack, "ShopHighErrorRate"),
@@ -206,6 +210,8 @@ def test_incident_bad_deploy_alert_rollback_resolved(
     ttd = detected - deployed
     ttr = recovered - rollback_started
     print(
-        f"\nincident drill: time to detect {ttd:.1f} s (deploy → Slack alert), "
+        f"\nincident drill: time to detect {ttd:.1f} s (deploy done → Slack alert; "
+        f"{detected - deploy_started:.1f} s from the deploy's start, which took "
+        f"{deployed - deploy_started:.1f} s), "
         f"time to recover {ttr:.1f} s (rollback start → resolved in Slack)"
     )

@@ -70,6 +70,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
         "VIGIL_UP_SHOP_INSTANCES": "2",
         "VIGIL_UP_SHOP_BASE_PORT": str(base),
         "VIGIL_UP_HAPROXY_PORT": str(free_port()),
+        "VIGIL_UP_HAPROXY_METRICS_PORT": str(free_port()),
         "VIGIL_UP_CONTROL_PORT": str(free_port()),
         "VIGIL_COLLECT_PORT": str(free_port()),
         "VIGIL_ALERT_PORT": str(free_port()),

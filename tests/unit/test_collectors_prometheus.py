@@ -139,7 +139,12 @@ def test_prometheus_scraper_without_targets_collects_nothing() -> None:
 def test_prometheus_stack_targets_follow_the_up_ports() -> None:
     settings = from_mapping(
         {
-            "up": {"shop_instances": 3, "shop_base_port": 9001, "control_port": 9099},
+            "up": {
+                "shop_instances": 3,
+                "shop_base_port": 9001,
+                "control_port": 9099,
+                "haproxy_metrics_port": 9101,
+            },
             "collect": {
                 "port": 9091,
                 "scrape": {
@@ -151,9 +156,10 @@ def test_prometheus_stack_targets_follow_the_up_ports() -> None:
             "web": {"port": 9090},
         }
     )
-    jobs = sorted((t.job, t.instance) for t in all_targets(settings))
+    jobs = sorted((t.job, t.instance) for t in all_targets(settings, haproxy=True))
     assert jobs == [
         ("db", "127.0.0.1:9187"),
+        ("haproxy", "127.0.0.1:9101"),
         ("shop", "127.0.0.1:9001"),  # listed twice, scraped once
         ("shop", "127.0.0.1:9002"),
         ("shop", "127.0.0.1:9003"),
@@ -162,6 +168,11 @@ def test_prometheus_stack_targets_follow_the_up_ports() -> None:
         ("vigil", "127.0.0.1:9092"),
         ("vigil", "127.0.0.1:9099"),
     ]
+
+
+def test_prometheus_stack_targets_leave_out_haproxy_when_it_does_not_run() -> None:
+    jobs = {t.job for t in all_targets(from_mapping({}), haproxy=False)}
+    assert jobs == {"shop", "vigil"}
 
 
 def test_prometheus_stack_targets_can_be_turned_off() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from conftest import require_server
+from conftest import free_port, http_get, require_server
 
+from collectors.prometheus import Target, scrape
 from vigil.haproxy import HaproxyAdmin, HaproxyError, Server, haproxy_binary, render_config
 
 
@@ -48,3 +50,48 @@ def test_haproxy_admin_unreachable_socket_is_a_clear_error(tmp_path: Path) -> No
 def test_haproxy_admin_rejects_unknown_state(tmp_path: Path) -> None:
     with pytest.raises(HaproxyError, match="ready, drain or maint"):
         HaproxyAdmin(tmp_path / "x.sock").set_state("shop-1", "sleepy")
+
+
+def test_haproxy_exporter_is_scraped_as_job_haproxy(tmp_path: Path) -> None:
+    """The real haproxy serves its Prometheus exporter on the metrics port; the
+    collector's scraper reads it like any target, backend and server states included."""
+    binary = haproxy_binary()
+    if binary is None:
+        require_server("haproxy", "the haproxy binary is not installed")
+        return
+    front, metrics, dead_shop = free_port(), free_port(), free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(
+        render_config(
+            port=front,
+            servers=[Server("shop-1", dead_shop)],
+            admin_socket=tmp_path / "admin.sock",
+            metrics_port=metrics,
+        )
+    )
+    proc = subprocess.Popen([binary, "-db", "-f", str(cfg)], stderr=subprocess.PIPE)
+    target = Target("haproxy", f"127.0.0.1:{metrics}", f"http://127.0.0.1:{metrics}/metrics", 3.0)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            result = scrape(target, clock=time.time)
+            down = [
+                s
+                for s in result.samples
+                if s.name == "haproxy_server_status"
+                and dict(s.labels).get("server") == "shop-1"
+                and dict(s.labels).get("state") == "DOWN"
+            ]
+            # shop-1 listens nowhere: after its health checks fail it is DOWN.
+            if result.up and down and down[0].value == 1.0:
+                break
+            assert time.monotonic() < deadline, result.error or "shop-1 never went DOWN"
+            time.sleep(0.5)
+        names = {s.name for s in result.samples}
+        assert {"up", "haproxy_frontend_http_requests_total", "haproxy_backend_status"} <= names
+        assert {dict(s.labels)["job"] for s in result.samples} == {"haproxy"}
+        status, body = http_get(f"http://127.0.0.1:{metrics}/stats")
+        assert status == 200 and b"shop-1" in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
