@@ -6,6 +6,13 @@ whose inode changed (rotation) or that shrank below the offset (truncation)
 is read again from 0 under the next *generation*. Event ids hash the path and
 the line's position: the byte offset in generation 0, ``"<generation>:<offset>"``
 after a reset, so lines of a rewritten file never collide with the old ones.
+
+Rotation loses nothing that is still on disk: before moving on to the new
+file, the tailer looks in the same directory for the old inode under its new
+name (``app.log.1``, as logrotate and Python's RotatingFileHandler leave it)
+and reads what was written there after the checkpoint — also after a collector
+restart, since the checkpoint keeps the inode. Only lines of a file deleted
+before the tailer saw them are gone.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from collectors.ecs import error_event, parse_line
 from collectors.errors import CollectorError, LineError
@@ -149,18 +157,49 @@ class Tailer:
             pos = self._read.get(name) or self._checkpoints.get(name)
             if pos is None:
                 pos = Position(stat.st_ino, 0, 0)
-            elif pos.inode != stat.st_ino or stat.st_size < pos.offset:
+            elif pos.inode != stat.st_ino:
+                rotated = self._rotated_away(path, pos)
+                if rotated is not None:
+                    # The rest of the old file first, under its old position and ids.
+                    return self._read_from(rotated, name, pos, final=True)
                 log.info(
-                    "log file rotated or truncated; reading it from the start",
+                    "log file rotated; reading the new one from the start",
                     extra={"file.path": name},
                 )
                 pos = Position(stat.st_ino, pos.generation + 1, 0)
+            elif stat.st_size < pos.offset:
+                log.info("log file truncated; reading it from the start", extra={"file.path": name})
+                pos = Position(stat.st_ino, pos.generation + 1, 0)
             self._read[name] = pos
-            if stat.st_size == pos.offset:
-                return None
-            fh.seek(pos.offset)
-            chunk = fh.read(min(self._max_bytes, stat.st_size - pos.offset))
-        events, consumed = self._parse(chunk, name, pos)
+            return self._read_from(fh, name, pos, final=False, size=stat.st_size)
+
+    def _read_from(
+        self,
+        source: BinaryIO | Path,
+        name: str,
+        pos: Position,
+        *,
+        final: bool,
+        size: int | None = None,
+    ) -> Batch | None:
+        """Lines of ``source`` from ``pos`` on, as events of the file ``name``.
+
+        ``final``: nobody writes to it any more (a rotated-away file), so a last
+        line without its newline is complete.
+        """
+        if isinstance(source, Path):
+            with source.open("rb") as fh:
+                return self._read_from(
+                    fh, name, pos, final=final, size=os.fstat(fh.fileno()).st_size
+                )
+        assert size is not None
+        if size <= pos.offset:
+            return None
+        source.seek(pos.offset)
+        chunk = source.read(min(self._max_bytes, size - pos.offset))
+        events, consumed = self._parse(
+            chunk, name, pos, final=final and pos.offset + len(chunk) >= size
+        )
         if consumed == 0:
             return None  # only a partial line so far; the writer is mid-line
         new_pos = Position(pos.inode, pos.generation, pos.offset + consumed)
@@ -170,8 +209,32 @@ class Tailer:
             on_written=functools.partial(self._checkpoints.commit, name, new_pos),
         )
 
-    def _parse(self, chunk: bytes, name: str, pos: Position) -> tuple[list[Event], int]:
-        end = chunk.rfind(b"\n") + 1
+    def _rotated_away(self, path: Path, pos: Position) -> Path | None:
+        """The old file of ``path`` under its new name in the same directory, if
+        it is still there and has lines after ``pos``.
+
+        A file the globs tail under its own name is never taken for it: its
+        inode is another live log's, reused after the old file was deleted.
+        """
+        live = {str(p) for p in self.files()}
+        try:
+            with os.scandir(path.parent) as entries:
+                for entry in entries:
+                    if (
+                        entry.inode() == pos.inode
+                        and entry.path not in live
+                        and entry.is_file(follow_symlinks=False)
+                        and entry.stat(follow_symlinks=False).st_size > pos.offset
+                    ):
+                        return Path(entry.path)
+        except OSError:
+            return None
+        return None
+
+    def _parse(
+        self, chunk: bytes, name: str, pos: Position, *, final: bool = False
+    ) -> tuple[list[Event], int]:
+        end = len(chunk) if final else chunk.rfind(b"\n") + 1
         if end == 0 and len(chunk) >= self._max_bytes:
             end = len(chunk)  # one line longer than max_bytes: store it as an error piece
         now = self._clock()

@@ -119,6 +119,60 @@ def test_tail_rotation_reads_new_file_from_start(tmp_path: Path) -> None:
     assert [e.doc["n"] for e in events_of(restarted.collect())] == [4, 5, 6, 7]
 
 
+def collect_all(tailer: Tailer) -> list[int]:
+    """Collect until nothing new comes, as the collector loop does every interval."""
+    rv: list[int] = []
+    for _ in range(10):
+        batches = tailer.collect()
+        if not batches:
+            return rv
+        rv += [e.doc["n"] for e in events_of(batches) if "n" in e.doc]
+    raise AssertionError("the tailer never ran dry")
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_tail_rotation_keeps_lines_written_just_before_it(tmp_path: Path, restart: bool) -> None:
+    """Lines written after the last read and then rotated away (to a name the
+    globs do not match) are read from the old file before the new one."""
+    log = tmp_path / "logs" / "app.log"
+    write(log, line(1) + line(2))
+    tailer, _ = make_tailer(tmp_path)
+    assert collect_all(tailer) == [1, 2]
+    write(log, line(3) + line(4))
+    os.rename(log, tmp_path / "logs" / "app.log.1")
+    write(log, line(5))
+    if restart:
+        tailer, _ = make_tailer(tmp_path)
+    assert collect_all(tailer) == [3, 4, 5]
+    write(log, line(6))
+    assert collect_all(tailer) == [6]
+
+
+def test_tail_rotated_file_in_pieces_and_last_line_without_newline(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "app.log"
+    write(log, line(1))
+    tailer, _ = make_tailer(tmp_path, max_bytes=len(line(1)) * 2)
+    assert collect_all(tailer) == [1]
+    write(log, line(2) + line(3) + line(4) + line(5) + line(6)[:-1])  # the writer died mid-line
+    os.rename(log, tmp_path / "logs" / "app.log.1")
+    write(log, line(7))
+    assert collect_all(tailer) == [2, 3, 4, 5, 6, 7]
+
+
+def test_tail_rotation_never_mistakes_another_live_log_for_the_old_file(
+    tmp_path: Path,
+) -> None:
+    """An inode reused by another tailed log is that log's, not app.log's past."""
+    audit = tmp_path / "logs" / "audit.log"
+    write(audit, line(100) + line(101))
+    app = tmp_path / "logs" / "app.log"
+    write(app, line(1))
+    checkpoints = Checkpoints(tmp_path / CHECKPOINT_FILE)
+    checkpoints.commit(str(app.resolve()), Position(audit.stat().st_ino, 0, 0))
+    tailer, _ = make_tailer(tmp_path)
+    assert sorted(collect_all(tailer)) == [1, 100, 101]  # each line once, under its own file
+
+
 def test_tail_corrupt_checkpoint_starts_over(tmp_path: Path) -> None:
     write(tmp_path / "logs" / "app.log", line(1))
     (tmp_path / CHECKPOINT_FILE).write_text("{not json")
