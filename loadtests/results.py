@@ -2,14 +2,17 @@
 
 Everything here is plain data: the runner fills a ``RunResult`` from locust's
 statistics, gates are evaluated over it, and it is written as JSON to
-``<data_dir>/loadtests/<timestamp>-<profile>.json`` for comparison with later runs.
+``<data_dir>/loadtests/<timestamp>-<profile>.json`` for comparison with later runs;
+``last_good_result`` finds the run a new one is compared with.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+import re
+import sys
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +21,9 @@ if TYPE_CHECKING:
     from loadtests.gates import GateResult
 
 CHECKOUT_ROUTE = "/api/checkout"
+
+# ``<UTC start, compact>-<profile>.json``, as ``result_path`` names a result file.
+_RESULT_NAME = re.compile(r"^(\d{8}T\d{6}Z)-(.+)\.json$")
 
 # HTTP status of POST /api/checkout → outcome; see docs/shop.md.
 _CHECKOUT_OUTCOMES = {
@@ -120,13 +126,106 @@ def write_result(
     return path
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain-text table; the first column left-aligned, the others right-aligned."""
+@dataclass(frozen=True)
+class SavedResult:
+    """A result file read back: where it is, the run, and whether every gate passed."""
+
+    path: Path
+    result: RunResult
+    passed: bool
+
+
+def read_result(path: str | Path) -> SavedResult:
+    """Read a file written by ``write_result``; ValueError says what is wrong with it."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"not valid JSON ({exc})") from None
+    try:
+        result = RunResult.from_json(doc["result"])
+        gates = doc["gates"]
+        if not isinstance(gates, list) or not all(
+            isinstance(g, Mapping) and isinstance(g.get("passed"), bool) for g in gates
+        ):
+            raise ValueError("gates: expected a list of verdicts with passed true/false")
+        _check_figures(result)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a load-test result ({type(exc).__name__}: {exc})") from None
+    return SavedResult(path, result, all(g["passed"] for g in gates))
+
+
+def _check_figures(result: RunResult) -> None:
+    """Reject a result whose figures are not numbers (a hand-edited or foreign file)."""
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not isinstance(result.profile, str) or not number(result.peak_users):
+        raise ValueError("profile or peak_users has the wrong type")
+    for r in (*result.routes, result.total):
+        figures = (r.requests, r.failures, r.rps, r.p50_ms, r.p95_ms)
+        if not all(number(v) for v in figures) or not isinstance(r.name, str):
+            raise ValueError(f"route {r.name!r}: its figures must be numbers")
+    if not all(isinstance(v, int) for v in result.checkouts.values()):
+        raise ValueError("checkouts: counts must be whole numbers")
+
+
+def _warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def last_good_result(
+    data_dir: str | Path,
+    profile: str,
+    *,
+    before: str | Path | None = None,
+    warn: Callable[[str], None] = _warn_stderr,
+) -> SavedResult | None:
+    """The newest result of ``profile`` under ``data_dir`` whose gates all passed.
+
+    Only runs that started before ``before`` (a result file path, usually the
+    new run's) count. Files are ordered by the start time in their names; a
+    file that cannot be read or parsed is skipped with ``warn(message)``
+    naming it, and so is a failing run, silently. None when no run qualifies.
+    """
+    directory = Path(data_dir) / "loadtests"
+    limit: str | None = None
+    if before is not None:
+        match = _RESULT_NAME.match(Path(before).name)
+        if match is None:
+            raise ValueError(f"{before}: not a result file name (<timestamp>-<profile>.json)")
+        limit = match.group(1)
+    candidates: list[tuple[str, Path]] = []
+    for path in directory.glob("*.json") if directory.is_dir() else ():
+        match = _RESULT_NAME.match(path.name)
+        if match is None or match.group(2) != profile:
+            continue
+        if limit is not None and match.group(1) >= limit:
+            continue
+        candidates.append((match.group(1), path))
+    for _, path in sorted(candidates, reverse=True):
+        try:
+            saved = read_result(path)
+        except ValueError as exc:
+            warn(f"skipping load-test result {path}: {exc}")
+            continue
+        if saved.passed and saved.result.profile == profile:
+            return saved
+    return None
+
+
+def format_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, left: Collection[int] = (0,)
+) -> str:
+    """A plain-text table; the ``left`` columns (the first) left-aligned, the others right."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
         parts = [
-            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            str(c).ljust(w) if i in left else str(c).rjust(w)
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ]
         return "  ".join(parts).rstrip()

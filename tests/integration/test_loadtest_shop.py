@@ -20,6 +20,10 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
+from siem.model import EventQuery
+from siem.sqlite import SqliteStore
+from vigil.settings import load_settings
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Gateways without random declines or errors, so a healthy shop passes every gate.
@@ -111,12 +115,48 @@ def test_loadtest_smoke_passes_against_healthy_shop(shop: tuple[str, dict[str, s
     for route in ("GET /api/products", "POST /api/carts/[id]/items", "POST /api/checkout"):
         assert route in out
     assert "PASS: smoke" in out
+    assert "no earlier passing run of smoke to compare with" in out
     (saved,) = (Path(env["VIGIL_DATA_DIR"]) / "loadtests").glob("*-smoke.json")
     doc = json.loads(saved.read_text(encoding="utf-8"))
     assert doc["result"]["checkout_success_ratio"] > 0
     assert doc["result"]["checkouts"]["paid"] > 0
     assert doc["result"]["total"]["requests"] > 0
     assert all(g["passed"] for g in doc["gates"])
+
+    # The run is recorded in the store as one loadtest.run event.
+    store_path = load_settings(env["VIGIL_CONFIG"], env=env).store_path
+    store = SqliteStore(store_path)
+    try:
+        (event,) = store.search(
+            EventQuery(dataset="loadtest.run", equals=(("labels.profile", "smoke"),))
+        )
+    finally:
+        store.close()
+    assert event.get("event.outcome") == "success" and event.get("labels.release") == "v1"
+    assert event.get("url.full") == base
+    assert event.get("loadtest.result_file") == str(saved.resolve())
+    assert event.get("loadtest.requests") == doc["result"]["total"]["requests"]
+    assert {g["name"] for g in event.get("loadtest.gates")} == {
+        "p95_ms",
+        "error_ratio",
+        "checkout_success_ratio",
+    }
+
+    # A second, shorter run is compared with the first; its own gates decide its exit code.
+    again = loadtest(env, "smoke", "--host", base, "--duration", "4s", "--users", "10")
+    assert again.returncode in (0, 1), again.stdout + again.stderr[-3000:]
+    assert f"compared with the last passing run of smoke: {saved.name}" in again.stdout
+    table = again.stdout.split("compared with", 1)[1]
+    assert "GET /api/products" in table and "all routes" in table and " → " in table
+    store = SqliteStore(store_path)
+    try:
+        events = store.search(
+            EventQuery(dataset="loadtest.run", equals=(("labels.profile", "smoke"),))
+        )
+    finally:
+        store.close()
+    assert len(events) == 2
+    assert events[0].get("loadtest.baseline") == saved.name
 
 
 def test_loadtest_failing_gate_exits_1(shop: tuple[str, dict[str, str]], tmp_path: Path) -> None:
