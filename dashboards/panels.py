@@ -39,6 +39,11 @@ class Panel:
         return rv
 
 
+# Shopper traffic only: haproxy's health checks (/readyz every second per
+# instance) and the collector's scrapes would otherwise outweigh the shop's
+# real routes and dilute its error ratio.
+SHOPPERS = 'job="shop", route!~"/readyz|/healthz|/metrics"'
+
 OVERVIEW: tuple[Panel, ...] = (
     Panel(
         "alerts",
@@ -49,7 +54,7 @@ OVERVIEW: tuple[Panel, ...] = (
         "request-rate",
         "Request rate per route",
         "timeseries",
-        "sum by (route) (rate(shop_http_requests_total[1m]))",
+        f"sum by (route) (rate(shop_http_requests_total{{{SHOPPERS}}}[1m]))",
         "reqps",
         ("route",),
     ),
@@ -57,8 +62,8 @@ OVERVIEW: tuple[Panel, ...] = (
         "error-ratio",
         "5xx error ratio",
         "timeseries",
-        'sum(rate(shop_http_requests_total{status=~"5.."}[1m]))'
-        " / sum(rate(shop_http_requests_total[1m]))",
+        f'sum(rate(shop_http_requests_total{{{SHOPPERS}, status=~"5.."}}[1m]))'
+        f" / sum(rate(shop_http_requests_total{{{SHOPPERS}}}[1m]))",
         "ratio",
     ),
     Panel(
@@ -66,7 +71,7 @@ OVERVIEW: tuple[Panel, ...] = (
         "p95 latency per route",
         "timeseries",
         "histogram_quantile(0.95, sum by (le, route)"
-        " (rate(shop_http_request_duration_seconds_bucket[1m])))",
+        f" (rate(shop_http_request_duration_seconds_bucket{{{SHOPPERS}}}[1m])))",
         "seconds",
         ("route",),
     ),

@@ -73,6 +73,52 @@ def consecutive_ports() -> int:
     raise AssertionError("no two consecutive free ports")
 
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's, installed by scripts/install-system-deps
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright, one per test session (xdist worker)."""
+    if not CHROMIUM.exists():
+        require_server("Chromium", f"{CHROMIUM} is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def up_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment for a ``vigil up`` of its own: the repository's config,
+    ``data_dir``, and every port free (shop pairs from this worker's block), so
+    stacks of parallel tests never collide. ``overrides`` are added last."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "VIGIL_CONFIG": str(Path(__file__).resolve().parents[1] / "config" / "vigil.yaml"),
+            "VIGIL_DATA_DIR": str(data_dir),
+            "VIGIL_UP_SHOP_BASE_PORT": str(consecutive_ports()),
+            "VIGIL_UP_HAPROXY_PORT": str(free_port()),
+            "VIGIL_UP_HAPROXY_METRICS_PORT": str(free_port()),
+            "VIGIL_UP_CONTROL_PORT": str(free_port()),
+            "VIGIL_COLLECT_PORT": str(free_port()),
+            "VIGIL_ALERT_PORT": str(free_port()),
+            "VIGIL_WEB_PORT": str(free_port()),
+            **overrides,
+        }
+    )
+    return env
+
+
 def require_server(name: str, reason: str) -> None:
     """Skip for a missing server locally; fail in CI (CI=true) so nothing is silently skipped."""
     if os.environ.get("CI", "").lower() == "true":

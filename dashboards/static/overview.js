@@ -92,8 +92,11 @@
     return { width: width, height: Math.max(180, Math.min(300, Math.round(width * 0.5))) };
   }
 
-  function renderSeries(view, result) {
+  function renderSeries(view, result, start, end) {
     var panel = view.panel;
+    // The x axis spans the chosen range (15m, 1h…), not just the data there is.
+    view.start = start;
+    view.end = end;
     if (!result.length) {
       if (view.chart) { view.chart.destroy(); view.chart = null; view.key = ""; }
       view.note.textContent = "no data in this range";
@@ -124,7 +127,7 @@
     var fmt = formatter(panel.unit);
     var opts = chartSize(view.box);
     opts.plugins = [markersPlugin()];
-    opts.scales = { x: { time: true }, y: { range: function (u, lo, hi) { return [Math.min(0, lo), hi > 0 ? hi * 1.1 : 1]; } } };
+    opts.scales = { x: { time: true, range: function () { return [view.start, view.end]; } }, y: { range: function (u, lo, hi) { return [Math.min(0, lo), hi > 0 ? hi * 1.1 : 1]; } } };
     opts.axes = [{ space: 70 }, { size: 60, values: function (u, vals) { return vals.map(fmt); } }];
     opts.series = [{}].concat(names.map(function (name, i) {
       return { label: name, stroke: COLORS[i % COLORS.length], width: 1.5,
@@ -181,7 +184,7 @@
     var done;
     if (panel.kind === "timeseries") {
       done = query("query_range", { expr: panel.expr, start: start, end: end, step: step })
-        .then(function (d) { renderSeries(view, d.result); });
+        .then(function (d) { renderSeries(view, d.result, start, end); });
     } else if (panel.kind === "table") {
       done = query("query", { expr: panel.expr, time: end })
         .then(function (d) { renderTable(view, d.result); });

@@ -9,7 +9,6 @@ to recover.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import consecutive_ports, free_port, http_get, require_server
+from conftest import http_get, require_server, up_env
 from slack_server import SlackServer
 
 from siem.model import EventQuery
@@ -65,24 +64,13 @@ def slack() -> Iterator[SlackServer]:
 def stack(tmp_path: Path, slack: SlackServer) -> Iterator[dict[str, str]]:
     if haproxy_binary() is None:
         require_server("haproxy", "the haproxy binary is not installed")
-    env = dict(os.environ)
-    env.update(
-        {
-            "VIGIL_CONFIG": str(REPO / "config" / "vigil.yaml"),
-            "VIGIL_DATA_DIR": str(tmp_path / "data"),
-            "VIGIL_UP_SHOP_BASE_PORT": str(consecutive_ports()),
-            "VIGIL_UP_HAPROXY_PORT": str(free_port()),
-            "VIGIL_UP_HAPROXY_METRICS_PORT": str(free_port()),
-            "VIGIL_UP_CONTROL_PORT": str(free_port()),
-            "VIGIL_COLLECT_PORT": str(free_port()),
-            "VIGIL_ALERT_PORT": str(free_port()),
-            "VIGIL_WEB_PORT": str(free_port()),
-            "VIGIL_COLLECT_INTERVAL": "1",
-            "VIGIL_ALERT_INTERVAL": "1",
-            "VIGIL_SLACK_TOKEN": TOKEN,
-            "VIGIL_SLACK_CHANNEL": "#shop-oncall",
-            "VIGIL_SLACK_API_URL": slack.api_url,
-        }
+    env = up_env(
+        tmp_path / "data",
+        VIGIL_COLLECT_INTERVAL="1",
+        VIGIL_ALERT_INTERVAL="1",
+        VIGIL_SLACK_TOKEN=TOKEN,
+        VIGIL_SLACK_CHANNEL="#shop-oncall",
+        VIGIL_SLACK_API_URL=slack.api_url,
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "vigil.cli", "up"],

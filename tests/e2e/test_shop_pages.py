@@ -11,11 +11,9 @@ import datetime as dt
 import threading
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_server
 from flask import Flask
 from sqlalchemy import select
 from werkzeug.serving import make_server
@@ -24,15 +22,6 @@ from shop.models import Order
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 GOOD_CARD = "4242 4242 4242 4242"
 DECLINED_CARD = "4000 0000 0000 0002"
 HEADPHONES = "ELEC-001"  # 249.99 EUR, 40 in stock
@@ -51,18 +40,6 @@ def _shown(amount: Decimal, currency: str) -> str:
 def _future_expiry() -> str:
     today = dt.date.today()
     return f"{today.month:02d}/{(today.year + 3) % 100:02d}"
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        require_server("Chromium", f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

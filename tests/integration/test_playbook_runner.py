@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import consecutive_ports, free_port, require_server
+from conftest import free_port, require_server, up_env
 
 from playbooks.context import default_context
 from playbooks.loader import find_playbook, load_playbook
@@ -63,23 +62,10 @@ def stack(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
     """`vigil up` (two shops behind haproxy) on free ports in a temporary data dir."""
     if haproxy_binary() is None:
         require_server("haproxy", "the haproxy binary is not installed")
-    base = consecutive_ports()
-    env = {
-        "VIGIL_CONFIG": str(REPO / "config" / "vigil.yaml"),
-        "VIGIL_DATA_DIR": str(tmp_path / "data"),
-        "VIGIL_UP_SHOP_INSTANCES": "2",
-        "VIGIL_UP_SHOP_BASE_PORT": str(base),
-        "VIGIL_UP_HAPROXY_PORT": str(free_port()),
-        "VIGIL_UP_HAPROXY_METRICS_PORT": str(free_port()),
-        "VIGIL_UP_CONTROL_PORT": str(free_port()),
-        "VIGIL_COLLECT_PORT": str(free_port()),
-        "VIGIL_ALERT_PORT": str(free_port()),
-        "VIGIL_WEB_PORT": str(free_port()),
-        "VIGIL_SHOP_WORKERS": "1",
-    }
+    env = up_env(tmp_path / "data", VIGIL_UP_SHOP_INSTANCES="2", VIGIL_SHOP_WORKERS="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "vigil.cli", "up"],
-        env={**os.environ, **env},
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=REPO,

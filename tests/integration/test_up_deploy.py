@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import consecutive_ports, free_port, http_get, require_server
+from conftest import http_get, require_server, up_env
 
 from siem.model import EventQuery
 from siem.sqlite import SqliteStore
@@ -41,22 +41,11 @@ def wait_for(predicate: object, timeout: float = 60.0) -> None:
 def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     if haproxy_binary() is None:
         require_server("haproxy", "the haproxy binary is not installed")
-    env = dict(os.environ)
-    env.update(
-        {
-            "VIGIL_CONFIG": str(REPO / "config" / "vigil.yaml"),
-            "VIGIL_DATA_DIR": str(tmp_path / "data"),
-            "VIGIL_UP_SHOP_INSTANCES": "2",
-            "VIGIL_UP_SHOP_BASE_PORT": str(consecutive_ports()),
-            "VIGIL_UP_HAPROXY_PORT": str(free_port()),
-            "VIGIL_UP_HAPROXY_METRICS_PORT": str(free_port()),
-            "VIGIL_UP_CONTROL_PORT": str(free_port()),
-            "VIGIL_COLLECT_PORT": str(free_port()),
-            "VIGIL_ALERT_PORT": str(free_port()),
-            "VIGIL_WEB_PORT": str(free_port()),
-            "VIGIL_SHOP_WORKERS": "1",
-            "VIGIL_STORE_BACKEND": "sqlite",
-        }
+    env = up_env(
+        tmp_path / "data",
+        VIGIL_UP_SHOP_INSTANCES="2",
+        VIGIL_SHOP_WORKERS="1",
+        VIGIL_STORE_BACKEND="sqlite",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "vigil.cli", "up"],
