@@ -268,3 +268,20 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def admin_headers() -> dict[str, str]:
     return {"X-API-Key": ADMIN_KEY, "X-Actor": "alice@ops"}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print what tests measured (``record_property("measured", text)``), such as the
+    incident drill's time to detect and recover, so CI's log shows the figures
+    even under ``-q`` and xdist."""
+    lines = [
+        f"{report.nodeid.split('::')[-1]}: {value}"
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "measured"
+    ]
+    if lines:
+        terminalreporter.section("measured")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -116,7 +116,10 @@ def alert_posts(slack: SlackServer, alertname: str) -> list[Any]:
 
 
 def test_incident_bad_deploy_alert_rollback_resolved(
-    stack: dict[str, str], slack: SlackServer, tmp_path: Path
+    stack: dict[str, str],
+    slack: SlackServer,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
 ) -> None:
     profile = tmp_path / "incident.yaml"
     profile.write_text(LOAD_PROFILE)
@@ -197,9 +200,11 @@ def test_incident_bad_deploy_alert_rollback_resolved(
 
     ttd = detected - deployed
     ttr = recovered - rollback_started
-    print(
-        f"\nincident drill: time to detect {ttd:.1f} s (deploy done → Slack alert; "
+    drill = (
+        f"incident drill: time to detect {ttd:.1f} s (deploy done → Slack alert; "
         f"{detected - deploy_started:.1f} s from the deploy's start, which took "
         f"{deployed - deploy_started:.1f} s), "
         f"time to recover {ttr:.1f} s (rollback start → resolved in Slack)"
     )
+    print("\n" + drill)
+    record_property("measured", drill)

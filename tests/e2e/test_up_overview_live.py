@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +155,9 @@ def shop_around(front: str, answered: list[tuple[str, int]], stop: threading.Eve
         stop.wait(pause)
 
 
-def test_vigil_up_prints_urls_and_overview_goes_live(browser: Any, tmp_path: Path) -> None:
+def test_vigil_up_prints_urls_and_overview_goes_live(
+    browser: Any, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
     if haproxy_binary() is None:
         require_server("haproxy", "the haproxy binary is not installed")
     # As `make run` does, with the shipped intervals (5 s): only the data dir
@@ -283,11 +286,13 @@ def test_vigil_up_prints_urls_and_overview_goes_live(browser: Any, tmp_path: Pat
         assert {i.rpartition(":")[2] for i in instances} <= shop_ports, instances
         assert (tmp_path / "data" / "siem.db").is_file()
 
-        print(
-            f"\noverview live after {live_after:.1f} s from `vigil up` start "
+        live = (
+            f"overview live after {live_after:.1f} s from `vigil up` start "
             f"(banner after {banner_at:.1f} s; {len(answered)} shopper GETs by then; "
             f"/api/products at {hovered} in the legend)"
         )
+        print("\n" + live)
+        record_property("measured", live)
     finally:
         stop_shopping.set()
         if shopper is not None:
