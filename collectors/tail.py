@@ -11,8 +11,10 @@ Rotation loses nothing that is still on disk: before moving on to the new
 file, the tailer looks in the same directory for the old inode under its new
 name (``app.log.1``, as logrotate and Python's RotatingFileHandler leave it)
 and reads what was written there after the checkpoint — also after a collector
-restart, since the checkpoint keeps the inode. Only lines of a file deleted
-before the tailer saw them are gone.
+restart, since the checkpoint keeps the inode. Its last line without a newline
+is taken as whole once the file has been quiet for ``ROTATED_QUIET_S`` (a
+writer may still hold it open). Only lines of a file deleted before the tailer
+saw them are gone.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from siem.model import Event
 log = logging.getLogger("vigil.collect.tail")
 
 CHECKPOINT_FILE = "collect-checkpoints.json"
+# A rotated-away file unchanged for this long has no writer left.
+ROTATED_QUIET_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,12 @@ class Tailer:
                 rotated = self._rotated_away(path, pos)
                 if rotated is not None:
                     # The rest of the old file first, under its old position and ids.
-                    return self._read_from(rotated, name, pos, final=True)
+                    with rotated.open("rb") as old:
+                        st = os.fstat(old.fileno())
+                        # A writer that still has it open may be mid-line; once it
+                        # has been quiet a while, a last line without newline is whole.
+                        quiet = time.time() - st.st_mtime > ROTATED_QUIET_S
+                        return self._read_from(old, name, pos, size=st.st_size, final=quiet)
                 log.info(
                     "log file rotated; reading the new one from the start",
                     extra={"file.path": name},
@@ -171,28 +180,16 @@ class Tailer:
                 log.info("log file truncated; reading it from the start", extra={"file.path": name})
                 pos = Position(stat.st_ino, pos.generation + 1, 0)
             self._read[name] = pos
-            return self._read_from(fh, name, pos, final=False, size=stat.st_size)
+            return self._read_from(fh, name, pos, size=stat.st_size, final=False)
 
     def _read_from(
-        self,
-        source: BinaryIO | Path,
-        name: str,
-        pos: Position,
-        *,
-        final: bool,
-        size: int | None = None,
+        self, source: BinaryIO, name: str, pos: Position, *, size: int, final: bool
     ) -> Batch | None:
-        """Lines of ``source`` from ``pos`` on, as events of the file ``name``.
+        """Lines of ``source`` (``size`` bytes) from ``pos`` on, as events of ``name``.
 
         ``final``: nobody writes to it any more (a rotated-away file), so a last
         line without its newline is complete.
         """
-        if isinstance(source, Path):
-            with source.open("rb") as fh:
-                return self._read_from(
-                    fh, name, pos, final=final, size=os.fstat(fh.fileno()).st_size
-                )
-        assert size is not None
         if size <= pos.offset:
             return None
         source.seek(pos.offset)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from collectors.ecs import ERROR_DATASET
 from collectors.errors import CollectorError
 from collectors.metrics import CollectorMetrics
 from collectors.sink import Batch
-from collectors.tail import CHECKPOINT_FILE, Checkpoints, Position, Tailer
+from collectors.tail import CHECKPOINT_FILE, ROTATED_QUIET_S, Checkpoints, Position, Tailer
 from siem.model import Event
 
 
@@ -154,9 +155,15 @@ def test_tail_rotated_file_in_pieces_and_last_line_without_newline(tmp_path: Pat
     tailer, _ = make_tailer(tmp_path, max_bytes=len(line(1)) * 2)
     assert collect_all(tailer) == [1]
     write(log, line(2) + line(3) + line(4) + line(5) + line(6)[:-1])  # the writer died mid-line
-    os.rename(log, tmp_path / "logs" / "app.log.1")
+    rotated = tmp_path / "logs" / "app.log.1"
+    os.rename(log, rotated)
     write(log, line(7))
-    assert collect_all(tailer) == [2, 3, 4, 5, 6, 7]
+    # While the old file may still have a writer, its unfinished line waits...
+    assert collect_all(tailer) == [2, 3, 4, 5]
+    # ...once it has been quiet for a while, that line is whole.
+    quiet = time.time() - ROTATED_QUIET_S - 1
+    os.utime(rotated, (quiet, quiet))
+    assert collect_all(tailer) == [6, 7]
 
 
 def test_tail_rotation_never_mistakes_another_live_log_for_the_old_file(
