@@ -140,7 +140,7 @@ def test_incident_bad_deploy_alert_rollback_resolved(
         deployed = time.monotonic()
 
         # The 1m rate window still holds healthy v1 traffic for a while after the
-        # deploy (v2 fails about 25% of checkouts), then `for: 30s` runs.
+        # deploy (v2 fails about 40% of checkouts), then `for: 30s` runs.
         detected = wait_for(
             "a Slack alert for ShopHighErrorRate",
             lambda: alert_posts(slack, "ShopHighErrorRate"),

@@ -67,6 +67,8 @@ def test_rules_shipped_file_has_no_errors() -> None:
     assert high.labels["severity"] == "critical"
     assert high.annotations["runbook_url"] == "runbooks/shop-high-error-rate.md"
     assert all(g.interval_s == 5.0 for g in groups)
+    # No group pins its interval: `alert.interval_s` decides for all of them.
+    assert all(g.interval_s == 1.0 for g in load_rules([shipped], default_interval=1.0))
 
 
 @pytest.mark.parametrize(
