@@ -16,14 +16,13 @@ the gates' verdict.
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from loadtests.compare import Regression
 from loadtests.gates import GateResult
-from loadtests.results import RunResult
+from loadtests.results import RunResult, warn_stderr
 from siem.backends import open_store
 from siem.model import Event, event_id
 from vigil.settings import Settings
@@ -111,12 +110,8 @@ def store_name(settings: Settings) -> str:
     return f"sqlite store {settings.store_path}" if backend == "sqlite" else f"{backend} store"
 
 
-def _warn_stderr(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
 def record_run(
-    settings: Settings, event: Event, *, warn: Callable[[str], None] = _warn_stderr
+    settings: Settings, event: Event, *, warn: Callable[[str], None] = warn_stderr
 ) -> bool:
     """Write ``event`` to the configured store and close it; False (and a warning) on failure."""
     try:

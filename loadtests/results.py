@@ -173,7 +173,8 @@ def _check_figures(result: RunResult) -> None:
         raise ValueError("checkouts: counts must be whole numbers")
 
 
-def _warn_stderr(message: str) -> None:
+def warn_stderr(message: str) -> None:
+    """Print ``warning: message`` on stderr (the default ``warn`` of loadtests)."""
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
@@ -182,7 +183,7 @@ def last_good_result(
     profile: str,
     *,
     before: str | Path | None = None,
-    warn: Callable[[str], None] = _warn_stderr,
+    warn: Callable[[str], None] = warn_stderr,
 ) -> SavedResult | None:
     """The newest result of ``profile`` under ``data_dir`` whose gates all passed.
 
