@@ -33,6 +33,7 @@ import yaml
 
 from alerting.templates import TemplateError, check_template
 from siem import kql
+from vigil import safeyaml
 from vigil.errors import VigilError
 
 ExprCheck = Callable[[str], None]
@@ -66,9 +67,11 @@ class Issue:
     file: str
     line: int
     message: str
+    column: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.severity}: {self.message}"
+        where = f"{self.line}:{self.column}" if self.column is not None else str(self.line)
+        return f"{self.file}:{where}: {self.severity}: {self.message}"
 
 
 def parse_duration(text: str) -> float:
@@ -168,7 +171,11 @@ class _FileParser:
         if not isinstance(node, yaml.ScalarNode):
             self.error(node, f"{what} must be a single value, not a list or mapping")
             return None
-        value = yaml.SafeLoader("").construct_object(node)
+        try:
+            value = safeyaml.construct(node, self.file)
+        except safeyaml.YamlInputError as exc:
+            self.error(node, f"{what}: {exc.reason}")
+            return None
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -341,16 +348,9 @@ def parse_file(
     file = str(path)
     parser = _FileParser(file, default_interval, check_expr or _default_check)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        return [], [Issue("error", file, 1, f"cannot read the file: {exc.strerror}")]
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or exc
-        return [], [Issue("error", file, line, f"not valid YAML: {problem}")]
+        root = safeyaml.compose(safeyaml.read_text(path), file)
+    except safeyaml.YamlInputError as exc:
+        return [], [Issue("error", file, exc.line or 1, exc.reason, exc.column)]
     groups = parser.parse(root)
     return groups, parser.issues
 

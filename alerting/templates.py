@@ -189,6 +189,39 @@ def _word(token: str, quoted: bool) -> _Word:
 _TOKEN = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|`([^`]*)`|(\|)|([^\s|"`]+))')
 
 
+_ESCAPE = re.compile(
+    r"\\(?:([abfnrtv\\\"'])|x([0-9A-Fa-f]{2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8}))"
+)
+_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _unquote(text: str, action: str) -> str:
+    """A Go double-quoted string's content with its escapes (``\\n``, ``\\x41``, ``\\u00e9``)."""
+    out: list[str] = []
+    pos = 0
+    for match in [*_ESCAPE.finditer(text), None]:
+        gap = text[pos : match.start() if match is not None else len(text)]
+        if "\\" in gap:
+            bad = gap[gap.index("\\") :][:2]
+            raise TemplateError(
+                f"{{{{ {action} }}}}: unknown escape {bad!r} in a string; "
+                'use \\n, \\t, \\\\, \\", \\xHH or \\uHHHH'
+            )
+        out.append(gap)
+        if match is None:
+            break
+        simple, hex2, hex4, hex8 = match.groups()
+        if simple is not None:
+            out.append(_SIMPLE_ESCAPES.get(simple, simple))
+        else:
+            code = int(hex2 or hex4 or hex8, 16)
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                raise TemplateError(f"{{{{ {action} }}}}: {match.group(0)} is not a character")
+            out.append(chr(code))
+        pos = match.end()
+    return "".join(out)
+
+
 def _parse(action: str) -> list[list[_Word]]:
     commands: list[list[_Word]] = [[]]
     pos = 0
@@ -203,7 +236,7 @@ def _parse(action: str) -> list[list[_Word]]:
         elif bare is not None:
             commands[-1].append(_word(bare, quoted=False))
         else:
-            text = bq if bq is not None else bytes(dq, "utf-8").decode("unicode_escape")
+            text = bq if bq is not None else _unquote(dq, action)
             commands[-1].append(_word(text, quoted=True))
     if any(not c for c in commands):
         raise TemplateError(f"{{{{ {action} }}}}: empty command in pipeline")
@@ -236,7 +269,7 @@ def _eval(commands: list[list[_Word]], labels: Mapping[str, str], value: float) 
             args.append(rv)
         try:
             rv = FUNCTIONS[head.text](*args)
-        except TypeError as exc:
+        except (TypeError, ValueError, OverflowError, OSError) as exc:  # e.g. a year past 9999
             raise TemplateError(f"{head.text}: {exc}") from None
     return rv
 

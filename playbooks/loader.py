@@ -26,6 +26,7 @@ import yaml
 
 from playbooks.actions import ACTIONS, Action, ArgError, build_action
 from playbooks.model import Param, Playbook, PlaybookError, Step, parse_duration
+from vigil import safeyaml
 
 PLAYBOOK_DIR = Path(__file__).resolve().parent
 """Where the shipped playbooks live (next to this package's code)."""
@@ -40,10 +41,6 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
-
-
-def _value(node: yaml.Node) -> Any:
-    return yaml.SafeLoader("").construct_object(node, deep=True)
 
 
 class _Reader:
@@ -71,12 +68,21 @@ class _Reader:
             rv[key] = value_node
         return rv
 
+    def value(self, node: yaml.Node) -> Any:
+        """The node's Python value; a value YAML cannot build is a located error."""
+        try:
+            return safeyaml.construct(node, self.file)
+        except safeyaml.YamlInputError as exc:
+            raise PlaybookError(
+                exc.reason, file=self.file, line=exc.line, column=exc.column
+            ) from None
+
     def text(self, node: yaml.Node | None, where: str, *, required: bool = False) -> str:
         if node is None:
             if required:
                 raise self.fail(f"{where}: required; add it", None)
             return ""
-        value = _value(node)
+        value = self.value(node)
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise self.fail(f"{where}: expected a string, got {value!r}", node)
         return str(value)
@@ -87,15 +93,9 @@ def load_playbook(path: str | Path) -> Playbook:
     file = str(path)
     reader = _Reader(file)
     try:
-        node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except OSError as exc:
-        raise PlaybookError(f"cannot read: {exc.strerror}", file=file) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise PlaybookError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file, line=line
-        ) from None
+        node = safeyaml.compose(safeyaml.read_text(path), file)
+    except safeyaml.YamlInputError as exc:
+        raise PlaybookError(exc.reason, file=file, line=exc.line, column=exc.column) from None
     if node is None:
         raise reader.fail("empty file; a playbook needs name, description and steps", 1)
     top = reader.mapping(node, "", _TOP_KEYS)
@@ -176,10 +176,12 @@ def _steps(reader: _Reader, node: yaml.Node, params: set[str]) -> tuple[Step, ..
         timeout = None
         if "timeout" in spec:
             try:
-                timeout = parse_duration(_value(spec["timeout"]))
+                timeout = parse_duration(reader.value(spec["timeout"]))
             except ValueError as exc:
                 raise reader.fail(f"{where}.timeout: {exc}", spec["timeout"]) from None
-        keep_going = _value(spec["continue_on_error"]) if "continue_on_error" in spec else False
+        keep_going = (
+            reader.value(spec["continue_on_error"]) if "continue_on_error" in spec else False
+        )
         if not isinstance(keep_going, bool):
             raise reader.fail(
                 f"{where}.continue_on_error: expected true or false", spec["continue_on_error"]
@@ -199,7 +201,7 @@ def _with(
     lines: dict[str, int] = {}
     for key_node, value_node in node.value:
         key = str(key_node.value)
-        values[key] = _value(value_node)
+        values[key] = reader.value(value_node)
         lines[key] = _line(value_node)
         for ref in _templates(values[key]):
             match = _PARAM_REF.match(ref)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,13 +18,23 @@ class PlaybookError(VigilError):
     ``playbooks/rollback-shop.yaml:9: steps[0].action: unknown action 'shell'; ...``.
     """
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
         self.file = file
         self.line = line
+        self.column = column
         self.reason = message
         where = ""
         if file is not None:
-            where = f"{file}:{line}: " if line is not None else f"{file}: "
+            where = f"{file}: "
+            if line is not None:
+                where = f"{file}:{line}" + (f":{column}" if column is not None else "") + ": "
         super().__init__(where + message)
 
 
@@ -111,7 +122,9 @@ class RunResult:
         return 0 if self.ok else 1
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$", re.ASCII)
+MAX_DURATION_S = 7 * 86400
+"""The longest step timeout a playbook may ask for (a week; sleep() overflows far above)."""
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
@@ -126,11 +139,15 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"a duration must not be negative, got {value!r}")
-        return float(value)
-    match = _DURATION.match(str(value))
-    if match is None:
-        raise ValueError(f"expected a duration like 30s, 2m or 1h, got {value!r}")
-    return float(match.group(1)) * _UNIT[match.group(2)]
+        seconds = float(value) if value < MAX_DURATION_S else math.inf
+    else:
+        match = _DURATION.match(str(value)) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"expected a duration like 30s, 2m or 1h, got {value!r}")
+        seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    if not seconds <= MAX_DURATION_S:  # also NaN
+        raise ValueError(f"a duration must be at most {MAX_DURATION_S / 86400:.0f} days")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -14,10 +14,20 @@ class ConfigError(VigilError):
     ``config/vigil.yaml:12: shop.port: expected an integer, got 'eighty'``.
     """
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
         self.file = file
         self.line = line
+        self.column = column
         where = ""
         if file is not None:
-            where = f"{file}:{line}: " if line is not None else f"{file}: "
+            where = f"{file}: "
+            if line is not None:
+                where = f"{file}:{line}" + (f":{column}" if column is not None else "") + ": "
         super().__init__(where + message)

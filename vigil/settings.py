@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -25,6 +26,7 @@ from typing import Any, TypeVar, get_args, get_origin
 
 import yaml
 
+from vigil import safeyaml
 from vigil.errors import ConfigError
 
 T = TypeVar("T")
@@ -321,13 +323,9 @@ def _plain(value: Any) -> Any:
 
 def _read_yaml(file: Path) -> dict[str, Any]:
     try:
-        node = yaml.compose(file.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(file), line=line
-        ) from None
+        node = safeyaml.compose(safeyaml.read_text(file), str(file))
+    except safeyaml.YamlInputError as exc:
+        raise ConfigError(exc.reason, file=str(file), line=exc.line, column=exc.column) from None
     if node is None:
         return {}
     if not isinstance(node, yaml.MappingNode):
@@ -349,8 +347,11 @@ def _unnode(node: yaml.Node, file: Path) -> Any:
         return _Located(
             [i.value if isinstance(i, _Located) else i for i in items], node.start_mark.line + 1
         )
-    loader = yaml.SafeLoader("")
-    return _Located(loader.construct_object(node, deep=True), node.start_mark.line + 1)
+    try:
+        value = safeyaml.construct(node, str(file))
+    except safeyaml.YamlInputError as exc:
+        raise ConfigError(exc.reason, file=str(file), line=exc.line, column=exc.column) from None
+    return _Located(value, node.start_mark.line + 1)
 
 
 def _build(cls: type[T], data: dict[str, Any], file: str, prefix: str, env: Mapping[str, str]) -> T:
@@ -448,21 +449,25 @@ def _scalar(value: Any, typ: Any, key: str, file: str, line: int | None) -> Any:
                 raise bad("an integer") from None
         raise bad("an integer")
     if typ is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise bad("a number") from None
-        raise bad("a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad("a number")
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            raise bad("a number") from None
+        if not math.isfinite(number):  # NaN and infinity slip through every range check
+            raise bad("a finite number")
+        return number
     if typ is Decimal:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise bad("a decimal number")
         try:
-            return Decimal(str(value))
+            decimal = Decimal(str(value))
         except InvalidOperation:
             raise bad("a decimal number") from None
+        if not decimal.is_finite():  # NaN would make every later comparison raise
+            raise bad("a finite decimal number")
+        return decimal
     if typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

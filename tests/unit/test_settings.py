@@ -73,7 +73,7 @@ def test_settings_nested_section_reads_env_when_absent_from_file(tmp_path: Path)
             "shop:\n  rates:\n    EUR: 1\n    USD: lots\n",
             r"vigil.yaml:4: shop.rates.USD: expected a decimal number",
         ),
-        ("shop: [\n", r"vigil.yaml:2: not valid YAML"),
+        ("shop: [\n", r"vigil.yaml:2:\d+: not valid YAML"),
         ("- a\n- b\n", r"vigil.yaml:1: the top level must be a mapping"),
         (
             "shop:\n  gateways:\n    stripe: {decline_rate: 2}\n",
