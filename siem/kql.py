@@ -31,6 +31,16 @@ from siem import SiemError
 RangeOp = Literal["<", "<=", ">", ">="]
 FIELD_RE = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_@.\-]*")
 MESSAGE = "message"
+MAX_LENGTH = 16_384
+"""Longer queries are refused before parsing (a rule's query is a line or two)."""
+MAX_DEPTH = 32
+"""How deeply parentheses and ``not`` may nest; keeps parsing and matching off the stack limit."""
+MAX_NESTING = 16
+"""How deeply ``and``/``or``/``not`` may nest in the parsed query: each level is a
+parenthesis in the SQL, and SQLite's parser overflows somewhere past 24."""
+MAX_TERMS = 256
+"""Field conditions and search terms per query; keeps the SQL within SQLite's limits."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class KqlError(SiemError):
@@ -193,6 +203,23 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.depth = 0
+        self.terms = 0
+
+    def nest(self) -> None:
+        """Enter a parenthesis or ``not``; refuse nesting past ``MAX_DEPTH``."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise KqlError(
+                f"nested more than {MAX_DEPTH} levels deep", self.tok.column, "simplify the query"
+            )
+
+    def term(self, node: Node) -> Node:
+        """Count a condition; refuse more than ``MAX_TERMS``."""
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise KqlError(f"more than {MAX_TERMS} conditions", self.tok.column, "split the query")
+        return node
 
     @property
     def tok(self) -> _Token:
@@ -237,19 +264,24 @@ class _Parser:
     def not_expr(self) -> Node:
         if self.tok.keyword == "not":
             self.take()
-            return Not(self.not_expr())
+            self.nest()
+            node = Not(self.not_expr())
+            self.depth -= 1
+            return node
         return self.primary()
 
     def primary(self) -> Node:
         tok = self.tok
         if tok.kind == "(":
             self.take()
+            self.nest()
             node = self.or_expr()
             self.expect_close()
+            self.depth -= 1
             return node
         if tok.kind == "string":
             self.take()
-            return Like(MESSAGE, ("", tok.text, ""))
+            return self.term(Like(MESSAGE, ("", tok.text, "")))
         if tok.kind != "word" or tok.keyword is not None:
             raise KqlError(
                 f"expected a field, a term or '(' but found {_describe(tok)}", tok.column
@@ -260,7 +292,7 @@ class _Parser:
             return self.field_value(_field_name(tok))
         if self.tok.kind == "op":
             return self.field_range(_field_name(tok))
-        return Like(MESSAGE, ("", *tok.chunks, ""))
+        return self.term(Like(MESSAGE, ("", *tok.chunks, "")))
 
     def field_range(self, name: str) -> Node:
         op = self.take()
@@ -276,13 +308,15 @@ class _Parser:
         if math.isnan(number):
             raise KqlError(f"expected a number after '{op.text}', got 'nan'", value.column)
         self.take()
-        return Range(name, _OPS[op.text], number)
+        return self.term(Range(name, _OPS[op.text], number))
 
     def field_value(self, name: str) -> Node:
         if self.tok.kind == "(":
             self.take()
+            self.nest()
             node = self.value_or(name)
             self.expect_close()
+            self.depth -= 1
             return node
         return self.value(name)
 
@@ -303,22 +337,25 @@ class _Parser:
     def value_not(self, name: str) -> Node:
         if self.tok.keyword == "not":
             self.take()
-            return Not(self.value_not(name))
+            self.nest()
+            node = Not(self.value_not(name))
+            self.depth -= 1
+            return node
         return self.field_value(name)
 
     def value(self, name: str) -> Node:
         tok = self.tok
         if tok.kind == "string":
             self.take()
-            return Equals(name, tok.text)
+            return self.term(Equals(name, tok.text))
         if tok.kind != "word" or tok.keyword is not None:
             raise KqlError(f"expected a value after ':' but found {_describe(tok)}", tok.column)
         self.take()
         if tok.chunks == ("", ""):
-            return Exists(name)
+            return self.term(Exists(name))
         if len(tok.chunks) == 1:
-            return Equals(name, tok.chunks[0])
-        return Like(name, tok.chunks)
+            return self.term(Equals(name, tok.chunks[0]))
+        return self.term(Like(name, tok.chunks))
 
 
 def _field_name(tok: _Token) -> str:
@@ -342,7 +379,34 @@ def parse(text: str) -> Node:
     >>> parse("source.ip:10.0.0.* or user.name:adm*")
     Or(items=(Like(field='source.ip', chunks=('10.0.0.', '')), Like(field='user.name', ...)))
     """
-    return _Parser(text).query()
+    if len(text) > MAX_LENGTH:
+        raise KqlError(
+            f"the query is longer than {MAX_LENGTH} characters", MAX_LENGTH + 1, "shorten it"
+        )
+    bad = _SURROGATE.search(text)
+    if bad is not None:  # SQLite and UTF-8 cannot carry a lone surrogate
+        raise KqlError(
+            f"character U+{ord(bad.group()):04X} is not valid Unicode text",
+            bad.start() + 1,
+            "remove it",
+        )
+    node = _Parser(text).query()
+    if _nesting(node) > MAX_NESTING:
+        raise KqlError(
+            f"'and', 'or' and 'not' nest more than {MAX_NESTING} levels deep",
+            1,
+            "simplify the query (fewer nested parentheses and 'not's)",
+        )
+    return node
+
+
+def _nesting(node: Node) -> int:
+    """Levels of ``And``/``Or``/``Not`` from ``node`` down to its deepest condition."""
+    if isinstance(node, (And, Or)):
+        return 1 + max((_nesting(item) for item in node.items), default=0)
+    if isinstance(node, Not):
+        return 1 + _nesting(node.item)
+    return 0
 
 
 # --- Python predicate -------------------------------------------------------
