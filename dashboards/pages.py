@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 from flask import Blueprint, Response, abort, render_template
-from werkzeug.security import safe_join
+
+from vigil import safeyaml
 
 bp = Blueprint("pages", __name__)
+log = logging.getLogger("vigil.web")
 
 
 @bp.get("/")
@@ -18,14 +22,32 @@ def overview() -> str:
 
 # Runbooks live in the repository's runbooks/ folder; alert links point here.
 RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
+RUNBOOK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", re.ASCII)
+"""A runbook's file name without ``.md``: no separators, no dot first, at most 100 characters."""
+MAX_RUNBOOK_BYTES = 1024 * 1024
 
 
 @bp.get("/runbooks/<name>.md")
 def runbook(name: str) -> Response:
-    """A runbook as plain Markdown, so the Slack "Runbook" button has a target."""
-    path = safe_join(str(RUNBOOKS), f"{name}.md")
-    if path is None or not Path(path).is_file():
+    """A runbook as plain Markdown, so the Slack "Runbook" button has a target.
+
+    Any name that is not a runbook file answers 404 (a name too long for the file
+    system, a NUL, ``..``); a runbook that is too big or not UTF-8 answers 500
+    naming the file and line, and is logged.
+    """
+    if not RUNBOOK_NAME.fullmatch(name) or ".." in name:
         abort(404)
-    return Response(
-        Path(path).read_text(encoding="utf-8"), content_type="text/markdown; charset=utf-8"
-    )
+    path = RUNBOOKS / f"{name}.md"
+    try:
+        if not path.is_file():
+            abort(404)
+    except (OSError, ValueError):
+        abort(404)
+    try:
+        text = safeyaml.read_text(path, max_bytes=MAX_RUNBOOK_BYTES)
+    except safeyaml.YamlInputError as exc:
+        log.error("runbook cannot be served: %s", exc)
+        where = f"runbooks/{name}.md" + (f":{exc.line}:{exc.column}" if exc.line else "")
+        # The message names the file relative to the repository, not the server's layout.
+        return Response(f"{where}: {exc.reason}\n", 500, mimetype="text/plain")
+    return Response(text, content_type="text/markdown; charset=utf-8")
