@@ -99,7 +99,9 @@ def load_playbook(path: str | Path) -> Playbook:
     if node is None:
         raise reader.fail("empty file; a playbook needs name, description and steps", 1)
     top = reader.mapping(node, "", _TOP_KEYS)
-    name = reader.text(top.get("name"), "name", required=True)
+    if "name" not in top:
+        raise reader.fail("name: required; add the playbook's name (its file name)", node)
+    name = reader.text(top["name"], "name")
     stem = Path(path).stem
     if name != stem:
         raise reader.fail(f"name: {name!r} must match the file name {stem!r}", top["name"])

@@ -22,7 +22,7 @@ import yaml
 
 from vigil.errors import VigilError
 
-MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_FILE_BYTES = 1024 * 1024
 """Bigger files are refused before they are read (a rule file is a few KiB)."""
 MAX_DEPTH = 64
 """Deeper nesting of lists and mappings is refused while composing."""
@@ -80,11 +80,30 @@ def decode(data: bytes, file: str) -> str:
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with a nesting limit (its composer recurses per level)."""
+    """PyYAML's safe loader with a nesting limit: its composer recurses per level, and
+    its scanner's work per token grows with the open ``[``/``{`` levels and indents
+    (a megabyte of ``[`` would take hours)."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+
+    def _too_deep(self) -> yaml.MarkedYAMLError:
+        return yaml.MarkedYAMLError(
+            problem=f"nested more than {MAX_DEPTH} levels deep; flatten the structure",
+            problem_mark=self.get_mark(),
+        )
+
+    def increase_flow_level(self) -> None:
+        super().increase_flow_level()  # type: ignore[misc]  # missing from the stubs
+        if self.flow_level > MAX_DEPTH:
+            raise self._too_deep()
+
+    def add_indent(self, column: int) -> bool:
+        added: bool = super().add_indent(column)
+        if len(self.indents) > MAX_DEPTH:
+            raise self._too_deep()
+        return added
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         self._depth += 1
