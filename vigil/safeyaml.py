@@ -24,7 +24,7 @@ from vigil.errors import VigilError
 
 MAX_FILE_BYTES = 1024 * 1024
 """Bigger files are refused before they are read (a rule file is a few KiB)."""
-MAX_DEPTH = 64
+MAX_DEPTH = 32
 """Deeper nesting of lists and mappings is refused while composing."""
 MAX_NODES = 200_000
 """Nodes after expanding aliases; bounds alias bombs (``&a [*b, *b, ...]``)."""
