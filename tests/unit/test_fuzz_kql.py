@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fuzz_inputs import FUZZ
@@ -20,7 +21,7 @@ from siem.memory import MemoryStore
 from siem.model import Event, EventQuery
 from siem.sqlite import SqliteStore
 
-DOCS = [
+DOCS: list[dict[str, Any]] = [
     {"message": "Login failed for admin", "user": {"name": "admin"}, "n": 500, "ok": True},
     {"message": "timeout", "event": {"dataset": "shop.auth"}, "tags": ["a", "b", 7], "n": 1.5},
     {"message": "é😀 \x00 x", "source.ip": "10.0.0.1", "n": None, "user": {"name": "Adm"}},
