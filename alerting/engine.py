@@ -53,11 +53,13 @@ class RuleSource:
         return tuple(rv)
 
     def load(self) -> list[RuleGroup]:
-        """Load every file now; raises ``RuleError`` naming each bad file and line."""
+        """Load every file now; raises ``RuleError`` naming each bad file and line.
+
+        A refused version counts as seen: it is reported once, not on every pass,
+        and the next edit of any file is tried again."""
         signature = self._current()
-        groups = load_rules([Path(p) for p, _ in signature], default_interval=self.default_interval)
         self._signature = signature
-        return groups
+        return load_rules([Path(p) for p, _ in signature], default_interval=self.default_interval)
 
     def changed(self) -> bool:
         return self._current() != self._signature
