@@ -277,7 +277,7 @@ class Http:
         codes = raw if isinstance(raw, list) else [raw]
         try:
             expect = tuple(int(code) for code in codes)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf)
             raise ArgError(
                 "expect_status", f"'expect_status' must be status codes: {raw!r}"
             ) from None

@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from fuzz_inputs import FUZZ, hostile_files
 from hypothesis import given
+from hypothesis import strategies as st
 
+from playbooks.actions import ACTIONS
 from playbooks.loader import PLAYBOOK_DIR, load_playbook, prepare
 from playbooks.model import PlaybookError, parse_duration
 
@@ -66,6 +69,12 @@ def test_playbooks_non_utf8_byte_names_file_line_and_column(tmp_path: Path) -> N
             "at most",
         ),
         ("description: no name\nsteps: []\n", 1, "name: required"),
+        (
+            "name: drill\nsteps:\n  - name: a\n    action: http\n"
+            "    with: {url: 'http://x', expect_status: .inf}\n",
+            5,
+            "must be status codes",
+        ),
     ],
 )
 def test_playbooks_hostile_yaml_is_a_located_error(
@@ -82,3 +91,62 @@ def test_playbooks_hostile_yaml_is_a_located_error(
 def test_playbooks_duration_out_of_range_is_a_value_error(value: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(value)
+
+
+yaml_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=20),
+        st.binary(max_size=8),
+        st.sampled_from(["{{ params.release }}", "{{ nope }}", "http://x", "5s", "0s", "1e999"]),
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@FUZZ
+@given(
+    st.sampled_from(sorted(ACTIONS)),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "release",
+                "expr",
+                "timeout",
+                "interval",
+                "url",
+                "method",
+                "expect_status",
+                "body",
+                "headers",
+                "message",
+                "title",
+                "other",
+            ]
+        ),
+        yaml_values,
+        max_size=4,
+    ),
+)
+def test_fuzz_playbooks_any_action_arguments_give_a_playbook_or_a_located_error(
+    tmp_path_factory: pytest.TempPathFactory, action: str, args: dict[str, object]
+) -> None:
+    directory = tmp_path_factory.getbasetemp() / "fuzz-actions"
+    directory.mkdir(exist_ok=True)
+    path = directory / "drill.yaml"
+    doc = {
+        "name": "drill",
+        "params": {"release": {"default": "v1"}},
+        "steps": [{"name": "s", "action": action, "with": args, "timeout": "1m"}],
+    }
+    path.write_text(yaml.safe_dump(doc, allow_unicode=False), encoding="utf-8")
+    try:
+        prepare(load_playbook(path), {"release": "v1"})
+    except PlaybookError as exc:
+        assert exc.file == str(path) and exc.line is not None and exc.line >= 1, str(exc)
