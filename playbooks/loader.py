@@ -305,7 +305,11 @@ def playbook_paths(directory: Path = PLAYBOOK_DIR) -> list[Path]:
 def find_playbook(name: str, directory: Path = PLAYBOOK_DIR) -> Playbook:
     """Load playbook ``name`` from ``directory``, or from ``name`` itself when it is a path."""
     as_path = Path(name)
-    if as_path.suffix in {".yaml", ".yml"} and as_path.exists():
+    try:
+        is_path = as_path.suffix in {".yaml", ".yml"} and as_path.exists()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise PlaybookError(f"cannot open: {exc.strerror}", file=name) from None
+    if is_path:
         return load_playbook(as_path)
     for path in playbook_paths(directory):
         if path.stem == name:

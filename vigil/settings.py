@@ -264,7 +264,11 @@ def load_settings(
     explicit = path is not None or "VIGIL_CONFIG" in env
     file = Path(path if path is not None else env.get("VIGIL_CONFIG", DEFAULT_CONFIG))
     data: dict[str, Any] = {}
-    if file.exists():
+    try:
+        exists = file.exists()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise ConfigError(f"cannot open the config file: {exc.strerror}", file=str(file)) from None
+    if exists:
         data = _read_yaml(file)
     elif explicit:
         raise ConfigError("config file not found; pass an existing file", file=str(file))

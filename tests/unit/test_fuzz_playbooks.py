@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from playbooks.actions import ACTIONS
-from playbooks.loader import PLAYBOOK_DIR, load_playbook, prepare
+from playbooks.loader import PLAYBOOK_DIR, find_playbook, load_playbook, prepare
 from playbooks.model import PlaybookError, parse_duration
 
 SHIPPED = PLAYBOOK_DIR / "rollback-shop.yaml"
@@ -150,3 +150,9 @@ def test_fuzz_playbooks_any_action_arguments_give_a_playbook_or_a_located_error(
         prepare(load_playbook(path), {"release": "v1"})
     except PlaybookError as exc:
         assert exc.file == str(path) and exc.line is not None and exc.line >= 1, str(exc)
+
+
+@pytest.mark.parametrize("name", ["a" * 300 + ".yaml", "a\x00.yaml", "x" * 300, "../../etc/passwd"])
+def test_playbooks_find_hostile_name_is_a_playbook_error(name: str) -> None:
+    with pytest.raises(PlaybookError):
+        find_playbook(name)

@@ -93,3 +93,11 @@ def test_settings_hostile_yaml_is_a_located_error(
     with pytest.raises(ConfigError, match=message) as info:
         load_settings(path, env={})
     assert (info.value.file, info.value.line) == (str(path), line)
+
+
+@pytest.mark.parametrize("name", ["a" * 300 + ".yaml", "a\x00.yaml"])
+def test_settings_hostile_config_path_is_a_config_error(name: str) -> None:
+    with pytest.raises(ConfigError, match="config file"):
+        load_settings(name, env={})
+    with pytest.raises(ConfigError, match="config file"):
+        load_settings(None, env={"VIGIL_CONFIG": name})
