@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alerting.rules import Issue, RuleError, check_files, load_rules, parse_file
-from alerting.templates import TemplateError, check_template, render
+from alerting.templates import FUNCTIONS, TemplateError, check_template, render
 from vigil.safeyaml import MAX_FILE_BYTES
 
 SHIPPED = Path(__file__).parents[2] / "config" / "rules" / "shop.yaml"
@@ -42,8 +42,41 @@ def test_fuzz_rules_any_bytes_give_groups_or_located_issues(
     assert all(rule.file == str(path) for group in groups for rule in group.rules)
 
 
+TEMPLATE_WORDS = [
+    *FUNCTIONS,
+    "$value",
+    "$labels",
+    "$labels.instance",
+    ".Value",
+    ".Labels.job",
+    "|",
+    "1e400",
+    "-1",
+    "nan",
+    '"%c"',
+    '"%d %s"',
+    '"%*d"',
+    '"%(x)s"',
+    '"\\x41\\u00e9"',
+    '"\\q"',
+    '"\\x"',
+    "`raw`",
+    '"',
+    "{{",
+    "}}",
+    "-",
+]
+templates = st.one_of(
+    st.text(max_size=120),
+    st.lists(st.sampled_from(TEMPLATE_WORDS), min_size=1, max_size=6).map(
+        lambda words: "{{ " + " ".join(words) + " }}"
+    ),
+    st.sampled_from(["{{", "{{ $value }}", '{{ "\\x41" }}', "{{- $value -}}"]),
+)
+
+
 @FUZZ
-@given(st.text(max_size=120) | st.sampled_from(["{{", "{{ $value }}", '{{ "\\x41" }}']))
+@given(templates)
 def test_fuzz_templates_check_raises_only_template_error_and_render_never_raises(
     text: str,
 ) -> None:
