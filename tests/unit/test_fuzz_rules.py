@@ -130,13 +130,26 @@ def test_rules_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> Non
     with path.open("wb") as fh:
         fh.write(VALID + b"#" * (MAX_FILE_BYTES - len(VALID)) + b"\n# one byte too many\n")
     (issue,) = check_files([path])
-    assert issue.file == str(path) and "larger than 1024 KiB" in issue.message
+    assert issue.file == str(path) and "larger than 256 KiB" in issue.message
 
 
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ("groups: " + "[" * 5000, 1, "nested more than 32 levels"),
+        ("groups: " + "[" * 200_000, 1, r"more than 32 '\[' or '\{' open at once"),
+        (
+            "groups:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 100)),
+            32,
+            "nested more than 32",
+        ),
+        (
+            "groups:\n"
+            + "".join("  " * i + f"k{i}:\n" for i in range(1, 20))
+            + "  " * 20
+            + "[" * 20,
+            21,
+            "nested more than 32 levels",
+        ),
         (
             "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
             + "".join(

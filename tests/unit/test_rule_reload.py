@@ -32,7 +32,7 @@ BOMB = b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
 BAD = {
     "non-utf8": (GOOD.replace(b"up == 0", b"up == 0 \xff"), ":5:", "not UTF-8"),
     "alias-bomb": (BOMB + b"groups: *g\n", ":6:", "aliases are expanded"),
-    "deep": (b"groups: " + b"[" * 10_000, ":1:", "nested more than"),
+    "deep": (b"groups: " + b"[" * 10_000, ":1:", "open at once"),
     "bad-tag": (GOOD.replace(b"alert: Down", b"alert: !!int Down"), ":4:", "bad value"),
     "kql-surrogate": (
         b"groups:\n  - name: g\n    rules:\n      - alert: Login\n"
