@@ -7,7 +7,7 @@ exception or a process eaten by a "billion laughs" alias bomb. Example::
 
     text = read_text("config/rules/shop.yaml")
     root = compose(text, "config/rules/shop.yaml")   # yaml.Node or None
-    value = construct(root, "config/rules/shop.yaml")
+    value = construct(root, "config/rules/shop.yaml")  # when root is not None
 
 The limits are far above what a hand-written file needs.
 """
@@ -15,7 +15,6 @@ The limits are far above what a hand-written file needs.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -264,9 +263,3 @@ def _preview(node: yaml.Node) -> str:
         text = str(node.value)
         return repr(text if len(text) <= 40 else text[:40] + "…")
     return "here"
-
-
-def load(path: str | os.PathLike[str]) -> tuple[str, yaml.Node | None]:
-    """``read_text`` then ``compose``: the file's name as given and its node tree."""
-    file = str(Path(path))
-    return file, compose(read_text(path), file)
