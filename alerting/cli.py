@@ -72,6 +72,8 @@ def cmd_alert(args: argparse.Namespace) -> int:
             notifiers(settings),
             runbook_base_url=settings.alert.runbook_base_url or web_url(settings),
             source=source,
+            queue_size=settings.alert.notify_queue_size,
+            max_backoff_s=settings.alert.notify_max_backoff_s,
         )
         log.info(
             "alerting: %d rules in %d groups",
