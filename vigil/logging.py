@@ -36,6 +36,10 @@ FILE_MAX_BYTES = 10 * 1024 * 1024
 FILE_BACKUPS = 3
 # Loggers whose INFO lines are per-request access logs of Vigil's own servers.
 ACCESS_LOGGERS = ("werkzeug", "gunicorn.access")
+# Five letters at most, so the process column lines up.
+SHORT_LEVELS = {"WARNING": "WARN", "CRITICAL": "CRIT"}
+# ECS fields worth a glance on the console, shown after the message as ``key=value``.
+DETAIL_FIELDS = {"url.full": "url", "file.path": "file", "error.message": "error"}
 
 ECS_LOGCONFIG: dict[str, Any] = {
     "version": 1,
@@ -82,10 +86,26 @@ def choose_format(
         return "json"
 
 
-def human_line(time_s: float, level: str, process: str, message: str) -> str:
-    """``22:14:03 INFO  collect  collector started``: local time, padded level and process."""
+def human_line(
+    time_s: float,
+    level: str,
+    process: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+) -> str:
+    """``22:14:03 INFO  collect  collector started``: local time, padded level and process,
+    then ``details`` (ECS fields such as ``url.full``, ``labels.job``) as ``key=value``."""
     clock = dt.datetime.fromtimestamp(time_s).strftime("%H:%M:%S")
-    return f"{clock} {level.upper():<5} {process:<8} {message}"
+    name = SHORT_LEVELS.get(level.upper(), level.upper())
+    rv = f"{clock} {name:<5} {process:<8} {message}"
+    shown = []
+    for key, value in (details or {}).items():
+        if value in (None, ""):
+            continue
+        label = DETAIL_FIELDS.get(key) or key.removeprefix("labels.")
+        if key in DETAIL_FIELDS or key.startswith("labels."):
+            shown.append(f"{label}={value}")
+    return rv + ("  " + " ".join(shown) if shown else "")
 
 
 class HumanFormatter(logging.Formatter):
@@ -96,7 +116,10 @@ class HumanFormatter(logging.Formatter):
         self.process = process
 
     def format(self, record: logging.LogRecord) -> str:
-        rv = human_line(record.created, record.levelname, self.process, record.getMessage())
+        details = {k: v for k, v in vars(record).items() if "." in k}
+        rv = human_line(
+            record.created, record.levelname, self.process, record.getMessage(), details
+        )
         if record.exc_info:
             rv += "\n" + self.formatException(record.exc_info)
         elif record.exc_text:
@@ -125,8 +148,13 @@ def human_from_ecs(line: str, process: str) -> str | None:
         time_s = stamp.timestamp()
     except ValueError:
         time_s = dt.datetime.now().timestamp()
-    rv = human_line(time_s, level, process, str(doc["message"]))
     trace = _field(doc, "error.stack_trace")
+    details = {k: _field(doc, k) for k in DETAIL_FIELDS if not (trace and k.startswith("error."))}
+    labels = _field(doc, "labels")
+    if isinstance(labels, Mapping):
+        details.update({f"labels.{k}": v for k, v in labels.items()})
+    details.update({k: v for k, v in doc.items() if k.startswith("labels.")})
+    rv = human_line(time_s, level, process, str(doc["message"]), details)
     return f"{rv}\n{trace}" if trace else rv
 
 

@@ -59,6 +59,10 @@ def test_logging_human_formatter_line() -> None:
     )
     record.created = dt.datetime(2026, 11, 29, 22, 14, 3).timestamp()
     assert HumanFormatter("collect").format(record) == "22:14:03 INFO  collect  collector up"
+    record.__dict__.update({"file.path": "logs/app.log", "labels.job": "shop", "plain": "x"})
+    assert HumanFormatter("collect").format(record) == (
+        "22:14:03 INFO  collect  collector up  file=logs/app.log job=shop"
+    )
 
 
 def test_logging_human_formatter_keeps_traceback() -> None:
@@ -80,11 +84,17 @@ def test_logging_human_from_ecs_renders_and_drops_access_lines() -> None:
             "log.level": "warning",
             "message": "scrape failed",
             "log": {"logger": "vigil.collect"},
+            "labels": {"job": "shop"},
+            "url": {"full": "http://127.0.0.1:8001/metrics"},
+            "error": {"message": "connection refused"},
         }
     )
     rendered = human_from_ecs(line, "collect")
     assert rendered is not None
-    assert rendered.endswith(" WARNING collect  scrape failed")
+    assert rendered.endswith(
+        " WARN  collect  scrape failed"
+        "  url=http://127.0.0.1:8001/metrics error=connection refused job=shop"
+    )
     access = json.dumps(
         {"log.level": "info", "message": "GET /metrics", "log": {"logger": "werkzeug"}}
     )
