@@ -202,6 +202,8 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         env = dict(os.environ)
+        # Children write to run/<name>.log: JSON there, whatever the terminal gets.
+        env["VIGIL_LOG_FORMAT"] = "json"
         env.update(child.spec.env)
         child.log_path.parent.mkdir(parents=True, exist_ok=True)
         with child.log_path.open("ab") as out:
