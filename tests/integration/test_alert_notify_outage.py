@@ -112,7 +112,7 @@ def test_alert_notify_slack_outage_keeps_evaluation_on_time_and_delivers_once(
         up(store, "b:1", 0.0)  # two new alerts and one resolution while Slack is down
         up(store, "c:1", 0.0)
         up(store, "a:1", 1.0)
-        wait_until("a failed delivery", lambda: metric("vigil_notifier_failures_total") > 0, 30)
+        wait_until("a failed delivery", lambda: metric("vigil_notifier_failures_total") > 0, 50)
         assert metric("vigil_notifier_queue_items") == 3
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - started)))
         during = evaluations() - before
