@@ -101,6 +101,7 @@ class Outbox:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._failures_in_a_row = 0
+        self._refusing = False
         self._thread: threading.Thread | None = None
         self.metrics.queue_items.labels(self.name).set(0)
 
@@ -119,9 +120,16 @@ class Outbox:
             self._cond.notify()
         if refused:
             self.metrics.dropped.labels(self.name).inc(refused)
-            log.warning(
-                "notifier %s: queue full, %d alert(s) wait for a later pass", self.name, refused
+            # Once per episode, not every pass: the counter keeps the full tally.
+            level = logging.DEBUG if self._refusing else logging.WARNING
+            log.log(
+                level,
+                "notifier %s: queue full (%d), %d alert(s) wait in alerts.db for a later pass",
+                self.name,
+                self.max_items,
+                refused,
             )
+        self._refusing = refused > 0
         return refused
 
     def __len__(self) -> int:
@@ -133,6 +141,12 @@ class Outbox:
         self._stop.clear()
         self._thread = threading.Thread(target=self._work, name=f"notify-{self.name}", daemon=True)
         self._thread.start()
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop after the delivery it is in the middle of."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
 
     def stop(self, timeout: float) -> None:
         """Let an in-flight delivery finish (so its receipt is saved), then end the worker."""
@@ -279,6 +293,6 @@ class Outboxes:
         """Stop every worker; each may finish the delivery it is in the middle of."""
         deadline = time.monotonic() + timeout
         for box in self.boxes:
-            box._stop.set()
+            box.request_stop()
         for box in self.boxes:
             box.stop(max(0.0, deadline - time.monotonic()))
