@@ -1,4 +1,4 @@
-"""``vigil alert --once`` on a pseudo-terminal: human lines on screen, ECS JSON in the file."""
+"""Vigil's processes on a pseudo-terminal: human lines on screen, ECS JSON in the file."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ import json
 import os
 import pty
 import re
+import select
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HUMAN = re.compile(r"^\d\d:\d\d:\d\d INFO  alert    alerting: \d+ rules in \d+ groups$")
@@ -66,3 +71,44 @@ def test_console_logs_json_when_asked_on_terminal(tmp_path: Path) -> None:
     assert code == 0, output
     lines = [x for x in output.replace("\r\n", "\n").splitlines() if x.strip()]
     assert lines and all(json.loads(x)["ecs.version"] for x in lines), lines
+
+
+def test_console_logs_web_keeps_access_lines_off_the_terminal(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "VIGIL_LOG_FORMAT"}
+    env["VIGIL_DATA_DIR"] = str(tmp_path / "data")
+    port = free_port()
+    master, slave = pty.openpty()
+    argv = [sys.executable, "-m", "vigil.cli", "web", "--port", str(port)]
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO)
+    os.close(slave)
+    output = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"web UI listening" not in output and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                output += os.read(master, 4096)
+        assert b"web UI listening" in output, output
+        for _ in range(3):  # what the overview and the scraper do all day
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = output.decode("utf-8", "replace")
+    assert re.search(r"^\d\d:\d\d:\d\d INFO  web      web UI listening", text, re.M), text
+    assert "/metrics" not in text
+    logged = (tmp_path / "data" / "logs" / "vigil" / "web.json").read_text(encoding="utf-8")
+    access = [json.loads(x) for x in logged.splitlines() if '"/metrics"' in x]
+    assert len(access) == 3  # kept in the file
