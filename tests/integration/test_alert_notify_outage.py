@@ -183,8 +183,10 @@ def test_alert_notify_full_queue_is_counted_and_waits_for_a_later_pass(tmp_path:
         engine.evaluate_group(engine.groups[0], time.time())
         engine.notify()  # the worker takes one alert and blocks in the receiver
         engine.notify()  # the queue (size 1) cannot take the other two: counted, not blocked
+        assert gate.told == []  # both passes returned while the receiver was still blocked
         dropped = registry.get_sample_value("vigil_notifier_dropped_total", {"receiver": "gate"})
         assert dropped is not None and dropped >= 2
+        assert registry.get_sample_value("vigil_notifier_queue_items", {"receiver": "gate"}) == 1
         gate.release.set()
 
         def told_all() -> bool:
