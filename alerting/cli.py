@@ -59,7 +59,7 @@ def notifiers(settings: Settings) -> list[Notifier]:
 def cmd_alert(args: argparse.Namespace) -> int:
     """Run the evaluator; bad rule files refuse the start (exit 2 with file:line)."""
     settings = load_settings(args.config)
-    setup_logging()
+    setup_logging("alert", data_dir=settings.data_dir, log_format=getattr(args, "log_format", None))
     source = RuleSource(settings.alert.rules, default_interval=settings.alert.interval_s)
     groups = source.load()
     store = open_store(settings)
@@ -72,6 +72,8 @@ def cmd_alert(args: argparse.Namespace) -> int:
             notifiers(settings),
             runbook_base_url=settings.alert.runbook_base_url or web_url(settings),
             source=source,
+            queue_size=settings.alert.notify_queue_size,
+            max_backoff_s=settings.alert.notify_max_backoff_s,
         )
         log.info(
             "alerting: %d rules in %d groups",

@@ -1,9 +1,11 @@
 """The evaluation loop: rules → results → alert states → events and notifications.
 
 Every group runs at its own interval. A rule that fails to evaluate keeps its
-alerts as they are and is counted; a notifier that fails is counted and
-retried on the next pass; a store that refuses the ``vigil.alert`` events gets
-them again next pass. Nothing here stops the loop. Example::
+alerts as they are and is counted; a store that refuses the ``vigil.alert``
+events gets them again next pass. Notifications leave the loop: each pass only
+offers undelivered alerts to per-receiver outboxes (``alerting.notify.outbox``),
+whose worker threads deliver and retry with their own backoff, so a receiver
+that is down never delays evaluation. Nothing here stops the loop. Example::
 
     engine = AlertEngine(store, load_rules(files), AlertBook(AlertDB(path)), [slack])
     engine.run(stop_event)
@@ -11,22 +13,21 @@ them again next pass. Nothing here stops the loop. Example::
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from alerting.notify.base import Delivery, Notifier
+from alerting.notify.base import Notifier
+from alerting.notify.outbox import DEFAULT_MAX_BACKOFF_S, DEFAULT_QUEUE_SIZE, Outboxes
 from alerting.promql import Engine
 from alerting.rules import EventCondition, Rule, RuleError, RuleGroup, expand, load_rules
-from alerting.state import Alert, AlertBook, Hit, Transition
+from alerting.state import AlertBook, Hit, Transition
 from siem.model import Event, EventQuery, Store, event_id
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,6 @@ class RuleSource:
         return self._current() != self._signature
 
 
-def absolute_url(url: str, base: str) -> str:
-    """``runbooks/x.md`` under ``base``; absolute URLs unchanged."""
-    if not url or urllib.parse.urlparse(url).scheme or not base:
-        return url
-    return urllib.parse.urljoin(base if base.endswith("/") else base + "/", url)
-
-
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.evaluations = Counter(
@@ -102,12 +96,6 @@ class _Metrics:
             ["alertname", "state"],
             registry=registry,
         )
-        self.notifications = Counter(
-            "vigil_alert_notifications",
-            "Notification attempts by receiver and outcome (success, failure)",
-            ["receiver", "outcome"],
-            registry=registry,
-        )
         self.event_failures = Counter(
             "vigil_alert_event_write_failures",
             "Writes of vigil.alert events the store refused (retried next pass)",
@@ -135,12 +123,21 @@ class AlertEngine:
         registry: CollectorRegistry = REGISTRY,
         clock: Callable[[], float] = time.time,
         source: RuleSource | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
     ) -> None:
         self.store = store
         self.book = book
         self.notifiers = list(notifiers)
         self.evaluator = evaluator or Engine(store)
-        self.runbook_base_url = runbook_base_url
+        self.outboxes = Outboxes(
+            book,
+            self.notifiers,
+            registry=registry,
+            runbook_base_url=runbook_base_url,
+            max_items=queue_size,
+            max_backoff_s=max_backoff_s,
+        )
         self.clock = clock
         self.source = source
         self.metrics = _Metrics(registry)
@@ -238,44 +235,19 @@ class AlertEngine:
         self._unwritten.clear()
 
     def notify(self) -> None:
-        """Tell each receiver what it has not been told yet; failures wait for the next pass."""
-        for notifier in self.notifiers:
-            pending: list[Alert] = []
-            for alert in self.book.needing(notifier.name):
-                if alert.state == "resolved" and notifier.name not in alert.delivered:
-                    # It resolved before this receiver heard it fire: nothing to say.
-                    self.book.delivered(alert.fingerprint, notifier.name, "resolved", {})
-                    continue
-                annotations = dict(alert.annotations)
-                if "runbook_url" in annotations:
-                    annotations["runbook_url"] = absolute_url(
-                        annotations["runbook_url"], self.runbook_base_url
-                    )
-                pending.append(dataclasses.replace(alert, annotations=annotations))
-            by_rule: dict[str, list[Alert]] = {}
-            for alert in pending:
-                by_rule.setdefault(alert.name, []).append(alert)
-            for alerts in by_rule.values():
-                self._deliver(notifier, alerts)
-        self.book.forget_delivered([n.name for n in self.notifiers])
-
-    def _deliver(self, notifier: Notifier, alerts: list[Alert]) -> None:
-        try:
-            deliveries = notifier.notify(alerts)
-        except Exception as exc:  # the protocol says never raise; be sure anyway
-            log.warning("notifier %s raised: %s", notifier.name, exc)
-            deliveries = [Delivery(a.fingerprint, False, error=str(exc)) for a in alerts]
-        states = {a.fingerprint: a.state for a in alerts}
-        for d in deliveries:
-            state = states.get(d.fingerprint)
-            self.book.delivered(d.fingerprint, notifier.name, state if d.ok else None, d.receipt)
-            self.metrics.notifications.labels(notifier.name, "success" if d.ok else "failure").inc()
+        """Offer each receiver what it has not been told yet (never blocks); forget resolved
+        alerts every receiver knows about."""
+        self.outboxes.offer_pending()
+        self.book.forget_delivered(self.outboxes.receivers)
 
     def run_once(self, at: float | None = None) -> list[Transition]:
-        """Evaluate every group now, then notify; for ``--once`` and tests."""
+        """Evaluate every group now, then make one delivery attempt per receiver in this
+        thread; for ``--once`` and tests."""
         at = self.clock() if at is None else at
         changes = [c for g in self.groups for c in self.evaluate_group(g, at)]
-        self.notify()
+        self.outboxes.offer_pending()
+        self.outboxes.deliver_now()
+        self.book.forget_delivered(self.outboxes.receivers)
         self._update_gauges()
         return changes
 
@@ -300,8 +272,16 @@ class AlertEngine:
         log.info("rules reloaded: %d groups", len(groups))
         return True
 
-    def run(self, stop: threading.Event) -> None:
-        """Evaluate each group every ``interval_s`` until ``stop`` is set."""
+    def run(self, stop: threading.Event, *, drain_timeout_s: float = 10.0) -> None:
+        """Evaluate each group every ``interval_s`` until ``stop`` is set; the receivers'
+        workers run meanwhile and get ``drain_timeout_s`` to finish an in-flight delivery."""
+        self.outboxes.start()
+        try:
+            self._loop(stop)
+        finally:
+            self.outboxes.stop(drain_timeout_s)
+
+    def _loop(self, stop: threading.Event) -> None:
         due: dict[str, float] = {}
         while not stop.is_set():
             now = self.clock()

@@ -128,19 +128,35 @@ class AlertDB:
 
 
 class AlertBook:
-    """The alerts of all rules, kept in step with an ``AlertDB``."""
+    """The alerts of all rules, kept in step with an ``AlertDB``.
+
+    The evaluation loop and the notifier workers share one book; every
+    read-modify-write holds its lock, so a receipt a worker records is never
+    overwritten by an evaluation that read the alert just before.
+    """
 
     def __init__(self, db: AlertDB) -> None:
         self.db = db
+        self._lock = threading.RLock()
         self._alerts = db.load()
 
     def alerts(self, rule_name: str | None = None) -> list[Alert]:
         """Current alerts (pending, firing, resolved-not-yet-forgotten), by name then labels."""
-        rv = [a for a in self._alerts.values() if rule_name is None or a.name == rule_name]
+        with self._lock:
+            rv = [a for a in self._alerts.values() if rule_name is None or a.name == rule_name]
         return sorted(rv, key=lambda a: (a.name, sorted(a.labels.items())))
+
+    def get(self, fp: str) -> Alert | None:
+        """The alert with fingerprint ``fp`` as it is now, if any."""
+        with self._lock:
+            return self._alerts.get(fp)
 
     def update(self, rule: Rule, hits: Sequence[Hit], now: float) -> list[Transition]:
         """Apply one evaluation of ``rule`` at ``now``; return the state changes."""
+        with self._lock:
+            return self._update(rule, hits, now)
+
+    def _update(self, rule: Rule, hits: Sequence[Hit], now: float) -> list[Transition]:
         changes: list[Transition] = []
         seen: set[str] = set()
         for hit in hits:
@@ -184,35 +200,41 @@ class AlertBook:
         ]
 
     def delivered(
-        self, fp: str, receiver: str, state: State | None, receipt: Mapping[str, str]
+        self, told: Alert, receiver: str, state: State | None, receipt: Mapping[str, str]
     ) -> None:
-        """Record what ``receiver`` now knows: merge ``receipt``; mark ``state`` delivered."""
-        alert = self._alerts.get(fp)
-        if alert is None:
-            return
-        receipts = dict(alert.receipts)
-        receipts[receiver] = {**alert.receipts.get(receiver, {}), **receipt}
-        delivered = dict(alert.delivered)
-        if state is not None:
-            delivered[receiver] = state
-        self._put(dataclasses.replace(alert, receipts=receipts, delivered=delivered))
+        """Record what ``receiver`` now knows about ``told``: merge ``receipt``; mark ``state``
+        delivered. Ignored when the alert has since gone and come back (a new episode with
+        the same fingerprint must get its own message)."""
+        with self._lock:
+            alert = self._alerts.get(told.fingerprint)
+            if alert is None or alert.active_at != told.active_at:
+                return
+            receipts = dict(alert.receipts)
+            receipts[receiver] = {**alert.receipts.get(receiver, {}), **receipt}
+            delivered = dict(alert.delivered)
+            if state is not None:
+                delivered[receiver] = state
+            self._put(dataclasses.replace(alert, receipts=receipts, delivered=delivered))
 
     def forget_delivered(self, receivers: Sequence[str]) -> list[str]:
         """Drop resolved alerts every receiver has been told about; return their fingerprints."""
-        gone = [
-            a.fingerprint
-            for a in self.alerts()
-            if a.state == "resolved" and all(a.delivered.get(r) == "resolved" for r in receivers)
-        ]
-        for fp in gone:
-            self._drop(fp)
+        with self._lock:
+            gone = [
+                a.fingerprint
+                for a in self.alerts()
+                if a.state == "resolved"
+                and all(a.delivered.get(r) == "resolved" for r in receivers)
+            ]
+            for fp in gone:
+                self._drop(fp)
         return gone
 
     def forget_rules_except(self, names: set[str]) -> None:
         """Drop alerts of rules that no longer exist (after a reload)."""
-        for alert in self.alerts():
-            if alert.name not in names:
-                self._drop(alert.fingerprint)
+        with self._lock:
+            for alert in self.alerts():
+                if alert.name not in names:
+                    self._drop(alert.fingerprint)
 
     def _put(self, alert: Alert) -> None:
         self._alerts[alert.fingerprint] = alert

@@ -30,7 +30,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_collect(args: argparse.Namespace) -> int:
     """Run the collector; 0 when everything collected was stored, 1 otherwise."""
     settings = load_settings(args.config)
-    setup_logging()
+    setup_logging(
+        "collect", data_dir=settings.data_dir, log_format=getattr(args, "log_format", None)
+    )
     store = open_store(settings)
     try:
         collector = Collector(settings, store)

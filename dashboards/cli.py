@@ -19,8 +19,8 @@ def cmd_web(args: argparse.Namespace) -> int:
     """Serve the web UI until SIGINT/SIGTERM (threaded werkzeug server)."""
     from dashboards.app import context, create_app
 
-    setup_logging()
     settings = load_settings(args.config)
+    setup_logging("web", data_dir=settings.data_dir, log_format=getattr(args, "log_format", None))
     host = args.host or settings.web.host
     port = args.port if args.port is not None else settings.web.port
     app = create_app(settings)

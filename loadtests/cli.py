@@ -60,7 +60,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         raise LoadTestError(f"--duration: {exc}") from None
     profile = profile.with_overrides(duration_s=duration_s, users=args.users)
     host = _check_host(args.host or f"http://{settings.shop.host}:{settings.shop.port}")
-    result = run_in_child(profile, host, shop_release(host))
+    result = run_in_child(profile, host, shop_release(host), data_dir=settings.data_dir)
     verdicts = evaluate_gates(result, profile.gates)
     # The result file first: whatever happens next, the run is not lost.
     path = write_result(settings.data_dir, result, verdicts)

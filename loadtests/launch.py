@@ -64,8 +64,11 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_in_child(profile: Profile, host: str, release: str | None) -> RunResult:
-    """Run ``profile`` against ``host`` in a child interpreter; its logs go to our stderr."""
+def run_in_child(
+    profile: Profile, host: str, release: str | None, *, data_dir: str | None = None
+) -> RunResult:
+    """Run ``profile`` against ``host`` in a child interpreter; its warnings go to our stderr,
+    its full log (ECS JSON) to ``<data_dir>/logs/vigil/loadtest.json``."""
     with tempfile.TemporaryDirectory(prefix="vigil-loadtest-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [
@@ -85,6 +88,8 @@ def run_in_child(profile: Profile, host: str, release: str | None) -> RunResult:
         ]
         if release is not None:
             cmd += ["--release", release]
+        if data_dir is not None:
+            cmd += ["--data-dir", data_dir]
         limit_s = profile.duration_s + CHILD_SLACK_S
         # The child's stdout joins our stderr (fd 2): our stdout carries only the tables.
         with _sigterm_as_exit(), subprocess.Popen(cmd, stdout=2) as proc:

@@ -124,8 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float)
     parser.add_argument("--users", type=int)
     parser.add_argument("--release")
+    parser.add_argument("--data-dir", help="write the ECS JSON log under DIR/logs/vigil/")
     args = parser.parse_args(argv)
-    setup_logging()
+    # Only warnings reach the console, so they do not end up inside the summary tables.
+    setup_logging("loadtest", data_dir=args.data_dir, console_level=logging.WARNING)
     profile = load_profile(args.profile).with_overrides(
         duration_s=args.duration_s, users=args.users
     )

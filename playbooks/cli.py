@@ -85,8 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    setup_logging()
     settings = load_settings(args.config)
+    setup_logging(
+        "playbook", data_dir=settings.data_dir, log_format=getattr(args, "log_format", None)
+    )
     ctx = default_context(settings, current_actor(args.actor))
     try:
         result = run(

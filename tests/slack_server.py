@@ -2,7 +2,8 @@
 
 It answers like Slack (``{"ok": true, "channel": ..., "ts": ..., "message": ...}``),
 checks the bearer token, records every call, and can be told to answer the next
-calls with 429 (``Retry-After``) or 5xx. The real ``slack_sdk.WebClient`` talks
+calls with 429 (``Retry-After``) or 5xx, or to answer every call with a 5xx
+until told otherwise (``outage``). The real ``slack_sdk.WebClient`` talks
 to it unchanged through ``base_url``::
 
     with SlackServer(token="xoxb-test") as slack:
@@ -45,6 +46,7 @@ class SlackServer:
         self.port = free_port()
         self._lock = threading.Lock()
         self._failures: list[tuple[int, dict[str, str], str | None]] = []
+        self._outage: int | None = None
         self._ts = itertools.count(1)
         self._app = self._build()
         self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
@@ -79,6 +81,11 @@ class SlackServer:
         with self._lock:
             self._failures.extend([(status, headers, method)] * n)
 
+    def outage(self, status: int | None) -> None:
+        """Answer every call with ``status`` from now on; ``None`` ends the outage."""
+        with self._lock:
+            self._outage = status
+
     def ok_calls(self, method: str) -> list[Call]:
         """Calls of ``method`` that Slack would have processed (status 200, ok)."""
         with self._lock:
@@ -103,6 +110,8 @@ class SlackServer:
                 failure = next((f for f in self._failures if f[2] in (None, method)), None)
                 if failure is not None:
                     self._failures.remove(failure)
+                elif self._outage is not None:
+                    failure = (self._outage, {}, None)
                 status = failure[0] if failure else 200
                 self.calls.append(Call(method, payload, status))
             if failure is not None:

@@ -48,7 +48,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from vigil.supervisor import Supervisor
 
     settings = _settings(args)
-    setup_logging()
+    console = setup_logging(
+        "up", data_dir=settings.data_dir, log_format=getattr(args, "log_format", None)
+    )
     supervisor = Supervisor(settings, config=args.config)
 
     def ready() -> None:
@@ -57,7 +59,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"  {name:<22} {url}", flush=True)
         print("Stop with Ctrl-C.", flush=True)
 
-    supervisor.run(on_ready=ready)
+    # On a terminal the children's lines are shown there too, as human lines.
+    supervisor.run(on_ready=ready, echo=sys.stderr if console == "human" else None)
     return 0
 
 
@@ -160,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description="Vigil operations platform")
     parser.add_argument(
         "--config", help="config file (default: $VIGIL_CONFIG or config/vigil.yaml when it exists)"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["human", "json"],
+        help="console log format (VIGIL_LOG_FORMAT; default: human on a terminal, else json)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -196,6 +196,16 @@ class AlertSettings:
         help="prefix for relative runbook_url annotations; empty means the web UI",
     )
     port: int = option(8092, env="VIGIL_ALERT_PORT", help="the evaluator's own /metrics")
+    notify_queue_size: int = option(
+        1000,
+        env="VIGIL_ALERT_NOTIFY_QUEUE_SIZE",
+        help="alerts each receiver's queue holds; more wait in alerts.db for a later pass",
+    )
+    notify_max_backoff_s: float = option(
+        30.0,
+        env="VIGIL_ALERT_NOTIFY_MAX_BACKOFF",
+        help="longest wait between a failing receiver's retries",
+    )
 
 
 @dataclass(frozen=True)

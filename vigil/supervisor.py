@@ -25,7 +25,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -33,6 +33,7 @@ from werkzeug.serving import make_server
 
 from shop.releases import get_release
 from shop.server import init_database
+from vigil.console import ChildEcho
 from vigil.errors import VigilError
 from vigil.haproxy import Server, haproxy_binary, render_config
 from vigil.settings import Settings
@@ -201,6 +202,8 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         env = dict(os.environ)
+        # Children write to run/<name>.log: JSON there, whatever the terminal gets.
+        env["VIGIL_LOG_FORMAT"] = "json"
         env.update(child.spec.env)
         child.log_path.parent.mkdir(parents=True, exist_ok=True)
         with child.log_path.open("ab") as out:
@@ -352,8 +355,17 @@ class Supervisor:
 
         return app
 
-    def run(self, on_ready: Callable[[], None] | None = None) -> None:
-        """Start everything, serve the control API, supervise until SIGTERM/SIGINT."""
+    def run(
+        self, on_ready: Callable[[], None] | None = None, *, echo: TextIO | None = None
+    ) -> None:
+        """Start everything, serve the control API, supervise until SIGTERM/SIGINT.
+
+        With ``echo`` (a terminal), the children's log lines are shown there as human lines.
+        """
+        console = None
+        if echo is not None:
+            console = ChildEcho({n: c.log_path for n, c in self.children.items()}, echo)
+            console.start()
         server = make_server(
             "127.0.0.1", self.settings.up.control_port, self.control_app(), threaded=True
         )
@@ -373,3 +385,5 @@ class Supervisor:
         finally:
             server.shutdown()
             self.stop_all()
+            if console is not None:
+                console.stop()

@@ -11,7 +11,7 @@ from vigil.errors import VigilError
 
 
 class NotifyError(VigilError):
-    """A notifier could not deliver; the engine counts it and retries next cycle."""
+    """A notifier could not deliver; its outbox worker counts it and retries with backoff."""
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def test_alert_state_survives_restart_with_receipts(tmp_path: Path) -> None:
     alerts.update(RULE, [DOWN], now=100.0)
     (change,) = alerts.update(RULE, [DOWN], now=130.0)
     fp = change.alert.fingerprint
-    alerts.delivered(fp, "slack", "firing", {"channel": "C1", "ts": "1700000000.000100"})
+    alerts.delivered(change.alert, "slack", "firing", {"channel": "C1", "ts": "1700000000.000100"})
     alerts.db.close()
 
     reopened = book(tmp_path)
@@ -116,10 +116,10 @@ def test_alert_state_forgets_resolved_once_every_receiver_knows(tmp_path: Path) 
     alerts.update(RULE, [DOWN], now=100.0)
     (fired,) = alerts.update(RULE, [DOWN], now=130.0)
     fp = fired.alert.fingerprint
-    alerts.update(RULE, [], now=140.0)
-    alerts.delivered(fp, "slack", "resolved", {})
+    (resolved,) = alerts.update(RULE, [], now=140.0)
+    alerts.delivered(resolved.alert, "slack", "resolved", {})
     assert alerts.forget_delivered(["slack", "webhook"]) == []
-    alerts.delivered(fp, "webhook", "resolved", {})
+    alerts.delivered(resolved.alert, "webhook", "resolved", {})
     assert alerts.forget_delivered(["slack", "webhook"]) == [fp]
     assert book(tmp_path).alerts() == []
 
@@ -127,8 +127,20 @@ def test_alert_state_forgets_resolved_once_every_receiver_knows(tmp_path: Path) 
 def test_alert_state_failed_delivery_keeps_partial_receipt(tmp_path: Path) -> None:
     alerts = book(tmp_path)
     (fired,) = alerts.update(Rule("Now", expr="up == 0"), [DOWN], now=1.0)
-    fp = fired.alert.fingerprint
-    alerts.delivered(fp, "slack", None, {"ts": "1.1"})
+    alerts.delivered(fired.alert, "slack", None, {"ts": "1.1"})
     (alert,) = alerts.needing("slack")
     assert alert.receipts["slack"] == {"ts": "1.1"}
     assert "slack" not in alert.delivered
+
+
+def test_alert_state_delivery_of_an_earlier_episode_is_ignored(tmp_path: Path) -> None:
+    alerts = book(tmp_path)
+    rule = Rule("Now", expr="up == 0")
+    (first,) = alerts.update(rule, [DOWN], now=1.0)
+    alerts.update(rule, [], now=2.0)
+    (again,) = alerts.update(rule, [DOWN], now=3.0)  # the same label set fires anew
+    alerts.delivered(first.alert, "slack", "firing", {"ts": "1.1"})
+    (alert,) = alerts.needing("slack")
+    assert alert.active_at == again.alert.active_at
+    assert alert.receipts == {}
+    assert alert.delivered == {}
