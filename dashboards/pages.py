@@ -7,10 +7,13 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, render_template
 from werkzeug.security import safe_join
 
+from vigil.webauth import requires
+
 bp = Blueprint("pages", __name__)
 
 
 @bp.get("/")
+@requires("viewer")
 def overview() -> str:
     """The overview dashboard."""
     return render_template("overview.html")
@@ -21,6 +24,7 @@ RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
 
 
 @bp.get("/runbooks/<name>.md")
+@requires("viewer")
 def runbook(name: str) -> Response:
     """A runbook as plain Markdown, so the Slack "Runbook" button has a target."""
     path = safe_join(str(RUNBOOKS), f"{name}.md")

@@ -14,6 +14,8 @@
     vigil playbook run NAME       run a playbook (--dry-run, --yes)
     vigil config check [FILE]     validate a config file (file:line on errors)
     vigil config reference        the options table (docs/configuration.md)
+    vigil user add|list|remove|passwd    users of the web UI (roles viewer/operator/admin)
+    vigil token create|list|revoke       API tokens (Authorization: Bearer)
 """
 
 from __future__ import annotations
@@ -44,17 +46,23 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from vigil.auth import UserStore, users_path
     from vigil.logging import setup_logging
     from vigil.supervisor import Supervisor
 
     settings = _settings(args)
     setup_logging()
     supervisor = Supervisor(settings, config=args.config)
+    # First start: an admin with a random password, shown once in the banner, stored hashed.
+    first_password = UserStore(users_path(settings)).ensure_admin()
 
     def ready() -> None:
         print("Vigil is up. Open:", flush=True)
         for name, url in up_urls(settings, haproxy="haproxy" in supervisor.children):
             print(f"  {name:<22} {url}", flush=True)
+        if first_password:
+            print(f"  {'admin password':<22} {first_password}", flush=True)
+            print("  (shown once: log in as admin, then `vigil user passwd admin`)", flush=True)
         print("Stop with Ctrl-C.", flush=True)
 
     supervisor.run(on_ready=ready)
@@ -152,8 +160,9 @@ def _plugin_commands() -> list[Callable[[Any], None]]:
     from dashboards.cli import add_commands as web
     from loadtests.cli import add_commands as loadtest
     from playbooks.cli import add_commands as playbook
+    from vigil.authcli import add_commands as users
 
-    return [collect, alert, web, loadtest, playbook]
+    return [collect, alert, web, loadtest, playbook, users]
 
 
 def build_parser() -> argparse.ArgumentParser:
