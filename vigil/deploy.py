@@ -53,8 +53,18 @@ def control_token(settings: Settings) -> str:
     """The token for the supervisor's control API: ``$VIGIL_TOKEN`` (a user API token,
     role operator for changes), else ``$VIGIL_TOKEN_FILE``, else the 0600 file
     ``vigil up`` wrote to ``data/run/control.token``."""
+    path = control_token_path(settings)
     try:
-        return cli_token() or read_secret_file(control_token_path(settings))
+        token = cli_token()
+        if token:
+            return token
+        if not path.exists():
+            # vigil up writes it on start: without it there is no supervisor to talk to.
+            raise DeployError(
+                f"cannot reach the vigil up supervisor: no control token at {path}; "
+                "is `vigil up` running? (it writes one into its data dir)"
+            )
+        return read_secret_file(path)
     except AuthError as exc:
         raise DeployError(f"no token for the supervisor's control API: {exc}") from None
 

@@ -414,3 +414,5 @@ class Supervisor:
         finally:
             server.shutdown()
             self.stop_all()
+            # The token dies with this run; a stale file would only mislead `vigil deploy`.
+            control_token_path(self.settings).unlink(missing_ok=True)
