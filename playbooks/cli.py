@@ -87,7 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     setup_logging()
     settings = load_settings(args.config)
-    ctx = default_context(settings, current_actor(args.actor))
+    from vigil.auth import token_actor
+
+    ctx = default_context(settings, token_actor(settings, current_actor(args.actor)))
     try:
         result = run(
             playbook,

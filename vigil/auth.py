@@ -327,6 +327,23 @@ def cli_token(env: dict[str, str] | None = None) -> str | None:
     return None
 
 
+def token_actor(settings: Settings, fallback: str) -> str:
+    """Who the CLI acts as: the user of ``$VIGIL_TOKEN`` / ``$VIGIL_TOKEN_FILE`` when it is a
+    known user token (a name the caller cannot pick), else ``fallback`` (``--actor``/``$USER``:
+    without a user token the caller proved only that it may read the data dir)."""
+    try:
+        secret = cli_token()
+    except AuthError:
+        return fallback
+    if not secret:
+        return fallback
+    try:
+        found = UserStore(users_path(settings)).principal_for_token(secret)
+    except AuthError:
+        return fallback
+    return found.name if found else fallback
+
+
 # -- audit -----------------------------------------------------------------------------------------
 def audit_event(
     action: str,

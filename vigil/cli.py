@@ -88,6 +88,7 @@ def up_urls(settings: Settings, *, haproxy: bool) -> list[tuple[str, str]]:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from shop.releases import get_release
     from siem.backends import open_store
+    from vigil.auth import token_actor
     from vigil.deploy import roll_out
 
     settings = _settings(args)
@@ -97,7 +98,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         result = roll_out(
             settings,
             args.release,
-            actor=args.actor,
+            actor=token_actor(settings, args.actor),
             store=store,
             on_step=lambda s: print(
                 f"  {s.instance}: {s.release_before} -> {s.release_after} ({s.seconds:.1f} s)",
@@ -187,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument(
         "--actor",
         default=os.environ.get("USER", "unknown"),
-        help="who deploys (recorded in the vigil.deploy event)",
+        help="who deploys (recorded in the vigil.deploy and vigil.audit events); "
+        "with a user token in $VIGIL_TOKEN, that token's user",
     )
     deploy.set_defaults(func=cmd_deploy)
 

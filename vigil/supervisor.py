@@ -51,7 +51,7 @@ from vigil.auth import (
 from vigil.errors import VigilError
 from vigil.haproxy import Server, haproxy_binary, render_config
 from vigil.settings import Settings
-from vigil.webauth import AuthConfig, install, public, requires
+from vigil.webauth import AuthConfig, current_principal, install, public, requires
 
 log = logging.getLogger("vigil.supervisor")
 
@@ -376,6 +376,14 @@ class Supervisor:
             wanted = body.get("release") if isinstance(body, dict) else None
             if not isinstance(wanted, str):
                 return jsonify(error='send {"release": "v1"}'), 400
+            who = current_principal()
+            log.info(
+                "release %s for %s requested by %s",
+                wanted,
+                name,
+                who.name if who else "?",
+                extra={"user.name": who.name if who else None, "labels.child": name},
+            )
             try:
                 return self.set_release(name, wanted)
             except VigilError as exc:

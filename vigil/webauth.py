@@ -201,7 +201,10 @@ def _authenticate(config: AuthConfig, req: Request) -> tuple[Principal | None, s
     if role is None:
         session.pop("user", None)
         return None, ""
-    session["seen"] = int(now)
+    # Refreshed at most every tenth of the timeout (and at least once a minute): a cookie
+    # rewritten on every response would race the page's own parallel requests.
+    if now - seen >= min(60.0, config.idle_timeout_s / 10):
+        session["seen"] = int(now)
     return Principal(name, role, "session"), ""
 
 

@@ -155,6 +155,9 @@ def test_dashboard_page_refreshes_itself(browser: Any, live_url: str) -> None:
         with page.expect_request(lambda r: "/api/alerts" in r.url, timeout=15_000):
             pass
         assert errors == []
+        # When the session ends, the next refresh takes the page to the login form.
+        context.clear_cookies()
+        page.wait_for_url(re.compile(r"/login\?next=%2F"), timeout=15_000)
     finally:
         context.close()
 

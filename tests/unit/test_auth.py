@@ -16,6 +16,7 @@ from vigil.auth import (
     cli_token,
     hash_password,
     read_secret_file,
+    token_actor,
     verify_password,
     write_secret_file,
 )
@@ -161,3 +162,17 @@ def test_cli_user_and_token_commands_are_audited(
         ("user-add", "root-operator"),
     ]
     assert all(e.get("event.category") == ["iam"] for e in events)
+
+
+def test_token_actor_names_the_token_user_not_the_claimed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = from_mapping({"data_dir": str(tmp_path)})
+    _, secret = UserStore(tmp_path / "users.db").create_token("release-bot", "operator")
+    monkeypatch.delenv("VIGIL_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("VIGIL_TOKEN", secret)
+    assert token_actor(settings, "claimed") == "release-bot"
+    monkeypatch.setenv("VIGIL_TOKEN", "vgt_unknown")
+    assert token_actor(settings, "claimed") == "claimed"
+    monkeypatch.delenv("VIGIL_TOKEN")
+    assert token_actor(settings, "claimed") == "claimed"
