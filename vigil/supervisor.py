@@ -377,12 +377,13 @@ class Supervisor:
             if not isinstance(wanted, str):
                 return jsonify(error='send {"release": "v1"}'), 400
             who = current_principal()
+            actor = who.name if who else "?"
             log.info(
                 "release %s for %s requested by %s",
                 wanted,
                 name,
-                who.name if who else "?",
-                extra={"user.name": who.name if who else None, "labels.child": name},
+                actor,
+                extra={"user.name": actor, "labels.child": name},
             )
             try:
                 return self.set_release(name, wanted)
