@@ -14,7 +14,9 @@ log in. Example::
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import os
@@ -119,9 +121,12 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     )
 
 
-# A password all of whose hashes a verify can burn time on, so unknown users
-# take as long to refuse as known ones (no user enumeration by timing).
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    # A hash to burn time on, so unknown users take as long to refuse as known
+    # ones (no user enumeration by timing). Made on first use: importing this
+    # module must not cost a KDF run.
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def token_hash(secret: str) -> str:
@@ -162,8 +167,10 @@ class UserStore:
                     revoked INTEGER NOT NULL DEFAULT 0);
                 """
             )
-        # Hashes only, but nobody else needs to read them either.
-        os.chmod(self.path, 0o600)
+        # Hashes only, but nobody else needs to read them either. A file that is not
+        # ours to change (another user's install) is still fine to read.
+        with contextlib.suppress(OSError):
+            os.chmod(self.path, 0o600)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -222,7 +229,7 @@ class UserStore:
                 "SELECT role, password_hash FROM users WHERE name = ?", (name,)
             ).fetchone()
         if row is None:
-            verify_password(password, _DUMMY_HASH)
+            verify_password(password, _dummy_hash())
             return None
         role, hashed = row
         return Principal(name, role, "session") if verify_password(password, hashed) else None
