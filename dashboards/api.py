@@ -22,6 +22,7 @@ from dashboards.panels import OVERVIEW
 from dashboards.params import DashboardError, parse_duration, parse_limit, parse_time
 from siem.model import EventQuery
 from vigil.errors import VigilError
+from vigil.webauth import requires
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -76,6 +77,7 @@ def _required(name: str) -> str:
 
 
 @bp.get("/query")
+@requires("viewer")
 def query() -> Response:
     """``expr`` evaluated at ``time`` (default now): a vector or a scalar."""
     expr = _expr()
@@ -91,6 +93,7 @@ def query() -> Response:
 
 
 @bp.get("/query_range")
+@requires("viewer")
 def query_range() -> Response:
     """``expr`` evaluated every ``step`` from ``start`` to ``end``: a matrix."""
     expr = _expr()
@@ -118,12 +121,14 @@ def query_range() -> Response:
 
 
 @bp.get("/alerts")
+@requires("viewer")
 def alerts() -> Response:
     """Alerts whose latest ``vigil.alert`` event says firing."""
     return _success({"alerts": [a.to_json() for a in firing_alerts(context().store)]})
 
 
 @bp.get("/events")
+@requires("viewer")
 def events() -> Response:
     """The newest events, optionally of one ``dataset`` and within [``start``, ``end``)."""
     dataset = request.args.get("dataset") or None
@@ -141,6 +146,7 @@ def events() -> Response:
 
 
 @bp.get("/overview")
+@requires("viewer")
 def overview() -> Response:
     """The overview page's panels, and where its deploy markers come from."""
     return _success(

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import Flask, Response, current_app, g, jsonify, request
@@ -27,7 +28,9 @@ from prometheus_client import (
 from werkzeug.exceptions import HTTPException
 
 from siem.model import Series, Store
+from vigil.auth import UserStore, users_path
 from vigil.settings import Settings
+from vigil.webauth import AuthConfig, install, public, session_secret
 
 if TYPE_CHECKING:
     from alerting.promql import InstantSample
@@ -63,16 +66,29 @@ class WebMetrics:
             ["endpoint"],
             registry=self.registry,
         )
+        self.logins = Counter(
+            "vigil_web_logins",
+            "Login attempts by outcome (success, failure, throttled)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.audit_failures = Counter(
+            "vigil_web_audit_write_failures",
+            "vigil.audit events the store did not take (the action itself went on)",
+            registry=self.registry,
+        )
 
 
 @dataclass(frozen=True)
 class Dashboards:
-    """What the blueprints share: settings, the store, the PromQL engine, metrics."""
+    """What the blueprints share: settings, the store, the PromQL engine, metrics, users."""
 
     settings: Settings
     store: Store
     engine: QueryEngine
     metrics: WebMetrics
+    users: UserStore
+    throttle: Any
 
 
 def context() -> Dashboards:
@@ -94,25 +110,44 @@ def create_app(
         from alerting.promql import Engine
 
         engine = Engine(store)
+    from dashboards import api, auth, pages
+
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[EXTENSION] = Dashboards(settings, store, engine, WebMetrics())
-
-    from dashboards import api, pages
+    users = UserStore(users_path(settings))
+    app.extensions[EXTENSION] = Dashboards(
+        settings, store, engine, WebMetrics(), users, auth.LoginThrottle()
+    )
+    app.secret_key = session_secret(Path(settings.data_dir).resolve() / "run" / "web.secret")
 
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(auth.bp)
     app.add_url_rule("/metrics", "metrics", _metrics)
     app.add_url_rule("/healthz", "healthz", _healthz)
     _install_hooks(app)
+    # After _install_hooks, so a refused request is still counted and logged.
+    install(
+        app,
+        AuthConfig(
+            users=users,
+            # CSS, JS and the favicon are the same for everyone; the login page needs them.
+            roles={"static": "public"},
+            sessions=True,
+            idle_timeout_s=settings.web.session_idle_s,
+            login_endpoint="auth.login",
+        ),
+    )
     return app
 
 
+@public
 def _metrics() -> Response:
     body = generate_latest(context().metrics.registry)
     return Response(body, content_type=CONTENT_TYPE_LATEST)
 
 
+@public
 def _healthz() -> Response:
     return jsonify(status="ok")
 

@@ -9,12 +9,14 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, render_template
 
 from vigil import safeyaml
+from vigil.webauth import requires
 
 bp = Blueprint("pages", __name__)
 log = logging.getLogger("vigil.web")
 
 
 @bp.get("/")
+@requires("viewer")
 def overview() -> str:
     """The overview dashboard."""
     return render_template("overview.html")
@@ -28,6 +30,7 @@ MAX_RUNBOOK_BYTES = 1024 * 1024
 
 
 @bp.get("/runbooks/<name>.md")
+@requires("viewer")
 def runbook(name: str) -> Response:
     """A runbook as plain Markdown, so the Slack "Runbook" button has a target.
 

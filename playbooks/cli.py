@@ -89,7 +89,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(
         "playbook", data_dir=settings.data_dir, log_format=getattr(args, "log_format", None)
     )
-    ctx = default_context(settings, current_actor(args.actor))
+    from vigil.auth import token_actor
+
+    ctx = default_context(settings, token_actor(settings, current_actor(args.actor)))
     try:
         result = run(
             playbook,

@@ -27,6 +27,7 @@ from playbooks.model import (
     format_duration,
 )
 from siem.model import Event, event_id
+from vigil.auth import audit_event
 from vigil.errors import VigilError
 
 DATASET = "vigil.playbook"
@@ -87,8 +88,22 @@ class _Audit:
         }
         if error:
             doc["error"] = {"message": error}
+        events = [Event(eid, now, DATASET, doc)]
+        if action == "run-finished":
+            # The run as an operator action in the audit trail, next to its step events.
+            events.append(
+                audit_event(
+                    "playbook-run",
+                    actor=self.ctx.actor,
+                    outcome=outcome,
+                    category="configuration",
+                    message=f"{self.ctx.actor} ran playbook {self.playbook.name}: {outcome}",
+                    labels=labels,
+                    at=now,
+                )
+            )
         try:
-            self.ctx.store.write(events=[Event(eid, now, DATASET, doc)])
+            self.ctx.store.write(events=events)
         except Exception as exc:
             self.errors += 1
             self.ctx.out(f"warning: could not record the {action} event in the store: {exc}")

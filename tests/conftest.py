@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import socket
 import urllib.error
@@ -44,10 +45,14 @@ def free_port() -> int:
         return port
 
 
-def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
-    """Status and body of a GET; HTTP errors are answers too, not exceptions."""
+def http_get(url: str, timeout: float = 10.0, token: str | None = None) -> tuple[int, bytes]:
+    """Status and body of a GET (with ``Authorization: Bearer token`` when given);
+    HTTP errors are answers too, not exceptions."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        ) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -285,3 +290,31 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("measured")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+def browser_login(page: Any, url: str, user: str, password: str) -> None:
+    """Open ``url`` in ``page``, be sent to the login form, log in, and land back on ``url``."""
+    page.goto(url)
+    page.wait_for_url(re.compile(r"/login\?next="))
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(url)
+
+
+def watch_console(page: Any) -> list[str]:
+    """Page errors, console errors and any Content-Security-Policy report, as they happen."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def on_console(msg: Any) -> None:
+        if msg.type == "error" or "Content Security Policy" in msg.text:
+            errors.append(msg.text)
+
+    page.on("console", on_console)
+    return errors
+
+
+def control_token(data_dir: Path) -> str:
+    """The token ``vigil up`` wrote for its control API (data/run/control.token)."""
+    return (data_dir / "run" / "control.token").read_text(encoding="utf-8").strip()

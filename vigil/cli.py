@@ -14,6 +14,8 @@
     vigil playbook run NAME       run a playbook (--dry-run, --yes)
     vigil config check [FILE]     validate a config file (file:line on errors)
     vigil config reference        the options table (docs/configuration.md)
+    vigil user add|list|remove|passwd    users of the web UI (roles viewer/operator/admin)
+    vigil token create|list|revoke       API tokens (Authorization: Bearer)
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from vigil.auth import UserStore, users_path
     from vigil.logging import setup_logging
     from vigil.supervisor import Supervisor
 
@@ -52,11 +55,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         "up", data_dir=settings.data_dir, log_format=getattr(args, "log_format", None)
     )
     supervisor = Supervisor(settings, config=args.config)
+    # First start: an admin with a random password, shown once in the banner, stored hashed.
+    first_password = UserStore(users_path(settings)).ensure_admin()
 
     def ready() -> None:
         print("Vigil is up. Open:", flush=True)
         for name, url in up_urls(settings, haproxy="haproxy" in supervisor.children):
             print(f"  {name:<22} {url}", flush=True)
+        if first_password:
+            print(f"  {'admin password':<22} {first_password}", flush=True)
+            print("  (shown once: log in as admin, then `vigil user passwd admin`)", flush=True)
         print("Stop with Ctrl-C.", flush=True)
 
     # On a terminal the children's lines are shown there too, as human lines.
@@ -83,6 +91,7 @@ def up_urls(settings: Settings, *, haproxy: bool) -> list[tuple[str, str]]:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from shop.releases import get_release
     from siem.backends import open_store
+    from vigil.auth import token_actor
     from vigil.deploy import roll_out
 
     settings = _settings(args)
@@ -92,7 +101,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         result = roll_out(
             settings,
             args.release,
-            actor=args.actor,
+            actor=token_actor(settings, args.actor),
             store=store,
             on_step=lambda s: print(
                 f"  {s.instance}: {s.release_before} -> {s.release_after} ({s.seconds:.1f} s)",
@@ -155,8 +164,9 @@ def _plugin_commands() -> list[Callable[[Any], None]]:
     from dashboards.cli import add_commands as web
     from loadtests.cli import add_commands as loadtest
     from playbooks.cli import add_commands as playbook
+    from vigil.authcli import add_commands as users
 
-    return [collect, alert, web, loadtest, playbook]
+    return [collect, alert, web, loadtest, playbook, users]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument(
         "--actor",
         default=os.environ.get("USER", "unknown"),
-        help="who deploys (recorded in the vigil.deploy event)",
+        help="who deploys (recorded in the vigil.deploy and vigil.audit events); "
+        "with a user token in $VIGIL_TOKEN, that token's user",
     )
     deploy.set_defaults(func=cmd_deploy)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from siem.model import Event, EventQuery, Store
+from vigil.auth import AuthError, audit_event, cli_token, control_token_path, read_secret_file
 from vigil.errors import VigilError
 from vigil.haproxy import HaproxyAdmin, HaproxyError
 from vigil.settings import Settings
@@ -48,6 +49,26 @@ class DeployResult:
     steps: list[DeployStep] = field(default_factory=list)
 
 
+def control_token(settings: Settings) -> str:
+    """The token for the supervisor's control API: ``$VIGIL_TOKEN`` (a user API token,
+    role operator for changes), else ``$VIGIL_TOKEN_FILE``, else the 0600 file
+    ``vigil up`` wrote to ``data/run/control.token``."""
+    path = control_token_path(settings)
+    try:
+        token = cli_token()
+        if token:
+            return token
+        if not path.exists():
+            # vigil up writes it on start: without it there is no supervisor to talk to.
+            raise DeployError(
+                f"cannot reach the vigil up supervisor: no control token at {path}; "
+                "is `vigil up` running? (it writes one into its data dir)"
+            )
+        return read_secret_file(path)
+    except AuthError as exc:
+        raise DeployError(f"no token for the supervisor's control API: {exc}") from None
+
+
 def _control(
     settings: Settings, path: str, body: dict[str, Any] | None = None, timeout: float = 90.0
 ) -> Any:
@@ -57,7 +78,10 @@ def _control(
         url,
         data=data,
         method="POST" if body is not None else "GET",
-        headers={"Content-Type": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {control_token(settings)}",
+        },
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -167,6 +191,7 @@ def roll_out(
                 on_step(step)
         outcome = "success"
     finally:
+        ended = time.time()
         store.write(
             events=[
                 deploy_event(
@@ -176,9 +201,18 @@ def roll_out(
                     instances=sorted(releases),
                     outcome=outcome,
                     started=started,
-                    ended=time.time(),
+                    ended=ended,
                     action=action,
-                )
+                ),
+                audit_event(
+                    action,
+                    actor=actor,
+                    outcome=outcome,
+                    category="configuration",
+                    message=f"{actor} {action}: {release} (was {before})",
+                    labels={"release_before": before, "release_after": release},
+                    at=ended,
+                ),
             ]
         )
     return DeployResult(before, release, steps)

@@ -214,6 +214,11 @@ class WebSettings:
 
     host: str = option("127.0.0.1", env="VIGIL_WEB_HOST")
     port: int = option(8090, env="VIGIL_WEB_PORT")
+    session_idle_s: float = option(
+        1800.0,
+        env="VIGIL_WEB_SESSION_IDLE_S",
+        help="log a dashboards session out after this many seconds without a request",
+    )
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,13 @@ restart one shop instance on another release while the rest keep serving:
     GET  /api/instances                      instances with port, release, pid, state
     POST /api/instances/<name>/release       {"release": "v2"} → restart on it, wait ready
     GET  /metrics                            the supervisor's own metrics
+    GET  /healthz                            {"status": "ok"}
+
+The API routes take ``Authorization: Bearer <token>``: the token ``vigil up``
+writes to ``data/run/control.token`` (0600, new on every start) or a user API
+token (``vigil token create``) of the declared role. A request whose Host
+header is not ``127.0.0.1:<port>`` or ``localhost:<port>`` is refused (421),
+so a web page cannot reach the API through DNS rebinding.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -33,14 +41,24 @@ from werkzeug.serving import make_server
 
 from shop.releases import get_release
 from shop.server import init_database
+from vigil.auth import (
+    Principal,
+    UserStore,
+    control_token_path,
+    users_path,
+    write_secret_file,
+)
 from vigil.console import ChildEcho
 from vigil.errors import VigilError
 from vigil.haproxy import Server, haproxy_binary, render_config
 from vigil.settings import Settings
+from vigil.webauth import AuthConfig, current_principal, install, public, requires
 
 log = logging.getLogger("vigil.supervisor")
 
 READY_TIMEOUT = 60.0
+CONTROL_PRINCIPAL = Principal("vigil-control", "operator", "token")
+"""Who a request with ``data/run/control.token`` acts as."""
 MAX_BACKOFF = 30.0
 
 
@@ -114,6 +132,7 @@ class Supervisor:
             ["child"],
             registry=self.registry,
         )
+        self._control_token: str | None = None
         self.children: dict[str, Child] = {}
         for spec in self._specs() + (extra or []):
             self.children[spec.name] = Child(spec, self.run_dir / f"{spec.name}.log")
@@ -327,29 +346,60 @@ class Supervisor:
                 self._terminate(child)
 
     # -- control API --------------------------------------------------------------------------
+    def control_token(self) -> str:
+        """This run's control API token, written once to ``data/run/control.token`` (0600)."""
+        if self._control_token is None:
+            self._control_token = secrets.token_urlsafe(32)
+            write_secret_file(control_token_path(self.settings), self._control_token)
+        return self._control_token
+
     def control_app(self) -> Flask:
-        app = Flask("vigil.supervisor")
+        """The control API (see the module docstring), every route guarded by a role."""
+        # No static files: the control API serves JSON only.
+        app = Flask("vigil.supervisor", static_folder=None)
+        port = self.settings.up.control_port
+        install(
+            app,
+            AuthConfig(
+                users=UserStore(users_path(self.settings)),
+                static_tokens={self.control_token(): CONTROL_PRINCIPAL},
+                allowed_hosts=frozenset({f"127.0.0.1:{port}", f"localhost:{port}"}),
+            ),
+        )
 
         @app.get("/api/instances")
+        @requires("viewer")
         def instances() -> Any:
             return {"instances": self.instances()}
 
         @app.post("/api/instances/<name>/release")
+        @requires("operator")
         def release(name: str) -> Any:
             body = request.get_json(silent=True) or {}
             wanted = body.get("release") if isinstance(body, dict) else None
             if not isinstance(wanted, str):
                 return jsonify(error='send {"release": "v1"}'), 400
+            who = current_principal()
+            actor = who.name if who else "?"
+            log.info(
+                "release %s for %s requested by %s",
+                wanted,
+                name,
+                actor,
+                extra={"user.name": actor, "labels.child": name},
+            )
             try:
                 return self.set_release(name, wanted)
             except VigilError as exc:
                 return jsonify(error=str(exc)), 409
 
         @app.get("/metrics")
+        @public
         def metrics() -> Response:
             return Response(generate_latest(self.registry), content_type="text/plain")
 
         @app.get("/healthz")
+        @public
         def healthz() -> Any:
             return {"status": "ok"}
 
@@ -387,3 +437,5 @@ class Supervisor:
             self.stop_all()
             if console is not None:
                 console.stop()
+            # The token dies with this run; a stale file would only mislead `vigil deploy`.
+            control_token_path(self.settings).unlink(missing_ok=True)

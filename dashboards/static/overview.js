@@ -29,6 +29,11 @@
 
   function getJSON(url) {
     return fetch(url, { headers: { Accept: "application/json" } }).then(function (rv) {
+      if (rv.status === 401) {
+        // The session ended (idle timeout, logout elsewhere): log in again, then come back.
+        var here = window.location.pathname + window.location.search;
+        window.location.assign("/login?next=" + encodeURIComponent(here));
+      }
       return rv.json().then(function (body) {
         if (body.status !== "success") throw new Error(body.error || ("HTTP " + rv.status));
         return body.data;

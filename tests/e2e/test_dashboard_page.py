@@ -2,12 +2,14 @@
 
 The web app runs in a real HTTP server on a background thread over a
 MemoryStore seeded with a few minutes of shop samples ending now, one firing
-alert and one deploy event.
+alert and one deploy event. Each test logs in as a viewer first, and fails on
+any page error, console error or Content-Security-Policy violation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -15,16 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import browser_login, watch_console
 from werkzeug.serving import make_server
 
 from dashboards.app import create_app
 from siem.memory import MemoryStore
 from siem.model import Event, Sample, make_labels
+from vigil.auth import UserStore
 from vigil.settings import from_mapping
 
 pytestmark = pytest.mark.browser
 
 INSTANCES = ("127.0.0.1:8001", "127.0.0.1:8002")
+VIEWER, PASSWORD = "vera", "viewer password 1"
 
 
 def _iso(at: float) -> str:
@@ -87,6 +92,7 @@ def _seed(store: MemoryStore, now: float) -> None:
 def live_url(tmp_path: Path) -> Iterator[str]:
     store = MemoryStore()
     _seed(store, time.time())
+    UserStore(tmp_path / "users.db").add_user(VIEWER, "viewer", PASSWORD)
     app = create_app(from_mapping({"data_dir": str(tmp_path)}), store=store)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -102,10 +108,8 @@ def _open(browser: Any, live_url: str, **context_args: Any) -> tuple[Any, Any, l
     context = browser.new_context(base_url=live_url, **context_args)
     context.set_default_timeout(10_000)
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.goto("/")
+    errors = watch_console(page)
+    browser_login(page, live_url + "/", VIEWER, PASSWORD)
     return context, page, errors
 
 
@@ -151,6 +155,9 @@ def test_dashboard_page_refreshes_itself(browser: Any, live_url: str) -> None:
         with page.expect_request(lambda r: "/api/alerts" in r.url, timeout=15_000):
             pass
         assert errors == []
+        # When the session ends, the next refresh takes the page to the login form.
+        context.clear_cookies()
+        page.wait_for_url(re.compile(r"/login\?next=%2F"), timeout=15_000)
     finally:
         context.close()
 
@@ -164,5 +171,32 @@ def test_dashboard_page_mobile_has_no_horizontal_scroll(browser: Any, live_url: 
         width, inner = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
         assert width <= inner
         assert errors == []
+    finally:
+        context.close()
+
+
+def test_dashboard_page_runs_under_csp_and_logs_out(browser: Any, live_url: str) -> None:
+    context, page, errors = _open(browser, live_url)
+    try:
+        from playwright.sync_api import expect
+
+        expect(page.locator("#status")).to_contain_text("updated")
+        expect(page.locator("#who")).to_have_text(f"{VIEWER} (viewer)")
+        assert errors == []
+        # The policy is enforced and a violation is seen: an injected inline script is refused.
+        page.evaluate(
+            "() => { const s = document.createElement('script');"
+            " s.textContent = 'window.injected = 1'; document.body.appendChild(s); }"
+        )
+        assert page.evaluate("() => window.injected") is None
+        for _ in range(50):  # the console report arrives asynchronously
+            if any("Content Security Policy" in e for e in errors):
+                break
+            page.wait_for_timeout(50)
+        assert any("Content Security Policy" in e for e in errors), errors
+        page.get_by_role("button", name="Log out").click()
+        page.wait_for_url("**/login")
+        page.goto("/")
+        page.wait_for_url(re.compile(r"/login\?next="))
     finally:
         context.close()

@@ -4,9 +4,10 @@ overview page shows live data within a minute.
 Runs `python -m vigil.cli up` as `make run` does (repo root, config/vigil.yaml,
 the shipped 5 s collect and alert intervals), only with a fresh data dir and
 free ports. A few dozen shopper GETs go through haproxy, and Chromium opens the
-dashboards URL from the banner until the request-rate chart is drawn and the
-release table says v1, all from the stack's own SQLite store. Prints the time
-from launch to a live overview.
+dashboards URL from the banner, logs in with the admin password the banner
+shows once, and waits until the request-rate chart is drawn and the release
+table says v1 (no console error, no CSP violation), all from the stack's own
+SQLite store. Prints the time from launch to a live overview.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import http_get, require_server, up_env
+from conftest import browser_login, control_token, http_get, require_server, up_env, watch_console
 
+from vigil.auth import UserStore
 from vigil.haproxy import haproxy_binary
 
 pytestmark = pytest.mark.browser
@@ -192,7 +194,11 @@ def test_vigil_up_prints_urls_and_overview_goes_live(
         assert urls.get("shop (via haproxy)") == front, banner
         assert urls.get("dashboards") == dashboards, banner
         assert urls.get("supervisor API") == supervisor, banner
-        status, body = http_get(supervisor)
+        # The first start made an admin whose password is shown once, here only.
+        password = urls.get("admin password", "")
+        assert len(password) >= 20, banner
+        assert http_get(supervisor)[0] == 401  # the control API wants its token
+        status, body = http_get(supervisor, token=control_token(tmp_path / "data"))
         assert status == 200, body[:500]
         status, body = http_get(front + "api/version")
         assert (status, json.loads(body)["release"]) == (200, "v1")
@@ -207,10 +213,8 @@ def test_vigil_up_prints_urls_and_overview_goes_live(
         # (it refreshes itself every few seconds; nobody reloads it).
         context = browser.new_context()
         page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.goto(urls["dashboards"])
+        errors = watch_console(page)
+        browser_login(page, urls["dashboards"], "admin", password)
         remaining_ms = max(1.0, deadline - time.monotonic()) * 1000
         try:
             page.wait_for_function(OVERVIEW_LIVE_JS, timeout=remaining_ms, polling=250)
@@ -260,14 +264,16 @@ def test_vigil_up_prints_urls_and_overview_goes_live(
 
         # 4. The JSON behind the chart: the page's own expression, and the
         # series it sums, from the stack's SQLite store.
-        status, body = http_get(dashboards + "api/overview")
+        _, api_token = UserStore(tmp_path / "data" / "users.db").create_token("e2e", "viewer")
+        assert http_get(dashboards + "api/overview")[0] == 401
+        status, body = http_get(dashboards + "api/overview", token=api_token)
         assert status == 200, body[:500]
         (rate_panel,) = [p for p in json.loads(body)["data"]["panels"] if p["id"] == "request-rate"]
         end = time.time()
 
         def query_range(expr: str) -> list[dict[str, Any]]:
             qs = urllib.parse.urlencode({"expr": expr, "start": end - 900, "end": end, "step": 5})
-            status, body = http_get(f"{dashboards}api/query_range?{qs}")
+            status, body = http_get(f"{dashboards}api/query_range?{qs}", token=api_token)
             assert status == 200, body[:500]
             data = json.loads(body)["data"]
             assert data["resultType"] == "matrix"
@@ -285,6 +291,10 @@ def test_vigil_up_prints_urls_and_overview_goes_live(
         instances = {s["metric"]["instance"] for s in per_series}
         assert {i.rpartition(":")[2] for i in instances} <= shop_ports, instances
         assert (tmp_path / "data" / "siem.db").is_file()
+        # The first password is written nowhere in clear: not in a log, not in a database.
+        for path in (tmp_path / "data").rglob("*"):
+            if path.is_file():
+                assert password.encode() not in path.read_bytes(), path
 
         live = (
             f"overview live after {live_after:.1f} s from `vigil up` start "

@@ -140,6 +140,15 @@ def test_rollback_playbook_rolls_a_real_stack_back(
             ("carol", "v1"),
             ("bob", "v2"),
         ]
+        # The audit trail names who did what: the run, the rollback it made, the deploy before.
+        audits = ctx.store.search(EventQuery(dataset="vigil.audit"))
+        assert [
+            (e.get("event.action"), e.get("user.name"), e.get("event.outcome")) for e in audits
+        ] == [
+            ("playbook-run", "carol", "success"),
+            ("rollback", "carol", "success"),
+            ("deploy", "bob", "success"),
+        ]
     finally:
         ctx.store.close()
 

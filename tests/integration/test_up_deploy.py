@@ -9,15 +9,18 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import http_get, require_server, up_env
+from conftest import control_token, http_get, require_server, up_env
 
 from siem.model import EventQuery
 from siem.sqlite import SqliteStore
+from vigil.auth import UserStore
 from vigil.deploy import previous_release, roll_out
 from vigil.haproxy import HaproxyAdmin, haproxy_binary
 from vigil.settings import load_settings
@@ -60,7 +63,14 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
         # haproxy's health checks must see both instances before the tests begin.
         admin = HaproxyAdmin(tmp_path / "data" / "run" / "haproxy.sock")
         wait_for(lambda: set(admin.states().values()) == {"UP"} and len(admin.states()) == 2)
-        yield {**env, "front": front, "control": f"http://127.0.0.1:{env['VIGIL_UP_CONTROL_PORT']}"}
+        # A viewer's API token for the dashboards' JSON API.
+        _, web_token = UserStore(tmp_path / "data" / "users.db").create_token("tests", "viewer")
+        yield {
+            **env,
+            "front": front,
+            "control": f"http://127.0.0.1:{env['VIGIL_UP_CONTROL_PORT']}",
+            "web_token": web_token,
+        }
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
@@ -68,9 +78,9 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def instances(stack: dict[str, str]) -> list[dict[str, object]]:
-    rv: list[dict[str, object]] = json.loads(http_get(stack["control"] + "/api/instances")[1])[
-        "instances"
-    ]
+    token = control_token(Path(stack["VIGIL_DATA_DIR"]))
+    body = http_get(stack["control"] + "/api/instances", token=token)[1]
+    rv: list[dict[str, object]] = json.loads(body)["instances"]
     return rv
 
 
@@ -105,8 +115,10 @@ def test_up_rolling_deploy_loses_no_request(stack: dict[str, str]) -> None:
 
     store = SqliteStore(Path(stack["VIGIL_DATA_DIR"]) / "siem.db")
     (event,) = store.search(EventQuery(dataset="vigil.deploy"))
+    audits = store.search(EventQuery(dataset="vigil.audit", equals=(("event.action", "deploy"),)))
     store.close()
     assert event.get("user.name") == "bob"
+    assert [(a.get("user.name"), a.get("event.outcome")) for a in audits] == [("bob", "success")]
     assert (event.get("labels.release_before"), event.get("labels.release_after")) == (
         "v1",
         "v2",
@@ -118,7 +130,8 @@ def test_up_scrapes_haproxy_exporter(stack: dict[str, str]) -> None:
     web = f"http://127.0.0.1:{stack['VIGIL_WEB_PORT']}"
 
     def query(expr: str) -> list[dict[str, object]]:
-        status, body = http_get(f"{web}/api/query?query={urllib.parse.quote(expr)}")
+        url = f"{web}/api/query?query={urllib.parse.quote(expr)}"
+        status, body = http_get(url, token=stack["web_token"])
         assert status == 200, body
         rv: list[dict[str, object]] = json.loads(body)["data"]["result"]
         return rv
@@ -181,3 +194,32 @@ def test_up_previous_release_ignores_rollbacks(stack: dict[str, str]) -> None:
     finally:
         store.close()
     assert {i["release"] for i in instances(stack)} == {"v1"}
+
+
+def _post_release(url: str, headers: dict[str, str]) -> int:
+    body = json.dumps({"release": "v2"}).encode()
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json", **headers}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_up_control_api_refuses_anonymous_and_rebound_requests(stack: dict[str, str]) -> None:
+    """What any local process, or a page through DNS rebinding, could do on main: roll a release."""
+    url = stack["control"] + "/api/instances/shop-1/release"
+    token = control_token(Path(stack["VIGIL_DATA_DIR"]))
+    path = Path(stack["VIGIL_DATA_DIR"]) / "run" / "control.token"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert _post_release(url, {}) == 401
+    assert _post_release(url, {"Authorization": "Bearer guessed"}) == 401
+    # The browser sends the rebound name as Host, whatever the token.
+    rebound = {"Host": f"attacker.example:{stack['VIGIL_UP_CONTROL_PORT']}"}
+    assert _post_release(url, {**rebound, "Authorization": f"Bearer {token}"}) == 421
+    assert http_get(stack["control"] + "/api/instances")[0] == 401
+    assert {i["release"] for i in instances(stack)} == {"v1"}
+    # The supervisor's health and metrics stay public (probes and the collector).
+    assert http_get(stack["control"] + "/healthz")[0] == 200

@@ -15,6 +15,7 @@ from dashboards.app import create_app
 from dashboards.panels import OVERVIEW
 from siem.memory import MemoryStore
 from siem.model import Event, Sample, make_labels
+from vigil.auth import UserStore
 from vigil.settings import from_mapping
 
 NOW = 1_700_000_000.0
@@ -74,8 +75,12 @@ def app(store: MemoryStore, tmp_path: Path) -> Flask:
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def client(app: Flask, tmp_path: Path) -> FlaskClient:
+    """A client with a viewer's API token, as a script reading the API would have."""
+    _, token = UserStore(tmp_path / "users.db").create_token("reader", "viewer")
+    rv = app.test_client()
+    rv.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return rv
 
 
 def _by_route(result: list[dict[str, Any]]) -> dict[str, list[list[Any]]]:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from dashboards import pages
 from dashboards.app import create_app
 from siem.memory import MemoryStore
+from vigil.auth import UserStore
 from vigil.settings import from_mapping
 
 SHIPPED = sorted(p.stem for p in pages.RUNBOOKS.glob("*.md"))
@@ -28,15 +29,25 @@ SHIPPED = sorted(p.stem for p in pages.RUNBOOKS.glob("*.md"))
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    settings = from_mapping({"data_dir": str(tmp_path_factory.mktemp("runbooks"))})
+    data_dir = tmp_path_factory.mktemp("runbooks")
+    settings = from_mapping({"data_dir": str(data_dir)})
     application = create_app(settings, store=MemoryStore())
     application.config["TESTING"] = True
+    # Runbooks are for viewers and up: read them as a viewer's script would.
+    _, token = UserStore(data_dir / "users.db").create_token("reader", "viewer")
+    application.config["VIEWER_TOKEN"] = token
     return application
+
+
+def _client(app: Flask) -> FlaskClient:
+    rv = app.test_client()
+    rv.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {app.config['VIEWER_TOKEN']}"
+    return rv
 
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+    return _client(app)
 
 
 names = st.one_of(
@@ -51,7 +62,7 @@ names = st.one_of(
 @FUZZ
 @given(names)
 def test_fuzz_runbooks_any_name_answers_the_runbook_or_404(app: Flask, name: str) -> None:
-    rv = app.test_client().get(f"/runbooks/{name}.md")
+    rv = _client(app).get(f"/runbooks/{name}.md")
     if name in SHIPPED:
         assert rv.status_code == 200
         assert rv.get_data(as_text=True) == (pages.RUNBOOKS / f"{name}.md").read_text("utf-8")
