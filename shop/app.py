@@ -26,6 +26,7 @@ from shop.logs import ShopLogs
 from shop.money import Currencies
 from shop.proxies import ForwardedProto
 from shop.releases import get_release
+from shop.scrub import scrub_pan
 from shop.seed import seed
 from shop.throttle import LoginThrottle
 from shop.validation import ApiError
@@ -150,8 +151,10 @@ def _observe(shop: ShopContext, status: int) -> None:
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     metrics.HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
     metrics.HTTP_DURATION.labels(request.method, route).observe(elapsed)
+    # Masked before the status is appended, which would otherwise join a card number's run.
+    path, _ = scrub_pan(request.path)
     shop.logs.access(
-        f"{request.method} {request.path} {status}",
+        f"{request.method} {path} {status}",
         **{
             "event.kind": "event",
             "event.category": ["web"],
