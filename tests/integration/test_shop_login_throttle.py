@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from conftest import sample
@@ -140,3 +141,18 @@ def test_login_page_throttled_429(client: FlaskClient) -> None:
     assert 1 <= int(rv.headers["Retry-After"]) <= 900
     assert "too many failed logins" in rv.get_data(as_text=True)
     assert client.get_cookie("shop_token") is None
+
+
+def test_login_throttle_concurrent_failures_all_counted(build_app: Callable[..., Flask]) -> None:
+    apps = [build_app(login_throttle={"account_failures": 100}) for _ in range(2)]
+    _register(apps[0].test_client())
+
+    def fail(n: int) -> int:
+        return int(_login(apps[n % 2].test_client(), password=WRONG).status_code)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(fail, range(16))) == [401] * 16
+    with apps[0].extensions["vigil.shop"].sessions() as session:
+        row = session.get(LoginFailures, ("account", "ann@example.com"))
+    assert row is not None
+    assert row.failures == 16

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
+from conftest import free_port, make_settings, require_server
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import MetaData, inspect, select, text
+from werkzeug.serving import make_server
 
+from shop.app import create_app
 from shop.db import create_schema
 from shop.models import utcnow
+from vigil.haproxy import Server, haproxy_binary, render_config
 
 PASSWORD = "correct horse battery"
 
@@ -164,3 +175,48 @@ def test_cookie_login_token_secure_behind_proxy(client: FlaskClient) -> None:
     token_cookie = [h for h in _set_cookie_headers(rv) if h.startswith("shop_token=")]
     assert len(token_cookie) == 1
     assert "; Secure" in token_cookie[0] and "; HttpOnly" in token_cookie[0]
+
+
+def test_cookie_behind_real_haproxy_ignores_client_claim(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    """haproxy (as ``vigil up`` configures it) overwrites a client's X-Forwarded-Proto."""
+    binary = haproxy_binary()
+    if binary is None:
+        require_server("haproxy", "the haproxy binary is not installed")
+        return
+    # One database is enough: this is about headers, not storage.
+    shutil.copyfile(sqlite_template, tmp_path / "shop.db")
+    app = create_app(make_settings(tmp_path, f"sqlite:///{tmp_path / 'shop.db'}"))
+    shop_port, front = free_port(), free_port()
+    server = make_server("127.0.0.1", shop_port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(
+        render_config(
+            port=front, servers=[Server("shop-1", shop_port)], admin_socket=tmp_path / "a.sock"
+        )
+    )
+    proc = subprocess.Popen([binary, "-db", "-f", str(cfg)], stderr=subprocess.DEVNULL)
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{front}/?lang=de", headers={"X-Forwarded-Proto": "https"}
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as rv:
+                    cookies = rv.headers.get_all("Set-Cookie") or []
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                # haproxy still starting, or its first health check not yet passed.
+                assert time.monotonic() < deadline, "the shop never answered through haproxy"
+                time.sleep(0.2)
+        assert cookies
+        assert not [c for c in cookies if "; Secure" in c]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        server.shutdown()
+        app.extensions["vigil.shop"].logs.close()
+        app.extensions["vigil.shop"].engine.dispose()
