@@ -1,22 +1,27 @@
 """Customer accounts: registration, login with bearer tokens, logout.
 
-Passwords are stored only as werkzeug hashes (scrypt by default). A failed
-login answers the same for an unknown e-mail and a wrong password, and takes
-the same time, so the API does not tell which addresses have accounts; the
-reason is written to the auth log only, where the SIEM needs it.
+Passwords are stored only as werkzeug hashes (scrypt by default), bearer
+tokens only as their SHA-256: the client gets the token once, at login. A
+failed login answers the same for an unknown e-mail and a wrong password, and
+takes the same time, so the API does not tell which addresses have accounts;
+the reason is written to the auth log only, where the SIEM needs it. Failed
+logins are limited per account and per client IP (``shop.throttle``).
 
 Example::
 
     register(session, "ann@example.com", "correct horse", "Ann")
-    token = login(session, "ann@example.com", "correct horse", logs=logs, source_ip="10.0.0.7")
+    issued = login(session, "ann@example.com", "correct horse", logs=logs, source_ip="10.0.0.7")
+    issued.token  # the only time the raw token exists outside the client
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import re
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -27,6 +32,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from shop import metrics
 from shop.logs import ShopLogs
 from shop.models import AuthToken, Customer, Order, iso_utc, utcnow
+from shop.throttle import LoginThrottle, Throttled
 from shop.validation import ApiError
 
 TOKEN_LIFETIME = dt.timedelta(hours=24)
@@ -37,6 +43,32 @@ MAX_NAME = 120
 # Deliberately simple: one @, no spaces, a dot in the domain. Delivery is the real test.
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 LOGIN_FAILED = "wrong e-mail or password"
+# Tokens the shop issues are 43 characters; anything much longer is not one.
+MAX_TOKEN = 64
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token just issued: the raw value, which is stored nowhere, and its row."""
+
+    token: str
+    row: AuthToken
+
+
+def token_digest(token: str) -> str:
+    """What the database keeps of a bearer token: its SHA-256, hex.
+
+    A plain hash, not a slow KDF: the token is 256 random bits, nothing to
+    brute-force, and every authenticated request computes it.
+    """
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def find_token(session: Session, token: str) -> AuthToken | None:
+    """The row of a bearer token as the client sends it, None when unknown."""
+    if not token or len(token) > MAX_TOKEN:
+        return None
+    return session.get(AuthToken, token_digest(token))
 
 
 def normalise_email(email: str) -> str:
@@ -110,32 +142,51 @@ def login(
     logs: ShopLogs,
     source_ip: str = "",
     user_agent: str = "",
-) -> AuthToken | None:
+    throttle: LoginThrottle | None = None,
+) -> IssuedToken | None:
     """A new 24-hour token, or None when the e-mail or password is wrong.
 
     Every attempt is counted in ``shop_logins`` and written to the auth log
-    with the client's address, the outcome and, on failure, the reason.
+    with the client's address, the outcome and, on failure, the reason. With
+    ``throttle``, an account or IP over its failed-login limit raises
+    ``Throttled`` (429) before the password is even checked.
     """
-    customer = session.scalar(select(Customer).where(Customer.email == normalise_email(email)))
+    address = normalise_email(email)
+    if throttle is not None:
+        try:
+            throttle.check(session, account=address, ip=source_ip)
+        except Throttled as err:
+            _log_login(logs, email, source_ip, user_agent, None, f"throttled ({err.scope} limit)")
+            raise
+    customer = session.scalar(select(Customer).where(Customer.email == address))
     if customer is None:
         # Hash anyway, so the answer takes as long as for a real account.
         check_password_hash(_dummy_hash(), password)
-        _log_login(logs, email, source_ip, user_agent, None, "unknown user")
+        failure = "unknown user"
+    elif not check_password_hash(customer.password_hash, password):
+        failure = "bad password"
+    else:
+        failure = ""
+    if failure:
+        if throttle is not None:
+            throttle.failed(account=address, ip=source_ip)
+        _log_login(logs, email, source_ip, user_agent, customer, failure)
         return None
-    if not check_password_hash(customer.password_hash, password):
-        _log_login(logs, email, source_ip, user_agent, customer, "bad password")
-        return None
+    assert customer is not None
+    if throttle is not None:
+        throttle.succeeded(session, account=address)
     now = utcnow()
     session.execute(
         delete(AuthToken).where(AuthToken.customer_id == customer.id, AuthToken.expires_at < now)
     )
-    token = AuthToken(
-        token=secrets.token_urlsafe(32), customer=customer, expires_at=now + TOKEN_LIFETIME
+    raw = secrets.token_urlsafe(32)
+    row = AuthToken(
+        token_hash=token_digest(raw), customer=customer, expires_at=now + TOKEN_LIFETIME
     )
-    session.add(token)
+    session.add(row)
     session.flush()
     _log_login(logs, email, source_ip, user_agent, customer, None)
-    return token
+    return IssuedToken(raw, row)
 
 
 def _log_login(
@@ -169,7 +220,7 @@ def _log_login(
 
 def logout(session: Session, token: str) -> bool:
     """Revoke a token; False when it did not exist."""
-    row = session.get(AuthToken, token[:64])
+    row = find_token(session, token)
     if row is None:
         return False
     session.delete(row)
@@ -187,11 +238,11 @@ def customer_json(customer: Customer) -> dict[str, Any]:
     }
 
 
-def token_json(token: AuthToken) -> dict[str, Any]:
+def token_json(issued: IssuedToken) -> dict[str, Any]:
     return {
-        "token": token.token,
-        "expires_at": iso_utc(token.expires_at),
-        "customer": customer_json(token.customer),
+        "token": issued.token,
+        "expires_at": iso_utc(issued.row.expires_at),
+        "customer": customer_json(issued.row.customer),
     }
 
 

@@ -24,8 +24,11 @@ from shop.db import create_schema, make_engine, make_sessionmaker
 from shop.faults import Faults
 from shop.logs import ShopLogs
 from shop.money import Currencies
+from shop.proxies import ForwardedProto
 from shop.releases import get_release
+from shop.scrub import scrub_pan
 from shop.seed import seed
+from shop.throttle import LoginThrottle
 from shop.validation import ApiError
 from vigil.settings import Settings, load_settings
 
@@ -64,9 +67,11 @@ def create_app(
         currencies=Currencies(settings.shop.rates),
         release=release,
         faults=faults,
+        throttle=LoginThrottle(sessions, settings.shop.login_throttle),
     )
     app.extensions[EXTENSION] = shop
 
+    app.wsgi_app = ForwardedProto(app.wsgi_app, settings.shop.trusted_proxies)  # type: ignore[method-assign]
     _install_hooks(app, shop)
     _install_error_handlers(app, shop)
 
@@ -146,8 +151,10 @@ def _observe(shop: ShopContext, status: int) -> None:
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     metrics.HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
     metrics.HTTP_DURATION.labels(request.method, route).observe(elapsed)
+    # Masked before the status is appended, which would otherwise join a card number's run.
+    path, _ = scrub_pan(request.path)
     shop.logs.access(
-        f"{request.method} {request.path} {status}",
+        f"{request.method} {path} {status}",
         **{
             "event.kind": "event",
             "event.category": ["web"],
@@ -184,8 +191,10 @@ def _install_error_handlers(app: Flask, shop: ShopContext) -> None:
         return render_template("error.html", status=status, message=message), status
 
     @app.errorhandler(ApiError)
-    def _api_error(err: ApiError) -> tuple[Any, int]:
-        return render(err.status, err.code, err.message, err.payload())
+    def _api_error(err: ApiError) -> Response:
+        rv = app.make_response(render(err.status, err.code, err.message, err.payload()))
+        rv.headers.update(err.headers)
+        return rv
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:

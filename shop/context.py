@@ -15,11 +15,13 @@ from flask import current_app, g, request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from shop.accounts import find_token
 from shop.faults import Faults
 from shop.logs import ShopLogs
-from shop.models import AuthToken, Customer, as_utc, utcnow
+from shop.models import Customer, as_utc, utcnow
 from shop.money import Currencies
 from shop.releases import Release
+from shop.throttle import LoginThrottle
 from shop.validation import ApiError
 from vigil.settings import Settings
 
@@ -37,6 +39,7 @@ class ShopContext:
     currencies: Currencies
     release: Release
     faults: Faults
+    throttle: LoginThrottle
 
     @property
     def gateways(self) -> list[str]:
@@ -86,7 +89,7 @@ def current_customer(*, required: bool) -> Customer | None:
         token = request.cookies.get("shop_token", "")
     customer = None
     if token:
-        row = db().get(AuthToken, token[:64])
+        row = find_token(db(), token)
         if row is not None and as_utc(row.expires_at) > utcnow():
             customer = row.customer
     g.customer = customer

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, Table, create_engine, event, insert, inspect, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from shop import metrics
@@ -68,7 +69,44 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create all tables that do not exist yet."""
+    """Create all tables that do not exist yet, and migrate plaintext bearer tokens."""
     from shop import models  # noqa: F401  (registers the tables on Base)
 
     Base.metadata.create_all(engine)
+    migrate_plaintext_tokens(engine)
+
+
+def migrate_plaintext_tokens(engine: Engine) -> int:
+    """Move the tokens of the old ``auth_tokens`` table (plaintext) into ``customer_tokens``.
+
+    Each live token is stored as its SHA-256, so customers stay logged in;
+    expired ones are dropped, and so is the old table. Returns how many were
+    migrated. Two instances starting at once may race: the loser finds the
+    table gone (or its rows already there) and leaves it to the winner.
+    """
+    from shop.accounts import token_digest
+    from shop.models import AuthToken, as_utc, utcnow
+
+    if not inspect(engine).has_table("auth_tokens"):
+        return 0
+    old = Table("auth_tokens", MetaData(), autoload_with=engine)
+    now = utcnow()
+    try:
+        with engine.begin() as conn:
+            rows = [
+                {
+                    "token_hash": token_digest(row.token),
+                    "customer_id": row.customer_id,
+                    "expires_at": row.expires_at,
+                }
+                for row in conn.execute(select(old))
+                if row.expires_at is not None and as_utc(row.expires_at) > now
+            ]
+            if rows:
+                conn.execute(insert(AuthToken), rows)
+            old.drop(conn)
+    except DBAPIError:
+        if inspect(engine).has_table("auth_tokens"):
+            raise
+        return 0
+    return len(rows)

@@ -4,6 +4,11 @@ Per ECS, each line is one event with ``@timestamp``, ``log.level``, ``message``
 and ``ecs.version`` first; ``event.dataset`` says which stream it belongs to,
 so collectors can route ``shop.access``, ``shop.app``, ``shop.audit``,
 ``shop.auth`` and ``shop.payment`` without guessing from file names.
+
+Every message and field passes ``shop.scrub`` on its way out, so no card
+number a client sent (in a URL, a query string, a body echoed in a message)
+reaches a log file whole; each masked one is counted in
+``shop_log_pans_masked_total``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import ecs_logging
+
+from shop import metrics
+from shop.scrub import scrub_pan, scrub_value
 
 DATASETS = ("access", "app", "audit", "auth", "payment")
 
@@ -52,7 +60,14 @@ class ShopLogs:
         }
         if self.instance:
             extra["service.node.name"] = self.instance
-        extra.update({k: v for k, v in fields.items() if v is not None})
+        message, masked = scrub_pan(message)
+        for key, value in fields.items():
+            if value is None:
+                continue
+            extra[key], n = scrub_value(value)
+            masked += n
+        if masked:
+            metrics.LOG_PANS_MASKED.labels(dataset).inc(masked)
         self._loggers[dataset].log(level, message, extra=extra)
 
     def access(self, message: str, **fields: Any) -> None:

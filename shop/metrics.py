@@ -56,6 +56,16 @@ PAYMENT_DURATION = Histogram(
 )
 FRAUD_DECLINES = Counter("shop_fraud_declines", "Payments declined by the fraud check", ["reason"])
 LOGINS = Counter("shop_logins", "Login attempts", ["outcome"])
+LOGIN_THROTTLED = Counter(
+    "shop_login_throttled",
+    "Logins refused with 429 by the failed-login limit, by the limit hit",
+    ["scope"],
+)
+LOG_PANS_MASKED = Counter(
+    "shop_log_pans_masked",
+    "Card-number-like digit runs masked before a log line was written",
+    ["dataset"],
+)
 COUPON_REDEMPTIONS = Counter("shop_coupon_redemptions", "Coupons redeemed", ["coupon"])
 EMAILS_SENT = Counter("shop_emails_sent", "Order-confirmation e-mails sent")
 EMAIL_DEFERRALS = Counter(

@@ -107,13 +107,36 @@ class Customer(Base):
 
 
 class AuthToken(Base):
-    __tablename__ = "auth_tokens"
+    """A customer's bearer token, kept only as its SHA-256 (``accounts.token_digest``).
 
-    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    The client is given the token once, at login; a copy of this table (a
+    backup, a read replica, an SQL injection) lets nobody act as a customer.
+    The table of the plaintext era, ``auth_tokens``, is migrated by
+    ``shop.db.create_schema``.
+    """
+
+    __tablename__ = "customer_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
     customer: Mapped[Customer] = relationship()
+
+
+class LoginFailures(Base):
+    """Failed logins of one account or one client IP within a fixed window.
+
+    In the shop database so every gunicorn worker and every instance counts
+    together (``shop.throttle``).
+    """
+
+    __tablename__ = "login_failures"
+
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)  # "account" or "ip"
+    subject: Mapped[str] = mapped_column(String(254), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_ends: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class Cart(Base):

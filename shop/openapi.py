@@ -46,6 +46,7 @@ ERRORS: dict[int, tuple[str, str]] = {
     413: ("PayloadTooLarge", "the body is larger than shop.max_body_bytes"),
     415: ("UnsupportedMediaType", "the body is not sent as application/json"),
     422: ("Unprocessable", "the coupon exists but does not apply (expired, used up, minimum)"),
+    429: ("TooManyRequests", "too many failed logins; retry after Retry-After seconds"),
     502: ("BadGateway", "the payment gateway failed; nothing was charged"),
     503: ("ServiceUnavailable", "the payment gateway is unavailable"),
 }
@@ -133,6 +134,18 @@ def operation(
         responses[str(code)] = {"$ref": f"#/components/responses/{ERRORS[code][0]}"}
     op["responses"] = responses
     return op
+
+
+def _error_response(name: str, description: str) -> dict[str, Any]:
+    rv: dict[str, Any] = {"description": description, "content": json_content(ref("Error"))}
+    if name == "TooManyRequests":
+        rv["headers"] = {
+            "Retry-After": {
+                "description": "seconds until the failed-login window ends",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
+    return rv
 
 
 def _view() -> list[Schema]:
@@ -256,7 +269,7 @@ def account_paths() -> dict[str, dict[str, Any]]:
                 "accounts.login",
                 "Log in: a bearer token valid for 24 hours",
                 ok=(200, "Token"),
-                errors=(401,),
+                errors=(401, 429),
                 body="LoginRequest",
             )
         },
@@ -513,8 +526,7 @@ def _components(currencies: list[str], gateways: list[str]) -> dict[str, Any]:
             ),
         },
         "responses": {
-            name: {"description": description, "content": json_content(ref("Error"))}
-            for name, description in ERRORS.values()
+            name: _error_response(name, description) for name, description in ERRORS.values()
         },
         "securitySchemes": {
             "bearerAuth": {

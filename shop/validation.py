@@ -27,6 +27,8 @@ class ApiError(VigilError):
         self.code = code
         self.message = message
         self.field = field
+        # Extra response headers, e.g. Retry-After on a 429.
+        self.headers: dict[str, str] = {}
 
     def payload(self) -> dict[str, Any]:
         err: dict[str, Any] = {"code": self.code, "message": self.message}

@@ -70,6 +70,22 @@ class FraudSettings:
 
 
 @dataclass(frozen=True)
+class LoginThrottleSettings:
+    """Failed-login limits: past one, logins answer 429 with Retry-After until the window ends."""
+
+    account_failures: int = option(
+        5, env="VIGIL_SHOP_LOGIN_ACCOUNT_FAILURES", help="failed logins per account per window"
+    )
+    account_window_s: int = option(
+        900, env="VIGIL_SHOP_LOGIN_ACCOUNT_WINDOW", help="account window, seconds"
+    )
+    ip_failures: int = option(
+        20, env="VIGIL_SHOP_LOGIN_IP_FAILURES", help="failed logins per client IP per window"
+    )
+    ip_window_s: int = option(900, env="VIGIL_SHOP_LOGIN_IP_WINDOW", help="IP window, seconds")
+
+
+@dataclass(frozen=True)
 class MailSettings:
     """Order-confirmation e-mail."""
 
@@ -103,7 +119,7 @@ class ShopSettings:
     trusted_proxies: list[str] = option(
         ["127.0.0.1", "::1"],
         env="VIGIL_SHOP_TRUSTED_PROXIES",
-        help="peers whose X-Forwarded-For is believed (comma-separated in the env var)",
+        help="peers whose X-Forwarded-For/-Proto are believed (comma-separated in the env var)",
     )
     max_body_bytes: int = option(65536, help="larger request bodies get 413")
     faults_enabled: bool = option(
@@ -128,6 +144,7 @@ class ShopSettings:
         help="simulated payment gateways: latency_ms, decline_rate, error_rate",
     )
     fraud: FraudSettings = option(FraudSettings())
+    login_throttle: LoginThrottleSettings = option(LoginThrottleSettings())
     mail: MailSettings = option(MailSettings())
 
 

@@ -48,7 +48,7 @@ def register() -> Any:
 
 @bp.post("/api/login")
 def login() -> Any:
-    """``{"email", "password"}`` → a bearer token valid for 24 hours, or 401."""
+    """``{"email", "password"}`` → a bearer token valid for 24 hours, 401, or 429 when throttled."""
     data = json_body()
     email = require_str(data, "email", max_len=accounts.MAX_EMAIL)
     password = _password(data)
@@ -59,6 +59,7 @@ def login() -> Any:
         logs=ctx().logs,
         source_ip=client_ip(),
         user_agent=request.headers.get("User-Agent", ""),
+        throttle=ctx().throttle,
     )
     if token is None:
         raise ApiError(401, "login_failed", accounts.LOGIN_FAILED)
@@ -71,7 +72,7 @@ def logout() -> Any:
     current_customer(required=True)
     accounts.logout(db(), _request_token())
     rv = jsonify(status="logged out")
-    rv.delete_cookie("shop_token")
+    rv.delete_cookie("shop_token", secure=request.is_secure, httponly=True, samesite="Lax")
     return rv
 
 

@@ -18,6 +18,7 @@ from werkzeug.wrappers import Response
 from shop import accounts, carts, catalog, checkout, metrics, orders
 from shop.context import client_ip, ctx, current_customer, db
 from shop.models import Cart, Product
+from shop.throttle import Throttled
 from shop.validation import MAX_QUANTITY, ApiError, query_int
 from shop.web import view
 from shop.web.view import render
@@ -317,14 +318,21 @@ def login() -> Any:
     """Log in with e-mail and password; the token goes into the ``shop_token`` cookie."""
     email = request.form.get("email", "").strip()[: accounts.MAX_EMAIL]
     password = request.form.get("password", "")[: accounts.MAX_PASSWORD + 1]
-    token = accounts.login(
-        db(),
-        email,
-        password,
-        logs=ctx().logs,
-        source_ip=client_ip(),
-        user_agent=request.headers.get("User-Agent", ""),
-    )
+    try:
+        token = accounts.login(
+            db(),
+            email,
+            password,
+            logs=ctx().logs,
+            source_ip=client_ip(),
+            user_agent=request.headers.get("User-Agent", ""),
+            throttle=ctx().throttle,
+        )
+    except Throttled as err:
+        page, status = render(
+            "login.html", 429, path="/login", next_url=_next_url(), email=email, error=err.message
+        )
+        return page, status, err.headers
     if token is None:
         return render(
             "login.html",
@@ -364,6 +372,7 @@ def register() -> Any:
             error=err.message,
             error_field=err.field,
         )
+    # Not throttled: the password was set a moment ago, nothing is being guessed.
     token = accounts.login(
         db(),
         form["email"],

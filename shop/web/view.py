@@ -90,13 +90,18 @@ def write_cookies(response: Response) -> Response:
     A new cart's cookie is only sent when the request succeeded: after an
     error the app rolls the cart back, and the cookie would point nowhere.
     """
+    # Secure over HTTPS: TLS at gunicorn, or X-Forwarded-Proto from a trusted proxy
+    # (shop.app.ForwardedProto); never from a header anyone else could send.
+    secure = request.is_secure
     for name, (value, max_age, only_on_success) in g.pop("page_cookies", {}).items():
         if only_on_success and response.status_code >= 400:
             continue
         if max_age == 0:
-            response.delete_cookie(name, httponly=True, samesite="Lax")
+            response.delete_cookie(name, secure=secure, httponly=True, samesite="Lax")
             continue
-        response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="Lax")
+        response.set_cookie(
+            name, value, max_age=max_age, secure=secure, httponly=True, samesite="Lax"
+        )
     return response
 
 

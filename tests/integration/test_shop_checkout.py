@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
+from shop.accounts import token_digest
 from shop.db import Base
 from shop.models import (
     AuthToken,
@@ -201,7 +202,7 @@ def test_checkout_fixed_coupon_vip_customer(client: FlaskClient, app: Flask) -> 
         session.flush()
         session.add(
             AuthToken(
-                token="vip-token",
+                token_hash=token_digest("vip-token"),
                 customer_id=customer.id,
                 expires_at=utcnow() + dt.timedelta(hours=1),
             )
@@ -498,7 +499,7 @@ def test_checkout_someone_elses_cart_is_not_found(client: FlaskClient, app: Flas
         session.flush()
         session.add(
             AuthToken(
-                token="owner-token",
+                token_hash=token_digest("owner-token"),
                 customer_id=owner.id,
                 expires_at=utcnow() + dt.timedelta(hours=1),
             )

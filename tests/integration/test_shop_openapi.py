@@ -29,7 +29,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
-from shop.accounts import TOKEN_LIFETIME
+from shop.accounts import TOKEN_LIFETIME, token_digest
 from shop.app import create_app
 from shop.models import AuthToken, utcnow
 from shop.seed import load_catalog
@@ -205,7 +205,7 @@ class Targets:
         with self.app.extensions["vigil.shop"].sessions.begin() as session:
             session.add(
                 AuthToken(
-                    token=token,
+                    token_hash=token_digest(token),
                     customer_id=self.customer_id,
                     expires_at=utcnow() + TOKEN_LIFETIME,
                 )

@@ -24,6 +24,7 @@ def test_haproxy_config_balances_every_instance_with_health_checks(tmp_path: Pat
     assert "server shop-2 127.0.0.1:8002 check" in text
     assert "option httpchk GET /readyz" in text
     assert "option forwardfor" in text
+    assert "http-request set-header X-Forwarded-Proto http if !{ ssl_fc }" in text
     assert f"stats socket {tmp_path / 'haproxy.sock'} mode 600 level admin" in text
 
 
