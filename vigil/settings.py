@@ -209,9 +209,10 @@ class QuerySettings:
     """Limits of one PromQL or event query, in ``vigil web`` and ``vigil alert``."""
 
     max_samples: int = option(
-        50_000_000,
+        10_000_000,
         env="VIGIL_QUERY_MAX_SAMPLES",
-        help="samples (and rows) one query may hold; Prometheus' --query.max-samples; 0: none",
+        help="samples (and rows) one query may hold, ~75 bytes each; "
+        "Prometheus' --query.max-samples; 0: none",
     )
     timeout_s: float = option(
         120.0,
@@ -219,9 +220,10 @@ class QuerySettings:
         help="seconds one query may run; Prometheus' --query.timeout; 0: none",
     )
     max_concurrency: int = option(
-        20,
+        4,
         env="VIGIL_QUERY_MAX_CONCURRENCY",
-        help="queries the web API runs at once, others wait; Prometheus' --query.max-concurrency",
+        help="queries the web API runs at once, others wait (within their timeout); "
+        "Prometheus' --query.max-concurrency",
     )
 
 
