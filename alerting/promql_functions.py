@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from siem.model import METRIC_NAME, Labels
 from vigil.errors import VigilError
 
+_SHOWN = 300  # characters of the expression an error message repeats
+
 
 class PromQLError(VigilError):
     """A PromQL expression is malformed, unsupported, or fails to evaluate.
@@ -42,7 +44,10 @@ class PromQLError(VigilError):
                 f"{where}" + (f" near {near!r}" if near else " (end of input)") + f": {message}"
             )
         if expr is not None:
-            message = f"{message} in {expr.strip()!r}"
+            shown = expr.strip()
+            if len(shown) > _SHOWN:  # a 16 KB expression need not come back whole
+                shown = shown[:_SHOWN] + "..."
+            message = f"{message} in {shown!r}"
         super().__init__(message)
 
 

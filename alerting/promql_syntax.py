@@ -45,7 +45,7 @@ def check_shape(text: str) -> None:
     if len(text) > MAX_LENGTH:
         raise PromQLError(
             f"expression of {len(text):,} characters is longer than the limit of {MAX_LENGTH:,}",
-            expr=text[:200] + "...",
+            expr=text,
         )
     saved: list[int] = []  # depth before each open bracket
     braces = 0
