@@ -284,8 +284,12 @@ class Engine:
         """Parse ``expr`` and verify it uses only supported constructs (for rule loading)."""
         _compile(expr)
 
+    def new_budget(self) -> limits.QueryBudget:
+        """A budget with this engine's limits, e.g. for an event query run beside it."""
+        return limits.QueryBudget(self.max_samples, self.timeout_s)
+
     def _budget(self) -> limits.QueryBudget:
-        return limits.current() or limits.QueryBudget(self.max_samples, self.timeout_s)
+        return limits.current() or self.new_budget()
 
     def instant(self, expr: str, at: float) -> list[InstantSample] | float:
         """The value of ``expr`` at time ``at``: a vector sorted by labels, or a scalar."""

@@ -244,3 +244,37 @@ def test_promql_fuzz_any_text_is_a_result_or_a_promql_error(text: str) -> None:
 
 _FUZZ_STORE = MemoryStore()
 _FUZZ_STORE.write(samples=_samples(series=3, points=20))
+
+
+def test_alert_event_rule_runs_under_the_evaluator_limits(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from alerting.engine import AlertEngine
+    from alerting.rules import load_rules
+    from alerting.state import AlertBook, AlertDB
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "groups:\n  - name: g\n    rules:\n      - alert: Many\n        event:\n"
+        "          dataset: shop.access\n          query: 'n >= 0'\n          group_by: n\n"
+        "          window: 1d\n          threshold: 0\n",
+        encoding="utf-8",
+    )
+    store = MemoryStore()
+    store.write(events=_events(50))
+    (rule,) = load_rules([rules])[0].rules
+    at = NOW + 1
+
+    def engine(max_samples: int) -> AlertEngine:
+        return AlertEngine(
+            store,
+            [],
+            AlertBook(AlertDB(tmp_path / f"alerts-{max_samples}.db")),
+            [],
+            evaluator=Engine(store, max_samples=max_samples),
+            registry=CollectorRegistry(),
+        )
+
+    assert len(engine(1000).hits(rule, at)) == 50  # one group per value of n
+    with pytest.raises(TooManySamplesError):
+        engine(10).hits(rule, at)
