@@ -255,6 +255,18 @@ class _Stored:
     labels: Labels
     times: list[float]
     values: list[float]
+    # Counter resets, found once per query: index j where values[j] < values[j - 1],
+    # and values[j - 1]. A window then adds its resets without walking every sample,
+    # so rate(x[1d]) at short steps costs per reset, not per sample and step.
+    reset_at: list[int]
+    reset_by: list[float]
+
+
+def _stored(series: Series) -> _Stored:
+    times = [p[0] for p in series.points]
+    values = [p[1] for p in series.points]
+    reset_at = [j for j in range(1, len(values)) if values[j] < values[j - 1]]
+    return _Stored(series.labels, times, values, reset_at, [values[j - 1] for j in reset_at])
 
 
 class Engine:
@@ -342,9 +354,7 @@ class Engine:
             found = self.store.select(
                 selector.matchers, start - selector.offset - width, end - selector.offset
             )
-            data[selector] = [
-                _Stored(s.labels, [p[0] for p in s.points], [p[1] for p in s.points]) for s in found
-            ]
+            data[selector] = [_stored(s) for s in found]
         return data
 
 
@@ -405,8 +415,16 @@ class _Evaluation:
             lo = bisect.bisect_right(stored.times, start)
             hi = bisect.bisect_right(stored.times, end)
             if lo < hi:
+                # resets strictly inside the window: j in (lo, hi)
+                r_lo = bisect.bisect_right(stored.reset_at, lo)
+                r_hi = bisect.bisect_left(stored.reset_at, hi)
                 window = fn.Window(
-                    stored.labels, stored.times[lo:hi], stored.values[lo:hi], start, end
+                    stored.labels,
+                    fn.Span(stored.times, lo, hi),
+                    fn.Span(stored.values, lo, hi),
+                    start,
+                    end,
+                    stored.reset_by[r_lo:r_hi],
                 )
                 rv.append(window)
         return rv

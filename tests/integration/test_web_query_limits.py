@@ -55,7 +55,7 @@ class Web:
 
 
 def _store() -> MemoryStore:
-    # A day of 10 s scrapes for 20 series: a count_over_time(x[1d]) every 8 s
+    # A day of 10 s scrapes for 20 series: a sum_over_time(x[1d]) every 8 s
     # slices ~8,600 points per series per step, which runs for minutes.
     store = MemoryStore()
     points = int(DAY / 10)
@@ -92,7 +92,7 @@ def _get(web: Web, path: str, timeout: float = 10.0) -> tuple[int, dict[str, obj
 
 def test_web_answers_healthz_during_a_heavy_query_and_cancels_it_on_hangup(web: Web) -> None:
     query = urllib.parse.urlencode(
-        {"query": "count_over_time(req_total[1d])", "start": NOW - DAY, "end": NOW, "step": 8}
+        {"query": "sum_over_time(req_total[1d])", "start": NOW - DAY, "end": NOW, "step": 8}
     )
     client = socket.create_connection(("127.0.0.1", web.port))
     client.sendall(f"GET /api/query_range?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())

@@ -278,3 +278,37 @@ def test_alert_event_rule_runs_under_the_evaluator_limits(tmp_path: Path) -> Non
     assert len(engine(1000).hits(rule, at)) == 50  # one group per value of n
     with pytest.raises(TooManySamplesError):
         engine(10).hits(rule, at)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(
+        st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=2, max_size=40
+    ),
+    width=st.integers(min_value=2, max_value=40),
+)
+def test_rate_with_precomputed_resets_equals_walking_the_window(
+    values: list[float], width: int
+) -> None:
+    from alerting import promql_functions as fn
+
+    store = MemoryStore()
+    labels = make_labels("c_total")
+    times = [NOW + 10 * i for i in range(len(values))]
+    store.write(samples=[Sample(labels, t, v) for t, v in zip(times, values, strict=True)])
+    window = 10.0 * width
+    end = times[-1]
+    series = Engine(store).range(f"increase(c_total[{int(window)}s])", times[0], end, 10)
+    got = dict(series[0].points) if series else {}
+    for t in times:
+        inside = [i for i, ts in enumerate(times) if t - window < ts <= t]
+        expected = fn.increase(
+            fn.Window(
+                labels,
+                [times[i] for i in inside],
+                [values[i] for i in inside],
+                t - window,
+                t,
+            )
+        )
+        assert got.get(t) == expected
