@@ -16,6 +16,11 @@ comparisons with and without ``bool``, ``and/or/unless``, ``on``/``ignoring``,
 ``group_left``/``group_right``. Windows are left-open, as in Prometheus 3:
 an instant selector takes the newest sample in ``(t - lookback, t]``, a range
 selector the samples in ``(t - range, t]``.
+
+Limits: ``promql_syntax.check_shape`` rejects too long or too deep text before
+the parser sees it; regex matchers are RE2 (``siem.model.Matcher``); every
+evaluation runs under a ``siem.limits.QueryBudget`` (samples, deadline,
+cancellation), checked per step and per series.
 """
 
 from __future__ import annotations
