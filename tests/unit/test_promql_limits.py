@@ -150,6 +150,14 @@ def test_matcher_rejects_what_re2_rejects(pattern: str) -> None:
         Matcher("job", "=~", pattern)
 
 
+def test_engine_regex_re2_rejects_is_a_located_promql_error() -> None:
+    # The parser accepts a{1001}; RE2 (like Prometheus) caps repetition at 1000.
+    with pytest.raises(PromQLError, match=r"invalid regex 'a\{1001\}'") as info:
+        Engine(MemoryStore()).instant('x{job="shop", a=~"a{1001}"}', NOW)
+    assert info.value.offset == len('x{job="shop", a=~')
+    assert "column 18" in str(info.value)
+
+
 def test_engine_regex_over_many_series_answers(store: MemoryStore) -> None:
     store.write(samples=[Sample(make_labels("a" * 40, pod="x"), NOW, 1.0)])
     assert Engine(store).instant(r'{__name__=~"(\\w+)+x"}', NOW) == []
