@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -64,6 +65,8 @@ class Series:
         return dict(self.labels).get(METRIC_NAME, "")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 MAX_REGEX_LENGTH = 4096
 """Longest regex a matcher takes; RE2 is linear in the input, not in the pattern."""
 
@@ -103,7 +106,11 @@ class Matcher:
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        hit = _regex(self.value).fullmatch(actual) is not None
+        try:
+            hit = _regex(self.value).fullmatch(actual) is not None
+        except UnicodeEncodeError:
+            # RE2 takes UTF-8; a lone surrogate (from a bad scrape) reads as U+FFFD, as in Go.
+            hit = _regex(self.value).fullmatch(_SURROGATE.sub("\ufffd", actual)) is not None
         return hit if self.op == "=~" else not hit
 
 

@@ -331,3 +331,20 @@ def test_rate_with_precomputed_resets_equals_walking_the_window(
             )
         )
         assert got.get(t) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pattern=st.text(max_size=30),
+    value=st.text(st.characters(blacklist_categories=()), max_size=30),  # surrogates too
+)
+def test_matcher_fuzz_any_pattern_matches_or_is_a_matcher_error(pattern: str, value: str) -> None:
+    try:
+        matcher = Matcher("job", "=~", pattern)
+    except MatcherError as exc:
+        assert repr(pattern) in str(exc) or "invalid regex" in str(exc)
+        return
+    assert matcher.matches({"job": value}) in (True, False)
+    assert Matcher("job", "!~", pattern).matches({"job": value}) is not matcher.matches(
+        {"job": value}
+    )
