@@ -348,3 +348,14 @@ def test_matcher_fuzz_any_pattern_matches_or_is_a_matcher_error(pattern: str, va
     assert Matcher("job", "!~", pattern).matches({"job": value}) is not matcher.matches(
         {"job": value}
     )
+
+
+@pytest.mark.parametrize(("backend",), [("memory",), ("sqlite",)])
+def test_store_count_by_groups_count_against_the_limit(backend: str, tmp_path: Path) -> None:
+    store = MemoryStore() if backend == "memory" else SqliteStore(tmp_path / "siem.db")
+    store.write(events=_events(300))  # 300 distinct values of n
+    with QueryBudget(max_samples=100).active(), pytest.raises(TooManySamplesError):
+        store.count_by(EventQuery(kql="n >= 0"), "n")
+    with QueryBudget(max_samples=1000).active():
+        assert len(store.count_by(EventQuery(kql="n >= 0"), "n")) == 300
+    store.close()
