@@ -15,6 +15,7 @@ from alerting.engine import AlertEngine, RuleSource
 from alerting.notify.base import Notifier
 from alerting.notify.slack import SlackNotifier
 from alerting.notify.webhook import WebhookNotifier
+from alerting.promql import Engine
 from alerting.rules import check_files, expand
 from alerting.state import AlertBook, AlertDB
 from siem.backends import open_store
@@ -70,6 +71,9 @@ def cmd_alert(args: argparse.Namespace) -> int:
             groups,
             AlertBook(db),
             notifiers(settings),
+            evaluator=Engine(
+                store, max_samples=settings.query.max_samples, timeout_s=settings.query.timeout_s
+            ),
             runbook_base_url=settings.alert.runbook_base_url or web_url(settings),
             source=source,
             queue_size=settings.alert.notify_queue_size,

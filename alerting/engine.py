@@ -162,7 +162,8 @@ class AlertEngine:
 
     def _event_hits(self, cond: EventCondition, at: float) -> list[Hit]:
         query = EventQuery(dataset=cond.dataset, start=at - cond.window, end=at, kql=cond.query)
-        counts = self.store.count_by(query, cond.group_by)
+        with self.evaluator.new_budget().active():  # the same time and size limits as PromQL
+            counts = self.store.count_by(query, cond.group_by)
         return [
             Hit(((cond.label, value),), float(n))
             for value, n in sorted(counts.items())

@@ -16,6 +16,11 @@ comparisons with and without ``bool``, ``and/or/unless``, ``on``/``ignoring``,
 ``group_left``/``group_right``. Windows are left-open, as in Prometheus 3:
 an instant selector takes the newest sample in ``(t - lookback, t]``, a range
 selector the samples in ``(t - range, t]``.
+
+Limits: ``promql_syntax.check_shape`` rejects too long or too deep text before
+the parser sees it; regex matchers are RE2 (``siem.model.Matcher``); every
+evaluation runs under a ``siem.limits.QueryBudget`` (samples, deadline,
+cancellation), checked per step and per series.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from __future__ import annotations
 import bisect
 import functools
 import math
-import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,9 +35,18 @@ import promql_parser as pp
 
 from alerting import promql_functions as fn
 from alerting.promql_functions import PromQLError
-from siem.model import METRIC_NAME, Labels, Matcher, Series, Store
+from alerting.promql_syntax import (
+    MAX_DEPTH,
+    MAX_LENGTH,
+    check_shape,
+    find_regex,
+    locate_parse_error,
+    parse,
+)
+from siem import limits
+from siem.model import METRIC_NAME, Labels, Matcher, MatcherError, Series, Store
 
-__all__ = ["Engine", "InstantSample", "PromQLError"]
+__all__ = ["MAX_DEPTH", "MAX_LENGTH", "Engine", "InstantSample", "PromQLError", "check_shape"]
 
 MAX_STEPS = 11_000
 """Most points a range evaluation computes per series, as Prometheus limits it."""
@@ -113,9 +126,10 @@ _CARDINALITY = {
 
 @functools.lru_cache(maxsize=512)
 def _compile(text: str) -> _Node:
-    """Parse ``text`` and convert it to a plan, or raise ``PromQLError``."""
+    """Check the shape of ``text``, parse it and convert it to a plan, or raise ``PromQLError``."""
+    check_shape(text)
     try:
-        expr = _parse(text)
+        expr = parse(text)
     except ValueError as exc:
         message = str(exc)
         raise PromQLError(message, expr=text, offset=locate_parse_error(text, message)) from None
@@ -127,89 +141,6 @@ def _compile(text: str) -> _Node:
             expr=text,
         )
     return rv
-
-
-_TOKEN = re.compile(
-    r"""(?P<space>\s+|\#[^\n]*)
-    |(?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|`[^`]*`)
-    |(?P<open_quote>["'`])
-    |(?P<word>[A-Za-z_:][\w:]*)
-    |(?P<number>[0-9.](?:[eE][+-]|[\w.])*)
-    |(?P<op>==|!=|>=|<=|=~|!~|.)""",
-    re.VERBOSE | re.DOTALL,
-)
-_PROBES = ("", " 1", " x", "[1m])", ")", "]", "}", " (x)", ' "x"', "1m]", " by (x)", '="x"')
-_OPENERS = {"(": ")", "{": "}", "[": "]"}
-
-
-def _tokens(text: str) -> list[tuple[str, str, int]]:
-    """(kind, text, offset) of each token, enough to point at an error."""
-    return [
-        (m.lastgroup or "op", m.group(), m.start())
-        for m in _TOKEN.finditer(text)
-        if m.lastgroup != "space"
-    ]
-
-
-def locate_parse_error(text: str, message: str) -> int:
-    """Best offset in ``text`` for the parser's ``message`` (which carries no position)."""
-    tokens = _tokens(text)
-    lower = message.lower()
-    stack: list[tuple[str, int]] = []
-    stray: int | None = None
-    for kind, tok, offset in tokens:
-        if kind == "open_quote" and "unterminated" in lower:
-            return offset
-        if tok in _OPENERS:
-            stack.append((tok, offset))
-        elif tok in _OPENERS.values():
-            if stack and _OPENERS[stack[-1][0]] == tok:
-                stack.pop()
-            elif stray is None:
-                stray = offset
-    if "unexpected right" in lower and stray is not None:
-        return stray
-    if "unclosed" in lower or "end of input inside" in lower:
-        wanted = "(" if "paren" in lower else "{" if "brace" in lower else "["
-        for opener, offset in reversed(stack):
-            if opener == wanted:
-                return offset
-    if "end of input" in lower:
-        return len(text.rstrip())
-    quoted = re.search(r"'([^']+)'|: (\S+)$|regex for (.+)$", message)
-    if quoted:
-        needle = next(group for group in quoted.groups() if group).strip("'")
-        for _, tok, offset in tokens:
-            if tok == needle or tok[1:-1] == needle:
-                return offset
-    return _first_bad_token(text, tokens)
-
-
-def _first_bad_token(text: str, tokens: list[tuple[str, str, int]]) -> int:
-    """The token after which no continuation can make the expression parse."""
-    for _, tok, offset in tokens:
-        prefix = text[: offset + len(tok)]
-        if not any(_parses(prefix + a + b) for a in _PROBES for b in _PROBES):
-            return offset
-    return len(text.rstrip())
-
-
-def _parse(text: str) -> pp.Expr:
-    """``promql_parser.parse``, with its Rust panics (e.g. ``offset NaN``) as ValueError."""
-    try:
-        return pp.parse(text)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # pyo3's PanicException derives from BaseException
-        raise ValueError(str(exc)) from None
-
-
-def _parses(text: str) -> bool:
-    try:
-        _parse(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _unsupported(what: str, text: str) -> PromQLError:
@@ -247,10 +178,13 @@ def _selector(vs: pp.VectorSelector, range_s: float | None, text: str) -> _Selec
         raise _unsupported("@ modifier", text)
     if vs.matchers.or_matchers:
         raise _unsupported("'or' inside a label matcher", text)
-    matchers = [
-        Matcher(m.name, _MATCH_OPS[str(m.op).rsplit(".", 1)[-1]], m.value)
-        for m in vs.matchers.matchers
-    ]
+    try:
+        matchers = [
+            Matcher(m.name, _MATCH_OPS[str(m.op).rsplit(".", 1)[-1]], m.value)
+            for m in vs.matchers.matchers
+        ]
+    except MatcherError as exc:
+        raise PromQLError(str(exc), expr=text, offset=find_regex(text, exc.pattern)) from None
     if vs.name is not None:
         matchers.insert(0, Matcher(METRIC_NAME, "=", vs.name))
     offset = vs.offset.total_seconds() if vs.offset is not None else 0.0
@@ -326,23 +260,60 @@ class _Stored:
     labels: Labels
     times: list[float]
     values: list[float]
+    # Counter resets, found once per query: index j where values[j] < values[j - 1],
+    # and values[j - 1]. A window then adds its resets without walking every sample,
+    # so rate(x[1d]) at short steps costs per reset, not per sample and step.
+    reset_at: list[int]
+    reset_by: list[float]
+
+
+def _stored(series: Series) -> _Stored:
+    times = [p[0] for p in series.points]
+    values = [p[1] for p in series.points]
+    reset_at = [j for j in range(1, len(values)) if values[j] < values[j - 1]]
+    return _Stored(series.labels, times, values, reset_at, [values[j - 1] for j in reset_at])
 
 
 class Engine:
-    """Evaluates PromQL over a ``Store``; safe to share, holds no per-query state."""
+    """Evaluates PromQL over a ``Store``; safe to share, holds no per-query state.
 
-    def __init__(self, store: Store, *, lookback: float = 300.0) -> None:
+    Each evaluation runs under the ``siem.limits.QueryBudget`` in scope (the web
+    API opens one per request, with cancellation), else under a fresh one with
+    this engine's ``max_samples`` and ``timeout_s`` (Prometheus'
+    ``--query.max-samples`` and ``--query.timeout``). Samples loaded by the
+    store and points held in a range result count against the budget.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        lookback: float = 300.0,
+        max_samples: int = limits.DEFAULT_MAX_SAMPLES,
+        timeout_s: float = limits.DEFAULT_TIMEOUT_S,
+    ) -> None:
         self.store = store
         self.lookback = lookback
+        self.max_samples = max_samples
+        self.timeout_s = timeout_s
 
     def check(self, expr: str) -> None:
         """Parse ``expr`` and verify it uses only supported constructs (for rule loading)."""
         _compile(expr)
 
+    def new_budget(self) -> limits.QueryBudget:
+        """A budget with this engine's limits, e.g. for an event query run beside it."""
+        return limits.QueryBudget(self.max_samples, self.timeout_s)
+
+    def _budget(self) -> limits.QueryBudget:
+        return limits.current() or self.new_budget()
+
     def instant(self, expr: str, at: float) -> list[InstantSample] | float:
         """The value of ``expr`` at time ``at``: a vector sorted by labels, or a scalar."""
         node, at = _compile(expr), float(at)
-        rv = _Evaluation(self._fetch(node, at, at), self.lookback).eval(node, at)
+        with self._budget().active() as budget:
+            evaluation = _Evaluation(self._fetch(node, at, at), self.lookback, budget)
+            rv = evaluation.eval(node, at)
         if isinstance(rv, float):
             return rv
         fn.check_unique(rv)
@@ -361,16 +332,20 @@ class Engine:
         if count > MAX_STEPS:
             raise PromQLError(f"too many steps ({count} > {MAX_STEPS}); use a larger step")
         node = _compile(expr)
-        evaluation = _Evaluation(self._fetch(node, start, end), self.lookback)
-        points: dict[Labels, list[tuple[float, float]]] = {}
-        for i in range(count):
-            t = float(start + i * step)
-            rv = evaluation.eval(node, t)
-            if isinstance(rv, float):
-                rv = [((), rv)]
-            fn.check_unique(rv)
-            for labels, value in rv:
-                points.setdefault(labels, []).append((t, value))
+        with self._budget().active() as budget:
+            evaluation = _Evaluation(self._fetch(node, start, end), self.lookback, budget)
+            budget.stage = "expression evaluation"
+            points: dict[Labels, list[tuple[float, float]]] = {}
+            for i in range(count):
+                budget.check()
+                t = float(start + i * step)
+                rv = evaluation.eval(node, t)
+                if isinstance(rv, float):
+                    rv = [((), rv)]
+                fn.check_unique(rv)
+                budget.take(len(rv))
+                for labels, value in rv:
+                    points.setdefault(labels, []).append((t, value))
         return [Series(labels, tuple(pts)) for labels, pts in sorted(points.items())]
 
     def _fetch(self, node: _Node, start: float, end: float) -> dict[_Selector, list[_Stored]]:
@@ -379,22 +354,24 @@ class Engine:
         for selector in _selectors(node):
             if selector in data:
                 continue
+            limits.check()
             width = selector.range if selector.range is not None else self.lookback
             found = self.store.select(
                 selector.matchers, start - selector.offset - width, end - selector.offset
             )
-            data[selector] = [
-                _Stored(s.labels, [p[0] for p in s.points], [p[1] for p in s.points]) for s in found
-            ]
+            data[selector] = [_stored(s) for s in found]
         return data
 
 
 class _Evaluation:
     """One evaluation over data fetched in advance; ``eval`` runs per step."""
 
-    def __init__(self, data: dict[_Selector, list[_Stored]], lookback: float) -> None:
+    def __init__(
+        self, data: dict[_Selector, list[_Stored]], lookback: float, budget: limits.QueryBudget
+    ) -> None:
         self.data = data
         self.lookback = lookback
+        self.budget = budget
 
     def eval(self, node: _Node, t: float) -> Value:
         if isinstance(node, _Number):
@@ -439,11 +416,20 @@ class _Evaluation:
         start = end - selector.range
         rv = []
         for stored in self.data[selector]:
+            self.budget.check()
             lo = bisect.bisect_right(stored.times, start)
             hi = bisect.bisect_right(stored.times, end)
             if lo < hi:
+                # resets strictly inside the window: j in (lo, hi)
+                r_lo = bisect.bisect_right(stored.reset_at, lo)
+                r_hi = bisect.bisect_left(stored.reset_at, hi)
                 window = fn.Window(
-                    stored.labels, stored.times[lo:hi], stored.values[lo:hi], start, end
+                    stored.labels,
+                    fn.Span(stored.times, lo, hi),
+                    fn.Span(stored.values, lo, hi),
+                    start,
+                    end,
+                    stored.reset_by[r_lo:r_hi],
                 )
                 rv.append(window)
         return rv

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from siem.model import METRIC_NAME, Labels
 from vigil.errors import VigilError
+
+_SHOWN = 300  # characters of the expression an error message repeats
 
 
 class PromQLError(VigilError):
@@ -42,7 +45,10 @@ class PromQLError(VigilError):
                 f"{where}" + (f" near {near!r}" if near else " (end of input)") + f": {message}"
             )
         if expr is not None:
-            message = f"{message} in {expr.strip()!r}"
+            shown = expr.strip()
+            if len(shown) > _SHOWN:  # a 16 KB expression need not come back whole
+                shown = shown[:_SHOWN] + "..."
+            message = f"{message} in {shown!r}"
         super().__init__(message)
 
 
@@ -59,6 +65,39 @@ class Window:
     values: Sequence[float]
     start: float
     end: float
+    resets: Sequence[float] | None = None
+    """The value before each counter reset in the window, in order, when known."""
+
+
+class Span(Sequence[float]):
+    """``data[lo:hi]`` without copying until iterated: ``rate`` reads only the ends.
+
+    >>> Span([1.0, 2.0, 3.0, 4.0], 1, 3)[-1]
+    3.0
+    """
+
+    def __init__(self, data: Sequence[float], lo: int, hi: int) -> None:
+        self._data, self._lo, self._hi = data, lo, hi
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    @overload
+    def __getitem__(self, index: int) -> float: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[float]: ...
+
+    def __getitem__(self, index: int | slice) -> float | Sequence[float]:
+        if isinstance(index, slice):
+            return self._data[self._lo : self._hi][index]
+        n = self._hi - self._lo
+        if not -n <= index < n:
+            raise IndexError(index)
+        return self._data[self._lo + index if index >= 0 else self._hi + index]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self._data[self._lo : self._hi])
 
 
 def drop_name(labels: Labels) -> Labels:
@@ -78,11 +117,15 @@ def _extrapolated(window: Window, *, is_rate: bool) -> float | None:
     if len(values) < 2:
         return None
     result = values[-1] - values[0]
-    previous = 0.0
-    for value in values:
-        if value < previous:
-            result += previous
-        previous = value
+    if window.resets is not None:
+        for before in window.resets:
+            result += before
+    else:
+        previous = 0.0
+        for value in values:
+            if value < previous:
+                result += previous
+            previous = value
     sampled = times[-1] - times[0]
     if sampled <= 0:
         return None

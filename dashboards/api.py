@@ -5,22 +5,35 @@
 {"resultType": ..., "result": ...}}``, values as strings, and on a bad
 expression or parameter ``{"status": "error", "errorType": "bad_data",
 "error": ...}`` with 400.
+
+Every query runs under a ``siem.limits.QueryBudget`` made from ``query.*``
+settings: at most ``query.max_concurrency`` at once (the rest wait, within
+their timeout), a sample limit (422 ``execution``), a deadline (503
+``timeout``), and cancellation when the client hangs up
+(``dashboards.hangup``). Range results are streamed series by series, so the
+response is never held twice in memory and other requests keep getting the GIL.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from alerting.promql import PromQLError
 from dashboards.app import context
 from dashboards.events import DEPLOY_DATASET, event_json, firing_alerts
+from dashboards.hangup import HangupWatcher
 from dashboards.panels import OVERVIEW
 from dashboards.params import DashboardError, parse_duration, parse_limit, parse_time
-from siem.model import EventQuery
+from siem.limits import QueryBudget, QueryLimitError, QueryTimeoutError, TooManySamplesError
+from siem.model import EventQuery, Series
 from vigil.errors import VigilError
 from vigil.webauth import requires
 
@@ -56,10 +69,49 @@ def _bad_data(err: VigilError) -> tuple[Response, int]:
     return _error("bad_data", str(err), 400)
 
 
+@bp.errorhandler(QueryLimitError)
+def _limited(err: QueryLimitError) -> tuple[Response, int]:
+    # Prometheus: too many samples is 422 "execution", a timeout 503 "timeout".
+    status = 422 if isinstance(err, TooManySamplesError) else 503
+    return _error(err.kind, str(err), status)
+
+
 @bp.errorhandler(VigilError)
 def _unavailable(err: VigilError) -> tuple[Response, int]:
     # Anything else Vigil raises here comes from the store: not the caller's fault.
     return _error("unavailable", str(err), 503)
+
+
+_GATES_LOCK = threading.Lock()
+
+
+def _gate(app: Flask, size: int) -> threading.BoundedSemaphore:
+    """The app's semaphore bounding concurrent queries (made on first use)."""
+    key = "vigil.query_gate"
+    with _GATES_LOCK:
+        gate = app.extensions.get(key)
+        if gate is None:
+            gate = app.extensions[key] = threading.BoundedSemaphore(max(size, 1))
+    rv: threading.BoundedSemaphore = gate
+    return rv
+
+
+@contextmanager
+def limited() -> Iterator[QueryBudget]:
+    """Run the block as one query: wait for a slot, then under a budget that
+    is cancelled when the client hangs up. The wait counts against the timeout."""
+    settings = context().settings.query
+    budget = QueryBudget(settings.max_samples, settings.timeout_s)
+    gate = _gate(current_app, settings.max_concurrency)
+    if not gate.acquire(timeout=settings.timeout_s if settings.timeout_s > 0 else None):
+        raise QueryTimeoutError("query timed out in query queue")
+    watcher = HangupWatcher(request.environ.get("werkzeug.socket"), budget.cancel)
+    try:
+        with budget.active():
+            yield budget
+    finally:
+        watcher.stop()
+        gate.release()
 
 
 def _expr() -> str:
@@ -83,7 +135,8 @@ def query() -> Response:
     expr = _expr()
     raw_time = request.args.get("time")
     at = parse_time("time", raw_time) if raw_time else time.time()
-    rv = context().engine.instant(expr, at)
+    with limited():
+        rv = context().engine.instant(expr, at)
     if isinstance(rv, float | int):
         return _success({"resultType": "scalar", "result": [at, format_value(float(rv))]})
     result = [
@@ -112,12 +165,19 @@ def query_range() -> Response:
             f"exceeded maximum resolution of {MAX_POINTS:,} points per timeseries. "
             "Try decreasing the query resolution (?step=XX)"
         )
-    series = context().engine.range(expr, start, end, step)
-    result = [
-        {"metric": dict(s.labels), "values": [[t, format_value(v)] for t, v in s.points]}
-        for s in series
-    ]
-    return _success({"resultType": "matrix", "result": result})
+    with limited():
+        series = context().engine.range(expr, start, end, step)
+    return Response(_matrix_json(series), mimetype="application/json")
+
+
+def _matrix_json(series: list[Series]) -> Iterator[str]:
+    """``{"status": "success", "data": {"resultType": "matrix", ...}}`` one series at a time."""
+    yield '{"status":"success","data":{"resultType":"matrix","result":['
+    for i, s in enumerate(series):
+        values = [[t, format_value(v)] for t, v in s.points]
+        item = json.dumps({"metric": dict(s.labels), "values": values}, separators=(",", ":"))
+        yield ("," if i else "") + item
+    yield "]}}"
 
 
 @bp.get("/alerts")
@@ -134,14 +194,14 @@ def events() -> Response:
     dataset = request.args.get("dataset") or None
     limit = parse_limit(request.args.get("limit"), default=50, maximum=MAX_EVENTS)
     raw_start, raw_end = request.args.get("start"), request.args.get("end")
-    found = context().store.search(
-        EventQuery(
-            dataset=dataset,
-            start=parse_time("start", raw_start) if raw_start else None,
-            end=parse_time("end", raw_end) if raw_end else None,
-            limit=limit,
-        )
+    query = EventQuery(
+        dataset=dataset,
+        start=parse_time("start", raw_start) if raw_start else None,
+        end=parse_time("end", raw_end) if raw_end else None,
+        limit=limit,
     )
+    with limited():
+        found = context().store.search(query)
     return _success({"events": [event_json(e) for e in found]})
 
 

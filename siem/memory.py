@@ -11,7 +11,16 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from siem import limits
 from siem.model import Event, EventQuery, Labels, Matcher, Sample, Series, WriteResult
+
+_CHECK_EVERY = 1024  # items between deadline/cancellation checks
+
+
+def _take(n: int) -> None:
+    budget = limits.current()
+    if budget is not None:
+        budget.take(n)
 
 
 class MemoryStore:
@@ -43,12 +52,19 @@ class MemoryStore:
     def _matching(self, query: EventQuery) -> list[Event]:
         with self._lock:
             events = list(self._events.values())
-        hits = [e for e in events if query.matches(e)]
+        hits = []
+        for n, event in enumerate(events):
+            if n % _CHECK_EVERY == 0:
+                limits.check()
+            if query.matches(event):
+                hits.append(event)
         hits.sort(key=lambda e: (e.timestamp, e.id), reverse=True)
         return hits
 
     def search(self, query: EventQuery) -> list[Event]:
-        return self._matching(query)[: query.limit]
+        rv = self._matching(query)[: max(query.limit, 0)]
+        _take(len(rv))
+        return rv
 
     def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
         counts: Counter[str] = Counter()
@@ -56,13 +72,16 @@ class MemoryStore:
             value = event.get(field_name)
             if value is not None:
                 counts[str(value)] += 1
+        _take(len(counts))
         return dict(counts)
 
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
         rv: list[Series] = []
         with self._lock:
             items = [(labels, dict(points)) for labels, points in self._series.items()]
-        for labels, points in items:
+        for n, (labels, points) in enumerate(items):
+            if n % _CHECK_EVERY == 0:
+                limits.check()
             as_dict = dict(labels)
             if not all(m.matches(as_dict) for m in matchers):
                 continue
@@ -70,6 +89,7 @@ class MemoryStore:
             lo = bisect.bisect_left(times, start)
             hi = bisect.bisect_right(times, end)
             if lo < hi:
+                _take(hi - lo)
                 rv.append(Series(labels, tuple((t, points[t]) for t in times[lo:hi])))
         rv.sort(key=lambda s: s.labels)
         return rv

@@ -8,13 +8,16 @@ through it, and none of them sees SQL.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from siem import kql
+import re2
+
+from siem import SiemError, kql
 
 Labels = tuple[tuple[str, str], ...]
 """Label pairs sorted by name; ``__name__`` holds the metric name, as in Prometheus."""
@@ -62,13 +65,40 @@ class Series:
         return dict(self.labels).get(METRIC_NAME, "")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+MAX_REGEX_LENGTH = 4096
+"""Longest regex a matcher takes; RE2 is linear in the input, not in the pattern."""
+
+
+class MatcherError(SiemError):
+    """A label matcher's regex is not valid RE2 syntax (or is too long); names the pattern."""
+
+    def __init__(self, message: str, pattern: str) -> None:
+        self.pattern = pattern
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class Matcher:
-    """A Prometheus label matcher; regexes are anchored at both ends, as in PromQL."""
+    """A Prometheus label matcher; regexes are anchored at both ends, as in PromQL.
+
+    Regexes use RE2 syntax and semantics (what Prometheus uses): matching takes
+    time linear in the label value, so no pattern can backtrack for ages.
+    ``\\pL`` and ``[[:alpha:]]`` work; a pattern RE2 rejects raises
+    ``MatcherError`` when the matcher is built.
+
+    >>> Matcher("job", "=~", "sh.p").matches({"job": "shop"})
+    True
+    """
 
     name: str
     op: Literal["=", "!=", "=~", "!~"]
     value: str
+
+    def __post_init__(self) -> None:
+        if self.op in ("=~", "!~"):
+            _regex(self.value)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         actual = labels.get(self.name, "")
@@ -76,8 +106,37 @@ class Matcher:
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        hit = re.fullmatch(self.value, actual) is not None
+        try:
+            hit = _regex(self.value).fullmatch(actual) is not None
+        except UnicodeEncodeError:
+            # RE2 takes UTF-8; a lone surrogate (from a bad scrape) reads as U+FFFD, as in Go.
+            hit = _regex(self.value).fullmatch(_SURROGATE.sub("\ufffd", actual)) is not None
         return hit if self.op == "=~" else not hit
+
+
+@functools.lru_cache(maxsize=1024)
+def _regex(pattern: str) -> Any:
+    """The compiled RE2 for ``pattern``, anchored as Prometheus anchors it (``^(?:re)$``).
+
+    Cached (bounded): a selector is matched against every series' labels.
+    """
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise MatcherError(
+            f"regex of {len(pattern):,} characters is longer than {MAX_REGEX_LENGTH:,}", pattern
+        )
+    options = re2.Options()
+    options.log_errors = False
+    # RE2's "." skips newlines by default; Prometheus sets (?s) so "." matches any character.
+    try:
+        return re2.compile(f"^(?s:{pattern})$", options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise MatcherError(f"invalid regex {pattern!r}: {reason}", pattern) from None
+    except (TypeError, ValueError) as exc:
+        # e.g. a lone surrogate, which RE2 (UTF-8 only) cannot take
+        raise MatcherError(f"invalid regex {pattern!r}: {exc}", pattern) from None
 
 
 def parse_timestamp(value: str) -> float:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from siem import SiemError, kql
+from siem import SiemError, kql, limits
 from siem.model import (
     METRIC_NAME,
     Event,
@@ -34,6 +34,8 @@ from siem.model import (
 BUSY_TIMEOUT_S = 30.0
 MAX_IDLE_CONNECTIONS = 4
 _IN_CHUNK = 500  # series ids per ``IN (...)``; well below SQLite's variable limit
+_PROGRESS_STEPS = 10_000  # SQLite VM steps between deadline/cancellation checks
+_TAKE_EVERY = 4096  # rows read between sample-budget checks
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -96,11 +98,20 @@ class SqliteStore:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = self._open()
+        budget = limits.current()
+        if budget is not None:
+            # SQLite calls this every N virtual-machine steps and stops the statement
+            # when it returns non-zero: the deadline and cancellation reach into a scan.
+            conn.set_progress_handler(budget.interrupted, _PROGRESS_STEPS)
         try:
             yield conn
         except sqlite3.Error as exc:
+            if budget is not None:
+                budget.check()  # "interrupted" by the handler: say why
             raise SiemError(f"{self.path}: {exc}") from exc
         finally:
+            if budget is not None:
+                conn.set_progress_handler(None, 0)
             with self._lock:
                 keep = not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
                 if keep:
@@ -162,6 +173,7 @@ class SqliteStore:
         )
         with self._connection() as conn:
             rows = conn.execute(sql, [*args, max(query.limit, 0)]).fetchall()
+        _take(len(rows))
         return [Event(id_, ts, dataset, json.loads(doc)) for id_, ts, dataset, doc in rows]
 
     def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
@@ -174,9 +186,15 @@ class SqliteStore:
         )
         counts: Counter[str] = Counter()
         with self._connection() as conn:
+            held = 0  # one group per row: a runaway group_by stops at the budget
             for type_, value, count in conn.execute(sql, [*path_args, *path_args, *args]):
                 if type_ is not None and type_ != "null":
                     counts[_python_str(type_, value)] += count
+                held += 1
+                if held == _TAKE_EVERY:
+                    _take(held)
+                    held = 0
+            _take(held)
         return dict(counts)
 
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
@@ -190,13 +208,16 @@ class SqliteStore:
                     "SELECT id, labels_key FROM series WHERE name = ?", (name,)
                 ).fetchall()
             wanted: dict[int, Labels] = {}
-            for series_id, key in rows:
+            for n, (series_id, key) in enumerate(rows):
+                if n % _TAKE_EVERY == 0:
+                    limits.check()
                 labels: Labels = tuple((k, v) for k, v in json.loads(key))
                 as_dict = dict(labels)
                 if all(m.matches(as_dict) for m in matchers):
                     wanted[series_id] = labels
             points: dict[int, list[tuple[float, float]]] = {}
             ids = list(wanted)
+            loaded = 0
             for i in range(0, len(ids), _IN_CHUNK):
                 chunk = ids[i : i + _IN_CHUNK]
                 marks = ",".join("?" * len(chunk))
@@ -206,6 +227,12 @@ class SqliteStore:
                     [*chunk, start, end],
                 ):
                     points.setdefault(series_id, []).append((ts, _from_sql_value(value)))
+                    loaded += 1
+                    if loaded == _TAKE_EVERY:
+                        # Counted while streaming: too big a query stops before it holds all.
+                        _take(loaded)
+                        loaded = 0
+            _take(loaded)
         rv = [Series(wanted[sid], tuple(pts)) for sid, pts in points.items()]
         rv.sort(key=lambda s: s.labels)
         return rv
@@ -227,10 +254,18 @@ def _transaction(conn: sqlite3.Connection, mode: str) -> Iterator[None]:
     try:
         yield
     except BaseException:
+        conn.set_progress_handler(None, 0)  # a query's expired deadline must not stop this
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _take(n: int) -> None:
+    budget = limits.current()
+    if budget is not None:
+        budget.take(n)
+        budget.check()
 
 
 def _where(query: EventQuery) -> tuple[str, list[Any]]:

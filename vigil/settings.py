@@ -239,6 +239,29 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class QuerySettings:
+    """Limits of one PromQL or event query, in ``vigil web`` and ``vigil alert``."""
+
+    max_samples: int = option(
+        10_000_000,
+        env="VIGIL_QUERY_MAX_SAMPLES",
+        help="samples (and rows) one query may hold, ~75 bytes each; "
+        "Prometheus' --query.max-samples; 0: none",
+    )
+    timeout_s: float = option(
+        120.0,
+        env="VIGIL_QUERY_TIMEOUT",
+        help="seconds one query may run; Prometheus' --query.timeout; 0: none",
+    )
+    max_concurrency: int = option(
+        4,
+        env="VIGIL_QUERY_MAX_CONCURRENCY",
+        help="queries the web API runs at once, others wait (within their timeout); "
+        "Prometheus' --query.max-concurrency",
+    )
+
+
+@dataclass(frozen=True)
 class UpSettings:
     """``vigil up``: the supervised stack."""
 
@@ -267,6 +290,7 @@ class Settings:
     collect: CollectSettings = option(CollectSettings())
     alert: AlertSettings = option(AlertSettings())
     web: WebSettings = option(WebSettings())
+    query: QuerySettings = option(QuerySettings())
     up: UpSettings = option(UpSettings())
 
     @property
