@@ -21,6 +21,7 @@ from dashboards.app import create_app
 from siem.limits import QueryCancelledError
 from siem.memory import MemoryStore
 from siem.model import Sample, Series, make_labels
+from vigil.auth import UserStore
 from vigil.settings import from_mapping
 
 NOW = 1_700_000_000.0
@@ -52,6 +53,7 @@ class Web:
     url: str
     port: int
     engine: RecordingEngine
+    token: str
 
 
 def _store() -> MemoryStore:
@@ -74,17 +76,21 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
         {"data_dir": str(tmp), "query": {"max_samples": 500_000, "max_concurrency": 2}}
     )
     app = create_app(settings, store=store, engine=engine)
+    _, token = UserStore(tmp / "users.db").create_token("reader", "viewer")
     server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield Web(f"http://127.0.0.1:{server.server_port}", server.server_port, engine)
+    yield Web(f"http://127.0.0.1:{server.server_port}", server.server_port, engine, token)
     server.shutdown()
     server.server_close()
 
 
 def _get(web: Web, path: str, timeout: float = 10.0) -> tuple[int, dict[str, object]]:
     try:
-        with urllib.request.urlopen(web.url + path, timeout=timeout) as resp:
+        request = urllib.request.Request(
+            web.url + path, headers={"Authorization": f"Bearer {web.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
@@ -95,7 +101,10 @@ def test_web_answers_healthz_during_a_heavy_query_and_cancels_it_on_hangup(web: 
         {"query": "sum_over_time(req_total[1d])", "start": NOW - DAY, "end": NOW, "step": 8}
     )
     client = socket.create_connection(("127.0.0.1", web.port))
-    client.sendall(f"GET /api/query_range?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    client.sendall(
+        f"GET /api/query_range?{query} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {web.token}\r\n\r\n".encode()
+    )
     assert web.engine.started.wait(10), "the heavy query never started"
     for _ in range(3):
         began = time.monotonic()

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask.testing import FlaskClient
 
 from alerting.promql import InstantSample
 from dashboards.app import create_app
 from siem import limits
 from siem.memory import MemoryStore
 from siem.model import Event, Sample, Series, make_labels
+from vigil.auth import UserStore
 from vigil.settings import from_mapping
 
 NOW = 1_700_000_000.0
@@ -45,7 +47,19 @@ def _app(tmp_path: Path, query: dict[str, Any], **kwargs: Any) -> Flask:
     store = kwargs.pop("store", None) or MemoryStore()
     app = create_app(settings, store=store, **kwargs)
     app.config["TESTING"] = True
+    # The query API is for viewers: every test client carries a viewer's token.
+    _, token = UserStore(tmp_path / "users.db").create_token("reader", "viewer")
+    app.test_client_class = _viewer_client(token)
     return app
+
+
+def _viewer_client(token: str) -> type[FlaskClient]:
+    class ViewerClient(FlaskClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+
+    return ViewerClient
 
 
 def test_api_query_timeout_is_503_timeout(tmp_path: Path) -> None:
