@@ -10,7 +10,7 @@ from types import FrameType
 
 from prometheus_client import start_http_server
 
-from collectors.loop import Collector
+from collectors.loop import Collector, tune_gc
 from siem.backends import open_store
 from vigil.logging import setup_logging
 from vigil.settings import load_settings
@@ -31,6 +31,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     """Run the collector; 0 when everything collected was stored, 1 otherwise."""
     settings = load_settings(args.config)
     setup_logging()
+    tune_gc()
     store = open_store(settings)
     try:
         collector = Collector(settings, store)

@@ -34,6 +34,7 @@ from siem.model import (
 BUSY_TIMEOUT_S = 30.0
 MAX_IDLE_CONNECTIONS = 4
 _IN_CHUNK = 500  # series ids per ``IN (...)``; well below SQLite's variable limit
+_INSERT_EVENT = "INSERT OR IGNORE INTO events (id, ts, dataset, doc) VALUES (?, ?, ?, ?)"
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -109,8 +110,22 @@ class SqliteStore:
                 conn.close()
 
     def write(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> WriteResult:
-        """Store a batch in one transaction; already stored events and points are counted."""
-        event_rows = [(e.id, _finite(e.timestamp, e.id), e.dataset, _dumps(e.doc)) for e in events]
+        """Store a batch in one transaction; already stored events and points are counted.
+
+        The write path: one ``BEGIN IMMEDIATE`` per batch, ``executemany`` over
+        statements SQLite keeps prepared, and for events read from a log line
+        (``Event.text``) the line's own JSON text instead of encoding the
+        document again.
+        """
+        event_rows = [
+            (
+                e.id,
+                _finite(e.timestamp, e.id),
+                e.dataset,
+                e.text if e.text is not None else _dumps(e.doc),
+            )
+            for e in events
+        ]
         sample_list = list(samples)
         for sample in sample_list:
             _finite(sample.timestamp, sample.labels)
@@ -119,10 +134,7 @@ class SqliteStore:
         stored = s_stored = 0
         with self._connection() as conn, _transaction(conn, "IMMEDIATE"):
             if event_rows:
-                stored = conn.executemany(
-                    "INSERT OR IGNORE INTO events (id, ts, dataset, doc) VALUES (?, ?, ?, ?)",
-                    event_rows,
-                ).rowcount
+                stored = conn.executemany(_INSERT_EVENT, event_rows).rowcount
             new_ids: dict[Labels, int] = {}
             if sample_list:
                 ids = self._series_for(conn, {s.labels for s in sample_list}, new_ids)

@@ -74,7 +74,7 @@ def test_ecs_error_event_keeps_raw_line_and_reason() -> None:
     assert event.dataset == ERROR_DATASET
     assert event.timestamp == NOW
     assert event.get("error.message") == "not JSON"
-    assert event.get("event.original") == "garbage \ufffd"
+    assert event.get("event.original") == "garbage \\xff"  # the byte stays recoverable
     assert event.get("log.offset") == 3
     good = parse_line(SHOP_LINE, source="/a.log", position=3, offset=3, now=NOW)
     assert event.id == good.id  # same place in the file, same id

@@ -72,7 +72,8 @@ def test_sink_retries_with_backoff_and_keeps_data() -> None:
     sink.submit(Batch(samples=(sample(1),)))
     assert sink.pending_items() == 3
     assert sink.flush(timeout_s=60.0)
-    assert fake.sleeps == [1.0, 2.0, 4.0, 4.0]  # doubling, capped at max_s
+    # Events and samples are separate lanes backing off side by side: 2 failures each.
+    assert fake.sleeps == [1.0, 2.0]
     assert committed == ["a"]
     assert len(store.search(EventQuery(dataset="t"))) == 2
     assert registry.get_sample_value("vigil_collector_write_errors_total") == 4
@@ -80,6 +81,15 @@ def test_sink_retries_with_backoff_and_keeps_data() -> None:
     assert registry.get_sample_value("vigil_collector_samples_total") == 1
     assert registry.get_sample_value("vigil_collector_pending_items") == 0
     assert registry.get_sample_value("vigil_collector_lag_seconds") == 10.0
+
+
+def test_sink_backoff_doubles_up_to_max() -> None:
+    store = FailingStore(failures=4)
+    sink, _, fake = make_sink(store)
+    sink.submit(Batch(events=(event(1), event(2))))
+    assert sink.flush(timeout_s=60.0)
+    assert fake.sleeps == [1.0, 2.0, 4.0, 4.0]  # doubling, capped at max_s
+    assert len(store.search(EventQuery(dataset="t"))) == 2
 
 
 def test_sink_flush_timeout_keeps_pending_and_skips_callback() -> None:
