@@ -13,9 +13,10 @@ the other way round).
 A failed write is one of two things:
 
 - **the store is down** (locked, read-only, disk full, I/O error: SQLite's
-  error classes for those, or an ``OSError``): nothing is wrong with the data,
-  so the whole lane backs off and retries, dead-lettering nothing;
-- **poison** (any other error, e.g. a value the store refuses): the write is
+  error classes for those, an ``OSError``, or any error of unknown kind):
+  nothing is known to be wrong with the data, so the whole lane backs off and
+  retries, dead-lettering nothing (see :func:`store_is_down`);
+- **poison** (a data error: a value the store refuses or cannot encode): the write is
   split in halves until the items that fail alone are isolated; those go to a
   dead-letter file ``<dead_letter_dir>/collector-YYYYMMDD.jsonl`` (one JSON
   line per item: the error and the item, escaped), are counted in
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors.metrics import CollectorMetrics
+from siem import SiemError
 from siem.model import Event, Sample, Store, WriteResult
 
 log = logging.getLogger("vigil.collect.sink")
@@ -72,7 +74,12 @@ class Backoff:
 def store_is_down(exc: BaseException) -> bool:
     """True when ``exc`` says the store cannot take any write now (retry all later).
 
-    False means the data may be at fault: the write is split to find the item.
+    False means the data is at fault (the write is split to find the item):
+    a SQLite error of a data class (constraint, mismatch, too big, malformed
+    JSON), a ``ValueError``/``TypeError``/``UnicodeError``/``RecursionError``
+    from encoding an item, or a ``SiemError`` refusing a value. Anything
+    unknown counts as the store being down: retrying is safe, dead-lettering
+    every item of a healthy batch is not.
     """
     seen: BaseException | None = exc
     while seen is not None:
@@ -84,7 +91,9 @@ def store_is_down(exc: BaseException) -> bool:
         if isinstance(seen, (OSError, MemoryError)):
             return True
         seen = seen.__cause__ or seen.__context__
-    return False
+    if isinstance(exc, (ValueError, TypeError, UnicodeError, RecursionError)):
+        return False
+    return not (isinstance(exc, SiemError) and "closed" not in str(exc))
 
 
 class _Done:

@@ -257,5 +257,7 @@ def test_sink_store_is_down_tells_store_errors_from_bad_data(tmp_path: Path) -> 
         other.execute("SELECT json('{')")
     assert not store_is_down(malformed.value)
     assert not store_is_down(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"))
+    assert store_is_down(SiemError("x.db: the store is closed"))
+    assert store_is_down(RuntimeError("something unknown"))  # retry, never dead-letter blindly
     holder.close()
     other.close()
