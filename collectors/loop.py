@@ -87,18 +87,24 @@ class Collector:
             ]
         self.sources = list(sources)
 
-    def collect(self, sources: Sequence[Source] | None = None) -> None:
-        """Read every source (or ``sources``) into the sink, unless the sink is full."""
+    def collect(self, sources: Sequence[Source] | None = None) -> int:
+        """Read every source (or ``sources``) into the sink, unless the sink is full.
+
+        Returns how many batches were queued.
+        """
         if not self.sink.has_room():
             self.metrics.backpressure.inc()
             log.warning(
                 "sink queue full; skipping collection until the store accepts writes",
                 extra={"labels.pending_items": self.sink.pending_items()},
             )
-            return
+            return 0
+        queued = 0
         for source in self.sources if sources is None else sources:
             for batch in source.collect():
                 self.sink.submit(batch)
+                queued += 1
+        return queued
 
     def catch_up(self, stop: threading.Event, deadline: float) -> None:
         """Until ``deadline`` (monotonic): re-read the sources that are behind, and write.
@@ -109,9 +115,9 @@ class Collector:
         """
         while not stop.is_set() and time.monotonic() < deadline and self.sink.has_room():
             behind = [source for source in self.sources if is_behind(source)]
-            if not behind:
+            # A source behind that yields nothing (a writer mid-line) must not spin.
+            if not behind or not self.collect(behind):
                 return
-            self.collect(behind)
             self.sink.flush(max(0.0, deadline - time.monotonic()), wait=stop.wait)
 
     def run_once(self, flush_timeout_s: float = 30.0) -> bool:

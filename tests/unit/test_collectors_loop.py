@@ -145,3 +145,26 @@ def test_loop_catch_up_reads_nothing_while_the_sink_is_full(tmp_path: Path) -> N
     )
     collector.catch_up(threading.Event(), deadline=time.monotonic() + 60.0)
     assert backlog.calls == 0  # memory stays bounded by max_pending, whatever the backlog
+
+
+class Stuck:
+    """Behind for ever, but has nothing to give (a writer in the middle of a line)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def collect(self) -> list[Batch]:
+        self.calls += 1
+        return []
+
+    def behind(self) -> bool:
+        return True
+
+
+def test_loop_catch_up_does_not_spin_on_a_source_with_nothing_to_give(tmp_path: Path) -> None:
+    stuck = Stuck()
+    collector = Collector(
+        settings_for(tmp_path), MemoryStore(), registry=CollectorRegistry(), sources=[stuck]
+    )
+    collector.catch_up(threading.Event(), deadline=time.monotonic() + 60.0)
+    assert stuck.calls == 1
