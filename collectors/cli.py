@@ -31,10 +31,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
     """Run the collector; 0 when everything collected was stored, 1 otherwise."""
     settings = load_settings(args.config)
     setup_logging()
-    tune_gc()
     store = open_store(settings)
     try:
         collector = Collector(settings, store)
+        tune_gc()
         if args.once:
             return 0 if collector.run_once() else 1
         server, _ = start_http_server(settings.collect.port, addr="127.0.0.1")

@@ -35,7 +35,6 @@ BUSY_TIMEOUT_S = 30.0
 WRITE_CACHE_KIB = 65536
 MAX_IDLE_CONNECTIONS = 4
 _IN_CHUNK = 500  # series ids per ``IN (...)``; well below SQLite's variable limit
-_INSERT_EVENT = "INSERT OR IGNORE INTO events (id, ts, dataset, doc) VALUES (?, ?, ?, ?)"
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -50,6 +49,9 @@ _SCHEMA = (
         series_id INTEGER NOT NULL REFERENCES series (id), ts REAL NOT NULL, value REAL,
         PRIMARY KEY (series_id, ts)) WITHOUT ROWID""",
 )
+
+
+_INSERT_EVENT = "INSERT OR IGNORE INTO events (id, ts, dataset, doc) VALUES (?, ?, ?, ?)"
 
 
 class SqliteStore:
