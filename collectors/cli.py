@@ -10,7 +10,7 @@ from types import FrameType
 
 from prometheus_client import start_http_server
 
-from collectors.loop import Collector
+from collectors.loop import Collector, tune_gc
 from siem.backends import open_store
 from vigil.logging import setup_logging
 from vigil.settings import load_settings
@@ -36,6 +36,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     store = open_store(settings)
     try:
         collector = Collector(settings, store)
+        tune_gc()
         if args.once:
             return 0 if collector.run_once() else 1
         server, _ = start_http_server(settings.collect.port, addr="127.0.0.1")

@@ -47,6 +47,16 @@ class CollectorMetrics:
             "Store writes that failed and will be retried",
             registry=registry,
         )
+        self.dead_letter_items = Counter(
+            "vigil_collector_dead_letter_items_total",
+            "Events and samples the store rejected one by one, written to the dead-letter file",
+            registry=registry,
+        )
+        self.dead_letter_bytes = Gauge(
+            "vigil_collector_dead_letter_bytes",
+            "Bytes in the collector's dead-letter files (data/dead-letter/collector-*.jsonl)",
+            registry=registry,
+        )
         self.backpressure = Counter(
             "vigil_collector_backpressure_skips_total",
             "Passes that collected nothing because the sink queue was full",

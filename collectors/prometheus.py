@@ -203,3 +203,7 @@ class Scraper:
 
     def collect(self) -> list[Batch]:
         return [Batch(samples=r.samples) for r in self.scrape_all()]
+
+    def behind(self) -> bool:
+        """Never: a scrape reads all there is; the next one is due an interval later."""
+        return False

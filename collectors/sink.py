@@ -1,24 +1,51 @@
-"""The sink: a bounded FIFO of batches written to the Store, retried until they land.
+"""The sink: bounded FIFOs of events and samples written to the Store, retried until they land.
 
 Like sentry-python's transport, the sink never crashes its host: a failing
 ``store.write`` is counted, logged and retried with exponential backoff, and
 the data stays queued. A batch's ``on_written`` callback (the tailer's
 checkpoint commit) runs only after the store accepted it, which makes delivery
 at-least-once; deterministic event ids make it effectively exactly-once.
+
+Events and samples travel in separate lanes, each with its own queue and
+backoff, so events the store rejects never hold back the scraped samples (and
+the other way round).
+
+A failed write is one of two things:
+
+- **the store is down** (locked, read-only, disk full, I/O error: SQLite's
+  error classes for those, an ``OSError``, or any error of unknown kind):
+  nothing is known to be wrong with the data, so the whole lane backs off and
+  retries, dead-lettering nothing (see :func:`store_is_down`);
+- **poison** (a data error: a value the store refuses or cannot encode): the write is
+  split in halves until the items that fail alone are isolated; those go to a
+  dead-letter file ``<dead_letter_dir>/collector-YYYYMMDD.jsonl`` (one JSON
+  line per item: the error and the item, escaped), are counted in
+  ``vigil_collector_dead_letter_items_total``, and everything else flows on.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
+import os
+import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from collectors.metrics import CollectorMetrics
-from siem.model import Event, Sample, Store
+from siem import SiemError
+from siem.model import Event, Sample, Store, WriteResult
 
 log = logging.getLogger("vigil.collect.sink")
+
+# SQLite primary result codes meaning "the database cannot be written now", not "bad row":
+# PERM, BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, AUTH, NOTADB.
+_STORE_DOWN_CODES = frozenset({3, 5, 6, 7, 8, 10, 11, 13, 14, 15, 23, 26})
 
 
 @dataclass(frozen=True)
@@ -44,13 +71,76 @@ class Backoff:
         return float(min(self.max_s, self.initial_s * 2 ** max(0, failures - 1)))
 
 
+def store_is_down(exc: BaseException) -> bool:
+    """True when ``exc`` says the store cannot take any write now (retry all later).
+
+    False means the data is at fault (the write is split to find the item):
+    a SQLite error of a data class (constraint, mismatch, too big, malformed
+    JSON), a ``ValueError``/``TypeError``/``UnicodeError``/``RecursionError``
+    from encoding an item, or a ``SiemError`` refusing a value. Anything
+    unknown counts as the store being down: retrying is safe, dead-lettering
+    every item of a healthy batch is not.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, sqlite3.Error):
+            code = getattr(seen, "sqlite_errorcode", None)
+            if code is None:
+                return isinstance(seen, sqlite3.OperationalError)
+            return (code & 0xFF) in _STORE_DOWN_CODES
+        if isinstance(seen, (OSError, MemoryError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, (ValueError, TypeError, UnicodeError, RecursionError)):
+        return False
+    return not (isinstance(exc, SiemError) and "closed" not in str(exc))
+
+
+class _Done:
+    """Runs a batch's callback once each of its lanes has stored its part."""
+
+    def __init__(self, callback: Callable[[], None], parts: int) -> None:
+        self._callback = callback
+        self._parts = parts
+
+    def part_written(self) -> None:
+        self._parts -= 1
+        if self._parts == 0:
+            self._callback()
+
+
+@dataclass
+class _Entry:
+    items: list[Any]
+    done: _Done | None = None
+
+
+@dataclass
+class _Lane:
+    """One queue (events or samples) with its own retry state."""
+
+    kind: str
+    entries: deque[_Entry] = field(default_factory=deque)
+    pending: int = 0
+    failures: int = 0
+    next_try: float = 0.0
+
+
+class _StoreDown(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 class Sink:
     """Queue batches with :meth:`submit`; write them with :meth:`flush`.
 
-    ``max_pending`` bounds the queue: while :meth:`has_room` is False the
+    ``max_pending`` bounds the queues: while :meth:`has_room` is False the
     collector loop collects nothing (the log files and targets keep the data),
     so nothing that was collected is ever dropped. ``max_write`` bounds how many
     items go into one ``store.write`` call (several small batches are coalesced).
+    ``dead_letter_dir`` receives the items the store rejects one by one; with
+    None they are only logged (and counted).
     """
 
     def __init__(
@@ -61,90 +151,234 @@ class Sink:
         max_pending: int = 100_000,
         max_write: int = 5_000,
         backoff: Backoff = Backoff(),
+        dead_letter_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self._store = store
         self._metrics = metrics
-        self._queue: deque[Batch] = deque()
-        self._pending = 0
+        self._events = _Lane("event")
+        self._samples = _Lane("sample")
+        self._lanes = (self._samples, self._events)  # samples first: they are small and urgent
         self._max_pending = max_pending
         self._max_write = max_write
         self._backoff = backoff
+        self._dead_letter_dir = dead_letter_dir
         self._clock = clock
         self._sleep = sleep
-        self._failures = 0
-        self._next_try = 0.0
+        self._handled = 0  # items of the current write already stored or dead-lettered
         metrics.pending.set_function(self.pending_items)
+        if dead_letter_dir is not None:
+            metrics.dead_letter_bytes.set(_dir_bytes(dead_letter_dir))
 
     def pending_items(self) -> int:
         """Events plus samples queued and not yet written."""
-        return self._pending
+        return self._events.pending + self._samples.pending
 
     def has_room(self) -> bool:
-        return self._pending < self._max_pending
+        return self.pending_items() < self._max_pending
 
     def submit(self, batch: Batch) -> None:
         """Queue ``batch``; empty batches with a callback still run it in order."""
         if len(batch) == 0 and batch.on_written is None:
             return
-        self._queue.append(batch)
-        self._pending += len(batch)
+        parts = [(lane, items) for lane, items in self._split(batch) if items]
+        if not parts:
+            parts = [(self._events, [])]  # a callback alone keeps its place among events
+        done = None if batch.on_written is None else _Done(batch.on_written, len(parts))
+        for lane, items in parts:
+            lane.entries.append(_Entry(items, done))
+            lane.pending += len(items)
+
+    def _split(self, batch: Batch) -> tuple[tuple[_Lane, list[Any]], ...]:
+        return ((self._events, list(batch.events)), (self._samples, list(batch.samples)))
 
     def flush(self, timeout_s: float, wait: Callable[[float], object] | None = None) -> bool:
-        """Write queued batches, retrying for up to ``timeout_s``; True when the queue is empty.
+        """Write queued batches, retrying for up to ``timeout_s``; True when the queues are empty.
 
-        Writes that succeed continue until the queue is empty; only waiting for
-        the next retry is bounded by ``timeout_s``.
+        Writes that succeed continue until the queues are empty; only waiting for
+        the next retry is bounded by ``timeout_s``. A lane that is backing off
+        does not hold back the other.
 
         ``wait`` sleeps between retries; pass ``threading.Event.wait`` to make the
         backoff interruptible by a stop request.
         """
         wait = wait or self._sleep
         deadline = self._clock() + timeout_s
-        while self._queue:
+        while True:
+            busy = [lane for lane in self._lanes if lane.entries]
+            if not busy:
+                return True
             now = self._clock()
-            if now < self._next_try:
-                # An interruptible wait returns True when a stop was requested.
-                if now >= deadline or wait(min(self._next_try, deadline) - now):
-                    break
+            ready = [lane for lane in busy if lane.next_try <= now]
+            if ready:
+                for lane in ready:
+                    self._write_next(lane)
                 continue
-            self._write_next()
-        return not self._queue
+            next_try = min(lane.next_try for lane in busy)
+            # An interruptible wait returns True when a stop was requested.
+            if now >= deadline or wait(min(next_try, deadline) - now):
+                return False
 
-    def _write_next(self) -> None:
-        batches = [self._queue[0]]
-        size = len(batches[0])
-        for batch in list(self._queue)[1:]:
-            if size + len(batch) > self._max_write:
+    def _write_next(self, lane: _Lane) -> None:
+        group = [lane.entries[0]]
+        size = len(group[0].items)
+        for entry in list(lane.entries)[1:]:
+            if size + len(entry.items) > self._max_write:
                 break
-            batches.append(batch)
-            size += len(batch)
-        events = [e for b in batches for e in b.events]
-        samples = [s for b in batches for s in b.samples]
+            group.append(entry)
+            size += len(entry.items)
+        items = [item for entry in group for item in entry.items]
+        self._handled = 0
         try:
-            result = self._store.write(events, samples)
-        except Exception as exc:  # any backend failure: keep the data, retry later
-            self._failures += 1
-            delay = self._backoff.after(self._failures)
-            self._next_try = self._clock() + delay
+            try:
+                self._count(lane, items, self._write(lane, items))
+            except Exception as exc:  # any backend failure: find out whose fault it is
+                if store_is_down(exc):
+                    raise _StoreDown(exc) from exc
+                log.warning(
+                    "store rejected a write; splitting it to isolate the bad items",
+                    extra={"error.message": str(exc), "labels.items": len(items)},
+                )
+                self._isolate(lane, items, exc)
+        except _StoreDown as down:
+            self._release(lane, group, self._handled)
+            lane.failures += 1
+            delay = self._backoff.after(lane.failures)
+            lane.next_try = self._clock() + delay
             self._metrics.write_errors.inc()
             log.warning(
                 "store write failed; retrying in %.1fs",
                 delay,
-                extra={"error.message": str(exc), "error.type": type(exc).__name__},
+                extra={
+                    "error.message": str(down.cause),
+                    "error.type": type(down.cause).__name__,
+                    "labels.lane": lane.kind,
+                },
             )
             return
-        self._failures = 0
-        self._next_try = 0.0
-        for _ in batches:
-            self._queue.popleft()
-        self._pending -= size
-        self._metrics.events.inc(len(events))
-        self._metrics.samples.inc(len(samples))
-        self._metrics.duplicate_events.inc(result.duplicate_events)
-        if events:
-            self._metrics.observe_event_time(max(e.timestamp for e in events))
-        for batch in batches:
-            if batch.on_written is not None:
-                batch.on_written()
+        lane.failures = 0
+        lane.next_try = 0.0
+        self._release(lane, group, len(items))
+
+    def _write(self, lane: _Lane, items: list[Any]) -> WriteResult:
+        if lane is self._events:
+            return self._store.write(events=items)
+        return self._store.write(samples=items)
+
+    def _bisect(self, lane: _Lane, items: list[Any]) -> None:
+        """Write ``items``; when the store rejects them, :meth:`_isolate` the bad ones."""
+        try:
+            self._count(lane, items, self._write(lane, items))
+        except Exception as exc:
+            if store_is_down(exc):
+                raise _StoreDown(exc) from exc
+            self._isolate(lane, items, exc)
+            return
+        self._handled += len(items)
+
+    def _isolate(self, lane: _Lane, items: list[Any], exc: Exception) -> None:
+        """``items`` failed with ``exc``: dead-letter a lone item, else write each half.
+
+        Items are handled left to right, so ``self._handled`` is always a prefix
+        of the write; a store that goes down midway raises :class:`_StoreDown`.
+        """
+        if len(items) == 1:
+            self._dead_letter(lane, items[0], exc)
+            self._handled += 1
+            return
+        middle = len(items) // 2
+        self._bisect(lane, items[:middle])
+        self._bisect(lane, items[middle:])
+
+    def _release(self, lane: _Lane, group: list[_Entry], handled: int) -> None:
+        """Drop the first ``handled`` items of ``group`` from the lane; run finished callbacks."""
+        for entry in group:
+            if handled < len(entry.items):
+                if handled:
+                    del entry.items[:handled]
+                    lane.pending -= handled
+                return
+            handled -= len(entry.items)
+            lane.entries.popleft()
+            lane.pending -= len(entry.items)
+            if entry.done is not None:
+                entry.done.part_written()
+
+    def _count(self, lane: _Lane, items: Sequence[Any], result: WriteResult) -> None:
+        if lane is self._events:
+            self._metrics.events.inc(len(items))
+            self._metrics.duplicate_events.inc(result.duplicate_events)
+            if items:
+                self._metrics.observe_event_time(max(e.timestamp for e in items))
+        else:
+            self._metrics.samples.inc(len(items))
+
+    def _dead_letter(self, lane: _Lane, item: Any, exc: BaseException) -> None:
+        """Append ``item`` and why it failed to today's dead-letter file.
+
+        If even that fails (the disk is full), the item is not given up: the
+        write counts as the store being down and is retried later.
+        """
+        now = dt.datetime.now(dt.UTC)
+        record = {
+            "@timestamp": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "kind": lane.kind,
+            "error": {"type": type(exc).__name__, "message": str(exc)},
+            "item": _escaped(item),
+        }
+        line = (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
+        if self._dead_letter_dir is not None:
+            path = self._dead_letter_dir / f"collector-{now:%Y%m%d}.jsonl"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                try:
+                    os.write(fd, line)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as error:
+                raise _StoreDown(error) from error
+            self._metrics.dead_letter_bytes.inc(len(line))
+        self._metrics.dead_letter_items.inc()
+        log.error(
+            "store rejected one %s; written to the dead-letter file",
+            lane.kind,
+            extra={
+                "error.message": str(exc),
+                "error.type": type(exc).__name__,
+                "file.path": str(self._dead_letter_dir),
+            },
+        )
+
+
+def _escaped(item: Any) -> dict[str, Any] | str:
+    """``item`` as ASCII-safe JSON values: lone surrogates, NUL, NaN all survive as text."""
+    try:
+        if isinstance(item, Event):
+            return {
+                "id": item.id,
+                "timestamp": repr(item.timestamp),
+                "dataset": item.dataset,
+                "doc": json.dumps(item.doc, ensure_ascii=True, default=repr),
+            }
+        if isinstance(item, Sample):
+            return {
+                "labels": dict(item.labels),
+                "timestamp": repr(item.timestamp),
+                "value": repr(item.value),
+            }
+    except (ValueError, TypeError, RecursionError):
+        pass
+    try:
+        return repr(item)[: 1 << 20]
+    except RecursionError:
+        return f"<{type(item).__name__} nested too deep to show>"
+
+
+def _dir_bytes(path: Path) -> int:
+    try:
+        return sum(p.stat().st_size for p in path.glob("collector-*.jsonl"))
+    except OSError:
+        return 0

