@@ -22,7 +22,8 @@ from typing import BinaryIO
 # Enough bytes to tell two generations apart: JSON log lines start with a
 # millisecond timestamp and differ within the first line.
 HEAD_BYTES = 256
-_SUFFIX_NUMBER = re.compile(r"[.\-_](\d+)")
+# A rotation index (not a date): app.log.3, app.log.3.gz.
+_INDEX = re.compile(r"\.(\d{1,4})(?:\.gz)?")
 # Errors of a gzip file that is damaged or still being written.
 GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
@@ -64,32 +65,37 @@ def rotated(path: Path, live: set[str]) -> list[Generation]:
     """The rotated generations of ``path`` in its directory, oldest first.
 
     Files the collector tails under their own name (``live``) are not
-    generations of another one. Order: last modification, then the number in
-    the suffix, higher first (``.2`` is older than ``.1``) for files rotated
-    within one clock tick.
+    generations of another one. When every one is numbered (``app.log.1``,
+    ``app.log.2.gz``) the number says the order, higher is older, as logrotate
+    and ``RotatingFileHandler`` number them; otherwise (``app.log-20240501``)
+    the last modification does.
     """
-    found: list[tuple[int, int, Generation]] = []
+    found: list[tuple[int | None, Generation]] = []
     prefix = path.name
     try:
         with os.scandir(path.parent) as entries:
             for entry in entries:
                 rest = entry.name[len(prefix) :]
-                if (
-                    not entry.name.startswith(prefix)
-                    or not rest
-                    or rest[0] not in ".-_"
-                    or entry.path in live
-                    or not entry.is_file(follow_symlinks=False)
-                ):
+                if not entry.name.startswith(prefix) or not rest or rest[0] not in ".-_":
                     continue
-                st = entry.stat(follow_symlinks=False)
-                number = _SUFFIX_NUMBER.match(rest)
+                if entry.path in live:
+                    continue
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:  # renamed or deleted while listing
+                    continue
+                number = _INDEX.fullmatch(rest)
                 gen = Generation(Path(entry.path), st.st_ino, st.st_size, st.st_mtime_ns)
-                found.append((st.st_mtime_ns, -int(number.group(1)) if number else 0, gen))
+                found.append((int(number.group(1)) if number else None, gen))
     except OSError:
         return []
-    found.sort(key=lambda item: (item[0], item[1]))
-    return [gen for _, _, gen in found]
+    if all(n is not None for n, _ in found):
+        found.sort(key=lambda item: -(item[0] or 0))
+    else:
+        found.sort(key=lambda item: (item[1].mtime_ns, item[1].path.name))
+    return [gen for _, gen in found]
 
 
 def gzip_size(path: Path) -> int | None:

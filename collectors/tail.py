@@ -260,7 +260,10 @@ class Tailer:
                 before = pos
                 pos = self._refreshed(fh, stat, pos)
                 got = self._read_chunk(fh, name, pos, size=stat.st_size, final=False)
-                return self._done(name, before, got, stat.st_size - got.pos.offset)
+                # copytruncate during the read: what was read may be the new
+                # contents at the old offset; read the old ones from the copy.
+                if self._is_same(fh, os.fstat(fh.fileno()), got.pos):
+                    return self._done(name, before, got, stat.st_size - got.pos.offset)
         return self._read_behind(path, name, pos, live)
 
     @staticmethod
@@ -285,6 +288,10 @@ class Tailer:
         """``pos`` is in a file that is no longer the live one: read on from there."""
         gens = rotated(path, live)
         index = _find(gens, pos)
+        if index is None:
+            # A directory listed while logrotate renames may miss a file: look again.
+            gens = rotated(path, live)
+            index = _find(gens, pos)
         if index is None:
             self._lost(name, pos.size - pos.offset, "was deleted or overwritten before it was read")
             newer = [
