@@ -28,6 +28,10 @@ _INDEX = re.compile(r"\.(\d{1,4})(?:\.gz)?")
 GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
+class Moved(Exception):
+    """The generations were renamed while being looked at (a rotation under way): look again."""
+
+
 @dataclass(frozen=True)
 class Generation:
     """One rotated-away file of a log: where it is and what it looks like on disk."""
@@ -42,16 +46,26 @@ class Generation:
         return self.path.name.endswith(".gz")
 
     def open(self) -> BinaryIO:
-        """The file's (decompressed) contents, positioned at 0."""
-        if self.compressed:
-            return gzip.open(self.path, "rb")  # type: ignore[return-value]
-        return self.path.open("rb")
+        """The file's (decompressed) contents, positioned at 0.
+
+        Raises :class:`Moved` when another file has its name by now.
+        """
+        fh = self._gzip() if self.compressed else self.path.open("rb")
+        if os.fstat(fh.fileno()).st_ino != self.inode:
+            fh.close()
+            raise Moved(self.path)
+        return fh
+
+    def _gzip(self) -> BinaryIO:
+        return gzip.GzipFile(self.path, "rb")  # type: ignore[return-value]
 
     def head(self, length: int = HEAD_BYTES) -> bytes:
         """Its first ``length`` (decompressed) bytes; fewer when it is shorter or damaged."""
         try:
             with self.open() as fh:
                 return fh.read(length)
+        except FileNotFoundError:
+            raise Moved(self.path) from None
         except (OSError, *GZIP_ERRORS):
             return b""
 
@@ -61,7 +75,7 @@ def head_id(head: bytes) -> str:
     return hashlib.sha1(head, usedforsecurity=False).hexdigest()[:16]
 
 
-def rotated(path: Path, live: set[str]) -> list[Generation]:
+def rotated(path: Path, live: set[str], *, settled: bool = True) -> list[Generation]:
     """The rotated generations of ``path`` in its directory, oldest first.
 
     Files the collector tails under their own name (``live``) are not
@@ -69,6 +83,10 @@ def rotated(path: Path, live: set[str]) -> list[Generation]:
     ``app.log.2.gz``) the number says the order, higher is older, as logrotate
     and ``RotatingFileHandler`` number them; otherwise (``app.log-20240501``)
     the last modification does.
+
+    ``settled``: numbered generations with a gap (``.1`` and ``.3`` but no
+    ``.2``) are being renumbered, or the listing missed a renamed one; raise
+    :class:`Moved` rather than skip one.
     """
     found: list[tuple[int | None, Generation]] = []
     prefix = path.name
@@ -91,7 +109,10 @@ def rotated(path: Path, live: set[str]) -> list[Generation]:
                 found.append((int(number.group(1)) if number else None, gen))
     except OSError:
         return []
-    if all(n is not None for n, _ in found):
+    numbers = {n for n, _ in found}
+    if None not in numbers:
+        if settled and numbers and numbers != set(range(1, len(numbers) + 1)):
+            raise Moved(path)
         found.sort(key=lambda item: -(item[0] or 0))
     else:
         found.sort(key=lambda item: (item[1].mtime_ns, item[1].path.name))

@@ -48,6 +48,7 @@ from collectors.generations import (
     GZIP_ERRORS,
     HEAD_BYTES,
     Generation,
+    Moved,
     gzip_size,
     head_id,
     rotated,
@@ -203,6 +204,7 @@ class Tailer:
         self._read: dict[str, Position] = {}
         self._behind: set[str] = set()
         self._moved: set[str] = set()
+        self._unsettled: dict[str, float] = {}
         # An open compressed generation per tailed path: seeking in gzip means
         # decompressing from the start, so the reader stays where it stopped.
         self._gzip: dict[str, tuple[Path, BinaryIO]] = {}
@@ -223,6 +225,9 @@ class Tailer:
         for path in paths:
             try:
                 batch = self._read_file(path, live)
+            except Moved:  # a rotation under way: look again on the next call
+                self._behind.add(str(path))
+                continue
             except OSError as exc:  # vanished or unreadable between glob and open
                 self._behind.discard(str(path))
                 log.warning(
@@ -286,18 +291,23 @@ class Tailer:
 
     def _read_behind(self, path: Path, name: str, pos: Position, live: set[str]) -> Batch | None:
         """``pos`` is in a file that is no longer the live one: read on from there."""
-        gens = rotated(path, live)
+        # Numbered generations with a gap are being renumbered; past the quiet
+        # time the gap is for good (a generation deleted by hand).
+        since = self._unsettled.setdefault(name, time.monotonic())
+        settled = time.monotonic() - since < ROTATED_QUIET_S
+        gens = rotated(path, live, settled=settled)
         index = _find(gens, pos)
         if index is None:
             # A directory listed while logrotate renames may miss a file: look again.
-            gens = rotated(path, live)
+            gens = rotated(path, live, settled=settled)
             index = _find(gens, pos)
+        self._unsettled.pop(name, None)
         if index is None:
-            self._lost(name, pos.size - pos.offset, "was deleted or overwritten before it was read")
             newer = [
                 g for g in gens if g.mtime_ns >= pos.mtime_ns and head_id(g.head()) not in pos.done
             ]
-            return self._move(path, name, pos, [], _unread(newer, pos))
+            lost = (pos.size - pos.offset, "were deleted or overwritten before they were read")
+            return self._move(path, name, pos, [], _unread(newer, pos), gens, live, lost)
         gen = gens[index]
         quiet = time.time() - gen.mtime_ns / 1e9 > ROTATED_QUIET_S
         try:
@@ -318,13 +328,13 @@ class Tailer:
             return self._done(name, pos, got, unread + sum(g.size for g in rest) + _size(path))
         # Bytes seen in the live file that its rotated copy lacks were
         # overwritten by copytruncate between its copy and its truncate.
-        self._lost(name, pos.size - got.pos.offset, f"lost bytes rotating to {gen.path.name}")
+        lost = (pos.size - got.pos.offset, f"were not in its rotated copy {gen.path.name}")
         self._close_gzip(name)
-        return self._move(path, name, got.pos, got.events, rest)
+        return self._move(path, name, got.pos, got.events, rest, gens, live, lost)
 
     def _read_generation(self, name: str, gen: Generation, pos: Position, quiet: bool) -> _Read:
         if not gen.compressed:
-            with gen.path.open("rb") as fh:
+            with gen.open() as fh:
                 size = os.fstat(fh.fileno()).st_size
                 pos = replace(pos, size=max(pos.size, size))
                 return self._read_chunk(fh, name, pos, size=size, final=quiet)
@@ -343,9 +353,21 @@ class Tailer:
         return _Read(events, replace(pos, offset=end), at_eof and consumed == len(chunk))
 
     def _move(
-        self, path: Path, name: str, pos: Position, events: list[Event], rest: list[Generation]
+        self,
+        path: Path,
+        name: str,
+        pos: Position,
+        events: list[Event],
+        rest: list[Generation],
+        listed: list[Generation],
+        live: set[str],
+        lost: tuple[int, str],
     ) -> Batch:
-        """Go on from a finished (or lost) generation to the next one, or the live file."""
+        """Go on from a finished (or lost) generation to the next one, or the live file.
+
+        ``rest``: the generations after it, of those ``listed``; ``lost``: bytes
+        seen in it and not read, and why.
+        """
         done = pos.done
         if pos.head and head_id(pos.head) not in done:
             done = (*done, head_id(pos.head))[-DONE_KEPT:]
@@ -357,6 +379,10 @@ class Tailer:
             lag = sum(g.size for g in rest) + _size(path)
         else:
             stat = os.stat(path)
+            # The live file rotated after the listing: its old self is unread.
+            known = {g.inode for g in listed}
+            if any(g.inode not in known for g in rotated(path, live, settled=False)):
+                raise Moved(path)
             new = Position(
                 stat.st_ino, pos.generation + 1, 0, b"", stat.st_size, stat.st_mtime_ns, done
             )
@@ -364,6 +390,7 @@ class Tailer:
                 "log file rotated; reading the new one from the start", extra={"file.path": name}
             )
             lag = stat.st_size
+        self._lost(name, *lost)
         self._read[name] = new
         self._moved.add(name)
         self._behind.add(name)
