@@ -233,7 +233,7 @@ class Collectors:
         stored = self.stored()
         while len(stored) < expected and time.monotonic() < deadline:
             assert self.proc is not None and self.proc.poll() is None
-            time.sleep(0.2)
+            time.sleep(0.5)
             stored = self.stored()
         return stored
 
@@ -291,27 +291,27 @@ def assert_exactly_once(collectors: Collectors, total: int) -> None:
 def test_rotation_kill_9_plain_file(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "app.log"
     collectors = Collectors(tmp_path, log.parent)
-    writer = Writer(log, 20_000)
+    writer = Writer(log, 12_000)
     assert kill_while_writing(collectors, writer, max_kills=10) >= 1
-    assert_exactly_once(collectors, 20_000)
+    assert_exactly_once(collectors, 12_000)
 
 
 def test_rotation_rename_while_killed(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "app.log"
     collectors = Collectors(tmp_path, log.parent)
-    writer = Writer(log, 20_000, rotate_every=2_000, rotation=rename_rotation)
+    writer = Writer(log, 12_000, rotate_every=1_500, rotation=rename_rotation)
     assert kill_while_writing(collectors, writer, max_kills=10) >= 1
-    assert writer.rotations == 9
-    assert_exactly_once(collectors, 20_000)
+    assert writer.rotations == 7
+    assert_exactly_once(collectors, 12_000)
 
 
 def test_rotation_copytruncate_while_killed(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "app.log"
     collectors = Collectors(tmp_path, log.parent)
-    writer = Writer(log, 20_000, rotate_every=2_000, rotation=copytruncate_rotation)
+    writer = Writer(log, 12_000, rotate_every=1_500, rotation=copytruncate_rotation)
     assert kill_while_writing(collectors, writer, max_kills=10) >= 1
-    assert writer.rotations == 9
-    assert_exactly_once(collectors, 20_000)
+    assert writer.rotations == 7
+    assert_exactly_once(collectors, 12_000)
 
 
 def test_rotation_gzip_generations_behind(tmp_path: Path) -> None:
@@ -320,12 +320,12 @@ def test_rotation_gzip_generations_behind(tmp_path: Path) -> None:
     collectors = Collectors(tmp_path, log.parent)
     Writer(log, 2_000, pause_s=0).run()
     collectors.once()  # app.log read once, then the collector is down
-    writer = Writer(log, 18_000, first=2_000, rotate_every=3_000, rotation=gzip_rotation)
+    writer = Writer(log, 10_000, first=2_000, rotate_every=2_000, rotation=gzip_rotation)
     writer.run()
     assert writer.error is None, writer.error
     packed = sorted(p.name for p in log.parent.glob("app.log.*.gz"))
-    assert len(packed) == 5, packed  # app.log.2.gz … app.log.6.gz; app.log.1 is plain
-    assert_exactly_once(collectors, 20_000)
+    assert len(packed) == 4, packed  # app.log.2.gz … app.log.5.gz; app.log.1 is plain
+    assert_exactly_once(collectors, 12_000)
 
 
 def test_rotation_deleted_generation_counts_exactly_what_was_lost(tmp_path: Path) -> None:
