@@ -225,8 +225,8 @@ class Tailer:
         for path in paths:
             try:
                 batch = self._read_file(path, live)
-            except Moved:  # a rotation under way: look again on the next call
-                self._behind.add(str(path))
+            except Moved:  # a rotation under way: look again on the next pass
+                self._behind.discard(str(path))
                 continue
             except OSError as exc:  # vanished or unreadable between glob and open
                 self._behind.discard(str(path))
@@ -303,8 +303,13 @@ class Tailer:
             index = _find(gens, pos)
         self._unsettled.pop(name, None)
         if index is None:
+            # Which generations came after it: younger than it was when last
+            # seen, not read before. Unknown for a version-1 checkpoint, which
+            # then goes on with the live file, as version 1 did.
             newer = [
-                g for g in gens if g.mtime_ns >= pos.mtime_ns and head_id(g.head()) not in pos.done
+                g
+                for g in gens
+                if pos.mtime_ns and g.mtime_ns >= pos.mtime_ns and head_id(g.head()) not in pos.done
             ]
             lost = (pos.size - pos.offset, "were deleted or overwritten before they were read")
             return self._move(path, name, pos, [], _unread(newer, pos), gens, live, lost)

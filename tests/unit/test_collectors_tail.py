@@ -348,3 +348,46 @@ def test_tail_version_1_checkpoint_keeps_ids(tmp_path: Path) -> None:
     again = events_of(migrated.collect())
     assert [e.id for e in again[:2]] == [e.id for e in first]
     assert json.loads((tmp_path / CHECKPOINT_FILE).read_text())["version"] == 2
+
+
+def test_tail_copytruncate_without_copy_counts_what_it_overwrote(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "app.log"
+    write(log, lines(1, 4))
+    tailer, registry = make_tailer(tmp_path, max_bytes=len(line(1)) * 2)
+    assert [e.doc["n"] for e in events_of(tailer.collect())] == [1, 2]  # 3 and 4 seen, unread
+    write(log, lines(5, 9), mode="wb")  # truncated in place, no copy kept
+    assert collect_all(tailer) == list(range(5, 10))
+    lost = registry.get_sample_value("vigil_collector_lost_bytes_total", {"file": str(log)})
+    assert lost == len(lines(3, 4))
+
+
+def test_tail_lag_counts_unread_generations(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "app.log"
+    write(log, lines(1, 2))
+    tailer, registry = make_tailer(tmp_path, max_bytes=len(line(1)))
+    events_of(tailer.collect())
+    write(log, lines(3, 4))
+    rotate(log)
+    write(log, lines(5, 7))
+    events_of(tailer.collect())  # line 2, still in the first file
+    events_of(tailer.collect())  # line 3, now in app.log.1
+    lag = registry.get_sample_value("vigil_collector_lag_bytes", {"file": str(log)})
+    assert lag == len(line(4) + lines(5, 7))
+    assert tailer.behind()
+
+
+def test_tail_numbered_generations_with_a_gap_wait_for_the_renumbering(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "app.log"
+    write(log, line(1))
+    tailer, _ = make_tailer(tmp_path)
+    assert collect_all(tailer) == [1]
+    write(log, line(2))
+    rotate(log)
+    write(log, line(3))
+    # Caught in the middle of the next rotation: app.log.1 → app.log.2 is done,
+    # app.log → app.log.1 not yet. Going on now could only skip a generation.
+    log.with_name("app.log.1").rename(log.with_name("app.log.2"))
+    assert collect_all(tailer) == []
+    log.rename(log.with_name("app.log.1"))
+    write(log, line(4))
+    assert collect_all(tailer) == [2, 3, 4]
