@@ -513,10 +513,15 @@ def _find(gens: list[Generation], pos: Position) -> int | None:
 
 
 def _unread(gens: list[Generation], pos: Position) -> list[Generation]:
-    """``gens`` without copies of the file ``pos`` is in (a .gz next to its original)."""
+    """``gens`` without compressed copies of the file ``pos`` is in.
+
+    While logrotate compresses ``app.log.2``, ``app.log.2.gz`` is there beside
+    it. Only compressed twins are skipped: two plain generations that begin
+    alike are both read.
+    """
     if not pos.head:
         return gens
-    return [g for g in gens if g.head(len(pos.head)) != pos.head]
+    return [g for g in gens if not (g.compressed and g.head(len(pos.head)) == pos.head)]
 
 
 def _size(path: Path) -> int:

@@ -391,3 +391,17 @@ def test_tail_numbered_generations_with_a_gap_wait_for_the_renumbering(tmp_path:
     log.rename(log.with_name("app.log.1"))
     write(log, line(4))
     assert collect_all(tailer) == [2, 3, 4]
+
+
+def test_tail_compressed_twin_of_the_file_being_read_is_not_read_again(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "app.log"
+    write(log, lines(1, 4))
+    tailer, _ = make_tailer(tmp_path, max_bytes=len(line(1)) * 2)
+    assert [e.doc["n"] for e in events_of(tailer.collect())] == [1, 2]
+    rotate(log)
+    write(log, line(5))
+    rotated = log.with_name("app.log.1")
+    with gzip.open(log.with_name("app.log.1.gz"), "wb") as gz:  # compression under way
+        gz.write(rotated.read_bytes())
+    age(rotated, log.with_name("app.log.1.gz"))
+    assert collect_all(tailer) == [3, 4, 5]
