@@ -261,12 +261,14 @@ def kill_while_writing(collectors: Collectors, writer: Writer, max_kills: int) -
     collectors.once()
     rng = random.Random(7)
     kills = during_writes = 0
-    writer.start()
     # At least three kills, more while the writer runs; some land while the
-    # collector catches up after the writer is done.
+    # collector catches up after the writer is done. The writer starts with
+    # the first collector, so that one is killed while lines are written.
     while (writer.is_alive() or kills < 3) and kills < max_kills:
         collectors.start()
         collectors.wait_started()
+        if kills == 0:
+            writer.start()
         time.sleep(rng.uniform(0.05, 0.8))
         during_writes += writer.is_alive()
         collectors.kill()
