@@ -273,7 +273,7 @@ class Tailer:
             stat = os.fstat(fh.fileno())
             if pos is None:
                 pos = Position(stat.st_ino, 0, 0)
-            if self._is_same(fh, stat, pos):
+            if self._is_same(fh, stat, pos) and not self._copied_while_empty(path, pos, live):
                 before = pos
                 pos = self._refreshed(fh, stat, pos)
                 got = self._read_chunk(fh, name, pos, size=stat.st_size, final=False)
@@ -293,6 +293,19 @@ class Tailer:
         # copytruncate keeps the inode; the file's first bytes tell it apart.
         n = min(len(pos.head), stat.st_size)
         return os.pread(fh.fileno(), n, 0) == pos.head[:n]
+
+    @staticmethod
+    def _copied_while_empty(path: Path, pos: Position, live: set[str]) -> bool:
+        """Was the live file, empty when last seen, written and copytruncated since?
+
+        Its (empty) head cannot tell; a generation younger than it can.
+        """
+        if pos.head or pos.offset or not pos.mtime_ns:
+            return False
+        return any(
+            g.mtime_ns > pos.mtime_ns and head_id(g.head()) not in pos.done
+            for g in rotated(path, live, settled=False)
+        )
 
     @staticmethod
     def _refreshed(fh: BinaryIO, stat: os.stat_result, pos: Position) -> Position:
@@ -395,13 +408,16 @@ class Tailer:
             log.info("reading rotated log file %s", gen.path, extra={"file.path": name})
             lag = sum(g.size for g in rest) + _size(path)
         else:
-            stat = os.stat(path)
+            with path.open("rb") as fh:
+                # Its head now: a copytruncate before the first read shows then.
+                stat = os.fstat(fh.fileno())
+                head = os.pread(fh.fileno(), HEAD_BYTES, 0)
             # The live file rotated after the listing: its old self is unread.
             known = {g.inode for g in listed}
             if any(g.inode not in known for g in rotated(path, live, settled=False)):
                 raise Moved(path)
             new = Position(
-                stat.st_ino, pos.generation + 1, 0, b"", stat.st_size, stat.st_mtime_ns, done
+                stat.st_ino, pos.generation + 1, 0, head, stat.st_size, stat.st_mtime_ns, done
             )
             log.info(
                 "log file rotated; reading the new one from the start", extra={"file.path": name}

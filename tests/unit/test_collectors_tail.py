@@ -405,3 +405,23 @@ def test_tail_compressed_twin_of_the_file_being_read_is_not_read_again(tmp_path:
         gz.write(rotated.read_bytes())
     age(rotated, log.with_name("app.log.1.gz"))
     assert collect_all(tailer) == [3, 4, 5]
+
+
+def test_tail_copytruncate_of_a_file_that_was_empty_when_last_seen(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "app.log"
+    write(log, lines(1, 2))
+    tailer, _ = make_tailer(tmp_path)
+    assert collect_all(tailer) == [1, 2]
+    copy = log.with_name("app.log.1")
+    copy.write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    assert collect_all(tailer) == []  # now on the empty live file: nothing to know it by
+    write(log, lines(3, 4))
+    copy.rename(log.with_name("app.log.2"))
+    copy.write_bytes(log.read_bytes())
+    later = log.stat().st_mtime + 1  # the copy is younger than the file it was taken from
+    os.utime(copy, (later, later))
+    os.truncate(log, 0)
+    write(log, line(5))
+    restarted, _ = make_tailer(tmp_path)
+    assert collect_all(restarted) == [3, 4, 5]
