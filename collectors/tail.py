@@ -315,18 +315,28 @@ class Tailer:
         return replace(pos, head=head, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
 
     def _read_behind(self, path: Path, name: str, pos: Position, live: set[str]) -> Batch | None:
-        """``pos`` is in a file that is no longer the live one: read on from there."""
-        # Numbered generations with a gap are being renumbered; past the quiet
-        # time the gap is for good (a generation deleted by hand).
+        """``pos`` is in a file that is no longer the live one: read on from there.
+
+        A rotation under way (generations being renumbered, a copy not yet
+        truncated) raises :class:`Moved`; after ``ROTATED_QUIET_S`` of that,
+        it is taken as how things are (a generation deleted by hand, a copy
+        someone made).
+        """
         since = self._unsettled.setdefault(name, time.monotonic())
         settled = time.monotonic() - since < ROTATED_QUIET_S
+        rv = self._read_behind_now(path, name, pos, live, settled)
+        self._unsettled.pop(name, None)
+        return rv
+
+    def _read_behind_now(
+        self, path: Path, name: str, pos: Position, live: set[str], settled: bool
+    ) -> Batch | None:
         gens = rotated(path, live, settled=settled)
         index = _find(gens, pos)
         if index is None:
             # A directory listed while logrotate renames may miss a file: look again.
             gens = rotated(path, live, settled=settled)
             index = _find(gens, pos)
-        self._unsettled.pop(name, None)
         if index is None:
             # Which generations came after it: younger than it was when last
             # seen, not read before. Unknown for a version-1 checkpoint, which
@@ -337,7 +347,7 @@ class Tailer:
                 if pos.mtime_ns and g.mtime_ns >= pos.mtime_ns and head_id(g.head()) not in pos.done
             ]
             lost = (pos.size - pos.offset, "were deleted or overwritten before they were read")
-            return self._move(path, name, pos, [], _unread(newer, pos), gens, live, lost)
+            return self._move(path, name, pos, [], _unread(newer, pos), gens, live, lost, settled)
         gen = gens[index]
         quiet = time.time() - gen.mtime_ns / 1e9 > ROTATED_QUIET_S
         try:
@@ -358,9 +368,11 @@ class Tailer:
             return self._done(name, pos, got, unread + sum(g.size for g in rest) + _size(path))
         # Bytes seen in the live file that its rotated copy lacks were
         # overwritten by copytruncate between its copy and its truncate.
+        if settled and _copy_under_way(path, rest):  # stay at its end until then
+            return self._done(name, pos, replace(got, at_end=False), sum(g.size for g in rest))
         lost = (pos.size - got.pos.offset, f"were not in its rotated copy {gen.path.name}")
         self._close_gzip(name)
-        return self._move(path, name, got.pos, got.events, rest, gens, live, lost)
+        return self._move(path, name, got.pos, got.events, rest, gens, live, lost, settled)
 
     def _read_generation(self, name: str, gen: Generation, pos: Position, quiet: bool) -> _Read:
         if not gen.compressed:
@@ -392,12 +404,15 @@ class Tailer:
         listed: list[Generation],
         live: set[str],
         lost: tuple[int, str],
+        settled: bool,
     ) -> Batch:
         """Go on from a finished (or lost) generation to the next one, or the live file.
 
         ``rest``: the generations after it, of those ``listed``; ``lost``: bytes
         seen in it and not read, and why.
         """
+        if settled and _copy_under_way(path, rest):
+            raise Moved(path)
         done = pos.done
         if pos.head and head_id(pos.head) not in done:
             done = (*done, head_id(pos.head))[-DONE_KEPT:]
@@ -538,6 +553,25 @@ def _unread(gens: list[Generation], pos: Position) -> list[Generation]:
     if not pos.head:
         return gens
     return [g for g in gens if not (g.compressed and g.head(len(pos.head)) == pos.head)]
+
+
+def _copy_under_way(path: Path, rest: list[Generation]) -> bool:
+    """Does a generation still to read begin like the live file?
+
+    Then copytruncate has copied it (or is copying it) and not truncated it
+    yet: going on would read the same lines twice, from the copy and the file.
+    """
+    try:
+        with path.open("rb") as fh:
+            live = fh.read(HEAD_BYTES)
+    except OSError:
+        return False
+    for gen in rest:
+        head = gen.head()
+        n = min(len(head), len(live))
+        if n and head[:n] == live[:n]:
+            return True
+    return False
 
 
 def _size(path: Path) -> int:

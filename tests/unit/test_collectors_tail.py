@@ -425,3 +425,21 @@ def test_tail_copytruncate_of_a_file_that_was_empty_when_last_seen(tmp_path: Pat
     write(log, line(5))
     restarted, _ = make_tailer(tmp_path)
     assert collect_all(restarted) == [3, 4, 5]
+
+
+def test_tail_copy_not_yet_truncated_is_waited_for(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "app.log"
+    write(log, lines(1, 2))
+    tailer, _ = make_tailer(tmp_path)
+    assert collect_all(tailer) == [1, 2]
+    write(log, line(3))
+    copy = log.with_name("app.log.1")
+    copy.write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    write(log, lines(4, 5))
+    copy.rename(log.with_name("app.log.2"))
+    copy.write_bytes(log.read_bytes())  # copied; logrotate truncates next
+    assert collect_all(tailer) == [3]
+    os.truncate(log, 0)
+    write(log, line(6))
+    assert collect_all(tailer) == [4, 5, 6]
