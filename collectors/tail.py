@@ -19,8 +19,10 @@ twice): ``test_rotation_kill_9_plain_file``, ``test_rotation_rename_while_killed
   ``app.log.2``…, ``app.log-<date>``), copytruncate (the live file's *head*,
   its first bytes kept in the checkpoint, no longer matches, so the rest is
   read from the copy) and gzip-compressed generations (``app.log.2.gz``).
-  Numbered generations with a gap are being renumbered: the tailer waits for
-  the next pass rather than skip one (for ``ROTATED_QUIET_S`` at most).
+  A rotation under way — numbered generations with a gap (being
+  renumbered), a copy that begins like the live file (not truncated yet) —
+  is waited for rather than risk skipping or re-reading a generation (for
+  ``ROTATED_QUIET_S`` at most).
 - A rotated file's last line without a newline is taken as whole once the
   file has been quiet for ``ROTATED_QUIET_S`` (a writer may still hold it).
 - What cannot be read — a generation deleted before the tailer got to it,
@@ -33,7 +35,8 @@ twice): ``test_rotation_kill_9_plain_file``, ``test_rotation_rename_while_killed
 Not covered: a collector started without checkpoints begins with the live
 file (older generations are not read); lines a writer appends to a rotated
 file after the tailer has moved past it (a writer that never reopens its log)
-are not read.
+are not read; any file named like a generation (``app.log.bak``) is taken
+for one.
 
 Each :meth:`Tailer.collect` reads at most ``max_bytes`` per file (bounded
 memory, every file gets its turn); :meth:`Tailer.behind` tells the loop to
@@ -216,7 +219,9 @@ class Tailer:
         self._read: dict[str, Position] = {}
         self._behind: set[str] = set()
         self._moved: set[str] = set()
+        # Since when a rotation has looked under way, per file (see _read_behind).
         self._unsettled: dict[str, float] = {}
+        self._waiting: set[str] = set()
         # An open compressed generation per tailed path: seeking in gzip means
         # decompressing from the start, so the reader stays where it stopped.
         self._gzip: dict[str, tuple[Path, BinaryIO]] = {}
@@ -325,7 +330,9 @@ class Tailer:
         since = self._unsettled.setdefault(name, time.monotonic())
         settled = time.monotonic() - since < ROTATED_QUIET_S
         rv = self._read_behind_now(path, name, pos, live, settled)
-        self._unsettled.pop(name, None)
+        if name not in self._waiting:
+            self._unsettled.pop(name, None)
+        self._waiting.discard(name)
         return rv
 
     def _read_behind_now(
@@ -366,10 +373,11 @@ class Tailer:
         if not got.at_end:
             unread = max(gen.size - got.pos.offset, 0) if not gen.compressed else gen.size
             return self._done(name, pos, got, unread + sum(g.size for g in rest) + _size(path))
+        if settled and _copy_under_way(path, rest):  # stay at its end until then
+            self._waiting.add(name)
+            return self._done(name, pos, replace(got, at_end=False), sum(g.size for g in rest))
         # Bytes seen in the live file that its rotated copy lacks were
         # overwritten by copytruncate between its copy and its truncate.
-        if settled and _copy_under_way(path, rest):  # stay at its end until then
-            return self._done(name, pos, replace(got, at_end=False), sum(g.size for g in rest))
         lost = (pos.size - got.pos.offset, f"were not in its rotated copy {gen.path.name}")
         self._close_gzip(name)
         return self._move(path, name, got.pos, got.events, rest, gens, live, lost, settled)
