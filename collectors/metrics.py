@@ -62,6 +62,19 @@ class CollectorMetrics:
             "Passes that collected nothing because the sink queue was full",
             registry=registry,
         )
+        self.lost_bytes = Counter(
+            "vigil_collector_lost_bytes_total",
+            "Log bytes the tailer saw but could not read: a rotated generation deleted"
+            " or overwritten (copytruncate) before it got there",
+            ["file"],
+            registry=registry,
+        )
+        self.lag_bytes = Gauge(
+            "vigil_collector_lag_bytes",
+            "Bytes of a tailed log on disk not yet read (current file and unread generations)",
+            ["file"],
+            registry=registry,
+        )
         self.pending = Gauge(
             "vigil_collector_pending_items",
             "Events and samples waiting to be written",
