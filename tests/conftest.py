@@ -13,6 +13,7 @@ import random
 import re
 import shutil
 import socket
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -56,6 +57,16 @@ def http_get(url: str, timeout: float = 10.0, token: str | None = None) -> tuple
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
+
+
+def wait_until(what: str, predicate: Callable[[], bool], timeout: float) -> None:
+    """Poll ``predicate`` every 0.1 s; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def consecutive_ports() -> int:

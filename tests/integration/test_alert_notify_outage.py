@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from prometheus_client import CollectorRegistry
 from slack_server import Call, SlackServer
 
@@ -46,15 +47,6 @@ groups:
 def slack() -> Iterator[SlackServer]:
     with SlackServer(token=TOKEN) as server:
         yield server
-
-
-def wait_until(what: str, predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def up(store: MemoryStore, instance: str, value: float) -> None:

@@ -14,11 +14,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import free_port, wait_until
 from slack_server import SlackServer
 
 from siem.model import Sample, make_labels
@@ -44,15 +44,6 @@ groups:
 def slack() -> Iterator[SlackServer]:
     with SlackServer(token=TOKEN) as server:
         yield server
-
-
-def wait_until(what: str, predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_alert_restarts_while_firing_post_once(tmp_path: Path, slack: SlackServer) -> None:
