@@ -295,7 +295,10 @@ class AlertEngine:
                 self._update_gauges()
             except Exception:  # e.g. alerts.db on a full disk: log, keep running
                 log.exception("alert evaluation pass failed; retrying next pass")
-            if self.reload_if_changed():
-                due.clear()
+            try:
+                if self.reload_if_changed():
+                    due.clear()
+            except Exception:  # e.g. a rule directory that vanished: keep the last good rules
+                log.exception("rule reload failed; keeping the last good rules")
             next_due = min((due.get(g.name, now) for g in self.groups), default=now + 1.0)
             stop.wait(min(max(next_due - self.clock(), 0.05), 1.0))

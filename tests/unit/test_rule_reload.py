@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,45 @@ def test_rule_reload_vigil_alert_refuses_to_start_with_a_located_error(
     err = capsys.readouterr().err
     assert err.startswith(f"vigil: error: {rules}{where}") and message in err
     assert "Traceback" not in err
+
+
+class _BrokenSource(RuleSource):
+    """A rule source whose files cannot even be listed (e.g. the directory vanished)."""
+
+    def changed(self) -> bool:
+        raise OSError("rules directory is gone")
+
+
+def test_rule_reload_error_of_any_kind_keeps_the_loop_evaluating(tmp_path: Path) -> None:
+    store = MemoryStore()
+    store.write(samples=[Sample(make_labels("up", job="shop", instance="a:1"), T0, 0.0)])
+    path = tmp_path / "a.yaml"
+    _touch(path, GOOD, 0)
+    source = _BrokenSource([str(path)])
+    registry = CollectorRegistry()
+    engine = AlertEngine(
+        store,
+        RuleSource([str(path)]).load(),
+        AlertBook(AlertDB(tmp_path / "alerts.db")),
+        [],
+        registry=registry,
+        source=source,
+    )
+    stop = threading.Event()
+    loop = threading.Thread(target=engine.run, args=(stop,))
+    loop.start()
+    try:
+        for _ in range(200):
+            evaluated = registry.get_sample_value(
+                "vigil_alert_group_evaluations_total", {"group": "g"}
+            )
+            if evaluated:
+                break
+            stop.wait(0.05)
+        assert evaluated, "the group was never evaluated"
+        # The reload right after that pass raised; the loop must have survived it.
+        loop.join(0.5)
+        assert loop.is_alive(), "the evaluation loop died on a failing reload"
+    finally:
+        stop.set()
+        loop.join(10)
