@@ -20,6 +20,7 @@ from typing import Protocol
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from collectors.metrics import CollectorMetrics
+from collectors.postgres import poller_from
 from collectors.prometheus import Scraper, all_targets
 from collectors.sink import Batch, Sink
 from collectors.tail import CHECKPOINT_FILE, Checkpoints, Tailer
@@ -85,6 +86,10 @@ class Collector:
                     data_dir, settings.collect.tail, self.checkpoints, self.metrics, clock=clock
                 ),
             ]
+            # The shop's PostgreSQL (or collect.postgres), polled like a scrape target.
+            poller = poller_from(settings, self.metrics, clock=clock)
+            if poller is not None:
+                sources.append(poller)
         self.sources = list(sources)
 
     def collect(self, sources: Sequence[Source] | None = None) -> int:

@@ -18,6 +18,7 @@ import math
 import os
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -184,6 +185,23 @@ class CollectSettings:
         ["logs/*.log"], help="globs of ECS JSON log files, relative to the data dir"
     )
     port: int = option(8091, env="VIGIL_COLLECT_PORT", help="the collector's own /metrics")
+    postgres: str = option(
+        "",
+        env="VIGIL_COLLECT_POSTGRES",
+        help="postgresql:// URL to poll for postgres_exporter metrics (password from"
+        " VIGIL_POSTGRES_PASSWORD or PGPASSWORD); empty means the shop's database"
+        " when it is PostgreSQL; off turns the poller off",
+    )
+    postgres_timeout_s: float = option(
+        3.0,
+        env="VIGIL_COLLECT_POSTGRES_TIMEOUT",
+        help="connect and statement timeout of each PostgreSQL poll",
+    )
+    postgres_max_tables: int = option(
+        50,
+        env="VIGIL_COLLECT_POSTGRES_MAX_TABLES",
+        help="per-table series only for this many tables, the largest first",
+    )
 
 
 @dataclass(frozen=True)
@@ -362,6 +380,18 @@ def check(settings: Settings, file: str) -> Settings:
             fail(f"shop.gateways.{name}.latency_ms", "must not be negative")
     if shop.mail.daily_cap < 0:
         fail("shop.mail.daily_cap", "must not be negative")
+    collect = settings.collect
+    if collect.postgres_timeout_s <= 0:
+        fail("collect.postgres_timeout_s", "must be positive")
+    if collect.postgres_max_tables < 0:
+        fail("collect.postgres_max_tables", "must not be negative")
+    try:
+        password = urllib.parse.urlsplit(collect.postgres).password
+    except ValueError:
+        password = None
+        fail("collect.postgres", "is not a URL")
+    if password is not None:
+        fail("collect.postgres", "must not contain a password; set VIGIL_POSTGRES_PASSWORD")
     return settings
 
 
