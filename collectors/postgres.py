@@ -40,7 +40,7 @@ targets.
 
 A server that is down, refuses the connection, is too slow or answers an error
 gives ``up 0`` and ``pg_up 0``. The error is counted in
-``vigil_collect_scrape_errors_total{job="postgres"}`` and logged; it is never
+``vigil_collector_scrape_errors_total{job="postgres"}`` and logged; it is never
 raised.
 """
 
