@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 import uuid
@@ -250,3 +252,79 @@ def test_collector_with_postgres_down_stores_up_0(tmp_path: Path) -> None:
     assert Collector(settings, store, registry=CollectorRegistry()).run_once()
     (up,) = store.select([Matcher("__name__", "=", "up"), Matcher("job", "=", "postgres")], 0, 1e12)
     assert up.points[-1][1] == 0
+
+
+class FreezingProxy:
+    """A TCP proxy to PostgreSQL that stops forwarding when ``frozen`` is set (a hung server)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.frozen = threading.Event()
+        self.closed = threading.Event()
+        self._upstream = upstream_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port: int = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed
+                return
+            server = socket.create_connection(("127.0.0.1", self._upstream), timeout=5)
+            self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                thread = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        src.settimeout(0.2)
+        while not self.closed.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            while self.frozen.is_set() and not self.closed.is_set():
+                time.sleep(0.05)  # hold the bytes: the peer waits, as on a hung server
+            with contextlib.suppress(OSError):
+                dst.sendall(data)
+
+    def close(self) -> None:
+        self.closed.set()
+        for sock in [self._listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def test_postgres_poll_gives_up_on_a_server_that_hangs(pgdb: str) -> None:
+    proxy = FreezingProxy(5432)
+    try:
+        counters = metrics()
+        poller = PostgresPoller(
+            f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname(pgdb)}",
+            counters,
+            timeout_s=0.5,
+        )
+        assert one(poller.poll(), "up") == 1
+        proxy.frozen.set()
+        hung = poller.poll()  # waits 2 * 0.5 + 1 s, then gives up
+        assert hung.error is not None and "no answer" in hung.error
+        assert one(hung, "up") == 0
+        # The stuck query is not stacked on: the next poll fails at once.
+        again = poller.poll()
+        assert again.error == "previous poll still waiting for the server"
+        assert counters.scrape_errors.labels("postgres")._value.get() == 2
+    finally:
+        proxy.close()
