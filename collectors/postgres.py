@@ -49,10 +49,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -309,7 +310,6 @@ class PostgresPoller:
         self._password = env.get(PASSWORD_ENV) or None
         self._clock = clock
         self._conn: psycopg.Connection[Any] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-pg-poll")
         self._running: Future[list[Sample]] | None = None
 
     # -- connection ---------------------------------------------------------
@@ -393,6 +393,19 @@ class PostgresPoller:
             add("pg_replication_is_replica", is_replica)
         return out
 
+    def _start(self, timestamp: float) -> Future[list[Sample]]:
+        """Read in a daemon thread: one stuck in a hung server must not keep the process alive."""
+        future: Future[list[Sample]] = Future()
+
+        def work() -> None:
+            try:
+                future.set_result(self._read(timestamp))
+            except BaseException as exc:  # handed to poll(), which decides
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="vigil-pg-poll", daemon=True).start()
+        return future
+
     def poll(self) -> PollResult:
         """One poll; never raises for anything the server does."""
         timestamp = round(self._clock(), 3)
@@ -403,15 +416,17 @@ class PostgresPoller:
             # The last poll is still stuck in a hung server: do not queue another.
             error = "previous poll still waiting for the server"
         else:
-            self._running = self._pool.submit(self._read, timestamp)
+            self._running = self._start(timestamp)
             try:
                 samples = self._running.result(timeout=2 * self._timeout_s + 1)
             except FutureTimeout:
                 error = f"no answer within {2 * self._timeout_s + 1:g} s"
                 # Forget the connection; the stuck thread may still use it.
                 self._conn = None
-            except (psycopg.Error, OSError, ValueError, TypeError, IndexError) as exc:
-                # Refused, timed out, bad URL, authentication, a cancelled statement.
+            # Refused, timed out, bad URL, authentication, a cancelled statement; and,
+            # as anything the server answers is outside input, whatever else goes wrong
+            # reading it: the collector loop must keep running.
+            except Exception as exc:
                 error = f"{type(exc).__name__}: {str(exc).strip()}".rstrip(": ")
                 self.close()
         duration = time.monotonic() - started
