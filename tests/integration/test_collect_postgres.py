@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,6 +24,7 @@ from collectors.metrics import CollectorMetrics
 from collectors.postgres import EXPORTER_METRICS, VIGIL_METRICS, PollResult, PostgresPoller
 from siem.memory import MemoryStore
 from siem.model import Matcher
+from siem.sqlite import SqliteStore
 from vigil.settings import from_mapping
 
 pytestmark = pytest.mark.postgres
@@ -328,3 +332,33 @@ def test_postgres_poll_gives_up_on_a_server_that_hangs(pgdb: str) -> None:
         assert counters.scrape_errors.labels("postgres")._value.get() == 2
     finally:
         proxy.close()
+
+
+def test_vigil_collect_polls_the_database_named_by_vigil_shop_db(pgdb: str, tmp_path: Path) -> None:
+    # What `vigil up` does: its collector child inherits VIGIL_SHOP_DB.
+    env = {
+        **os.environ,
+        "VIGIL_DATA_DIR": str(tmp_path),
+        "VIGIL_COLLECT_SCRAPE_STACK": "false",
+        "VIGIL_SHOP_DB": pgdb.replace("postgresql://", "postgresql+psycopg://"),
+    }
+    env.pop("VIGIL_CONFIG", None)
+    env.pop("VIGIL_COLLECT_POSTGRES", None)
+    subprocess.run(
+        [sys.executable, "-m", "vigil.cli", "collect", "--once"],
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    store = SqliteStore(tmp_path / "siem.db")
+    try:
+        job = [Matcher("job", "=", "postgres")]
+        (up,) = store.select([Matcher("__name__", "=", "up"), *job], 0, 1e12)
+        assert up.points[-1][1] == 1
+        size = [Matcher("__name__", "=", "pg_database_size_bytes"), *job]
+        (series,) = store.select([*size, Matcher("datname", "=", dbname(pgdb))], 0, 1e12)
+        assert series.points[-1][1] > 1_000_000
+    finally:
+        store.close()
