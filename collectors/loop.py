@@ -20,6 +20,7 @@ from typing import Protocol
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from collectors.metrics import CollectorMetrics
+from collectors.parsers import get_parser
 from collectors.prometheus import Scraper, all_targets
 from collectors.sink import Batch, Sink
 from collectors.tail import CHECKPOINT_FILE, Checkpoints, Tailer
@@ -82,7 +83,15 @@ class Collector:
             sources = [
                 Scraper(all_targets(settings), self.metrics, clock=clock),
                 Tailer(
-                    data_dir, settings.collect.tail, self.checkpoints, self.metrics, clock=clock
+                    data_dir,
+                    settings.collect.tail,
+                    self.checkpoints,
+                    self.metrics,
+                    parsers={
+                        pattern: get_parser(name, key=f"collect.files.{pattern}")
+                        for pattern, name in settings.collect.files.items()
+                    },
+                    clock=clock,
                 ),
             ]
         self.sources = list(sources)

@@ -183,6 +183,11 @@ class CollectSettings:
     tail: list[str] = option(
         ["logs/*.log"], help="globs of ECS JSON log files, relative to the data dir"
     )
+    files: dict[str, str] = option(
+        {},
+        help="more log files: glob → parser (ecs, haproxy, nginx, nginx_error), e.g. "
+        "{/var/log/haproxy.log: haproxy}",
+    )
     port: int = option(8091, env="VIGIL_COLLECT_PORT", help="the collector's own /metrics")
 
 
@@ -362,6 +367,14 @@ def check(settings: Settings, file: str) -> Settings:
             fail(f"shop.gateways.{name}.latency_ms", "must not be negative")
     if shop.mail.daily_cap < 0:
         fail("shop.mail.daily_cap", "must not be negative")
+    # Imported here: the settings module is read before any subsystem is.
+    from collectors.parsers import get_parser
+
+    for pattern, parser in settings.collect.files.items():
+        try:
+            get_parser(parser, key=f"collect.files.{pattern}")
+        except ConfigError as exc:
+            raise ConfigError(str(exc), file=file) from None
     return settings
 
 
