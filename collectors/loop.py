@@ -23,6 +23,7 @@ from collectors.metrics import CollectorMetrics
 from collectors.parsers import get_parser
 from collectors.prometheus import Scraper, all_targets
 from collectors.sink import Batch, Sink
+from collectors.syslog import SyslogReceiver
 from collectors.tail import CHECKPOINT_FILE, Checkpoints, Tailer
 from siem.model import Store
 from vigil.settings import Settings
@@ -94,7 +95,18 @@ class Collector:
                     clock=clock,
                 ),
             ]
+            if settings.collect.syslog_udp:
+                sources.append(
+                    SyslogReceiver(settings.collect.syslog_udp, self.metrics, clock=clock)
+                )
         self.sources = list(sources)
+
+    def close(self) -> None:
+        """Release what sources hold (the syslog receiver's socket)."""
+        for source in self.sources:
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()
 
     def collect(self, sources: Sequence[Source] | None = None) -> int:
         """Read every source (or ``sources``) into the sink, unless the sink is full.

@@ -188,6 +188,12 @@ class CollectSettings:
         help="more log files: glob → parser (ecs, haproxy, nginx, nginx_error), e.g. "
         "{/var/log/haproxy.log: haproxy}",
     )
+    syslog_udp: str = option(
+        "",
+        env="VIGIL_COLLECT_SYSLOG_UDP",
+        help="host:port to receive haproxy's HTTP log over syslog UDP (e.g. 127.0.0.1:5140);"
+        " empty is off",
+    )
     port: int = option(8091, env="VIGIL_COLLECT_PORT", help="the collector's own /metrics")
 
 
@@ -370,6 +376,10 @@ def check(settings: Settings, file: str) -> Settings:
     # Imported here: the settings module is read before any subsystem is.
     from collectors.parsers import get_parser
 
+    if settings.collect.syslog_udp:
+        host, _, port = settings.collect.syslog_udp.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            fail("collect.syslog_udp", f"expected host:port, got {settings.collect.syslog_udp!r}")
     for pattern, parser in settings.collect.files.items():
         try:
             get_parser(parser, key=f"collect.files.{pattern}")

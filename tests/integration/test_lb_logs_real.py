@@ -21,7 +21,7 @@ from collectors.loop import Collector
 from collectors.parsers import PARSERS
 from siem.model import EventQuery
 from siem.sqlite import SqliteStore
-from vigil.haproxy import haproxy_binary
+from vigil.haproxy import Server, haproxy_binary, render_config
 from vigil.settings import from_mapping
 
 
@@ -249,3 +249,72 @@ http {{
     assert referred["http"]["request"]["referrer"] == "http://x/"  # type: ignore[index]
     assert any(e.doc["url"]["original"] == "/nope?q=1" for e in errors)
     assert all(e.doc["source"]["ip"] == "127.0.0.1" for e in errors)
+
+
+def test_haproxy_config_of_vigil_up_sends_httplog_to_the_collector(
+    tmp_path: Path, backend: int
+) -> None:
+    """haproxy.cfg as `vigil up` renders it with collect.syslog_udp, into the receiver."""
+    binary = haproxy_binary()
+    if binary is None:
+        require_server("haproxy", "the haproxy binary is not installed")
+        return
+    settings = from_mapping(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "collect": {
+                "tail": [],
+                "scrape_stack": False,
+                "syslog_udp": f"127.0.0.1:{free_port()}",
+            },
+        }
+    )
+    store = SqliteStore(tmp_path / "siem.db")
+    registry = CollectorRegistry()
+    collector = Collector(settings, store, registry=registry)
+    port = free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(
+        render_config(
+            port=port,
+            servers=[Server("shop-1", backend)],
+            admin_socket=tmp_path / "admin.sock",
+            log_target=settings.collect.syslog_udp,
+        )
+    )
+    process = subprocess.Popen(
+        [binary, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while _status(f"http://127.0.0.1:{port}/products") != 200:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("haproxy did not serve through the shop backend")
+            time.sleep(0.05)
+        assert _status(f"http://127.0.0.1:{port}/missing") == 404
+        while (
+            registry.get_sample_value(
+                "vigil_collector_syslog_datagrams_total", {"result": "received"}
+            )
+            or 0
+        ) < 2:
+            assert time.monotonic() < deadline, "no datagram reached the collector"
+            time.sleep(0.05)
+        assert collector.run_once()
+    finally:
+        process.terminate()
+        process.wait(10)
+        collector.close()
+    events = store.search(EventQuery(dataset="haproxy.log", limit=100))
+    assert not store.search(EventQuery(dataset="vigil.collector.error", limit=10))
+    statuses = {e.doc["http"]["response"]["status_code"] for e in events}
+    assert {200, 404} <= statuses
+    assert all(e.doc["haproxy"]["backend_name"] == "shop" for e in events)
+    assert all(e.doc["log"]["file"]["path"].startswith("udp://127.0.0.1:") for e in events)
+
+
+def _status(url: str) -> int:
+    try:
+        return _get(url)
+    except OSError:
+        return 0
