@@ -146,7 +146,7 @@ def test_haproxy_parser_reads_real_httplog_datagrams(tmp_path: Path, backend: in
     assert no_server["haproxy"]["termination_state"].startswith("S")
 
 
-def _nginx(tmp_path: Path) -> str:
+def _nginx() -> str:
     binary = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
@@ -157,7 +157,7 @@ def _nginx(tmp_path: Path) -> str:
 
 
 def test_nginx_parsers_read_real_access_and_error_logs(tmp_path: Path, backend: int) -> None:
-    binary = _nginx(tmp_path)
+    binary = _nginx()
     port = free_port()
     (tmp_path / "html").mkdir()
     (tmp_path / "html" / "index.html").write_text("hi")

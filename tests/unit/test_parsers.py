@@ -19,6 +19,7 @@ from vigil.settings import from_mapping
 
 TAIL = b' 200 1 - - ---- 1/1/0/0/0 0/0 "GET / HTTP/1.1"'
 FILES = Path(__file__).resolve().parent.parent / "files"
+LINES_SYSLOG = (FILES / "haproxy-httplog-syslog.log").read_bytes().splitlines()
 
 
 def parse_file(name: str, parser: str) -> list[Event]:
@@ -207,3 +208,12 @@ def test_parser_per_glob_tailer_checkpoints_rotation_and_ids(tmp_path: Path) -> 
     unstored = [e.id for b in make_tailer(tmp_path).collect() for e in b.events]
     assert len(unstored) == 1
     assert [e.id for e in collect(make_tailer(tmp_path))] == unstored
+
+
+def test_haproxy_syslog_header_with_hostname_is_skipped() -> None:
+    body = LINES_SYSLOG[0].split(b"]: ", 1)[1]
+    for header in (b"<134>Nov  9 22:00:00 lb-1 haproxy[7]: ", b"haproxy[7]: ", b""):
+        doc = PARSERS["haproxy"](header + body, source="s", position=0, offset=0, now=0.0).doc
+        assert doc["source"]["port"] == 59150
+        assert doc["haproxy"]["server_name"] == "app1"
+        assert ("process" in doc) == bool(header)
