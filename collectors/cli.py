@@ -38,7 +38,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
         collector = Collector(settings, store)
         tune_gc()
         if args.once:
-            return 0 if collector.run_once() else 1
+            try:
+                return 0 if collector.run_once() else 1
+            finally:
+                collector.close()
         server, _ = start_http_server(settings.collect.port, addr="127.0.0.1")
         stop = threading.Event()
 
@@ -52,5 +55,6 @@ def cmd_collect(args: argparse.Namespace) -> int:
             return 0 if collector.run(stop) else 1
         finally:
             server.shutdown()
+            collector.close()
     finally:
         store.close()

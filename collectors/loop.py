@@ -20,9 +20,11 @@ from typing import Protocol
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from collectors.metrics import CollectorMetrics
+from collectors.parsers import get_parser
 from collectors.postgres import poller_from
 from collectors.prometheus import Scraper, all_targets
 from collectors.sink import Batch, Sink
+from collectors.syslog import SyslogReceiver
 from collectors.tail import CHECKPOINT_FILE, Checkpoints, Tailer
 from siem.model import Store
 from vigil.settings import Settings
@@ -83,14 +85,33 @@ class Collector:
             sources = [
                 Scraper(all_targets(settings), self.metrics, clock=clock),
                 Tailer(
-                    data_dir, settings.collect.tail, self.checkpoints, self.metrics, clock=clock
+                    data_dir,
+                    settings.collect.tail,
+                    self.checkpoints,
+                    self.metrics,
+                    parsers={
+                        pattern: get_parser(name, key=f"collect.files.{pattern}")
+                        for pattern, name in settings.collect.files.items()
+                    },
+                    clock=clock,
                 ),
             ]
             # The shop's PostgreSQL (or collect.postgres), polled like a scrape target.
             poller = poller_from(settings, self.metrics, clock=clock)
             if poller is not None:
                 sources.append(poller)
+            if settings.collect.syslog_udp:
+                sources.append(
+                    SyslogReceiver(settings.collect.syslog_udp, self.metrics, clock=clock)
+                )
         self.sources = list(sources)
+
+    def close(self) -> None:
+        """Release what sources hold (the syslog receiver's socket)."""
+        for source in self.sources:
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()
 
     def collect(self, sources: Sequence[Source] | None = None) -> int:
         """Read every source (or ``sources``) into the sink, unless the sink is full.

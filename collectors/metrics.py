@@ -75,6 +75,13 @@ class CollectorMetrics:
             ["file"],
             registry=registry,
         )
+        self.syslog_datagrams = Counter(
+            "vigil_collector_syslog_datagrams_total",
+            "Syslog datagrams by result: received, parsed, failed (stored as error events),"
+            " dropped (the receive queue was full)",
+            ["result"],
+            registry=registry,
+        )
         self.pending = Gauge(
             "vigil_collector_pending_items",
             "Events and samples waiting to be written",

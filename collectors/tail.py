@@ -52,7 +52,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -69,6 +69,7 @@ from collectors.generations import (
     rotated,
 )
 from collectors.metrics import CollectorMetrics
+from collectors.parsers import Parser
 from collectors.sink import Batch
 from siem.model import Event
 
@@ -195,7 +196,10 @@ class _Read:
 class Tailer:
     """A source reading new complete lines of every file matching ``globs``.
 
-    Relative globs are taken from ``data_dir``. Each :meth:`collect` reads at
+    Relative globs are taken from ``data_dir``. Lines of files matching
+    ``globs`` are read as ECS JSON; ``parsers`` maps more globs to the parser
+    of their files (a file matched by several takes the first parser of
+    ``parsers``, then ECS). Each :meth:`collect` reads at
     most ``max_bytes`` per file; a line longer than that is stored as an error
     event in pieces rather than stalling the file.
     """
@@ -207,11 +211,16 @@ class Tailer:
         checkpoints: Checkpoints,
         metrics: CollectorMetrics,
         *,
+        parsers: Mapping[str, Parser] | None = None,
         max_bytes: int = 1 << 20,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._data_dir = data_dir
-        self._globs = list(globs)
+        default: Parser = parse_line
+        self._globs: list[tuple[str, Parser]] = [*(parsers or {}).items()]
+        self._globs += [(pattern, default) for pattern in globs]
+        # The parser of each file found, by its absolute path.
+        self._parser: dict[str, Parser] = {}
         self._checkpoints = checkpoints
         self._metrics = metrics
         self._max_bytes = max_bytes
@@ -229,9 +238,15 @@ class Tailer:
     def files(self) -> list[Path]:
         """The files the globs match now, absolute, sorted, each once."""
         found: set[Path] = set()
-        for pattern in self._globs:
+        for pattern, parser in self._globs:
             full = Path(pattern) if Path(pattern).is_absolute() else self._data_dir / pattern
-            found.update(Path(p).resolve() for p in glob.glob(str(full)) if Path(p).is_file())
+            for match in glob.glob(str(full)):
+                path = Path(match)
+                if path.is_file():
+                    path = path.resolve()
+                    if path not in found:
+                        found.add(path)
+                        self._parser[str(path)] = parser
         return sorted(found)
 
     def collect(self) -> list[Batch]:
@@ -516,6 +531,7 @@ class Tailer:
         append = events.append
         generation = pos.generation
         offset = pos.offset
+        parse = self._parser.get(name, parse_line)
         # Per line only what must be: split in C, no method calls of our own.
         for piece in chunk[:end].split(b"\n"):
             at, offset = offset, offset + len(piece) + 1
@@ -524,7 +540,7 @@ class Tailer:
                 continue  # blank lines carry nothing
             line_pos = at if generation == 0 else f"{generation}:{at}"
             try:
-                append(parse_line(raw, source=name, position=line_pos, offset=at, now=now))
+                append(parse(raw, source=name, position=line_pos, offset=at, now=now))
             except LineError as exc:
                 self._metrics.parse_errors.inc()
                 append(

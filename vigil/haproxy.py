@@ -33,9 +33,18 @@ class Server:
 
 
 def render_config(
-    *, port: int, servers: list[Server], admin_socket: Path, metrics_port: int | None = None
+    *,
+    port: int,
+    servers: list[Server],
+    admin_socket: Path,
+    metrics_port: int | None = None,
+    log_target: str | None = None,
 ) -> str:
     """haproxy.cfg balancing ``servers`` behind 127.0.0.1:``port``.
+
+    With ``log_target`` (``host:port``, the collector's ``collect.syslog_udp``)
+    haproxy sends its HTTP log (``option httplog``) there as syslog datagrams
+    (facility local0); connections that send nothing are not logged.
 
     With ``metrics_port``, a second frontend on it serves haproxy's built-in
     Prometheus exporter at ``/metrics`` (haproxy built with PROMEX, as Debian's
@@ -45,9 +54,11 @@ def render_config(
         "global",
         f"    stats socket {admin_socket} mode 600 level admin",
         "    maxconn 2048",
+        *([f"    log {log_target} local0"] if log_target else []),
         "",
         "defaults",
         "    mode http",
+        *(["    log global", "    option httplog", "    option dontlognull"] if log_target else []),
         "    timeout connect 2s",
         "    timeout client 30s",
         "    timeout server 30s",

@@ -184,6 +184,17 @@ class CollectSettings:
     tail: list[str] = option(
         ["logs/*.log"], help="globs of ECS JSON log files, relative to the data dir"
     )
+    files: dict[str, str] = option(
+        {},
+        help="more log files: glob → parser (ecs, haproxy, nginx, nginx_error), e.g. "
+        "{/var/log/haproxy.log: haproxy}",
+    )
+    syslog_udp: str = option(
+        "",
+        env="VIGIL_COLLECT_SYSLOG_UDP",
+        help="host:port to receive haproxy's HTTP log over syslog UDP (e.g. 127.0.0.1:5140);"
+        " empty is off",
+    )
     port: int = option(8091, env="VIGIL_COLLECT_PORT", help="the collector's own /metrics")
     postgres: str = option(
         "",
@@ -392,6 +403,18 @@ def check(settings: Settings, file: str) -> Settings:
         fail("collect.postgres", "is not a URL")
     if password is not None:
         fail("collect.postgres", "must not contain a password; set VIGIL_POSTGRES_PASSWORD")
+    # Imported here: the settings module is read before any subsystem is.
+    from collectors.parsers import get_parser
+
+    if settings.collect.syslog_udp:
+        host, _, port = settings.collect.syslog_udp.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            fail("collect.syslog_udp", f"expected host:port, got {settings.collect.syslog_udp!r}")
+    for pattern, parser in settings.collect.files.items():
+        try:
+            get_parser(parser, key=f"collect.files.{pattern}")
+        except ConfigError as exc:
+            raise ConfigError(str(exc), file=file) from None
     return settings
 
 

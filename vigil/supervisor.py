@@ -203,6 +203,7 @@ class Supervisor:
             servers=servers,
             admin_socket=self.admin_socket,
             metrics_port=self.settings.up.haproxy_metrics_port,
+            log_target=self.settings.collect.syslog_udp or None,
         )
         (self.run_dir / "haproxy.cfg").write_text(text, encoding="utf-8")
 

@@ -96,3 +96,24 @@ def test_haproxy_exporter_is_scraped_as_job_haproxy(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_haproxy_config_logs_http_requests_to_the_collector_when_asked(tmp_path: Path) -> None:
+    plain = render_config(port=8100, servers=[Server("shop-1", 8001)], admin_socket=tmp_path / "s")
+    assert "option httplog" not in plain and "\n    log " not in plain
+    text = render_config(
+        port=8100,
+        servers=[Server("shop-1", 8001)],
+        admin_socket=tmp_path / "s",
+        log_target="127.0.0.1:5140",
+    )
+    assert "    log 127.0.0.1:5140 local0" in text
+    assert "    option httplog" in text and "    log global" in text
+    binary = haproxy_binary()
+    if binary is None:
+        require_server("haproxy", "the haproxy binary is not installed")
+        return
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text)
+    check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
