@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from siem import SiemError, kql, limits
+from siem import aggregations as agg
 from siem.model import (
     METRIC_NAME,
     Event,
@@ -216,6 +217,48 @@ class SqliteStore:
             _take(held)
         return dict(counts)
 
+    def aggregate(self, query: EventQuery, request: agg.Aggregation) -> agg.AggregationResult:
+        """``request`` computed in SQL (counts, buckets, ordered numbers) over the matches."""
+        where, args = _where(query)
+        if isinstance(request, agg.Count):
+            with self._connection() as conn:
+                (n,) = conn.execute(f"SELECT COUNT(*) FROM events WHERE {where}", args).fetchone()
+            return agg.CountResult(n)
+        if isinstance(request, agg.DateHistogram):
+            first = request.first_bucket()
+            # Same arithmetic as MemoryStore: int((ts - first) / interval), never negative.
+            sql = (
+                f"SELECT CAST((ts - ?) / ? AS INTEGER) AS k, COUNT(*) FROM events "
+                f"WHERE {where} AND ts >= ? AND ts < ? GROUP BY k"
+            )
+            with self._connection() as conn:
+                rows = conn.execute(
+                    sql, [first, request.interval_s, *args, request.start, request.end]
+                ).fetchall()
+            _take(len(rows))
+            return agg.histogram_result(request, dict(rows))
+        if isinstance(request, agg.Percentiles):
+            path_sql, path_args = kql.field_path_sql(request.field)
+            sql = (
+                f"SELECT v FROM (SELECT json_type(doc, {path_sql}) AS t, "
+                f"json_extract(doc, {path_sql}) AS v FROM events WHERE {where}) "
+                "WHERE t IN ('integer', 'real') ORDER BY v"
+            )
+            values: list[float] = []
+            with self._connection() as conn:
+                for (value,) in conn.execute(sql, [*path_args, *path_args, *args]):
+                    values.append(float(value))
+                    if len(values) % _TAKE_EVERY == 0:
+                        _take(_TAKE_EVERY)
+            _take(len(values) % _TAKE_EVERY)
+            return agg.percentiles_result(request, [v for v in values if math.isfinite(v)])
+        counts = self.count_by(query, request.field)
+        if isinstance(request, agg.Cardinality):
+            return agg.CardinalityResult(len(counts))
+        matched = self.aggregate(query, agg.Count())
+        assert isinstance(matched, agg.CountResult)
+        return agg.terms_result(counts, request.size, matched.count)
+
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
         """Series matching all ``matchers`` with their points in [start, end], sorted by labels."""
         name = next((m.value for m in matchers if m.name == METRIC_NAME and m.op == "="), None)
@@ -299,6 +342,10 @@ def _where(query: EventQuery) -> tuple[str, list[Any]]:
     if query.end is not None:
         clauses.append("ts < ?")
         args.append(query.end)
+    if query.after is not None:
+        # Row-value comparison: the (ts, id) order of search(), so a page never repeats a row.
+        clauses.append("(ts, id) < (?, ?)")
+        args.extend(query.after)
     for name, value in query.equals:
         sql, more = _equals_sql(name, value)
         clauses.append(sql)
