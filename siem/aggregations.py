@@ -207,3 +207,20 @@ def percentiles_result(request: Percentiles, ordered: Sequence[float]) -> Percen
 def is_number(value: object) -> bool:
     """A JSON number (booleans are not numbers here, as in Elasticsearch's numeric fields)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+NICE_INTERVALS_S = (
+    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
+    86400, 604800, 2592000, 31536000,
+)  # fmt: skip
+"""The intervals an automatic histogram picks from (seconds), as Kibana's time buckets do."""
+MAX_AUTO_BUCKETS = 100
+
+
+def auto_interval(span_s: float) -> float:
+    """The shortest nice interval giving at most 100 buckets over ``span_s`` (Kibana-like:
+    15 m → 10 s (90 buckets), 1 h → 1 m (60), 24 h → 15 m (96), 7 d → 2 h (84))."""
+    for interval in NICE_INTERVALS_S:
+        if span_s / interval <= MAX_AUTO_BUCKETS:
+            return float(interval)
+    return float(NICE_INTERVALS_S[-1])
