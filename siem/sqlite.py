@@ -199,23 +199,33 @@ class SqliteStore:
     def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
         """How many matching events per value of ``field_name``, as ``str()`` of the value."""
         where, args = _where(query)
+        counts, _ = self._value_counts(where, args, field_name)
+        return counts
+
+    def _value_counts(
+        self, where: str, args: list[Any], field_name: str
+    ) -> tuple[dict[str, int], int]:
+        """Events per ``str()`` of the value, and events without it, in one scan."""
         path_sql, path_args = kql.field_path_sql(field_name)
         sql = (
             f"SELECT json_type(doc, {path_sql}) AS t, json_extract(doc, {path_sql}) AS v, "
             f"COUNT(*) FROM events WHERE {where} GROUP BY t, v"
         )
         counts: Counter[str] = Counter()
+        missing = 0
         with self._connection() as conn:
             held = 0  # one group per row: a runaway group_by stops at the budget
             for type_, value, count in conn.execute(sql, [*path_args, *path_args, *args]):
                 if type_ is not None and type_ != "null":
                     counts[_python_str(type_, value)] += count
+                else:
+                    missing += count
                 held += 1
                 if held == _TAKE_EVERY:
                     _take(held)
                     held = 0
             _take(held)
-        return dict(counts)
+        return dict(counts), missing
 
     def aggregate(self, query: EventQuery, request: agg.Aggregation) -> agg.AggregationResult:
         """``request`` computed in SQL (counts, buckets, ordered numbers) over the matches."""
@@ -252,12 +262,10 @@ class SqliteStore:
                         _take(_TAKE_EVERY)
             _take(len(values) % _TAKE_EVERY)
             return agg.percentiles_result(request, [v for v in values if math.isfinite(v)])
-        counts = self.count_by(query, request.field)
+        counts, missing = self._value_counts(where, args, request.field)
         if isinstance(request, agg.Cardinality):
             return agg.CardinalityResult(len(counts))
-        matched = self.aggregate(query, agg.Count())
-        assert isinstance(matched, agg.CountResult)
-        return agg.terms_result(counts, request.size, matched.count)
+        return agg.terms_result(counts, request.size, sum(counts.values()) + missing)
 
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
         """Series matching all ``matchers`` with their points in [start, end], sorted by labels."""
