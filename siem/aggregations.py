@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from siem import SiemError
+from siem.kql import FIELD_RE
 
 MAX_BUCKETS = 10_000
 """Histogram buckets one request may ask for (Elasticsearch's ``search.max_buckets`` is 65,536)."""
@@ -47,7 +48,15 @@ MAX_TERMS = 10_000
 
 
 class AggregationError(SiemError):
-    """An aggregation request is not valid (bad size, interval, range or percent)."""
+    """An aggregation request is not valid (bad field, size, interval, range or percent)."""
+
+
+def _check_field(name: str) -> None:
+    # The same names KQL takes, so every backend can address the field.
+    if not FIELD_RE.fullmatch(name):
+        raise AggregationError(
+            f"invalid field name {name!r}: use letters, digits, '_', '@', '.' and '-'"
+        )
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class Terms:
     size: int = 10
 
     def __post_init__(self) -> None:
+        _check_field(self.field)
         if not 1 <= self.size <= MAX_TERMS:
             raise AggregationError(f"terms size must be between 1 and {MAX_TERMS}, not {self.size}")
 
@@ -114,6 +124,7 @@ class Percentiles:
     percents: tuple[float, ...] = (50.0, 95.0, 99.0)
 
     def __post_init__(self) -> None:
+        _check_field(self.field)
         if not self.percents or not all(0.0 <= p <= 100.0 for p in self.percents):
             raise AggregationError("percents must be between 0 and 100")
 
@@ -123,6 +134,9 @@ class Cardinality:
     """How many distinct values ``field`` has among the matching events (exact)."""
 
     field: str
+
+    def __post_init__(self) -> None:
+        _check_field(self.field)
 
 
 Aggregation = Count | Terms | DateHistogram | Percentiles | Cardinality

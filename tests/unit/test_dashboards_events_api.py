@@ -173,6 +173,7 @@ def test_events_aggregate_bad_parameters_are_400(client: FlaskClient) -> None:
         ({"start": BASE, "end": BASE + 86400 * 30, "interval": "1s"}, "buckets"),
         ({"terms": "url.path", "size": 0}, '"size"'),
         ({"interval": "soon"}, '"interval"'),
+        ({"terms": 'url.path"); --'}, "invalid field name"),
     ):
         rv = client.get("/api/events/aggregate", query_string=params)
         assert rv.status_code == 400, params

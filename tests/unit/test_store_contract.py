@@ -422,6 +422,20 @@ def test_aggregation_requests_reject_bad_parameters() -> None:
         agg.DateHistogram(1.0, T0, T0 + 86400 * 365)
     with pytest.raises(agg.AggregationError):
         agg.Percentiles("x", (101.0,))
+    for bad in ("", 'a"b', "$.x", "x.y]"):
+        with pytest.raises(agg.AggregationError, match="invalid field name"):
+            agg.Terms(bad)
+        with pytest.raises(agg.AggregationError, match="invalid field name"):
+            agg.Cardinality(bad)
+
+
+def test_aggregation_auto_interval_gives_at_most_100_buckets() -> None:
+    assert agg.auto_interval(900) == 10.0
+    assert agg.auto_interval(3600) == 60.0
+    assert agg.auto_interval(86400) == 900.0
+    assert agg.auto_interval(7 * 86400) == 7200.0
+    for span in (1.0, 59.0, 3601.0, 40 * 86400.0):
+        assert span / agg.auto_interval(span) <= 100
 
 
 def test_store_search_after_pages_newest_first_without_repeats(store: Store) -> None:
