@@ -31,9 +31,17 @@ from dashboards.app import context
 from dashboards.events import DEPLOY_DATASET, event_json, firing_alerts
 from dashboards.hangup import HangupWatcher
 from dashboards.panels import OVERVIEW
-from dashboards.params import DashboardError, parse_duration, parse_limit, parse_time
+from dashboards.params import (
+    DashboardError,
+    parse_duration,
+    parse_limit,
+    parse_time,
+    parse_when,
+)
+from siem import aggregations as agg
+from siem.kql import KqlError
 from siem.limits import QueryBudget, QueryLimitError, QueryTimeoutError, TooManySamplesError
-from siem.model import EventQuery, Series
+from siem.model import EventQuery, Series, get_field
 from vigil.errors import VigilError
 from vigil.webauth import requires
 
@@ -66,6 +74,20 @@ def _error(error_type: str, message: str, status: int) -> tuple[Response, int]:
 @bp.errorhandler(DashboardError)
 @bp.errorhandler(PromQLError)
 def _bad_data(err: VigilError) -> tuple[Response, int]:
+    return _error("bad_data", str(err), 400)
+
+
+@bp.errorhandler(KqlError)
+def _bad_kql(err: KqlError) -> tuple[Response, int]:
+    # The column lets a query bar put the caret where the query went wrong.
+    return (
+        jsonify(status="error", errorType="bad_data", error=str(err), column=err.column),
+        400,
+    )
+
+
+@bp.errorhandler(agg.AggregationError)
+def _bad_aggregation(err: agg.AggregationError) -> tuple[Response, int]:
     return _error("bad_data", str(err), 400)
 
 
@@ -187,22 +209,138 @@ def alerts() -> Response:
     return _success({"alerts": [a.to_json() for a in firing_alerts(context().store)]})
 
 
+MAX_FIELDS = 50
+MAX_TERMS_SIZE = 500
+DEFAULT_RANGE_S = 900.0
+"""``/api/events/aggregate`` without ``start``: the last 15 minutes, Discover's default."""
+
+
+def _event_query(limit: int, *, default_range: bool = False) -> EventQuery:
+    """The query of ``/api/events`` and ``/api/events/aggregate`` from the request.
+
+    ``query`` is KQL (a malformed one raises ``KqlError``: 400 with its column);
+    ``start``/``end`` are absolute (Unix seconds, RFC 3339) or relative (``now-15m``).
+    """
+    now = time.time()
+    raw_start, raw_end = request.args.get("start"), request.args.get("end")
+    end = parse_when("end", raw_end, now) if raw_end else None
+    start = parse_when("start", raw_start, now) if raw_start else None
+    if default_range:
+        end = now if end is None else end
+        start = end - DEFAULT_RANGE_S if start is None else start
+    if start is not None and end is not None and end <= start:
+        raise DashboardError('invalid parameter "end": must be after start')
+    text = request.args.get("query", "")
+    return EventQuery(
+        dataset=request.args.get("dataset") or None,
+        start=start,
+        end=end,
+        limit=limit,
+        kql=text if text.strip() else None,
+        after=_cursor(request.args.get("after")),
+    )
+
+
+def _cursor(raw: str | None) -> tuple[float, str] | None:
+    """A page cursor as ``/api/events`` hands it out: ``<timestamp>:<id>``."""
+    if not raw:
+        return None
+    ts, sep, id_ = raw.partition(":")
+    try:
+        value = float(ts)
+    except ValueError:
+        value = math.nan
+    if not sep or not id_ or not math.isfinite(value):
+        raise DashboardError(f'invalid parameter "after": "{raw}" is not a page cursor')
+    return value, id_
+
+
+def _fields() -> list[str] | None:
+    raw = request.args.get("fields")
+    if not raw:
+        return None
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    if not names or len(names) > MAX_FIELDS:
+        raise DashboardError(f'invalid parameter "fields": give 1 to {MAX_FIELDS} field names')
+    return names
+
+
 @bp.get("/events")
 @requires("viewer")
 def events() -> Response:
-    """The newest events, optionally of one ``dataset`` and within [``start``, ``end``)."""
-    dataset = request.args.get("dataset") or None
+    """Matching events, newest first: KQL ``query``, ``start``/``end``, ``dataset``,
+    ``limit``, ``fields`` (only those, as ``{"name": value}``) and ``after`` (the
+    ``next`` cursor of the previous page: stable (timestamp, id) order)."""
     limit = parse_limit(request.args.get("limit"), default=50, maximum=MAX_EVENTS)
-    raw_start, raw_end = request.args.get("start"), request.args.get("end")
-    query = EventQuery(
-        dataset=dataset,
-        start=parse_time("start", raw_start) if raw_start else None,
-        end=parse_time("end", raw_end) if raw_end else None,
-        limit=limit,
-    )
+    query = _event_query(limit)
+    fields = _fields()
     with limited():
         found = context().store.search(query)
-    return _success({"events": [event_json(e) for e in found]})
+    if fields is None:
+        rows = [event_json(e) for e in found]
+    else:
+        rows = [
+            {
+                "id": e.id,
+                "timestamp": e.timestamp,
+                "dataset": e.dataset,
+                "fields": {name: get_field(e.doc, name) for name in fields},
+            }
+            for e in found
+        ]
+    last = found[-1] if len(found) == limit else None
+    cursor = f"{last.timestamp!r}:{last.id}" if last is not None else None
+    return _success({"events": rows, "next": cursor})
+
+
+@bp.get("/events/aggregate")
+@requires("viewer")
+def events_aggregate() -> Response:
+    """For the same ``query``/``start``/``end``/``dataset`` as ``/api/events`` (default
+    range: the last 15 minutes): the total, a date histogram (``interval``, or one
+    giving at most 100 buckets) and, with ``terms=field``, its ``size`` top values."""
+    query = _event_query(MAX_EVENTS, default_range=True)
+    assert query.start is not None and query.end is not None
+    raw_interval = request.args.get("interval")
+    interval = (
+        parse_duration("interval", raw_interval)
+        if raw_interval
+        else agg.auto_interval(query.end - query.start)
+    )
+    histogram_request = agg.DateHistogram(interval, query.start, query.end)
+    terms_field = request.args.get("terms") or None
+    size = 10
+    if request.args.get("size"):
+        try:
+            size = int(request.args["size"])
+        except ValueError:
+            raise DashboardError('invalid parameter "size": not an integer') from None
+        if not 1 <= size <= MAX_TERMS_SIZE:
+            raise DashboardError(
+                f'invalid parameter "size": must be between 1 and {MAX_TERMS_SIZE}'
+            )
+    terms_request = agg.Terms(terms_field, size) if terms_field else None
+    store = context().store
+    with limited():
+        total = store.aggregate(query, agg.Count())
+        histogram = store.aggregate(query, histogram_request)
+        terms = store.aggregate(query, terms_request) if terms_request else None
+    assert isinstance(total, agg.CountResult) and isinstance(histogram, agg.HistogramResult)
+    data: dict[str, Any] = {
+        "total": total.count,
+        "histogram": {
+            "interval": histogram.interval_s,
+            "buckets": [[start, n] for start, n in histogram.buckets],
+        },
+    }
+    if isinstance(terms, agg.TermsResult):
+        data["terms"] = {
+            "field": terms_field,
+            "buckets": [{"value": value, "count": n} for value, n in terms.buckets],
+            "other": terms.other,
+            "missing": terms.missing,
+        }
+    return _success(data)
 
 
 @bp.get("/overview")

@@ -73,3 +73,22 @@ def parse_limit(raw: str | None, *, default: int, maximum: int) -> int:
     if not 1 <= value <= maximum:
         raise DashboardError(f'invalid parameter "limit": must be between 1 and {maximum}')
     return value
+
+
+_RELATIVE = re.compile(r"now(?:([+-])(\S+))?")
+
+
+def parse_when(name: str, raw: str, now: float) -> float:
+    """A time as ``parse_time`` reads it, or relative to ``now`` as Kibana writes it:
+    ``now``, ``now-15m``, ``now-1h30m``, ``now+5m`` (no rounding such as ``/d``)."""
+    match = _RELATIVE.fullmatch(raw.strip())
+    if match is None:
+        return parse_time(name, raw)
+    sign, amount = match.groups()
+    if sign is None:
+        return now
+    try:
+        seconds = parse_duration(name, amount)
+    except DashboardError:
+        raise _invalid(name, raw, "time (absolute, or relative like now-15m)") from None
+    return now - seconds if sign == "-" else now + seconds

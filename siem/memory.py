@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from siem import aggregations as agg
 from siem import limits
 from siem.model import Event, EventQuery, Labels, Matcher, Sample, Series, WriteResult
 
@@ -67,13 +68,35 @@ class MemoryStore:
         return rv
 
     def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
-        counts: Counter[str] = Counter()
-        for event in self._matching(query):
-            value = event.get(field_name)
-            if value is not None:
-                counts[str(value)] += 1
+        counts = _counts(self._matching(query), field_name)
         _take(len(counts))
-        return dict(counts)
+        return counts
+
+    def aggregate(self, query: EventQuery, request: agg.Aggregation) -> agg.AggregationResult:
+        """``request`` over the matching events; the reference semantics."""
+        hits = self._matching(query)
+        if isinstance(request, agg.Count):
+            return agg.CountResult(len(hits))
+        if isinstance(request, agg.DateHistogram):
+            first = request.first_bucket()
+            buckets: Counter[int] = Counter(
+                int((e.timestamp - first) / request.interval_s)
+                for e in hits
+                if request.start <= e.timestamp < request.end
+            )
+            _take(len(buckets))
+            return agg.histogram_result(request, buckets)
+        if isinstance(request, agg.Percentiles):
+            values = sorted(
+                float(v) for v in (e.get(request.field) for e in hits) if agg.is_number(v)
+            )
+            _take(len(values))
+            return agg.percentiles_result(request, values)
+        counts = _counts(hits, request.field)
+        _take(len(counts))
+        if isinstance(request, agg.Cardinality):
+            return agg.CardinalityResult(len(counts))
+        return agg.terms_result(counts, request.size, len(hits))
 
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
         rv: list[Series] = []
@@ -96,3 +119,12 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _counts(events: Iterable[Event], field_name: str) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for event in events:
+        value = event.get(field_name)
+        if value is not None:
+            counts[str(value)] += 1
+    return dict(counts)

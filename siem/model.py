@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 import re2
 
 from siem import SiemError, kql
+from siem.aggregations import Aggregation, AggregationResult
 
 Labels = tuple[tuple[str, str], ...]
 """Label pairs sorted by name; ``__name__`` holds the metric name, as in Prometheus."""
@@ -207,6 +208,9 @@ class EventQuery:
     equals: tuple[tuple[str, Any], ...] = field(default=())
     limit: int = 100
     kql: str | None = None
+    after: tuple[float, str] | None = None
+    """A page's cursor (``search_after``): only events older than this (timestamp, id),
+    in the newest-first order (timestamp, then id, descending)."""
 
     def __post_init__(self) -> None:
         if self.kql is not None:
@@ -218,6 +222,8 @@ class EventQuery:
         if self.start is not None and event.timestamp < self.start:
             return False
         if self.end is not None and event.timestamp >= self.end:
+            return False
+        if self.after is not None and (event.timestamp, event.id) >= self.after:
             return False
         if not all(_same(event.get(name), value) for name, value in self.equals):
             return False
@@ -255,6 +261,10 @@ class Store(Protocol):
 
     def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
         """How many matching events per value of ``field_name`` (no limit)."""
+        ...
+
+    def aggregate(self, query: EventQuery, request: Aggregation) -> AggregationResult:
+        """``request`` (see ``siem.aggregations``) over the matching events (no limit)."""
         ...
 
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:

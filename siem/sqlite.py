@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from siem import SiemError, kql, limits
+from siem import aggregations as agg
 from siem.model import (
     METRIC_NAME,
     Event,
@@ -198,23 +199,73 @@ class SqliteStore:
     def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
         """How many matching events per value of ``field_name``, as ``str()`` of the value."""
         where, args = _where(query)
+        counts, _ = self._value_counts(where, args, field_name)
+        return counts
+
+    def _value_counts(
+        self, where: str, args: list[Any], field_name: str
+    ) -> tuple[dict[str, int], int]:
+        """Events per ``str()`` of the value, and events without it, in one scan."""
         path_sql, path_args = kql.field_path_sql(field_name)
         sql = (
             f"SELECT json_type(doc, {path_sql}) AS t, json_extract(doc, {path_sql}) AS v, "
             f"COUNT(*) FROM events WHERE {where} GROUP BY t, v"
         )
         counts: Counter[str] = Counter()
+        missing = 0
         with self._connection() as conn:
             held = 0  # one group per row: a runaway group_by stops at the budget
             for type_, value, count in conn.execute(sql, [*path_args, *path_args, *args]):
                 if type_ is not None and type_ != "null":
                     counts[_python_str(type_, value)] += count
+                else:
+                    missing += count
                 held += 1
                 if held == _TAKE_EVERY:
                     _take(held)
                     held = 0
             _take(held)
-        return dict(counts)
+        return dict(counts), missing
+
+    def aggregate(self, query: EventQuery, request: agg.Aggregation) -> agg.AggregationResult:
+        """``request`` computed in SQL (counts, buckets, ordered numbers) over the matches."""
+        where, args = _where(query)
+        if isinstance(request, agg.Count):
+            with self._connection() as conn:
+                (n,) = conn.execute(f"SELECT COUNT(*) FROM events WHERE {where}", args).fetchone()
+            return agg.CountResult(n)
+        if isinstance(request, agg.DateHistogram):
+            first = request.first_bucket()
+            # Same arithmetic as MemoryStore: int((ts - first) / interval), never negative.
+            sql = (
+                f"SELECT CAST((ts - ?) / ? AS INTEGER) AS k, COUNT(*) FROM events "
+                f"WHERE {where} AND ts >= ? AND ts < ? GROUP BY k"
+            )
+            with self._connection() as conn:
+                rows = conn.execute(
+                    sql, [first, request.interval_s, *args, request.start, request.end]
+                ).fetchall()
+            _take(len(rows))
+            return agg.histogram_result(request, dict(rows))
+        if isinstance(request, agg.Percentiles):
+            path_sql, path_args = kql.field_path_sql(request.field)
+            sql = (
+                f"SELECT v FROM (SELECT json_type(doc, {path_sql}) AS t, "
+                f"json_extract(doc, {path_sql}) AS v FROM events WHERE {where}) "
+                "WHERE t IN ('integer', 'real') ORDER BY v"
+            )
+            values: list[float] = []
+            with self._connection() as conn:
+                for (value,) in conn.execute(sql, [*path_args, *path_args, *args]):
+                    values.append(float(value))
+                    if len(values) % _TAKE_EVERY == 0:
+                        _take(_TAKE_EVERY)
+            _take(len(values) % _TAKE_EVERY)
+            return agg.percentiles_result(request, [v for v in values if math.isfinite(v)])
+        counts, missing = self._value_counts(where, args, request.field)
+        if isinstance(request, agg.Cardinality):
+            return agg.CardinalityResult(len(counts))
+        return agg.terms_result(counts, request.size, sum(counts.values()) + missing)
 
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
         """Series matching all ``matchers`` with their points in [start, end], sorted by labels."""
@@ -299,6 +350,10 @@ def _where(query: EventQuery) -> tuple[str, list[Any]]:
     if query.end is not None:
         clauses.append("ts < ?")
         args.append(query.end)
+    if query.after is not None:
+        # Row-value comparison: the (ts, id) order of search(), so a page never repeats a row.
+        clauses.append("(ts, id) < (?, ?)")
+        args.extend(query.after)
     for name, value in query.equals:
         sql, more = _equals_sql(name, value)
         clauses.append(sql)

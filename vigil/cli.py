@@ -10,6 +10,7 @@
     vigil alert [--once]          evaluate rules, notify Slack and webhooks
     vigil rules check [FILE...]   validate rule files (file:line issues)
     vigil web                     the dashboards (overview, JSON query API)
+    vigil search 'KQL' --since 15m    events from the store (table or --json NDJSON)
     vigil loadtest PROFILE        run a load-test profile; exit 1 when a gate fails
     vigil playbook run NAME       run a playbook (--dry-run, --yes)
     vigil config check [FILE]     validate a config file (file:line on errors)
@@ -162,11 +163,12 @@ def _plugin_commands() -> list[Callable[[Any], None]]:
     from alerting.cli import add_commands as alert
     from collectors.cli import add_commands as collect
     from dashboards.cli import add_commands as web
+    from dashboards.search_cli import add_commands as search
     from loadtests.cli import add_commands as loadtest
     from playbooks.cli import add_commands as playbook
     from vigil.authcli import add_commands as users
 
-    return [collect, alert, web, loadtest, playbook, users]
+    return [collect, alert, web, search, loadtest, playbook, users]
 
 
 def build_parser() -> argparse.ArgumentParser:

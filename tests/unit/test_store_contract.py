@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from siem import SiemError
+from siem import SiemError, limits
+from siem import aggregations as agg
 from siem.memory import MemoryStore
 from siem.model import Event, EventQuery, Matcher, Sample, Store, make_labels
 from siem.sqlite import SqliteStore
@@ -331,3 +332,121 @@ def test_sqlite_store_keeps_documents_with_nan(tmp_path: Path) -> None:
         assert store.search(EventQuery(kql="value:*"))[0].doc["value"] == "nan"
     finally:
         store.close()
+
+
+# Aggregations: the same answers from every backend (siem.aggregations states the semantics).
+
+
+def test_store_aggregate_count_follows_the_query(store: Store) -> None:
+    store.write(events=auth_events())
+    assert store.aggregate(EventQuery(), agg.Count()) == agg.CountResult(7)
+    rv = store.aggregate(EventQuery(kql="event.dataset: shop.access"), agg.Count())
+    assert rv == agg.CountResult(3)
+
+
+def test_store_aggregate_terms_top_values_other_and_missing(store: Store) -> None:
+    store.write(events=[*auth_events(), event(8, user={"name": "alice"})])
+    rv = store.aggregate(EventQuery(), agg.Terms("user.name", size=1))
+    # alice twice; admin and administrator once each are "other"; 4 events have no user.
+    assert rv == agg.TermsResult((("alice", 2),), other=2, missing=4)
+    full = store.aggregate(EventQuery(), agg.Terms("event.dataset", size=10))
+    # Ties break on the value, ascending, as Elasticsearch orders terms buckets.
+    assert full == agg.TermsResult((("shop.auth", 4), ("shop.access", 3), ("shop.app", 1)))
+
+
+def test_store_aggregate_terms_of_numbers_and_flat_keys(store: Store) -> None:
+    store.write(events=auth_events())
+    rv = store.aggregate(EventQuery(), agg.Terms("http.response.status_code", size=5))
+    assert isinstance(rv, agg.TermsResult)
+    assert sorted(rv.buckets) == [("200", 1), ("502", 1), ("503", 1)]
+    assert rv.missing == 4
+
+
+def test_store_aggregate_date_histogram_aligned_with_empty_buckets(store: Store) -> None:
+    base = 1_700_000_100.0  # a multiple of 60 s since the epoch: bucket boundaries
+    times = [base - 1, base + 5, base + 59.5, base + 61, base + 200, base + 240]
+    store.write(events=[event(n, ts=t) for n, t in enumerate(times)])
+    request = agg.DateHistogram(60.0, start=base + 30, end=base + 240)
+    rv = store.aggregate(EventQuery(), request)
+    # The first bucket starts at base (aligned), not at start; base - 1 and base + 5
+    # are outside [start, end) and base + 240 is at end: none of them counts.
+    assert rv == agg.HistogramResult(
+        60.0,
+        ((base, 1), (base + 60, 1), (base + 120, 0), (base + 180, 1)),
+    )
+
+
+def test_store_aggregate_date_histogram_follows_the_query(store: Store) -> None:
+    store.write(events=auth_events())
+    request = agg.DateHistogram(2.0, start=T0, end=T0 + 8)
+    rv = store.aggregate(EventQuery(kql="event.dataset: shop.access"), request)
+    assert rv == agg.HistogramResult(2.0, ((T0, 0), (T0 + 2, 0), (T0 + 4, 2), (T0 + 6, 1)))
+
+
+def test_store_aggregate_percentiles_interpolate_numbers_only(store: Store) -> None:
+    values: list[Any] = [10, 20, 30, 40, 50.5, "60", True, None]
+    store.write(
+        events=[event(n, duration=v) for n, v in enumerate(values)] + [event(99)],
+    )
+    rv = store.aggregate(EventQuery(), agg.Percentiles("duration", (0.0, 50.0, 90.0, 100.0)))
+    # Numbers 10, 20, 30, 40, 50.5 (not the string, the boolean or null): rank p/100*(n-1).
+    assert rv == agg.PercentilesResult(((0.0, 10.0), (50.0, 30.0), (90.0, 46.3), (100.0, 50.5)))
+    empty = store.aggregate(EventQuery(), agg.Percentiles("nothing", (50.0,)))
+    assert empty == agg.PercentilesResult(((50.0, None),))
+
+
+def test_store_aggregate_cardinality_is_exact(store: Store) -> None:
+    store.write(events=auth_events())
+    assert store.aggregate(EventQuery(), agg.Cardinality("source.ip")) == agg.CardinalityResult(3)
+    rv = store.aggregate(EventQuery(dataset="shop.auth"), agg.Cardinality("source.ip"))
+    assert rv == agg.CardinalityResult(2)
+
+
+def test_store_aggregate_runs_under_the_query_budget(store: Store) -> None:
+    store.write(events=[event(n, user={"name": f"u{n}"}) for n in range(50)])
+    budget = limits.QueryBudget(max_samples=10, timeout_s=0)
+    with budget.active(), pytest.raises(limits.TooManySamplesError):
+        store.aggregate(EventQuery(), agg.Terms("user.name"))
+    cancelled = limits.QueryBudget(max_samples=0, timeout_s=0)
+    cancelled.cancel()
+    with cancelled.active(), pytest.raises(limits.QueryCancelledError):
+        store.aggregate(EventQuery(), agg.DateHistogram(1.0, T0, T0 + 60))
+
+
+def test_aggregation_requests_reject_bad_parameters() -> None:
+    with pytest.raises(agg.AggregationError):
+        agg.Terms("user.name", size=0)
+    with pytest.raises(agg.AggregationError):
+        agg.DateHistogram(0.0, T0, T0 + 60)
+    with pytest.raises(agg.AggregationError):
+        agg.DateHistogram(1.0, T0, T0 + 86400 * 365)
+    with pytest.raises(agg.AggregationError):
+        agg.Percentiles("x", (101.0,))
+    for bad in ("", 'a"b', "$.x", "x.y]"):
+        with pytest.raises(agg.AggregationError, match="invalid field name"):
+            agg.Terms(bad)
+        with pytest.raises(agg.AggregationError, match="invalid field name"):
+            agg.Cardinality(bad)
+
+
+def test_aggregation_auto_interval_gives_at_most_100_buckets() -> None:
+    assert agg.auto_interval(900) == 10.0
+    assert agg.auto_interval(3600) == 60.0
+    assert agg.auto_interval(86400) == 900.0
+    assert agg.auto_interval(7 * 86400) == 7200.0
+    for span in (1.0, 59.0, 3601.0, 40 * 86400.0):
+        assert span / agg.auto_interval(span) <= 100
+
+
+def test_store_search_after_pages_newest_first_without_repeats(store: Store) -> None:
+    # Two events share a timestamp: the id breaks the tie, so no page repeats or skips one.
+    store.write(events=[event(n, ts=T0 + n // 2) for n in range(7)])
+    seen: list[str] = []
+    after = None
+    while True:
+        page = store.search(EventQuery(limit=3, after=after))
+        if not page:
+            break
+        seen.extend(ids(page))
+        after = (page[-1].timestamp, page[-1].id)
+    assert seen == [f"id{n:03d}" for n in (6, 5, 4, 3, 2, 1, 0)]
