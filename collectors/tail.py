@@ -38,6 +38,11 @@ file after the tailer has moved past it (a writer that never reopens its log)
 are not read; any file named like a generation (``app.log.bak``) is taken
 for one.
 
+A parser whose events span lines (:class:`collectors.multiline.Grouped`)
+gets whole groups: the checkpoint never passes a group still open, and the
+last group of a file waits for the line after it, or for the file to be quiet
+for ``ROTATED_QUIET_S``.
+
 Each :meth:`Tailer.collect` reads at most ``max_bytes`` per file (bounded
 memory, every file gets its turn); :meth:`Tailer.behind` tells the loop to
 call again at once.
@@ -57,6 +62,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from collectors import multiline
 from collectors.ecs import error_event, parse_line
 from collectors.errors import CollectorError, LineError
 from collectors.generations import (
@@ -509,29 +515,48 @@ class Tailer:
         """Lines of ``source`` (``size`` bytes) from ``pos`` on, at most ``max_bytes``.
 
         ``final``: nobody writes to it any more (a rotated-away file), so a last
-        line without its newline is complete.
+        line without its newline is complete. A multiline group at the end of a
+        file quiet for ``ROTATED_QUIET_S`` is complete too.
         """
         if size <= pos.offset:
             return _Read([], pos, True)
         source.seek(pos.offset)
         chunk = source.read(min(self._max_bytes, size - pos.offset))
-        whole = final and pos.offset + len(chunk) >= size
-        events, consumed = self._parse(chunk, name, pos, final=whole)
+        to_end = pos.offset + len(chunk) >= size
+        quiet = time.time() - os.fstat(source.fileno()).st_mtime > ROTATED_QUIET_S
+        events, consumed = self._parse(
+            chunk, name, pos, final=final and to_end, flush=(final or quiet) and to_end
+        )
         end = pos.offset + consumed
         return _Read(events, replace(pos, offset=end), end >= size)
 
     def _parse(
-        self, chunk: bytes, name: str, pos: Position, *, final: bool = False
+        self, chunk: bytes, name: str, pos: Position, *, final: bool = False, flush: bool = False
     ) -> tuple[list[Event], int]:
+        """Events of the whole lines of ``chunk``, bytes taken; ``final``: the last
+        line is whole even without its newline, ``flush``: so is the last group."""
         end = len(chunk) if final else chunk.rfind(b"\n") + 1
         if end == 0 and len(chunk) >= self._max_bytes:
             end = len(chunk)  # one line longer than max_bytes: store it as an error piece
+        parse = self._parser.get(name, parse_line)
+        if isinstance(parse, multiline.Grouped):
+            return multiline.parse_chunk(
+                chunk[:end],
+                parse,
+                source=name,
+                position=pos.line_position,
+                offset=pos.offset,
+                max_bytes=self._max_bytes,
+                complete=final or flush,
+                full=len(chunk) >= self._max_bytes,
+                now=self._clock(),
+                on_error=self._metrics.parse_errors.inc,
+            )
         now = self._clock()
         events: list[Event] = []
         append = events.append
         generation = pos.generation
         offset = pos.offset
-        parse = self._parser.get(name, parse_line)
         # Per line only what must be: split in C, no method calls of our own.
         for piece in chunk[:end].split(b"\n"):
             at, offset = offset, offset + len(piece) + 1
