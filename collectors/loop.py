@@ -90,7 +90,11 @@ class Collector:
                     self.checkpoints,
                     self.metrics,
                     parsers={
-                        pattern: get_parser(name, key=f"collect.files.{pattern}")
+                        pattern: get_parser(
+                            name,
+                            key=f"collect.files.{pattern}",
+                            postgresql_prefix=settings.collect.postgresql_log_line_prefix,
+                        )
                         for pattern, name in settings.collect.files.items()
                     },
                     clock=clock,

@@ -186,8 +186,14 @@ class CollectSettings:
     )
     files: dict[str, str] = option(
         {},
-        help="more log files: glob → parser (ecs, haproxy, nginx, nginx_error), e.g. "
-        "{/var/log/haproxy.log: haproxy}",
+        help="more log files: glob → parser (ecs, haproxy, nginx, nginx_error, postgresql,"
+        " postgresql_stderr, python), e.g. {/var/log/haproxy.log: haproxy}",
+    )
+    postgresql_log_line_prefix: str = option(
+        "%m [%p] %q%u@%d ",
+        env="VIGIL_COLLECT_POSTGRESQL_LOG_LINE_PREFIX",
+        help="PostgreSQL's log_line_prefix, as the postgresql_stderr parser reads it"
+        " (escapes %m %t %n %s %p %u %d %r %h %a %b %c %l %e %i %v %x %Q %q %%)",
     )
     syslog_udp: str = option(
         "",
@@ -410,9 +416,21 @@ def check(settings: Settings, file: str) -> Settings:
         host, _, port = settings.collect.syslog_udp.rpartition(":")
         if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             fail("collect.syslog_udp", f"expected host:port, got {settings.collect.syslog_udp!r}")
+    try:  # a bad log_line_prefix is a mistake even before a file uses it
+        get_parser(
+            "postgresql_stderr",
+            key="collect.postgresql_log_line_prefix",
+            postgresql_prefix=settings.collect.postgresql_log_line_prefix,
+        )
+    except ConfigError as exc:
+        raise ConfigError(str(exc), file=file) from None
     for pattern, parser in settings.collect.files.items():
         try:
-            get_parser(parser, key=f"collect.files.{pattern}")
+            get_parser(
+                parser,
+                key=f"collect.files.{pattern}",
+                postgresql_prefix=settings.collect.postgresql_log_line_prefix,
+            )
         except ConfigError as exc:
             raise ConfigError(str(exc), file=file) from None
     return settings
