@@ -189,3 +189,27 @@ def test_multiline_python_traceback_chained_and_json_lines_apart() -> None:
     assert crash["message"] == "ValueError: bad card"
     ok = parser(groups[0].raw, source="f", position=0, offset=0, now=1e9)
     assert ok.doc["message"] == "ok"
+
+
+def test_multiline_group_open_at_a_rotation_is_read_whole_from_the_rotated_file(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(ERROR + STATEMENT)
+    tailer = make_tailer(tmp_path)
+    assert collect(tailer) == []
+    log.rename(tmp_path / "app.log.1")
+    log.write_bytes(NEXT)
+    events: list[Event] = []
+    for _ in range(5):  # moving to the next generation takes a pass or two
+        events += collect(tailer)
+    assert events == []  # the rotated file may still be written to: its group waits
+    quiet(tmp_path / "app.log.1")
+    quiet(log)
+    for _ in range(5):
+        events += collect(tailer)
+    assert [e.doc["postgresql"]["log"]["query"] for e in events] == [
+        "SELECT *\n  FROM nope\n WHERE id = 1",
+        "SELECT 1",
+    ]
+    assert events[0].id == event_id(str(log), 0)
