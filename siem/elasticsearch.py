@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from elastic_transport import HttpHeaders, Urllib3HttpNode
+from elastic_transport import ConnectionTimeout, HttpHeaders, Urllib3HttpNode
 from elastic_transport import TransportError as _TransportError
 from elastic_transport._node import NodeApiResponse
 from elastic_transport.client_utils import DEFAULT, DefaultType
@@ -201,12 +201,11 @@ class ElasticsearchStore:
         """Call the client; its errors become a ``SiemError`` naming what failed."""
         try:
             return fn(**kwargs)
-        except (_TransportError, OSError) as exc:
-            raise SiemError(f"elasticsearch: {what} failed: {exc}") from exc
-        except Exception as exc:  # ApiError (4xx/5xx answers) and its subclasses
-            if type(exc).__module__.startswith(("elasticsearch", "elastic_transport")):
-                raise SiemError(f"elasticsearch: {what} failed: {exc}") from exc
-            raise
+        except Exception as exc:
+            error = _store_error(what, exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     def _setup(self) -> None:
         # The template gives indices created by hand or by other tools (a restore,
@@ -347,9 +346,21 @@ class ElasticsearchStore:
             if after is not None:
                 kwargs["search_after"] = after
             client = self._es
-            if budget is not None and budget.timeout_s > 0:
-                client = client.options(request_timeout=min(budget.timeout_s, self._timeout))
-            rv = self._call("search", client.search, **kwargs)
+            left = None if budget is None else budget.remaining_s()
+            if left is not None:
+                # The query's deadline bounds the request; `check()` runs between pages.
+                client = client.options(request_timeout=max(min(left, self._timeout), 0.001))
+            try:
+                rv = client.search(**kwargs)
+            except ConnectionTimeout as exc:
+                if left is not None and budget is not None:
+                    raise limits.QueryTimeoutError(f"query timed out in {budget.stage}") from exc
+                raise SiemError(f"elasticsearch: search failed: {exc}") from exc
+            except Exception as exc:
+                error = _store_error("search", exc)
+                if error is exc:
+                    raise
+                raise error from exc
             hits = rv["hits"]["hits"]
             yield from hits
             if len(hits) < size:
@@ -459,6 +470,15 @@ class ElasticsearchStore:
     def close(self) -> None:
         """Close the client's connections."""
         self._es.close()
+
+
+def _store_error(what: str, exc: Exception) -> Exception:
+    """The client's errors (transport, 4xx/5xx answers) as a ``SiemError``; others as they are."""
+    if isinstance(exc, _TransportError | OSError) or type(exc).__module__.startswith(
+        ("elasticsearch", "elastic_transport")
+    ):
+        return SiemError(f"elasticsearch: {what} failed: {exc}")
+    return exc
 
 
 def _take(n: int) -> None:

@@ -8,15 +8,17 @@ is tests/unit/test_store_contract.py.
 
 from __future__ import annotations
 
+import http.server
 import math
 import struct
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import free_port
 
-from siem import SiemError, kql, kql_es
+from siem import SiemError, kql, kql_es, limits
 from siem.backends import open_store
 from siem.elasticsearch import ElasticsearchStore, index_for
 from siem.memory import MemoryStore
@@ -250,3 +252,48 @@ def test_elasticsearch_store_rejects_non_finite_timestamp(es: ElasticsearchStore
     # The batch is refused whole: nothing of it was stored.
     assert es.search(EventQuery()) == []
     assert es.write(samples=[Sample(make_labels("up"), T0, 1.0)]).samples == 1
+
+
+class _StallingCluster(http.server.BaseHTTPRequestHandler):
+    """Answers the store's setup like a cluster, then never answers a search in time."""
+
+    def _answer(self, body: bytes = b'{"acknowledged": true}') -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Elastic-Product", "Elasticsearch")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self._answer(b"")
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._answer()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.stalled.wait(10)  # type: ignore[attr-defined]
+        self._answer()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def test_elasticsearch_store_search_stops_at_the_query_deadline() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StallingCluster)
+    server.daemon_threads = True
+    server.stalled = threading.Event()  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        store = ElasticsearchStore(url, compat_headers=False, request_timeout_s=30.0)
+        budget = limits.QueryBudget(max_samples=0, timeout_s=0.5)
+        with budget.active(), pytest.raises(limits.QueryTimeoutError, match="timed out"):
+            store.search(EventQuery(kql="message:x"))
+        store.close()
+    finally:
+        server.stalled.set()  # type: ignore[attr-defined]
+        server.shutdown()
+        server.server_close()
