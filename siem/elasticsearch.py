@@ -23,8 +23,10 @@ term/wildcard/range queries on keyword arrays indexed beside the document),
 the order and the ``search_after`` cursor to the server; every hit is checked
 again with ``EventQuery.matches`` (the reference semantics: it also applies
 the field equalities, and decides the rare documents whose terms were too long
-to index), so every answer is the memory and SQLite stores'. Aggregations are
-computed from the matching events with the arithmetic of ``siem.aggregations``.
+to index), so every answer is the memory and SQLite stores'. A count is the
+server's; the other aggregations are computed from the matching events with
+the arithmetic of ``siem.aggregations`` (exact, where Elasticsearch's
+percentiles and cardinality approximate).
 
 Servers that refuse the 8.x client's ``compatible-with`` media types
 (OpenSearch, osmem-server) need ``compat_headers=False``: requests then carry
@@ -367,8 +369,8 @@ class ElasticsearchStore:
                 return
             after = hits[-1]["sort"]
 
-    def _matching(self, query: EventQuery, limit: int | None = None) -> Iterator[Event]:
-        """Matching events, newest first (timestamp, then id, descending)."""
+    def _filters(self, query: EventQuery) -> list[dict[str, Any]]:
+        """The server-side part of ``query``: dataset, time range and KQL (a superset)."""
         filters: list[dict[str, Any]] = []
         if query.dataset is not None:
             filters.append({"term": {"vigil.dataset": query.dataset}})
@@ -381,6 +383,17 @@ class ElasticsearchStore:
             filters.append({"range": {"vigil.ts": ts_range}})
         if query.kql is not None:
             filters.append(kql_es.to_query(kql.parse(query.kql)))
+        return filters
+
+    def _matching(
+        self,
+        query: EventQuery,
+        limit: int | None = None,
+        extra: Sequence[dict[str, Any]] = (),
+    ) -> Iterator[Event]:
+        """Matching events, newest first (timestamp, then id, descending); ``extra``
+        filters narrow what the server returns."""
+        filters = [*self._filters(query), *extra]
         es_query = {"bool": {"filter": filters}} if filters else {"match_all": {}}
         sort = [{"vigil.ts": {"order": "desc"}}, {"vigil.id": {"order": "desc"}}]
         size = PAGE_SIZE if limit is None else max(1, min(PAGE_SIZE, limit))
@@ -409,10 +422,33 @@ class ElasticsearchStore:
         _take(len(counts))
         return counts
 
+    def _count(self, query: EventQuery) -> int:
+        """How many events match, counted by the server where the index decides.
+
+        Documents without ``vigil.over`` are decided by the compiled KQL alone,
+        so the server counts them; the few with it are fetched and checked.
+        Field equalities and a page cursor are applied in Python only, so such a
+        query is counted from its events.
+        """
+        if query.equals or query.after is not None:
+            return sum(1 for _ in self._matching(query))
+        over = {"exists": {"field": "vigil.over"}}
+        decided = {"bool": {"filter": self._filters(query), "must_not": [over]}}
+        limits.check()
+        rv = self._call(
+            "count",
+            self._es.count,
+            index=self._events_pattern(query.dataset),
+            query=decided,
+            ignore_unavailable=True,
+            allow_no_indices=True,
+        )
+        return int(rv["count"]) + sum(1 for _ in self._matching(query, extra=[over]))
+
     def aggregate(self, query: EventQuery, request: agg.Aggregation) -> agg.AggregationResult:
-        hits = list(self._matching(query))
         if isinstance(request, agg.Count):
-            return agg.CountResult(len(hits))
+            return agg.CountResult(self._count(query))
+        hits = list(self._matching(query))
         if isinstance(request, agg.DateHistogram):
             first = request.first_bucket()
             buckets: Counter[int] = Counter(

@@ -19,6 +19,7 @@ import pytest
 from conftest import free_port
 
 from siem import SiemError, kql, kql_es, limits
+from siem import aggregations as agg
 from siem.backends import open_store
 from siem.elasticsearch import ElasticsearchStore, index_for
 from siem.memory import MemoryStore
@@ -107,6 +108,7 @@ def test_kql_es_answers_like_the_reference(es: ElasticsearchStore, query: str) -
     reference.write(events=DOCS)
     expected = [e.id for e in reference.search(EventQuery(kql=query))]
     assert [e.id for e in es.search(EventQuery(kql=query))] == expected
+    assert es.aggregate(EventQuery(kql=query), agg.Count()) == agg.CountResult(len(expected))
 
 
 def test_kql_es_filters_on_the_server(es: ElasticsearchStore) -> None:
@@ -150,6 +152,10 @@ def test_kql_es_too_long_values_are_checked_not_lost(es: ElasticsearchStore) -> 
     assert [e.id for e in es.search(EventQuery(kql="needle"))] == ["e002", "e001"]
     assert [e.id for e in es.search(EventQuery(kql="not message:needle"))] == ["e001"]
     assert es.search(EventQuery(kql="message:*needle"))[-1].doc["message"] == long_text
+    # Counted by the server for decided documents, checked in Python for the long one.
+    assert es.aggregate(EventQuery(kql="needle"), agg.Count()) == agg.CountResult(2)
+    assert es.aggregate(EventQuery(kql="not needle"), agg.Count()) == agg.CountResult(0)
+    assert es.aggregate(EventQuery(kql="message:needle"), agg.Count()) == agg.CountResult(1)
 
 
 def test_kql_es_too_many_terms_mark_the_document_undecided(es: ElasticsearchStore) -> None:
