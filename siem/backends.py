@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from siem.model import Store
@@ -23,7 +24,27 @@ def _memory(settings: Settings) -> Store:
     return MemoryStore()
 
 
-BACKENDS: dict[str, Callable[[Settings], Store]] = {"sqlite": _sqlite, "memory": _memory}
+API_KEY_ENV = "VIGIL_STORE_API_KEY"
+"""Where the Elasticsearch API key comes from: the environment only, never a file."""
+
+
+def _elasticsearch(settings: Settings) -> Store:
+    from siem.elasticsearch import ElasticsearchStore
+
+    return ElasticsearchStore(
+        settings.store.url,
+        api_key=os.environ.get(API_KEY_ENV) or None,
+        prefix=settings.store.index_prefix,
+        compat_headers=settings.store.es_compat_headers,
+        request_timeout_s=settings.store.request_timeout_s,
+    )
+
+
+BACKENDS: dict[str, Callable[[Settings], Store]] = {
+    "sqlite": _sqlite,
+    "memory": _memory,
+    "elasticsearch": _elasticsearch,
+}
 
 
 def open_store(settings: Settings) -> Store:

@@ -109,6 +109,12 @@ class QueryBudget:
         if self._deadline is not None and self._clock() > self._deadline:
             raise QueryTimeoutError(f"query timed out in {self.stage}")
 
+    def remaining_s(self) -> float | None:
+        """Seconds left before the deadline (``None`` without one): a request's timeout."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - self._clock())
+
     def take(self, n: int) -> None:
         """Account for ``n`` more samples held; raise when over the budget."""
         self.samples += n

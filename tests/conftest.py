@@ -142,6 +142,31 @@ def require_server(name: str, reason: str) -> None:
     pytest.skip(f"{name} unavailable: {reason}")
 
 
+@pytest.fixture(scope="session")
+def es_server() -> Iterator[Any]:
+    """An osmem-server (in-memory OpenSearch-compatible) for the Elasticsearch store.
+
+    Skips when it cannot start, except in CI (CI=true), where that fails.
+    Tests take ``es_url`` (a fresh, empty clone of the server per test).
+    """
+    try:
+        from osmem_server import OsmemServer
+
+        server = OsmemServer.start(japanese=False)
+    except Exception as exc:  # ImportError, OsmemError, OSError: all mean "no server"
+        require_server("osmem-server", str(exc))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def es_url(es_server: Any) -> Iterator[str]:
+    """The URL of an empty Elasticsearch-compatible cluster for one test."""
+    clone = es_server.clone()
+    yield clone.url
+    clone.close()
+
+
 def _pg_connect(dbname: str = "postgres") -> Any:
     import psycopg
 

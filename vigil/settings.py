@@ -153,9 +153,29 @@ class ShopSettings:
 class StoreSettings:
     """The SIEM store (events and samples)."""
 
-    backend: str = option("sqlite", env="VIGIL_STORE_BACKEND", help="sqlite (embedded)")
+    backend: str = option(
+        "sqlite",
+        env="VIGIL_STORE_BACKEND",
+        help="sqlite (embedded), memory (nothing kept) or elasticsearch (store.url)",
+    )
     path: str = option(
         "", env="VIGIL_STORE_PATH", help="SQLite file; empty means <data_dir>/siem.db"
+    )
+    url: str = option(
+        "",
+        env="VIGIL_STORE_URL",
+        help="Elasticsearch/OpenSearch URL (backend elasticsearch); API key: VIGIL_STORE_API_KEY",
+    )
+    index_prefix: str = option(
+        "vigil", env="VIGIL_STORE_INDEX_PREFIX", help="prefix of the Elasticsearch index names"
+    )
+    es_compat_headers: bool = option(
+        True,
+        env="VIGIL_STORE_ES_COMPAT_HEADERS",
+        help="send Elasticsearch 8 compatible-with media types; false for OpenSearch/osmem-server",
+    )
+    request_timeout_s: float = option(
+        30.0, env="VIGIL_STORE_REQUEST_TIMEOUT", help="Elasticsearch request timeout (seconds)"
     )
 
 
@@ -397,6 +417,21 @@ def check(settings: Settings, file: str) -> Settings:
             fail(f"shop.gateways.{name}.latency_ms", "must not be negative")
     if shop.mail.daily_cap < 0:
         fail("shop.mail.daily_cap", "must not be negative")
+    store = settings.store
+    if store.backend == "elasticsearch" and not store.url:
+        fail("store.url", "is required with store.backend: elasticsearch")
+    store_secret: str | None = None
+    try:
+        store_secret = urllib.parse.urlsplit(store.url).password
+    except ValueError:
+        fail("store.url", "is not a valid URL")
+    if store_secret:
+        fail("store.url", "must not contain a password; set VIGIL_STORE_API_KEY")
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
+    if not store.index_prefix or not set(store.index_prefix) <= allowed:
+        fail("store.index_prefix", "use lower-case letters, digits, '.', '-' and '_'")
+    if not math.isfinite(store.request_timeout_s) or store.request_timeout_s <= 0:
+        fail("store.request_timeout_s", "must be positive")
     collect = settings.collect
     if collect.postgres_timeout_s <= 0:
         fail("collect.postgres_timeout_s", "must be positive")

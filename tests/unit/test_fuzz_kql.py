@@ -2,7 +2,9 @@
 
 Every query ``parse`` accepts must compile with ``to_sql`` to SQL that SQLite
 executes, and match in Python with ``matches`` — and both backends must pick
-the same events, so a rule's event query means the same on either store.
+the same events, so a rule's event query means the same on either store. The
+query DSL ``kql_es`` compiles must select, on the server alone, the same events
+in Elasticsearch (osmem-server).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from fuzz_inputs import FUZZ
 from hypothesis import given
 from hypothesis import strategies as st
 
-from siem import kql
+from siem import kql, kql_es
+from siem.elasticsearch import ElasticsearchStore
 from siem.memory import MemoryStore
 from siem.model import Event, EventQuery
 from siem.sqlite import SqliteStore
@@ -104,6 +107,34 @@ def test_fuzz_kql_parses_or_raises_kql_error_and_both_backends_agree(
     assert found == {e.id for e in EVENTS if kql.matches(node, e.get)}
 
 
+@pytest.fixture(scope="module")
+def es_store(es_server: Any) -> Iterator[ElasticsearchStore]:
+    clone = es_server.clone()
+    store = ElasticsearchStore(clone.url, compat_headers=False)
+    store.write(events=EVENTS)
+    yield store
+    store.close()
+    clone.close()
+
+
+@FUZZ
+@given(queries)
+def test_fuzz_kql_elasticsearch_dsl_selects_what_python_matches(
+    es_store: ElasticsearchStore, text: str
+) -> None:
+    try:
+        node = kql.parse(text)
+    except kql.KqlError:
+        return
+    expected = {e.id for e in EVENTS if kql.matches(node, e.get)}
+    # No document here has terms too long to index: the DSL alone decides, exactly.
+    rv = es_store._es.search(
+        index=f"{es_store.prefix}-events-*", query=kql_es.to_query(node), size=100
+    )
+    assert {hit["_id"] for hit in rv["hits"]["hits"]} == expected
+    assert {e.id for e in es_store.search(EventQuery(kql=text, limit=100))} == expected
+
+
 @pytest.mark.parametrize(
     ("text", "column"),
     [("\ud800", 1), ("user.name:adm\udc80*", 14), ('"a\\\ud83d"', 4)],
@@ -138,3 +169,12 @@ def test_kql_deepest_and_widest_accepted_queries_run_on_sqlite(
     sqlite, _ = stores
     assert {e.id for e in sqlite.search(EventQuery(kql=deepest))} == {"e0"}
     assert {e.id for e in sqlite.search(EventQuery(kql=widest))} == {"e0", "e2"}
+
+
+def test_kql_deepest_and_widest_accepted_queries_run_on_elasticsearch(
+    es_store: ElasticsearchStore,
+) -> None:
+    deepest = "(n >= 500 and (b:0 or " * 8 + "ok:true" + "))" * 8
+    widest = " or ".join(["user.name:adm*"] * kql.MAX_TERMS)
+    assert {e.id for e in es_store.search(EventQuery(kql=deepest))} == {"e0"}
+    assert {e.id for e in es_store.search(EventQuery(kql=widest))} == {"e0", "e2"}

@@ -1,4 +1,5 @@
-"""One contract for every Store backend: MemoryStore (the reference) and SqliteStore."""
+"""One contract for every Store backend: MemoryStore (the reference), SqliteStore and
+ElasticsearchStore (on osmem-server, an in-memory OpenSearch-compatible server)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from siem import SiemError, limits
 from siem import aggregations as agg
+from siem.elasticsearch import ElasticsearchStore
 from siem.memory import MemoryStore
 from siem.model import Event, EventQuery, Matcher, Sample, Store, make_labels
 from siem.sqlite import SqliteStore
@@ -19,9 +21,16 @@ from siem.sqlite import SqliteStore
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "elasticsearch"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    rv: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "siem.db")
+    rv: Store
+    if request.param == "memory":
+        rv = MemoryStore()
+    elif request.param == "sqlite":
+        rv = SqliteStore(tmp_path / "siem.db")
+    else:
+        # osmem-server (OpenSearch-compatible) refuses the 8.x compatibility media types.
+        rv = ElasticsearchStore(request.getfixturevalue("es_url"), compat_headers=False)
     yield rv
     rv.close()
 

@@ -1,0 +1,553 @@
+"""The Elasticsearch (or OpenSearch) Store, through the official ``elasticsearch`` client.
+
+Layout:
+
+- events go to one index per dataset, ``<prefix>-events-<dataset>`` (the
+  dataset lower-cased, characters an index name cannot hold replaced, plus a
+  short hash when anything was replaced, so two datasets never share an
+  index); the document id is the event id and every write is a bulk
+  ``create``, so a re-delivered event answers 409 and is counted as a
+  duplicate, never stored twice;
+- samples go to ``<prefix>-samples`` with the id derived from the series and
+  the timestamp, so sample writes are idempotent too;
+- an index template (``<prefix>-events-*``) maps the fields the store filters
+  and sorts on (``vigil.id``/``vigil.dataset``/``event.dataset`` keyword,
+  ``vigil.ts`` double, ``@timestamp`` date) and keeps the ECS document as
+  text in ``vigil.doc`` (not indexed): an ECS document whose fields change
+  type between events (a status code once a number, once a string) is then
+  never rejected by a mapping conflict, and reads give back exactly what was
+  written (NaN included).
+
+Reads push the dataset, the time range, KQL (compiled by ``siem.kql_es`` to
+term/wildcard/range queries on keyword arrays indexed beside the document),
+the order and the ``search_after`` cursor to the server; every hit is checked
+again with ``EventQuery.matches`` (the reference semantics: it also applies
+the field equalities, and decides the rare documents whose terms were too long
+to index), so every answer is the memory and SQLite stores'. A count is the
+server's; the other aggregations are computed from the matching events with
+the arithmetic of ``siem.aggregations`` (exact, where Elasticsearch's
+percentiles and cardinality approximate).
+
+Servers that refuse the 8.x client's ``compatible-with`` media types
+(OpenSearch, osmem-server) need ``compat_headers=False``: requests then carry
+plain ``application/json`` / ``application/x-ndjson``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from elastic_transport import ConnectionTimeout, HttpHeaders, Urllib3HttpNode
+from elastic_transport import TransportError as _TransportError
+from elastic_transport._node import NodeApiResponse
+from elastic_transport.client_utils import DEFAULT, DefaultType
+
+from siem import SiemError, kql, kql_es, limits
+from siem import aggregations as agg
+from siem.model import (
+    METRIC_NAME,
+    Event,
+    EventQuery,
+    Labels,
+    Matcher,
+    Sample,
+    Series,
+    WriteResult,
+)
+
+PAGE_SIZE = 1000
+"""Documents per search request while reading matching events or samples."""
+BULK_CHUNK = 500
+"""Actions per bulk request."""
+DEFAULT_PREFIX = "vigil"
+_INDEX_BAD = re.compile(r"[^a-z0-9._-]")
+_COMPAT_MEDIA_TYPE = re.compile(
+    r"application/vnd\.elasticsearch\+([a-z-]+)(?:;\s*compatible-with=\d+)?"
+)
+
+_EVENTS_TEMPLATE: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "@timestamp": {"type": "date", "format": "epoch_millis||strict_date_optional_time"},
+        "event": {"properties": {"dataset": {"type": "keyword"}}},
+        "vigil": {
+            "properties": {
+                "id": {"type": "keyword"},
+                "ts": {"type": "double"},
+                "dataset": {"type": "keyword"},
+                "doc": {"type": "keyword", "index": False, "doc_values": False},
+                # Written by siem.kql_es.index_terms, searched by siem.kql_es.to_query.
+                "path": {"type": "keyword"},
+                "text": {"type": "keyword"},
+                "ltext": {"type": "keyword"},
+                "num": {"type": "keyword"},
+                "over": {"type": "keyword"},
+            }
+        },
+    },
+}
+_SAMPLES_MAPPING: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "name": {"type": "keyword"},
+        "series": {"type": "keyword"},
+        "ts": {"type": "double"},
+        "value": {"type": "keyword", "index": False, "doc_values": False},
+    },
+}
+
+
+class _PlainJsonNode(Urllib3HttpNode):
+    """A node sending plain ``application/json`` instead of the 8.x compatibility media types.
+
+    The client rewrites ``Accept``/``Content-Type`` to
+    ``application/vnd.elasticsearch+json; compatible-with=8`` after every
+    header hook it offers, so the last place to undo it is the node. Servers
+    that are not Elasticsearch (OpenSearch, osmem-server) answer 406 otherwise.
+    """
+
+    def perform_request(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None = None,
+        headers: HttpHeaders | None = None,
+        request_timeout: DefaultType | float | None = DEFAULT,
+    ) -> NodeApiResponse:
+        if headers is not None:
+            headers = headers.copy()
+            for name in ("accept", "content-type"):
+                value = headers.get(name)
+                if value:
+                    headers[name] = _COMPAT_MEDIA_TYPE.sub(r"application/\1", value)
+        meta, raw = super().perform_request(
+            method, target, body=body, headers=headers, request_timeout=request_timeout
+        )
+        if "x-elastic-product" not in meta.headers:
+            # The client refuses answers without this header (its product check);
+            # an OpenSearch cluster does not send it (osmem-server does).
+            answer_headers = meta.headers.copy()
+            answer_headers["x-elastic-product"] = "Elasticsearch"
+            meta = dataclasses.replace(meta, headers=answer_headers)
+        return NodeApiResponse(meta, raw)
+
+
+def index_for(prefix: str, dataset: str) -> str:
+    """The events index of ``dataset``: lower-case, safe characters, a hash when changed."""
+    slug = _INDEX_BAD.sub("_", dataset.lower()).lstrip("-_+.") or "_"
+    if slug != dataset:
+        slug = f"{slug[:80]}-{hashlib.sha256(dataset.encode()).hexdigest()[:8]}"
+    return f"{prefix}-events-{slug}"
+
+
+def _labels_key(labels: Labels) -> str:
+    return json.dumps(labels, separators=(",", ":"), ensure_ascii=False)
+
+
+def sample_id(labels: Labels, timestamp: float) -> str:
+    """The document id of a sample: the same series at the same time is the same document."""
+    raw = f"{_labels_key(labels)}\x00{timestamp!r}"
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+class ElasticsearchStore:
+    """``Store`` on an Elasticsearch or OpenSearch-compatible cluster.
+
+    >>> store = ElasticsearchStore("http://127.0.0.1:9200", compat_headers=False)
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        compat_headers: bool = True,
+        request_timeout_s: float = 30.0,
+    ) -> None:
+        from elasticsearch import Elasticsearch
+
+        if _INDEX_BAD.search(prefix) or not prefix:
+            raise SiemError(f"store prefix {prefix!r}: use lower-case letters, digits, '.-_'")
+        self.prefix = prefix
+        self._timeout = request_timeout_s
+        kwargs: dict[str, Any] = {"request_timeout": request_timeout_s}
+        if api_key:
+            kwargs["api_key"] = api_key
+        if not compat_headers:
+            kwargs["node_class"] = _PlainJsonNode
+        try:
+            self._es = Elasticsearch(url, **kwargs)
+        except ValueError as exc:  # a malformed URL
+            raise SiemError(f"elasticsearch: store.url {url!r}: {exc}") from exc
+        self._samples_index = f"{prefix}-samples"
+        self._known_indices: set[str] = set()
+        self._setup()
+
+    # --- setup ------------------------------------------------------------
+
+    def _call(self, what: str, fn: Any, /, **kwargs: Any) -> Any:
+        """Call the client; its errors become a ``SiemError`` naming what failed."""
+        try:
+            return fn(**kwargs)
+        except Exception as exc:
+            error = _store_error(what, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _setup(self) -> None:
+        # The template gives indices created by hand or by other tools (a restore,
+        # a second Vigil) the same mapping; the store also creates each index with it.
+        self._call(
+            "put index template",
+            self._es.indices.put_index_template,
+            name=f"{self.prefix}-events",
+            index_patterns=[f"{self.prefix}-events-*"],
+            template={"mappings": _EVENTS_TEMPLATE},
+        )
+        self._ensure_index(self._samples_index, _SAMPLES_MAPPING)
+
+    def _ensure_index(self, name: str, mappings: Mapping[str, Any]) -> None:
+        if name in self._known_indices:
+            return
+        exists = self._call("index exists", self._es.indices.exists, index=name)
+        if not exists:
+            try:
+                self._call(
+                    f"create index {name}", self._es.indices.create, index=name, mappings=mappings
+                )
+            except SiemError as exc:
+                # Another writer may have created it in between.
+                if not self._call("index exists", self._es.indices.exists, index=name):
+                    raise exc
+        self._known_indices.add(name)
+
+    # --- writes -----------------------------------------------------------
+
+    def write(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> WriteResult:
+        event_actions: list[dict[str, Any]] = []
+        events, samples = list(events), list(samples)
+        for ts in [e.timestamp for e in events] + [s.timestamp for s in samples]:
+            if not math.isfinite(ts):
+                raise SiemError(f"timestamp {ts!r} is not a finite number")
+        for event in events:
+            index = index_for(self.prefix, event.dataset)
+            self._ensure_index(index, _EVENTS_TEMPLATE)
+            text = event.text if event.text is not None else json.dumps(event.doc)
+            event_actions.append(
+                {
+                    "_op_type": "create",
+                    "_index": index,
+                    "_id": event.id,
+                    "_source": {
+                        "@timestamp": _iso(event.timestamp),
+                        "event": {"dataset": event.dataset},
+                        "vigil": {
+                            "id": event.id,
+                            "ts": event.timestamp,
+                            "dataset": event.dataset,
+                            "doc": text,
+                            **kql_es.index_terms(event.doc),
+                        },
+                    },
+                }
+            )
+        sample_actions = [
+            {
+                "_op_type": "create",
+                "_index": self._samples_index,
+                "_id": sample_id(s.labels, s.timestamp),
+                "_source": {
+                    "name": s.name,
+                    "series": _labels_key(s.labels),
+                    "ts": s.timestamp,
+                    "value": repr(s.value),
+                },
+            }
+            for s in samples
+        ]
+        stored, dup = self._bulk(event_actions)
+        s_stored, s_dup = self._bulk(sample_actions)
+        return WriteResult(stored, dup, s_stored, s_dup)
+
+    def _bulk(self, actions: list[dict[str, Any]]) -> tuple[int, int]:
+        """Send ``actions``; (created, duplicates). Any other failure raises."""
+        from elasticsearch import helpers
+
+        if not actions:
+            return 0, 0
+        created = duplicates = 0
+        failures: list[str] = []
+        try:
+            results = helpers.streaming_bulk(
+                self._es,
+                actions,
+                chunk_size=BULK_CHUNK,
+                raise_on_error=False,
+                raise_on_exception=True,
+                refresh=True,
+            )
+            for ok, item in results:
+                info = item.get("create", {})
+                if ok:
+                    created += 1
+                elif info.get("status") == 409:
+                    duplicates += 1
+                else:
+                    failures.append(f"{info.get('_id')}: {info.get('error')}")
+        except Exception as exc:
+            raise SiemError(f"elasticsearch: bulk write failed: {exc}") from exc
+        if failures:
+            raise SiemError(
+                f"elasticsearch: {len(failures)} document(s) refused, first: {failures[0]}"
+            )
+        return created, duplicates
+
+    # --- reads ------------------------------------------------------------
+
+    def _events_pattern(self, dataset: str | None) -> str:
+        if dataset is not None:
+            return index_for(self.prefix, dataset)
+        return f"{self.prefix}-events-*"
+
+    def _hits(
+        self,
+        index: str,
+        query: Mapping[str, Any],
+        sort: list[Any],
+        size: int = PAGE_SIZE,
+        after: list[Any] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every hit of ``query`` in ``sort`` order after the sort values ``after``,
+        page by page (``search_after``)."""
+        budget = limits.current()
+        while True:
+            limits.check()
+            kwargs: dict[str, Any] = {
+                "index": index,
+                "query": query,
+                "sort": sort,
+                "size": size,
+                "ignore_unavailable": True,
+                "allow_no_indices": True,
+            }
+            if after is not None:
+                kwargs["search_after"] = after
+            client = self._es
+            left = None if budget is None else budget.remaining_s()
+            if left is not None:
+                # The query's deadline bounds the request; `check()` runs between pages.
+                client = client.options(request_timeout=max(min(left, self._timeout), 0.001))
+            try:
+                rv = client.search(**kwargs)
+            except ConnectionTimeout as exc:
+                if left is not None and budget is not None:
+                    raise limits.QueryTimeoutError(f"query timed out in {budget.stage}") from exc
+                raise SiemError(f"elasticsearch: search failed: {exc}") from exc
+            except Exception as exc:
+                error = _store_error("search", exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            hits = rv["hits"]["hits"]
+            yield from hits
+            if len(hits) < size:
+                return
+            after = hits[-1]["sort"]
+
+    def _filters(self, query: EventQuery) -> list[dict[str, Any]]:
+        """The server-side part of ``query``: dataset, time range and KQL (a superset)."""
+        filters: list[dict[str, Any]] = []
+        if query.dataset is not None:
+            filters.append({"term": {"vigil.dataset": query.dataset}})
+        ts_range: dict[str, float] = {}
+        if query.start is not None:
+            ts_range["gte"] = query.start
+        if query.end is not None:
+            ts_range["lt"] = query.end
+        if ts_range:
+            filters.append({"range": {"vigil.ts": ts_range}})
+        if query.kql is not None:
+            filters.append(kql_es.to_query(kql.parse(query.kql)))
+        return filters
+
+    def _matching(
+        self,
+        query: EventQuery,
+        limit: int | None = None,
+        extra: Sequence[dict[str, Any]] = (),
+    ) -> Iterator[Event]:
+        """Matching events, newest first (timestamp, then id, descending); ``extra``
+        filters narrow what the server returns."""
+        filters = [*self._filters(query), *extra]
+        es_query = {"bool": {"filter": filters}} if filters else {"match_all": {}}
+        sort = [{"vigil.ts": {"order": "desc"}}, {"vigil.id": {"order": "desc"}}]
+        size = PAGE_SIZE if limit is None else max(1, min(PAGE_SIZE, limit))
+        # The page cursor is the sort values themselves: the server starts after it.
+        after = None if query.after is None else [query.after[0], query.after[1]]
+        found = 0
+        pattern = self._events_pattern(query.dataset)
+        for hit in self._hits(pattern, es_query, sort, size, after):
+            event = _event_from(hit)
+            if event is None or not query.matches(event):
+                continue
+            yield event
+            found += 1
+            if limit is not None and found >= limit:
+                return
+
+    def search(self, query: EventQuery) -> list[Event]:
+        if query.limit <= 0:
+            return []
+        rv = list(self._matching(query, query.limit))
+        _take(len(rv))
+        return rv
+
+    def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
+        counts = _counts(self._matching(query), field_name)
+        _take(len(counts))
+        return counts
+
+    def _count(self, query: EventQuery) -> int:
+        """How many events match, counted by the server where the index decides.
+
+        Documents without ``vigil.over`` are decided by the compiled KQL alone,
+        so the server counts them; the few with it are fetched and checked.
+        Field equalities and a page cursor are applied in Python only, so such a
+        query is counted from its events.
+        """
+        if query.equals or query.after is not None:
+            return sum(1 for _ in self._matching(query))
+        over = {"exists": {"field": "vigil.over"}}
+        decided = {"bool": {"filter": self._filters(query), "must_not": [over]}}
+        limits.check()
+        rv = self._call(
+            "count",
+            self._es.count,
+            index=self._events_pattern(query.dataset),
+            query=decided,
+            ignore_unavailable=True,
+            allow_no_indices=True,
+        )
+        return int(rv["count"]) + sum(1 for _ in self._matching(query, extra=[over]))
+
+    def aggregate(self, query: EventQuery, request: agg.Aggregation) -> agg.AggregationResult:
+        if isinstance(request, agg.Count):
+            return agg.CountResult(self._count(query))
+        hits = list(self._matching(query))
+        if isinstance(request, agg.DateHistogram):
+            first = request.first_bucket()
+            buckets: Counter[int] = Counter(
+                int((e.timestamp - first) / request.interval_s)
+                for e in hits
+                if request.start <= e.timestamp < request.end
+            )
+            _take(len(buckets))
+            return agg.histogram_result(request, buckets)
+        if isinstance(request, agg.Percentiles):
+            values = sorted(
+                float(v) for v in (e.get(request.field) for e in hits) if agg.is_number(v)
+            )
+            _take(len(values))
+            return agg.percentiles_result(request, values)
+        counts = _counts(hits, request.field)
+        _take(len(counts))
+        if isinstance(request, agg.Cardinality):
+            return agg.CardinalityResult(len(counts))
+        return agg.terms_result(counts, request.size, len(hits))
+
+    def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
+        filters: list[dict[str, Any]] = [{"range": {"ts": {"gte": start, "lte": end}}}]
+        for m in matchers:
+            if m.name == METRIC_NAME and m.op == "=":
+                filters.append({"term": {"name": m.value}})
+        sort = [{"series": {"order": "asc"}}, {"ts": {"order": "asc"}}]
+        points: dict[str, list[tuple[float, float]]] = {}
+        verdict: dict[str, Labels | None] = {}
+        for hit in self._hits(self._samples_index, {"bool": {"filter": filters}}, sort):
+            src = hit.get("_source", {})
+            key = src.get("series")
+            if not isinstance(key, str):
+                continue
+            if key not in verdict:
+                labels = _labels_from_key(key)
+                ok = labels is not None and all(m.matches(dict(labels)) for m in matchers)
+                verdict[key] = labels if ok else None
+            if verdict[key] is None:
+                continue
+            try:
+                point = (float(src["ts"]), float(src["value"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            _take(1)
+            bisect.insort(points.setdefault(key, []), point)
+        rv = [
+            Series(labels, tuple(points[key]))
+            for key, labels in verdict.items()
+            if labels is not None and key in points
+        ]
+        rv.sort(key=lambda s: s.labels)
+        return rv
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._es.close()
+
+
+def _store_error(what: str, exc: Exception) -> Exception:
+    """The client's errors (transport, 4xx/5xx answers) as a ``SiemError``; others as they are."""
+    if isinstance(exc, _TransportError | OSError) or type(exc).__module__.startswith(
+        ("elasticsearch", "elastic_transport")
+    ):
+        return SiemError(f"elasticsearch: {what} failed: {exc}")
+    return exc
+
+
+def _take(n: int) -> None:
+    budget = limits.current()
+    if budget is not None:
+        budget.take(n)
+
+
+def _event_from(hit: Mapping[str, Any]) -> Event | None:
+    """The event a hit holds; ``None`` for a document this store did not write."""
+    vigil = hit.get("_source", {}).get("vigil")
+    if not isinstance(vigil, Mapping):
+        return None
+    try:
+        text = vigil["doc"]
+        doc = json.loads(text)
+        return Event(str(vigil["id"]), float(vigil["ts"]), str(vigil["dataset"]), doc, text)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _labels_from_key(key: str) -> Labels | None:
+    try:
+        pairs = json.loads(key)
+        return tuple((str(k), str(v)) for k, v in pairs)
+    except (TypeError, ValueError):
+        return None
+
+
+def _counts(events: Iterable[Event], field_name: str) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for event in events:
+        value = event.get(field_name)
+        if value is not None:
+            counts[str(value)] += 1
+    return dict(counts)

@@ -1,0 +1,305 @@
+"""The Elasticsearch store beyond the shared contract: KQL compiled to the query DSL,
+index naming, the compatibility-headers option, settings and errors.
+
+Runs on osmem-server (an in-memory OpenSearch-compatible server, see the
+``es_server`` fixture in tests/conftest.py); the contract every backend meets
+is tests/unit/test_store_contract.py.
+"""
+
+from __future__ import annotations
+
+import http.server
+import math
+import struct
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import free_port
+
+from siem import SiemError, kql, kql_es, limits
+from siem import aggregations as agg
+from siem.backends import open_store
+from siem.elasticsearch import ElasticsearchStore, index_for
+from siem.memory import MemoryStore
+from siem.model import Event, EventQuery, Matcher, Sample, make_labels
+from vigil.errors import ConfigError
+from vigil.settings import from_mapping
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def es(es_url: str) -> Iterator[ElasticsearchStore]:
+    store = ElasticsearchStore(es_url, compat_headers=False)
+    yield store
+    store.close()
+
+
+def _event(n: int, dataset: str = "shop.app", /, **doc: Any) -> Event:
+    body: dict[str, Any] = {"event": {"dataset": dataset}, **doc}
+    return Event(f"e{n:03d}", T0 + n, dataset, body)
+
+
+# Documents whose fields change type from one to the next, as real logs do: a
+# dynamic Elasticsearch mapping would refuse some of them.
+DOCS = [
+    _event(1, code=500, user={"name": "Admin"}, message="Disk FULL on /var"),
+    _event(2, code="500", user={"name": "admin"}, message="disk ok"),
+    _event(3, code=-0.0, tags=["a", "B", 7], message="a*b?c\\d"),
+    _event(4, code=math.inf, flag=True, message="über STRASSE"),
+    _event(5, code=[404, "x"], flag="true", user="not an object"),
+    _event(6, code=2.5e-7, **{"user.name": "flat", "user": {"name": "nested"}}),
+    _event(7, code=None, deep={"a": {"b": {"c": [1, {"d": 2}]}}}, message="line1\nline2"),
+    _event(8, code=10**30, flag=False, message=""),
+]
+
+QUERIES = [
+    "code:500",
+    "code:500.0",
+    "code:0",
+    "code:-0",
+    "code:inf",
+    "code:x",
+    "code:*",
+    "not code:*",
+    "code > 100",
+    "code >= 500",
+    "code < 0.001",
+    "code <= -0.0",
+    "code > -inf",
+    "code:4*",
+    "code:*e-07",
+    "user.name:admin",
+    "user.name:ADM*",
+    "user.name:flat",
+    "user.name:nested",
+    "user:*",
+    "user:admin",
+    "tags:b",
+    "tags:B",
+    "tags:7",
+    "tags:(a and B)",
+    "flag:true",
+    "flag:false",
+    "flag:t*",
+    "disk",
+    "DISK and not full",
+    '"disk full"',
+    "*strasse",
+    "Über*",
+    '"a*b?c\\\\d"',
+    "message:a?b*",
+    "message:a\\*b*",
+    "message:line1*line2",
+    "deep.a.b.c:1",
+    "deep.a.b.c.d:*",
+    "deep.a:*",
+    "not (user.name:admin or code:500) and message:*",
+    "",
+]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_kql_es_answers_like_the_reference(es: ElasticsearchStore, query: str) -> None:
+    es.write(events=DOCS)
+    reference = MemoryStore()
+    reference.write(events=DOCS)
+    expected = [e.id for e in reference.search(EventQuery(kql=query))]
+    assert [e.id for e in es.search(EventQuery(kql=query))] == expected
+    assert es.aggregate(EventQuery(kql=query), agg.Count()) == agg.CountResult(len(expected))
+
+
+def test_kql_es_filters_on_the_server(es: ElasticsearchStore) -> None:
+    # The compiled query alone (no check in Python) selects the matching documents.
+    es.write(events=DOCS)
+    for query, expected in [
+        ("code >= 500", {"e001", "e004", "e008"}),
+        ("user.name:adm*", {"e001", "e002"}),
+        ("not tags:*", {"e001", "e002", "e004", "e005", "e006", "e007", "e008"}),
+    ]:
+        rv = es._es.search(
+            index=f"{es.prefix}-events-*",
+            query=kql_es.to_query(kql.parse(query)),
+            size=100,
+        )
+        assert {hit["_id"] for hit in rv["hits"]["hits"]} == expected, query
+
+
+def test_kql_es_number_key_sorts_like_the_numbers() -> None:
+    numbers = [-math.inf, -1e300, -2.5, -1.0, -5e-324, 0.0, 5e-324, 1.0, 2.5, 1e300, math.inf]
+    keys = [kql_es.number_key(x) for x in numbers]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert kql_es.number_key(-0.0) == kql_es.number_key(0.0)
+    assert struct.calcsize(">d") * 2 == len(keys[0])
+
+
+def test_kql_es_index_terms_resolve_paths_like_get_field() -> None:
+    doc = {"user.name": "flat", "user": {"name": "nested", "x.y": 1}, "n": None}
+    terms = kql_es.index_terms(doc)
+    # A flat key wins over nesting; a dotted key inside an object is unreachable; null is absent.
+    assert f"user.name{kql_es.SEP}flat" in terms["text"]
+    assert f"user.name{kql_es.SEP}nested" not in terms["text"]
+    assert sorted(terms["path"]) == ["user", "user.name"]
+    assert terms["over"] == []
+
+
+def test_kql_es_too_long_values_are_checked_not_lost(es: ElasticsearchStore) -> None:
+    long_text = "x" * 9000 + " needle"
+    es.write(events=[_event(1, message=long_text), _event(2, message="needle")])
+    assert kql_es.index_terms({"message": long_text})["over"] == ["message"]
+    assert [e.id for e in es.search(EventQuery(kql="needle"))] == ["e002", "e001"]
+    assert [e.id for e in es.search(EventQuery(kql="not message:needle"))] == ["e001"]
+    assert es.search(EventQuery(kql="message:*needle"))[-1].doc["message"] == long_text
+    # Counted by the server for decided documents, checked in Python for the long one.
+    assert es.aggregate(EventQuery(kql="needle"), agg.Count()) == agg.CountResult(2)
+    assert es.aggregate(EventQuery(kql="not needle"), agg.Count()) == agg.CountResult(0)
+    assert es.aggregate(EventQuery(kql="message:needle"), agg.Count()) == agg.CountResult(1)
+
+
+def test_kql_es_too_many_terms_mark_the_document_undecided(es: ElasticsearchStore) -> None:
+    many = {f"f{i}": i for i in range(kql_es.MAX_TERMS)}
+    assert kql_es.index_terms(many)["over"] == [kql_es.ALL]
+    es.write(events=[_event(1, **many), _event(2, f1=5)])
+    last = f"f{kql_es.MAX_TERMS - 1}"
+    assert [e.id for e in es.search(EventQuery(kql=f"{last} >= 0"))] == ["e001"]
+    assert [e.id for e in es.search(EventQuery(kql=f"not {last}:*"))] == ["e002"]
+
+
+def test_elasticsearch_store_index_per_dataset(es: ElasticsearchStore) -> None:
+    assert index_for("vigil", "shop.auth") == "vigil-events-shop.auth"
+    odd = [index_for("vigil", d) for d in ("Shop Auth", "shop auth", "shop_auth", "_x")]
+    assert len(set(odd)) == len(odd)
+    assert all(name == name.lower() and " " not in name for name in odd)
+    es.write(events=[_event(1, "Shop Auth"), _event(2, "shop auth"), _event(3, "shop.auth")])
+    assert [e.id for e in es.search(EventQuery(dataset="Shop Auth"))] == ["e001"]
+    assert [e.id for e in es.search(EventQuery(dataset="shop auth"))] == ["e002"]
+    indices = es._es.indices.get(index="vigil-events-*")
+    assert len(indices) == 3
+
+
+def test_elasticsearch_store_keeps_documents_with_nan(es: ElasticsearchStore) -> None:
+    es.write(events=[_event(1, value=math.nan), _event(2, value=1)])
+    (doc,) = es.search(EventQuery(kql="value:*", limit=1, end=T0 + 2))
+    assert math.isnan(doc.doc["value"])
+    assert [e.id for e in es.search(EventQuery(kql="value >= 0"))] == ["e002"]
+
+
+def test_elasticsearch_store_samples_have_deterministic_ids(
+    es: ElasticsearchStore, es_url: str
+) -> None:
+    labels = make_labels("up", job="shop")
+    assert es.write(samples=[Sample(labels, T0, 1.0)]).samples == 1
+    # A second store (another collector process) writing the same sample: a duplicate.
+    other = ElasticsearchStore(es_url, compat_headers=False)
+    try:
+        rv = other.write(samples=[Sample(labels, T0, 0.0), Sample(labels, T0 + 1, 0.0)])
+        assert (rv.samples, rv.duplicate_samples) == (1, 1)
+        (series,) = other.select([Matcher("job", "=", "shop")], 0, T0 + 10)
+        assert series.points == ((T0, 1.0), (T0 + 1, 0.0))
+    finally:
+        other.close()
+
+
+def test_elasticsearch_store_compat_headers_option(es_url: str) -> None:
+    # osmem-server, like OpenSearch, answers 406 to the 8.x/9.x compatibility media types.
+    with pytest.raises(SiemError, match="406"):
+        ElasticsearchStore(es_url, compat_headers=True)
+    store = ElasticsearchStore(es_url, compat_headers=False)
+    try:
+        assert store.write(events=[_event(1)]).events == 1
+    finally:
+        store.close()
+
+
+def test_elasticsearch_store_unreachable_server_is_a_store_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(SiemError, match=r"elasticsearch: .* failed"):
+        ElasticsearchStore(url, compat_headers=False, request_timeout_s=2.0)
+
+
+def test_elasticsearch_store_opened_from_settings_with_key_from_env(
+    es_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIGIL_STORE_API_KEY", "c2VjcmV0")
+    settings = from_mapping(
+        {"store": {"backend": "elasticsearch", "url": es_url, "es_compat_headers": False}}
+    )
+    store = open_store(settings)
+    try:
+        assert isinstance(store, ElasticsearchStore)
+        assert store._es._headers["authorization"] == "ApiKey c2VjcmV0"
+        assert store.write(events=[_event(1)]).events == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        ({"backend": "elasticsearch"}, "store.url: is required"),
+        (
+            {"backend": "elasticsearch", "url": "http://u:pw@127.0.0.1:9200"},
+            "store.url: must not contain a password",
+        ),
+        ({"request_timeout_s": 0}, "store.request_timeout_s: must be positive"),
+        ({"index_prefix": "Vigil"}, "store.index_prefix: use lower-case"),
+    ],
+)
+def test_settings_store_elasticsearch_checks(store: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_mapping({"store": store})
+
+
+def test_elasticsearch_store_rejects_non_finite_timestamp(es: ElasticsearchStore) -> None:
+    with pytest.raises(SiemError, match="not a finite number"):
+        es.write(events=[_event(1)], samples=[Sample(make_labels("up"), math.nan, 1.0)])
+    # The batch is refused whole: nothing of it was stored.
+    assert es.search(EventQuery()) == []
+    assert es.write(samples=[Sample(make_labels("up"), T0, 1.0)]).samples == 1
+
+
+class _StallingCluster(http.server.BaseHTTPRequestHandler):
+    """Answers the store's setup like a cluster, then never answers a search in time."""
+
+    def _answer(self, body: bytes = b'{"acknowledged": true}') -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Elastic-Product", "Elasticsearch")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self._answer(b"")
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._answer()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.stalled.wait(10)  # type: ignore[attr-defined]
+        self._answer()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def test_elasticsearch_store_search_stops_at_the_query_deadline() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StallingCluster)
+    server.daemon_threads = True
+    server.stalled = threading.Event()  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        store = ElasticsearchStore(url, compat_headers=False, request_timeout_s=30.0)
+        budget = limits.QueryBudget(max_samples=0, timeout_s=0.5)
+        with budget.active(), pytest.raises(limits.QueryTimeoutError, match="timed out"):
+            store.search(EventQuery(kql="message:x"))
+        store.close()
+    finally:
+        server.stalled.set()  # type: ignore[attr-defined]
+        server.shutdown()
+        server.server_close()
