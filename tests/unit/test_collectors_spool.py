@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from collectors.loop import Collector, can_wait
@@ -16,6 +17,7 @@ from collectors.sink import Backoff, Batch, Sink
 from collectors.spool import Spool, decode_item, encode_item
 from siem.memory import MemoryStore
 from siem.model import Event, Sample, WriteResult, make_labels
+from vigil.errors import ConfigError
 from vigil.settings import from_mapping
 
 
@@ -154,11 +156,13 @@ class DownStore(MemoryStore):
         return super().write(events, samples)
 
 
-def make_sink(store: Any, path: Path, **kwargs: Any) -> tuple[Sink, CollectorRegistry]:
+def make_sink(
+    store: Any, path: Path, max_bytes: int = 1 << 20, **kwargs: Any
+) -> tuple[Sink, CollectorRegistry]:
     """A sink spooling under ``path``, on a clock that only moves when the sink sleeps."""
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry)
-    spool = Spool(path, metrics, max_bytes=1 << 20)
+    spool = Spool(path, metrics, max_bytes=max_bytes)
     now = [100.0]
 
     def sleep(seconds: float) -> None:
@@ -249,3 +253,27 @@ def test_collector_full_sink_still_reads_sources_that_cannot_wait(tmp_path: Path
     store.down = False
     assert collector.sink.flush(1.0)
     assert store.order == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_sink_full_spool_drops_counts_and_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = DownStore()
+    sink, registry = make_sink(store, tmp_path, max_bytes=300)
+    for n in range(10):
+        sink.submit(Batch(samples=(sample(n),)))
+        sink.flush(0.0)
+    dropped = metric(registry, "vigil_collector_spool_dropped_items_total")
+    assert 0 < dropped < 10
+    assert "spool full; dropped 1 samples" in caplog.text
+    store.down = False
+    assert sink.flush(1.0)
+    # What fit is stored, in order; the rest was dropped, and nothing else is missing.
+    assert store.order == [float(n) for n in range(10 - int(dropped))]
+
+
+def test_collector_spool_setting_turns_it_off_and_is_checked(tmp_path: Path) -> None:
+    off = from_mapping({"data_dir": str(tmp_path), "collect": {"spool_max_bytes": 0}})
+    assert not Collector(off, MemoryStore(), registry=CollectorRegistry(), sources=[]).sink.spooling
+    with pytest.raises(ConfigError, match=r"collect\.spool_max_bytes: must not be negative"):
+        from_mapping({"collect": {"spool_max_bytes": -1}})
