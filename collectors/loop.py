@@ -24,6 +24,7 @@ from collectors.parsers import get_parser
 from collectors.postgres import poller_from
 from collectors.prometheus import Scraper, all_targets
 from collectors.sink import Batch, Sink
+from collectors.spool import Spool
 from collectors.syslog import SyslogReceiver
 from collectors.tail import CHECKPOINT_FILE, Checkpoints, Tailer
 from siem.model import Store
@@ -33,6 +34,7 @@ log = logging.getLogger("vigil.collect")
 
 
 DEAD_LETTER_DIR = "dead-letter"
+SPOOL_DIR = "spool"
 
 
 class Source(Protocol):
@@ -45,6 +47,17 @@ class Source(Protocol):
     """
 
     def collect(self) -> list[Batch]: ...
+
+
+def can_wait(source: Source) -> bool:
+    """True for a source that keeps its data until it is stored (a tailer: its log file).
+
+    A source says so with a true ``keeps_data`` attribute; tailers do without one.
+    Other sources (scrapes, syslog, the PostgreSQL poller) cannot wait: what is not
+    collected now is gone, so they are read even while the sink's queue is full,
+    and their batches go to the disk spool.
+    """
+    return bool(getattr(source, "keeps_data", isinstance(source, Tailer)))
 
 
 def tune_gc() -> None:
@@ -79,7 +92,22 @@ class Collector:
         self.interval_s = settings.collect.interval_s
         self.metrics = CollectorMetrics(registry, clock)
         data_dir = Path(settings.data_dir).resolve()
-        self.sink = Sink(store, self.metrics, dead_letter_dir=data_dir / DEAD_LETTER_DIR)
+        spool = None
+        if settings.collect.spool_max_bytes > 0:
+            # A spool left by an earlier run is replayed before anything newer.
+            spool = Spool(
+                data_dir / SPOOL_DIR,
+                self.metrics,
+                max_bytes=settings.collect.spool_max_bytes,
+                clock=clock,
+            )
+        self.sink = Sink(
+            store,
+            self.metrics,
+            dead_letter_dir=data_dir / DEAD_LETTER_DIR,
+            spool=spool,
+            spool_after=settings.collect.spool_after_items,
+        )
         self.checkpoints = Checkpoints(data_dir / CHECKPOINT_FILE)
         if sources is None:
             sources = [
@@ -120,17 +148,21 @@ class Collector:
     def collect(self, sources: Sequence[Source] | None = None) -> int:
         """Read every source (or ``sources``) into the sink, unless the sink is full.
 
-        Returns how many batches were queued.
+        When the sink is full and spools, only the sources that cannot wait
+        are read (their batches go to the spool). Returns how many batches were queued.
         """
+        chosen = self.sources if sources is None else sources
         if not self.sink.has_room():
             self.metrics.backpressure.inc()
             log.warning(
                 "sink queue full; skipping collection until the store accepts writes",
                 extra={"labels.pending_items": self.sink.pending_items()},
             )
-            return 0
+            if not self.sink.spooling:
+                return 0
+            chosen = [source for source in chosen if not can_wait(source)]
         queued = 0
-        for source in self.sources if sources is None else sources:
+        for source in chosen:
             for batch in source.collect():
                 self.sink.submit(batch)
                 queued += 1
@@ -160,7 +192,8 @@ class Collector:
 
         Returns True when nothing was left unwritten. Unwritten log lines are not
         lost (their checkpoints were not committed, so they are read again on the
-        next start); unwritten samples are, and are reported in the log.
+        next start); unwritten scrapes and syslog events go to the spool (when it
+        is on) and are replayed on the next start.
         """
         log.info("collector started", extra={"labels.interval_s": self.interval_s})
         while not stop.is_set():
@@ -171,6 +204,8 @@ class Collector:
             self.catch_up(stop, deadline)
             stop.wait(max(0.0, deadline - time.monotonic()))
         done = self.sink.flush(shutdown_timeout_s)
+        if not done:
+            self.sink.spool_unwritten()  # replayed on the next start
         if done:
             log.info("collector stopped; everything collected was stored")
         else:

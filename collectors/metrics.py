@@ -82,6 +82,27 @@ class CollectorMetrics:
             ["result"],
             registry=registry,
         )
+        self.spool_bytes = Gauge(
+            "vigil_collector_spool_bytes",
+            "Bytes of batches spooled to disk (data/spool) while the store refused writes",
+            registry=registry,
+        )
+        self.spool_oldest = Gauge(
+            "vigil_collector_spool_oldest_seconds",
+            "Now minus when the oldest batch still in the spool was spooled (0 when empty)",
+            registry=registry,
+        )
+        self.spool_dropped_items = Counter(
+            "vigil_collector_spool_dropped_items_total",
+            "Events and samples dropped because the spool was full (collect.spool_max_bytes)"
+            " or could not be written",
+            registry=registry,
+        )
+        self.spool_corrupt_records = Counter(
+            "vigil_collector_spool_corrupt_records_total",
+            "Spool records skipped on replay: cut short by a crash or failing their checksum",
+            registry=registry,
+        )
         self.pending = Gauge(
             "vigil_collector_pending_items",
             "Events and samples waiting to be written",

@@ -21,6 +21,14 @@ A failed write is one of two things:
   dead-letter file ``<dead_letter_dir>/collector-YYYYMMDD.jsonl`` (one JSON
   line per item: the error and the item, escaped), are counted in
   ``vigil_collector_dead_letter_items_total``, and everything else flows on.
+
+Batches without ``on_written`` (scrapes, syslog, the PostgreSQL poller) have
+no other copy: what is not queued is gone. With a :class:`~collectors.spool.Spool`,
+once the store refused a write of a lane and ``spool_after`` such items wait
+in its memory queue, they move to the spool on disk, and so does every such
+batch of that lane after them until the spool is replayed. A lane writes its
+memory queue first (the tailer's batches, and such batches queued before the
+spool started, which are older), then the spool's records in order.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors.metrics import CollectorMetrics
+from collectors.spool import Spool
 from siem import SiemError
 from siem.model import Event, Sample, Store, WriteResult
 
@@ -140,7 +149,8 @@ class Sink:
     so nothing that was collected is ever dropped. ``max_write`` bounds how many
     items go into one ``store.write`` call (several small batches are coalesced).
     ``dead_letter_dir`` receives the items the store rejects one by one; with
-    None they are only logged (and counted).
+    None they are only logged (and counted). ``spool`` takes batches without
+    ``on_written`` while the store is down (see the module's docstring).
     """
 
     def __init__(
@@ -154,6 +164,8 @@ class Sink:
         dead_letter_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
+        spool: Spool | None = None,
+        spool_after: int = 0,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -167,6 +179,8 @@ class Sink:
         self._clock = clock
         self._sleep = sleep
         self._handled = 0  # items of the current write already stored or dead-lettered
+        self._spool = spool
+        self._spool_after = spool_after
         metrics.pending.set_function(self.pending_items)
         if dead_letter_dir is not None:
             metrics.dead_letter_bytes.set(_dir_bytes(dead_letter_dir))
@@ -178,6 +192,36 @@ class Sink:
     def has_room(self) -> bool:
         return self.pending_items() < self._max_pending
 
+    @property
+    def spooling(self) -> bool:
+        """True when batches without ``on_written`` can go to the disk spool."""
+        return self._spool is not None
+
+    def _spooled(self, lane: _Lane) -> bool:
+        return self._spool is not None and not self._spool.lane(lane.kind).empty()
+
+    def _maybe_spool(self, lane: _Lane, force: bool = False) -> None:
+        """Move ``lane``'s batches without a callback to the spool, when it is time.
+
+        It is time once the store refused a write of the lane and at least
+        ``spool_after`` such items are queued (or always, with ``force``: at
+        shutdown). They move in queue order, so the spool stays in order.
+        """
+        if self._spool is None or not (force or lane.failures > 0):
+            return
+        loose = [entry for entry in lane.entries if entry.done is None]
+        if not loose or (not force and sum(len(e.items) for e in loose) < self._spool_after):
+            return
+        lane.entries = deque(entry for entry in lane.entries if entry.done is not None)
+        for entry in loose:
+            lane.pending -= len(entry.items)
+            self._spool.append(lane.kind, entry.items)
+
+    def spool_unwritten(self) -> None:
+        """Move every queued batch without a callback to the spool (at shutdown)."""
+        for lane in self._lanes:
+            self._maybe_spool(lane, force=True)
+
     def submit(self, batch: Batch) -> None:
         """Queue ``batch``; empty batches with a callback still run it in order."""
         if len(batch) == 0 and batch.on_written is None:
@@ -187,8 +231,13 @@ class Sink:
             parts = [(self._events, [])]  # a callback alone keeps its place among events
         done = None if batch.on_written is None else _Done(batch.on_written, len(parts))
         for lane, items in parts:
+            if done is None and self._spool is not None and self._spooled(lane):
+                self._spool.append(lane.kind, items)  # after what is spooled: keeps the order
+                continue
             lane.entries.append(_Entry(items, done))
             lane.pending += len(items)
+            if done is None:
+                self._maybe_spool(lane)
 
     def _split(self, batch: Batch) -> tuple[tuple[_Lane, list[Any]], ...]:
         return ((self._events, list(batch.events)), (self._samples, list(batch.samples)))
@@ -206,7 +255,7 @@ class Sink:
         wait = wait or self._sleep
         deadline = self._clock() + timeout_s
         while True:
-            busy = [lane for lane in self._lanes if lane.entries]
+            busy = [lane for lane in self._lanes if lane.entries or self._spooled(lane)]
             if not busy:
                 return True
             now = self._clock()
@@ -221,6 +270,9 @@ class Sink:
                 return False
 
     def _write_next(self, lane: _Lane) -> None:
+        if not lane.entries:
+            self._replay_next(lane)
+            return
         group = [lane.entries[0]]
         size = len(group[0].items)
         for entry in list(lane.entries)[1:]:
@@ -243,23 +295,47 @@ class Sink:
                 self._isolate(lane, items, exc)
         except _StoreDown as down:
             self._release(lane, group, self._handled)
-            lane.failures += 1
-            delay = self._backoff.after(lane.failures)
-            lane.next_try = self._clock() + delay
-            self._metrics.write_errors.inc()
-            log.warning(
-                "store write failed; retrying in %.1fs",
-                delay,
-                extra={
-                    "error.message": str(down.cause),
-                    "error.type": type(down.cause).__name__,
-                    "labels.lane": lane.kind,
-                },
-            )
+            self._failed(lane, down)
+            self._maybe_spool(lane)
             return
         lane.failures = 0
         lane.next_try = 0.0
         self._release(lane, group, len(items))
+
+    def _replay_next(self, lane: _Lane) -> None:
+        """Write the oldest spooled record of ``lane``; forget it once stored.
+
+        A record the store went down in the middle of is written again whole
+        later: the store dedupes what it already has.
+        """
+        assert self._spool is not None
+        record = self._spool.lane(lane.kind).peek()
+        if record is None:
+            return
+        self._handled = 0
+        try:
+            self._bisect(lane, record.items)
+        except _StoreDown as down:
+            self._failed(lane, down)
+            return
+        lane.failures = 0
+        lane.next_try = 0.0
+        self._spool.popped(lane.kind)
+
+    def _failed(self, lane: _Lane, down: _StoreDown) -> None:
+        lane.failures += 1
+        delay = self._backoff.after(lane.failures)
+        lane.next_try = self._clock() + delay
+        self._metrics.write_errors.inc()
+        log.warning(
+            "store write failed; retrying in %.1fs",
+            delay,
+            extra={
+                "error.message": str(down.cause),
+                "error.type": type(down.cause).__name__,
+                "labels.lane": lane.kind,
+            },
+        )
 
     def _write(self, lane: _Lane, items: list[Any]) -> WriteResult:
         if lane is self._events:

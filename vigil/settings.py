@@ -222,6 +222,18 @@ class CollectSettings:
         " empty is off",
     )
     port: int = option(8091, env="VIGIL_COLLECT_PORT", help="the collector's own /metrics")
+    spool_max_bytes: int = option(
+        256 << 20,
+        env="VIGIL_COLLECT_SPOOL_MAX_BYTES",
+        help="disk spool (data/spool) for scrapes, syslog and the PostgreSQL poller while the"
+        " store refuses writes; past this many bytes their batches are dropped (counted);"
+        " 0 turns the spool off",
+    )
+    spool_after_items: int = option(
+        0,
+        env="VIGIL_COLLECT_SPOOL_AFTER_ITEMS",
+        help="spool once the store refused a write and this many such items wait in memory",
+    )
     postgres: str = option(
         "",
         env="VIGIL_COLLECT_POSTGRES",
@@ -437,6 +449,10 @@ def check(settings: Settings, file: str) -> Settings:
         fail("collect.postgres_timeout_s", "must be positive")
     if collect.postgres_max_tables < 0:
         fail("collect.postgres_max_tables", "must not be negative")
+    if collect.spool_max_bytes < 0:
+        fail("collect.spool_max_bytes", "must not be negative (0 turns the spool off)")
+    if collect.spool_after_items < 0:
+        fail("collect.spool_after_items", "must not be negative")
     try:
         password = urllib.parse.urlsplit(collect.postgres).password
     except ValueError:

@@ -29,6 +29,8 @@ def healthy(store: MemoryStore, until: float, *, but: str = "") -> None:
         ("vigil_collector_pending_items", COLLECTOR),
         ("vigil_collector_lost_bytes_total", {**COLLECTOR, "file": "/d/logs/access.log"}),
         ("vigil_collector_dead_letter_items_total", COLLECTOR),
+        ("vigil_collector_spool_dropped_items_total", COLLECTOR),
+        ("vigil_collector_spool_oldest_seconds", COLLECTOR),
         ("vigil_notifier_failures_total", {**ALERTER, "receiver": "slack"}),
         ("vigil_notifier_queue_items", {**ALERTER, "receiver": "slack"}),
     ):
@@ -105,11 +107,21 @@ def test_vigil_rules_ingest_lagging_on_a_full_sink(tmp_path: Path) -> None:
     assert firing(tmp_path, store, [T0 + 30, T0 + 330]) == [set(), {"VigilIngestLagging"}]
 
 
+def test_vigil_rules_ingest_lagging_on_an_old_spool(tmp_path: Path) -> None:
+    store = MemoryStore()
+    healthy(store, T0 + 1800, but="vigil_collector_spool_oldest_seconds")
+    # The store went down at T0: the oldest spooled batch ages with the clock.
+    put(store, "vigil_collector_spool_oldest_seconds", COLLECTOR, T0, T0 + 1800, lambda t: t - T0)
+    states = firing(tmp_path, store, [T0 + 300, T0 + 660, T0 + 960])
+    assert states == [set(), set(), {"VigilIngestLagging"}]  # over 600 s from T0 + 600, for 5m
+
+
 @pytest.mark.parametrize(
     ("name", "labels"),
     [
         ("vigil_collector_dead_letter_items_total", COLLECTOR),
         ("vigil_collector_lost_bytes_total", {**COLLECTOR, "file": "/d/logs/access.log"}),
+        ("vigil_collector_spool_dropped_items_total", COLLECTOR),
     ],
 )
 def test_vigil_rules_losing_data_fires_at_once(
