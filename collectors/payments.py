@@ -289,33 +289,37 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
 
 def read_books(engine: Engine, since: dt.datetime) -> tuple[list[OrderView], list[LedgerEntry]]:
     """The orders and captures to reconcile: everything since ``since`` and what it refers to."""
+    txn = GatewayTransaction.__table__.c
+    o = Order.__table__.c
+    entry_cols = [txn.txn_id, txn.gateway, txn.order_ref, txn.amount, txn.currency, txn.created_at]
+    order_cols = [o.public_id, o.gateway, o.status, o.total, o.currency, o.created_at]
+
+    def entries(rows: Iterable[Any]) -> list[LedgerEntry]:
+        return [LedgerEntry(r[0], r[1], r[2], Decimal(r[3]), r[4], _epoch(r[5])) for r in rows]
+
+    def views(rows: Iterable[Any]) -> list[OrderView]:
+        return [OrderView(r[0], r[1], r[2], Decimal(r[3]), r[4], _epoch(r[5])) for r in rows]
+
     with engine.connect() as conn:
-        txn = GatewayTransaction.__table__.c
-        capture_cols = (txn.txn_id, txn.gateway, txn.order_ref, txn.amount, txn.currency)
-        capture_cols += (txn.created_at,)
-        rows = conn.execute(
-            select(*capture_cols).where(txn.kind == "capture", txn.created_at >= since)
-        ).all()
-        captures = [LedgerEntry(r[0], r[1], r[2], Decimal(r[3]), r[4], _epoch(r[5])) for r in rows]
-        o = Order.__table__.c
-        columns = (o.public_id, o.gateway, o.status, o.total, o.currency, o.created_at)
-        rows = conn.execute(
-            select(*columns).where(o.created_at >= since, o.status.in_(PAID_STATUSES))
-        ).all()
-        refs = sorted({e.order_ref for e in captures} - {r[0] for r in rows})
+        is_capture = txn.kind == "capture"
+        captures = entries(
+            conn.execute(select(*entry_cols).where(is_capture, txn.created_at >= since))
+        )
+        orders = views(
+            conn.execute(
+                select(*order_cols).where(o.created_at >= since, o.status.in_(PAID_STATUSES))
+            )
+        )
+        # The orders of captures in the window, whatever their age or status.
+        refs = sorted({e.order_ref for e in captures} - {v.ref for v in orders})
         for chunk in _chunks(refs):
-            rows += conn.execute(select(*columns).where(o.public_id.in_(chunk))).all()
-        orders = [OrderView(r[0], r[1], r[2], Decimal(r[3]), r[4], _epoch(r[5])) for r in rows]
-        # Captures older than the window of orders in it: a capture before the window
-        # for an order inside it is not a paid order without a capture.
-        missing = sorted({r.ref for r in orders} - {e.order_ref for e in captures})
+            orders += views(conn.execute(select(*order_cols).where(o.public_id.in_(chunk))))
+        # Captures before the window of orders inside it: such an order is not unpaid.
+        missing = sorted({v.ref for v in orders} - {e.order_ref for e in captures})
         for chunk in _chunks(missing):
-            rows = conn.execute(
-                select(*capture_cols).where(txn.kind == "capture", txn.order_ref.in_(chunk))
-            ).all()
-            captures += [
-                LedgerEntry(r[0], r[1], r[2], Decimal(r[3]), r[4], _epoch(r[5])) for r in rows
-            ]
+            captures += entries(
+                conn.execute(select(*entry_cols).where(is_capture, txn.order_ref.in_(chunk)))
+            )
     return orders, captures
 
 

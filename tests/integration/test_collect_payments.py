@@ -18,9 +18,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, select
 
 from collectors.loop import Collector
-from collectors.metrics import CollectorMetrics
 from collectors.payments import DATASET, PaymentsSource, read_books, reconcile
-from collectors.tail import CHECKPOINT_FILE, Checkpoints, Tailer
+from collectors.tail import Tailer
 from shop.models import Product
 from siem.model import EventQuery, Matcher
 from siem.sqlite import SqliteStore
@@ -56,12 +55,15 @@ def set_ledger_faults(client: FlaskClient, headers: dict[str, str], *names: str)
 
 
 def collector_for(settings: Settings, store: SqliteStore) -> Collector:
-    registry = CollectorRegistry()
-    metrics = CollectorMetrics(registry)
+    """The collector `vigil up` runs, reduced to the two sources this test needs."""
+    collector = Collector(settings, store, registry=CollectorRegistry(), sources=[])
     data_dir = Path(settings.data_dir).resolve()
-    tailer = Tailer(data_dir, ["logs/*.log"], Checkpoints(data_dir / CHECKPOINT_FILE), metrics)
-    payments = PaymentsSource(store, settings.shop_db_url, metrics, interval_s=0, window_s=3600)
-    return Collector(settings, store, registry=registry, sources=[tailer, payments])
+    tailer = Tailer(data_dir, ["logs/*.log"], collector.checkpoints, collector.metrics)
+    payments = PaymentsSource(
+        store, settings.shop_db_url, collector.metrics, interval_s=0, window_s=3600
+    )
+    collector.sources = [tailer, payments]
+    return collector
 
 
 def latest(store: SqliteStore, name: str) -> dict[tuple[str, ...], float]:
