@@ -54,13 +54,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import DateTime, Numeric, String, column, create_engine, select, table
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from collectors.metrics import CollectorMetrics
 from collectors.sink import Batch
-from shop.models import GatewayTransaction, Order
 from siem.model import Event, EventQuery, Sample, Store, event_id, make_labels
 from vigil.settings import Settings
 
@@ -140,6 +139,30 @@ def _le(bound: float) -> str:
 
 
 # --- reconciliation -------------------------------------------------------------------------
+
+# The shop's tables as far as read here (shop/models.py), described rather than imported:
+# importing the shop's models would load its prometheus metrics into the collector.
+_MONEY = Numeric(12, 2, asdecimal=True)
+_TIME = DateTime(timezone=True)
+LEDGER_TABLE = table(
+    "gateway_transactions",
+    column("txn_id", String),
+    column("gateway", String),
+    column("kind", String),
+    column("order_ref", String),
+    column("amount", _MONEY),
+    column("currency", String),
+    column("created_at", _TIME),
+)
+ORDERS_TABLE = table(
+    "orders",
+    column("public_id", String),
+    column("gateway", String),
+    column("status", String),
+    column("total", _MONEY),
+    column("currency", String),
+    column("created_at", _TIME),
+)
 
 
 @dataclass(frozen=True)
@@ -289,8 +312,8 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
 
 def read_books(engine: Engine, since: dt.datetime) -> tuple[list[OrderView], list[LedgerEntry]]:
     """The orders and captures to reconcile: everything since ``since`` and what it refers to."""
-    txn = GatewayTransaction.__table__.c
-    o = Order.__table__.c
+    txn = LEDGER_TABLE.c
+    o = ORDERS_TABLE.c
     entry_cols = [txn.txn_id, txn.gateway, txn.order_ref, txn.amount, txn.currency, txn.created_at]
     order_cols = [o.public_id, o.gateway, o.status, o.total, o.currency, o.created_at]
 

@@ -15,6 +15,8 @@ from alerting.state import AlertBook, AlertDB
 from collectors.metrics import CollectorMetrics
 from collectors.payments import (
     DATASET,
+    LEDGER_TABLE,
+    ORDERS_TABLE,
     RULES,
     LedgerEntry,
     OrderView,
@@ -263,3 +265,11 @@ def test_payments_rule_fires_per_gateway_and_resolves(tmp_path: Path) -> None:
 def test_payments_runbook_names_every_rule() -> None:
     text = (ROOT / "runbooks" / "payment-reconciliation-mismatch.md").read_text()
     assert [rule for rule in RULES if f"`{rule}`" not in text] == []
+
+
+def test_payments_tables_match_the_shop_models() -> None:
+    from shop.models import GatewayTransaction, Order
+
+    for described, model in ((LEDGER_TABLE, GatewayTransaction), (ORDERS_TABLE, Order)):
+        assert described.name == model.__tablename__
+        assert set(described.c.keys()) <= set(model.__table__.c.keys())
