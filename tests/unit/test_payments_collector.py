@@ -273,3 +273,19 @@ def test_payments_tables_match_the_shop_models() -> None:
     for described, model in ((LEDGER_TABLE, GatewayTransaction), (ORDERS_TABLE, Order)):
         assert described.name == model.__tablename__
         assert set(described.c.keys()) <= set(model.__table__.c.keys())
+
+
+def test_payments_source_runs_in_the_collector_unless_off(tmp_path: Path) -> None:
+    from collectors.loop import Collector
+    from vigil.settings import from_mapping
+
+    def sources(**collect: Any) -> list[PaymentsSource]:
+        settings = from_mapping({"data_dir": str(tmp_path), "collect": collect})
+        collector = Collector(settings, MemoryStore(), registry=CollectorRegistry())
+        collector.close()
+        return [s for s in collector.sources if isinstance(s, PaymentsSource)]
+
+    (source,) = sources()
+    assert source.db_url == f"sqlite:///{tmp_path.resolve() / 'shop.db'}"
+    assert source.interval_s == 30.0
+    assert sources(payments_interval_s=0) == []
