@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from collectors.metrics import CollectorMetrics
 from collectors.parsers import get_parser
+from collectors.payments import payments_from
 from collectors.postgres import poller_from
 from collectors.prometheus import Scraper, all_targets
 from collectors.sink import Batch, Sink
@@ -132,6 +133,10 @@ class Collector:
             poller = poller_from(settings, self.metrics, clock=clock)
             if poller is not None:
                 sources.append(poller)
+            # Payment funnel and reconciliation (collectors/payments.py).
+            payments = payments_from(settings, store, self.metrics, clock=clock)
+            if payments is not None:
+                sources.append(payments)
             if settings.collect.syslog_udp:
                 sources.append(
                     SyslogReceiver(settings.collect.syslog_udp, self.metrics, clock=clock)

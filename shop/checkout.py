@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
-from shop import fraud, mailer, metrics
+from shop import fraud, ledger, mailer, metrics
 from shop.models import Cart, Coupon, Customer, Order, OrderEvent, OrderItem, Payment
 from shop.orders import change_stock, order_json, transition
 from shop.payments import Authorisation, CardData, authorise, log_payment, parse_card, rng
@@ -280,6 +280,10 @@ def checkout(
             client_ip=client_ip,
         )
     payment = _record_payment(session, order, result, card_data, client_ip)
+    if result.approved:
+        ledger.record_authorisation(session, order)
+    elif result.outcome != "fraud":
+        ledger.record_failed(session, shop, order)
     if not result.approved:
         _release_coupon(session, order)
         return _fail(session, order, result)
@@ -299,6 +303,7 @@ def checkout(
         _release_coupon(session, order)
         return _cancel(session, order, "out_of_stock", error, "sold out during payment")
     transition(session, order, "paid", actor=ACTOR, note=f"{gateway} approved")
+    ledger.record_capture(session, shop, order)
     if order.coupon_code:
         metrics.COUPON_REDEMPTIONS.labels(order.coupon_code).inc()
     cart.items.clear()

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from shop.ledger import LEDGER_FAULTS
 from shop.models import FaultSetting
 from shop.validation import ApiError, get_decimal, get_int
 
@@ -28,6 +29,8 @@ class FaultState:
     error_rate: float = 0.0
     slow_db_ms: int = 0
     gateway_outage: list[str] = field(default_factory=list)
+    # Disagreements between a gateway's ledger and the shop (shop.ledger.LEDGER_FAULTS).
+    ledger_faults: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,12 +70,13 @@ def read_faults(session: Session) -> FaultState:
         error_rate=float(values.get("error_rate", 0.0)),
         slow_db_ms=int(values.get("slow_db_ms", 0)),
         gateway_outage=list(values.get("gateway_outage", [])),
+        ledger_faults=list(values.get("ledger_faults", [])),
     )
 
 
 def update_faults(session: Session, data: dict[str, Any], gateways: list[str]) -> FaultState:
     """Validate and store the faults given in ``data``; keys left out keep their value."""
-    known = {"latency_ms", "error_rate", "slow_db_ms", "gateway_outage"}
+    known = {"latency_ms", "error_rate", "slow_db_ms", "gateway_outage", "ledger_faults"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ApiError(
@@ -107,6 +111,8 @@ def update_faults(session: Session, data: dict[str, Any], gateways: list[str]) -
                     "gateway_outage",
                 )
         updates["gateway_outage"] = sorted(set(names))
+    if "ledger_faults" in data:
+        updates["ledger_faults"] = _ledger_faults(data["ledger_faults"])
     for name, value in updates.items():
         row = session.get(FaultSetting, name)
         if row is None:
@@ -115,3 +121,19 @@ def update_faults(session: Session, data: dict[str, Any], gateways: list[str]) -
             row.value = value
     session.flush()
     return read_faults(session)
+
+
+def _ledger_faults(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise ApiError(
+            400, "invalid_type", "'ledger_faults' must be a list of fault names", "ledger_faults"
+        )
+    for name in value:
+        if name not in LEDGER_FAULTS:
+            raise ApiError(
+                400,
+                "unknown_fault",
+                f"unknown ledger fault {name!r:.40}; use one of {', '.join(LEDGER_FAULTS)}",
+                "ledger_faults",
+            )
+    return sorted(set(value))

@@ -303,3 +303,25 @@ class FaultSetting(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class GatewayTransaction(Base):
+    """One entry of a simulated gateway's own ledger: an authorisation or a capture.
+
+    This is the gateway's record, not the shop's: the reconciliation compares
+    it with the orders (see ``collectors/payments.py``). ``order_ref`` is the
+    order's public id as the shop sent it; nothing ties it to ``orders`` here.
+    """
+
+    __tablename__ = "gateway_transactions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(32), index=True)
+    txn_id: Mapped[str] = mapped_column(String(40), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # authorisation, capture
+    order_ref: Mapped[str] = mapped_column(String(32), index=True)
+    amount: Mapped[Decimal] = mapped_column(Money)
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )

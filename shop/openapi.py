@@ -464,6 +464,19 @@ def admin_ops_paths() -> dict[str, dict[str, Any]]:
                 body="RefundRequest",
             )
         },
+        "/api/admin/gateways/{name}/transactions": {
+            "get": _admin(
+                "admin.gateway_transactions",
+                "A simulated gateway's ledger: authorisations and captures, oldest first",
+                ok=(200, "GatewayTransactions"),
+                errors=(400, 404),
+                params=[
+                    param("name", "path", string(max_len=32), "the gateway"),
+                    param("since", "query", integer(0, 32503680000), "from this epoch second"),
+                    param("limit", "query", integer(1, 1000), "at most this many entries"),
+                ],
+            )
+        },
         "/api/admin/faults": {
             "get": _admin("admin.get_faults", "The faults in force", ok=(200, "Faults")),
             "put": _admin(

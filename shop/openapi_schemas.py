@@ -15,6 +15,7 @@ from typing import Any
 from shop import accounts, carts, mailer
 from shop.api import admin, admin_catalog
 from shop.checkout import MAX_SHIPPING, SHIPPING_FIELDS
+from shop.ledger import LEDGER_FAULTS
 from shop.models import LANGUAGES, ORDER_STATUSES
 from shop.validation import MAX_QUANTITY, MAX_TEXT
 
@@ -320,8 +321,18 @@ def response_schemas(currencies: list[str], gateways: list[str]) -> dict[str, Sc
         "error_rate": {"type": "number", "minimum": 0, "maximum": 1},
         "slow_db_ms": integer(0),
         "gateway_outage": array(string(enum=gateways)),
+        "ledger_faults": array(string(enum=LEDGER_FAULTS)),
     }
     counts = {"sent": integer(0), "deferred": integer(0), "failed": integer(0)}
+    txn = {
+        "txn_id": string(),
+        "gateway": string(),
+        "kind": string(enum=("authorisation", "capture")),
+        "order_ref": string(),
+        "amount": money(),
+        "currency": string(),
+        "created_at": timestamp(),
+    }
     return {
         "Error": error,
         "Status": obj({"status": string()}, ["status"]),
@@ -376,6 +387,11 @@ def response_schemas(currencies: list[str], gateways: list[str]) -> dict[str, Sc
         "Faults": obj(
             {"enabled": boolean(), "faults": obj(faults, list(faults))}, ["enabled", "faults"]
         ),
+        "GatewayTransactions": obj(
+            {"gateway": string(), "transactions": array(ref("GatewayTransaction"))},
+            ["gateway", "transactions"],
+        ),
+        "GatewayTransaction": obj(txn, list(txn)),
         "MailFlush": obj(counts, list(counts)),
         "MailStatus": obj(
             {
@@ -548,6 +564,7 @@ def request_schemas(currencies: list[str], gateways: list[str]) -> dict[str, Sch
                 "error_rate": decimal_input(Decimal("0"), Decimal("1")),
                 "slow_db_ms": integer(0, 10000),
                 "gateway_outage": array(string(enum=gateways)),
+                "ledger_faults": array(string(enum=LEDGER_FAULTS)),
             },
             closed=True,
             description="faults left out keep their value",

@@ -251,6 +251,17 @@ class CollectSettings:
         env="VIGIL_COLLECT_POSTGRES_MAX_TABLES",
         help="per-table series only for this many tables, the largest first",
     )
+    payments_interval_s: float = option(
+        30.0,
+        env="VIGIL_COLLECT_PAYMENTS_INTERVAL",
+        help="how often to recompute the payment funnel metrics and reconcile the shop's"
+        " orders (shop.db) with the gateway ledgers; 0 turns it off",
+    )
+    payments_window_s: float = option(
+        86400.0,
+        env="VIGIL_COLLECT_PAYMENTS_WINDOW",
+        help="reconcile orders and captures of this many seconds back",
+    )
 
 
 @dataclass(frozen=True)

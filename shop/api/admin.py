@@ -6,12 +6,13 @@ who acts in the audit log).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from flask import Blueprint, request
 from sqlalchemy import delete
 
-from shop import mailer
+from shop import ledger, mailer
 from shop.context import audit, ctx, db, require_admin
 from shop.faults import read_faults, update_faults
 from shop.models import ORDER_STATUSES, FaultSetting, utcnow
@@ -28,6 +29,7 @@ from shop.validation import ApiError, json_body, query_int, require_str
 bp = Blueprint("admin", __name__)
 
 MAX_NOTE = 500
+MAX_EPOCH = 32503680000  # year 3000: a bound every database's datetime can hold
 
 
 @bp.get("/api/admin/orders")
@@ -121,6 +123,20 @@ def _require_faults() -> None:
 def _faults_json() -> dict[str, Any]:
     shop = ctx()
     return {"enabled": shop.settings.shop.faults_enabled, "faults": read_faults(db()).to_json()}
+
+
+@bp.get("/api/admin/gateways/<name>/transactions")
+def gateway_transactions(name: str) -> Any:
+    """A simulated gateway's ledger, oldest first: ``?since=<epoch seconds>&limit=``."""
+    require_admin()
+    if name not in ctx().settings.shop.gateways:
+        raise ApiError(404, "not_found", f"gateway {name!r:.40} does not exist", "name")
+    since = query_int("since", default=0, minimum=0, maximum=MAX_EPOCH)
+    limit = query_int("limit", default=100, minimum=1, maximum=1000)
+    rows = ledger.transactions(
+        db(), name, since=dt.datetime.fromtimestamp(since, dt.UTC), limit=limit
+    )
+    return {"gateway": name, "transactions": [ledger.transaction_json(t) for t in rows]}
 
 
 @bp.get("/api/admin/faults")

@@ -58,7 +58,13 @@ def test_fault_latency_slows_catalogue(
 
     assert body == {
         "enabled": True,
-        "faults": {"latency_ms": 400, "error_rate": 0.0, "slow_db_ms": 0, "gateway_outage": []},
+        "faults": {
+            "latency_ms": 400,
+            "error_rate": 0.0,
+            "slow_db_ms": 0,
+            "gateway_outage": [],
+            "ledger_faults": [],
+        },
     }
     status, elapsed = timed(client, "/api/products")
     assert status == 200
@@ -132,6 +138,8 @@ def test_fault_gateway_outage_hits_only_that_gateway(
         ({"error_rate": 1.5}, "error_rate"),
         ({"gateway_outage": ["paypal"]}, "gateway_outage"),
         ({"gateway_outage": "adyen"}, "gateway_outage"),
+        ({"ledger_faults": ["lose_everything"]}, "ledger_faults"),
+        ({"ledger_faults": "double_capture"}, "ledger_faults"),
         ({"meteor": 1}, "meteor"),
     ],
 )
