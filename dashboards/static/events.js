@@ -196,7 +196,10 @@
       cursor: { drag: { x: true, y: false, setScale: false } },
       scales: { x: { time: true, range: function () { return [view.start, view.end]; } },
                 y: { range: function (u, lo, hi) { return [0, Math.max(1, hi * 1.1)]; } } },
-      axes: [{ space: 70 }, { size: 50 }],
+      axes: [{ space: 70 }, { size: 50, values: function (u, vals) {
+        // Counts are whole numbers: no tick at 0.5.
+        return vals.map(function (v) { return Number.isInteger(v) ? String(v) : ""; });
+      } }],
       legend: { show: false },
       series: [{}, { label: "events", stroke: "#1f77b4", fill: "rgba(31,119,180,.5)",
                      width: 1, paths: bars, points: { show: false } }],
