@@ -200,6 +200,20 @@ def test_events_page_error_caret_url_state_paging_and_export(
         page.go_back()
         expect(page.locator("#hits")).to_have_text(str(ACCESS))
 
+        # Absolute from/to: the last five minutes of the seeded ten hold about half.
+        local = (
+            "s => { const d = new Date(Date.now() + s * 1000);"
+            " return new Date(d - d.getTimezoneOffset() * 60000).toISOString().slice(0, 19); }"
+        )
+        page.fill("#from", page.evaluate(local, -300))
+        page.fill("#to", page.evaluate(local, 60))
+        page.get_by_role("button", name="Search").click()
+        page.wait_for_url(re.compile(r"from=\d{4}-.*to=\d{4}-"))
+        expect(page.locator("#hits")).not_to_have_text(str(ACCESS))
+        assert 0 < int(page.locator("#hits").inner_text()) < ACCESS
+        page.go_back()
+        expect(page.locator("#hits")).to_have_text(str(ACCESS))
+
         # Export downloads every match as NDJSON, newest first.
         with page.expect_download() as info:
             page.locator("#export-ndjson").click()
