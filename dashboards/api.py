@@ -16,6 +16,9 @@ response is never held twice in memory and other requests keep getting the GIL.
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import json
 import math
 import threading
@@ -41,7 +44,7 @@ from dashboards.params import (
 from siem import aggregations as agg
 from siem.kql import KqlError
 from siem.limits import QueryBudget, QueryLimitError, QueryTimeoutError, TooManySamplesError
-from siem.model import EventQuery, Series, get_field
+from siem.model import Event, EventQuery, Series, get_field
 from vigil.errors import VigilError
 from vigil.webauth import requires
 
@@ -341,6 +344,74 @@ def events_aggregate() -> Response:
             "missing": terms.missing,
         }
     return _success(data)
+
+
+MAX_EXPORT = 10_000
+"""Events one export may hold: a bigger result is cut there (and says so in a header)."""
+DEFAULT_CSV_FIELDS = ("@timestamp", "event.dataset", "message")
+
+
+def _csv_cell(value: Any) -> str:
+    """A field's value in a CSV cell: strings as they are, the rest as JSON."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # A text starting = + - @ would make a spreadsheet evaluate the cell (CSV injection).
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+@bp.get("/events/export")
+@requires("viewer")
+def events_export() -> Response:
+    """The matches of ``query``/``start``/``end``/``dataset`` as a download, newest
+    first: ``format=ndjson`` (one ``/api/events`` event per line) or ``format=csv``
+    (``fields``, default time, dataset and message). At most ``limit`` events
+    (default and maximum ``MAX_EXPORT``); ``X-Vigil-Truncated: true`` when there were more."""
+    fmt = request.args.get("format", "ndjson")
+    if fmt not in ("ndjson", "csv"):
+        raise DashboardError('invalid parameter "format": must be ndjson or csv')
+    bound = parse_limit(request.args.get("limit"), default=MAX_EXPORT, maximum=MAX_EXPORT)
+    fields = _fields()
+    query = _event_query(MAX_EVENTS)
+    found: list[Event] = []
+    store = context().store
+    # Read every page before answering, under one budget: a store error or a
+    # limit still answers a JSON error, never half a file. One event past the
+    # bound tells whether the export was cut.
+    with limited():
+        while True:
+            want = min(MAX_EVENTS, bound + 1 - len(found))
+            page = store.search(dataclasses.replace(query, limit=want))
+            found.extend(page)
+            if len(page) < want or len(found) > bound:
+                break
+            query = dataclasses.replace(query, after=(page[-1].timestamp, page[-1].id))
+    truncated = len(found) > bound
+    del found[bound:]
+    if fmt == "ndjson":
+        body: Iterator[str] = (json.dumps(event_json(e), ensure_ascii=False) + "\n" for e in found)
+        mimetype = "application/x-ndjson"
+    else:
+        body = _csv_rows(found, fields or list(DEFAULT_CSV_FIELDS))
+        mimetype = "text/csv"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    headers = {
+        "Content-Disposition": f'attachment; filename="vigil-events-{stamp}.{fmt}"',
+        "X-Vigil-Truncated": "true" if truncated else "false",
+    }
+    return Response(body, mimetype=mimetype, headers=headers)
+
+
+def _csv_rows(found: list[Event], fields: list[str]) -> Iterator[str]:
+    """A header of the field names, then a row per event, a line at a time."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for row in ([*fields], *([_csv_cell(get_field(e.doc, f)) for f in fields] for e in found)):
+        writer.writerow(row)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
 
 
 @bp.get("/overview")

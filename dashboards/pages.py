@@ -19,7 +19,14 @@ log = logging.getLogger("vigil.web")
 @requires("viewer")
 def overview() -> str:
     """The overview dashboard."""
-    return render_template("overview.html")
+    return render_template("overview.html", page="overview")
+
+
+@bp.get("/events")
+@requires("viewer")
+def events() -> str:
+    """The Events page: search events with KQL, as in Kibana's Discover."""
+    return render_template("events.html", page="events")
 
 
 # Runbooks live in the repository's runbooks/ folder; alert links point here.
