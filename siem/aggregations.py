@@ -36,11 +36,16 @@ results, so the arithmetic exists once.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from siem import SiemError
+from siem import SiemError, limits
 from siem.kql import FIELD_RE
+
+if TYPE_CHECKING:
+    from siem.model import Event
 
 MAX_BUCKETS = 10_000
 """Histogram buckets one request may ask for (Elasticsearch's ``search.max_buckets`` is 65,536)."""
@@ -238,3 +243,38 @@ def auto_interval(span_s: float) -> float:
         if span_s / interval <= MAX_AUTO_BUCKETS:
             return float(interval)
     return float(NICE_INTERVALS_S[-1])
+
+
+def value_counts(events: Iterable[Event], field_name: str) -> dict[str, int]:
+    """How many ``events`` hold each value of ``field_name``, as ``str()`` of the value."""
+    counts: Counter[str] = Counter()
+    for event in events:
+        value = event.get(field_name)
+        if value is not None:
+            counts[str(value)] += 1
+    return dict(counts)
+
+
+def aggregate_events(hits: Sequence[Event], request: Aggregation) -> AggregationResult:
+    """``request`` over the matching events in memory: the reference semantics, which
+    backends that cannot aggregate natively (or exactly) compute with."""
+    if isinstance(request, Count):
+        return CountResult(len(hits))
+    if isinstance(request, DateHistogram):
+        first = request.first_bucket()
+        buckets: Counter[int] = Counter(
+            int((e.timestamp - first) / request.interval_s)
+            for e in hits
+            if request.start <= e.timestamp < request.end
+        )
+        limits.take(len(buckets))
+        return histogram_result(request, buckets)
+    if isinstance(request, Percentiles):
+        values = sorted(float(v) for v in (e.get(request.field) for e in hits) if is_number(v))
+        limits.take(len(values))
+        return percentiles_result(request, values)
+    counts = value_counts(hits, request.field)
+    limits.take(len(counts))
+    if isinstance(request, Cardinality):
+        return CardinalityResult(len(counts))
+    return terms_result(counts, request.size, len(hits))

@@ -42,7 +42,6 @@ import hashlib
 import json
 import math
 import re
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -414,12 +413,12 @@ class ElasticsearchStore:
         if query.limit <= 0:
             return []
         rv = list(self._matching(query, query.limit))
-        _take(len(rv))
+        limits.take(len(rv))
         return rv
 
     def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
-        counts = _counts(self._matching(query), field_name)
-        _take(len(counts))
+        counts = agg.value_counts(self._matching(query), field_name)
+        limits.take(len(counts))
         return counts
 
     def _count(self, query: EventQuery) -> int:
@@ -448,27 +447,8 @@ class ElasticsearchStore:
     def aggregate(self, query: EventQuery, request: agg.Aggregation) -> agg.AggregationResult:
         if isinstance(request, agg.Count):
             return agg.CountResult(self._count(query))
-        hits = list(self._matching(query))
-        if isinstance(request, agg.DateHistogram):
-            first = request.first_bucket()
-            buckets: Counter[int] = Counter(
-                int((e.timestamp - first) / request.interval_s)
-                for e in hits
-                if request.start <= e.timestamp < request.end
-            )
-            _take(len(buckets))
-            return agg.histogram_result(request, buckets)
-        if isinstance(request, agg.Percentiles):
-            values = sorted(
-                float(v) for v in (e.get(request.field) for e in hits) if agg.is_number(v)
-            )
-            _take(len(values))
-            return agg.percentiles_result(request, values)
-        counts = _counts(hits, request.field)
-        _take(len(counts))
-        if isinstance(request, agg.Cardinality):
-            return agg.CardinalityResult(len(counts))
-        return agg.terms_result(counts, request.size, len(hits))
+        # Exact like the other backends: computed from the matches, not ES' approximations.
+        return agg.aggregate_events(list(self._matching(query)), request)
 
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
         filters: list[dict[str, Any]] = [{"range": {"ts": {"gte": start, "lte": end}}}]
@@ -493,7 +473,7 @@ class ElasticsearchStore:
                 point = (float(src["ts"]), float(src["value"]))
             except (KeyError, TypeError, ValueError):
                 continue
-            _take(1)
+            limits.take(1)
             bisect.insort(points.setdefault(key, []), point)
         rv = [
             Series(labels, tuple(points[key]))
@@ -517,12 +497,6 @@ def _store_error(what: str, exc: Exception) -> Exception:
     return exc
 
 
-def _take(n: int) -> None:
-    budget = limits.current()
-    if budget is not None:
-        budget.take(n)
-
-
 def _event_from(hit: Mapping[str, Any]) -> Event | None:
     """The event a hit holds; ``None`` for a document this store did not write."""
     vigil = hit.get("_source", {}).get("vigil")
@@ -542,12 +516,3 @@ def _labels_from_key(key: str) -> Labels | None:
         return tuple((str(k), str(v)) for k, v in pairs)
     except (TypeError, ValueError):
         return None
-
-
-def _counts(events: Iterable[Event], field_name: str) -> dict[str, int]:
-    counts: Counter[str] = Counter()
-    for event in events:
-        value = event.get(field_name)
-        if value is not None:
-            counts[str(value)] += 1
-    return dict(counts)

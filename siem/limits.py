@@ -149,6 +149,13 @@ def current() -> QueryBudget | None:
     return _CURRENT.get()
 
 
+def take(n: int) -> None:
+    """``current().take(n)`` when a budget is in scope: ``n`` more samples or rows held."""
+    budget = _CURRENT.get()
+    if budget is not None:
+        budget.take(n)
+
+
 def check() -> None:
     """``current().check()`` when a budget is in scope."""
     budget = _CURRENT.get()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from siem import aggregations as agg
@@ -16,12 +15,6 @@ from siem import limits
 from siem.model import Event, EventQuery, Labels, Matcher, Sample, Series, WriteResult
 
 _CHECK_EVERY = 1024  # items between deadline/cancellation checks
-
-
-def _take(n: int) -> None:
-    budget = limits.current()
-    if budget is not None:
-        budget.take(n)
 
 
 class MemoryStore:
@@ -64,39 +57,17 @@ class MemoryStore:
 
     def search(self, query: EventQuery) -> list[Event]:
         rv = self._matching(query)[: max(query.limit, 0)]
-        _take(len(rv))
+        limits.take(len(rv))
         return rv
 
     def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
-        counts = _counts(self._matching(query), field_name)
-        _take(len(counts))
+        counts = agg.value_counts(self._matching(query), field_name)
+        limits.take(len(counts))
         return counts
 
     def aggregate(self, query: EventQuery, request: agg.Aggregation) -> agg.AggregationResult:
         """``request`` over the matching events; the reference semantics."""
-        hits = self._matching(query)
-        if isinstance(request, agg.Count):
-            return agg.CountResult(len(hits))
-        if isinstance(request, agg.DateHistogram):
-            first = request.first_bucket()
-            buckets: Counter[int] = Counter(
-                int((e.timestamp - first) / request.interval_s)
-                for e in hits
-                if request.start <= e.timestamp < request.end
-            )
-            _take(len(buckets))
-            return agg.histogram_result(request, buckets)
-        if isinstance(request, agg.Percentiles):
-            values = sorted(
-                float(v) for v in (e.get(request.field) for e in hits) if agg.is_number(v)
-            )
-            _take(len(values))
-            return agg.percentiles_result(request, values)
-        counts = _counts(hits, request.field)
-        _take(len(counts))
-        if isinstance(request, agg.Cardinality):
-            return agg.CardinalityResult(len(counts))
-        return agg.terms_result(counts, request.size, len(hits))
+        return agg.aggregate_events(self._matching(query), request)
 
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
         rv: list[Series] = []
@@ -112,19 +83,10 @@ class MemoryStore:
             lo = bisect.bisect_left(times, start)
             hi = bisect.bisect_right(times, end)
             if lo < hi:
-                _take(hi - lo)
+                limits.take(hi - lo)
                 rv.append(Series(labels, tuple((t, points[t]) for t in times[lo:hi])))
         rv.sort(key=lambda s: s.labels)
         return rv
 
     def close(self) -> None:
         """Nothing to release."""
-
-
-def _counts(events: Iterable[Event], field_name: str) -> dict[str, int]:
-    counts: Counter[str] = Counter()
-    for event in events:
-        value = event.get(field_name)
-        if value is not None:
-            counts[str(value)] += 1
-    return dict(counts)

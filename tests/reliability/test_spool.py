@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import free_port, privileged
 from prometheus_client import CollectorRegistry
 
 import siem.sqlite
@@ -198,16 +198,6 @@ def test_spool_store_outage_loses_and_duplicates_no_scrape(
     assert metric("vigil_collector_spool_dropped_items_total") == 0
     assert metric("vigil_collector_dead_letter_items_total") == 0
     assert spool_segments(data) == []
-
-
-def privileged(*args: str) -> None:
-    """Run ``chattr``; skip when it is impossible, fail when CI=true."""
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        message = f"{' '.join(args)} failed: {result.stderr.strip()} (needs root)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def test_spool_kill_9_with_a_spool_then_replays_it_once(tmp_path: Path, target: Target) -> None:

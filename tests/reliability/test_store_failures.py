@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import subprocess
 import threading
@@ -25,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import privileged
 from prometheus_client import CollectorRegistry
 
 import siem.sqlite
@@ -147,16 +147,6 @@ def survive(
         again.close()
     assert counts(db) == stored
     return registry.get_sample_value("vigil_collector_write_errors_total") or 0.0
-
-
-def privileged(*args: str) -> None:
-    """Run ``mount`` or ``chattr``; skip when it is impossible, fail when CI=true."""
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        message = f"{' '.join(args)} failed: {result.stderr.strip()} (needs root)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def test_store_failures_locked_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
