@@ -8,34 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vigil.errors import VigilError
+from vigil.errors import LocatedError
 
 
-class PlaybookError(VigilError):
+class PlaybookError(LocatedError):
     """A playbook file or a run of it is wrong.
 
     File errors name the file and line and say how to fix it, e.g.
     ``playbooks/rollback-shop.yaml:9: steps[0].action: unknown action 'shell'; ...``.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        line: int | None = None,
-        column: int | None = None,
-    ) -> None:
-        self.file = file
-        self.line = line
-        self.column = column
-        self.reason = message
-        where = ""
-        if file is not None:
-            where = f"{file}: "
-            if line is not None:
-                where = f"{file}:{line}" + (f":{column}" if column is not None else "") + ": "
-        super().__init__(where + message)
 
 
 class ActionError(PlaybookError):

@@ -15,19 +15,7 @@
   var state = { query: "", from: "now-15m", to: "now", columns: [] };
   var view = { start: 0, end: 0, next: null, chart: null, seq: 0, open: {} };
 
-  function el(tag, attrs, text) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  function field(doc, dotted) {
-    if (dotted in doc) return doc[dotted];
-    return dotted.split(".").reduce(function (node, part) {
-      return node && typeof node === "object" ? node[part] : undefined;
-    }, doc);
-  }
+  var el = Vigil.el, field = Vigil.field, getJSON = Vigil.getJSON;
 
   // The dotted names of a document's leaf fields ({"a": {"b": 1}} -> ["a.b"]).
   function leaves(doc, prefix, out) {
@@ -67,22 +55,6 @@
     }).map(function (k) {
       return encodeURIComponent(k) + "=" + encodeURIComponent(params[k]);
     }).join("&");
-  }
-
-  function getJSON(url) {
-    return fetch(url, { headers: { Accept: "application/json" } }).then(function (rv) {
-      if (rv.status === 401) {
-        window.location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
-      }
-      return rv.json().then(function (body) {
-        if (body.status !== "success") {
-          var err = new Error(body.error || ("HTTP " + rv.status));
-          err.column = body.column;
-          throw err;
-        }
-        return body.data;
-      });
-    });
   }
 
   // ---- the URL ----------------------------------------------------------

@@ -12,34 +12,7 @@
   var root = document.getElementById("panels");
   var statusLine = document.getElementById("status");
 
-  function el(tag, attrs, text) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  // A field of an ECS document, nested ({"labels": {"x": 1}}) or dotted ({"labels.x": 1}).
-  function field(doc, dotted) {
-    if (dotted in doc) return doc[dotted];
-    return dotted.split(".").reduce(function (node, part) {
-      return node && typeof node === "object" ? node[part] : undefined;
-    }, doc);
-  }
-
-  function getJSON(url) {
-    return fetch(url, { headers: { Accept: "application/json" } }).then(function (rv) {
-      if (rv.status === 401) {
-        // The session ended (idle timeout, logout elsewhere): log in again, then come back.
-        var here = window.location.pathname + window.location.search;
-        window.location.assign("/login?next=" + encodeURIComponent(here));
-      }
-      return rv.json().then(function (body) {
-        if (body.status !== "success") throw new Error(body.error || ("HTTP " + rv.status));
-        return body.data;
-      });
-    });
-  }
+  var el = Vigil.el, field = Vigil.field, getJSON = Vigil.getJSON;
 
   function query(path, params) {
     var qs = Object.keys(params).map(function (k) {
