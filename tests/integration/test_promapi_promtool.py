@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port, require_server
+
 from siem.backends import open_store
 from siem.model import Sample, make_labels
 from vigil.auth import UserStore, users_path
@@ -121,9 +121,8 @@ def test_promtool_query_instant_vector_and_scalar(promtool: str, web: Web) -> No
         f'up{{instance="a:1", job="shop"}} => 1 @[{at}]',
         f'up{{instance="b:2", job="shop"}} => 0 @[{at}]',
     ]
-    total = _promtool(
-        promtool, "instant", "--time", at, web.basic_url, "sum by (route) (shop_http_requests_total)"
-    )
+    expr = "sum by (route) (shop_http_requests_total)"
+    total = _promtool(promtool, "instant", "--time", at, web.basic_url, expr)
     assert total.splitlines() == [f'{{route="/api/cart"}} => 700 @[{at}]']
     scalar = _promtool(promtool, "instant", "--time", "4", web.basic_url, "1 + 1")
     assert scalar.strip() == "scalar: 2 @[4]"

@@ -21,8 +21,8 @@ from flask.testing import FlaskClient
 from alerting.promql import InstantSample
 from dashboards.api import instant_data
 from dashboards.app import create_app
-from dashboards.promapi import parse_selector
 from dashboards.params import DashboardError
+from dashboards.promapi import parse_selector
 from siem.memory import MemoryStore
 from siem.model import Event, Matcher, Sample, Series, make_labels
 from vigil.auth import UserStore
