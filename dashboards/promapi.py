@@ -177,11 +177,10 @@ def _selectors(*, required: bool) -> list[list[Matcher]]:
 
 def _lookup_range() -> tuple[float, float]:
     """``start``/``end`` of a look-up. Without ``start``: the day before ``end``, not
-    Prometheus' all of time, since Vigil reads the samples to find the series."""
+    Prometheus' all of time, since Vigil reads the samples to find the series. An
+    ``end`` before ``start`` finds nothing (as in Prometheus, not an error)."""
     end = _time("end", time.time())
     start = _time("start", end - DEFAULT_LOOKUP_S)
-    if end < start:
-        raise DashboardError('invalid parameter "end": end timestamp must not be before start time')
     return start, end
 
 
@@ -190,6 +189,8 @@ def _series(*, required: bool) -> list[Labels]:
     selectors = _selectors(required=required)
     start, end = _lookup_range()
     found: set[Labels] = set()
+    if end < start:
+        return []
     store = context().store
     with limited(_timeout()):
         for matchers in selectors:

@@ -9,12 +9,14 @@ no headers, ``--header Authorization=Bearer …`` for ``range``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -197,3 +199,104 @@ def test_promtool_without_credentials_is_refused(promtool: str, web: Web) -> Non
     )
     assert done.returncode != 0
     assert "401" in done.stderr or "unauthorized" in done.stderr, done.stderr
+
+
+# -- the same requests to a real Prometheus ----------------------------------------------------
+
+SAME_ANSWER = [
+    "/api/v1/query?query=1%2B1&time=4",
+    "/api/v1/query?query=1+%2B+1&time=4",
+    "/api/v1/query?query=time()&time=1700000000.1234",
+    "/api/v1/query?query=1/0&time=4",
+    "/api/v1/query?query=-1/0&time=4",
+    "/api/v1/query?query=0/0&time=4",
+    "/api/v1/query?query=no_such_metric&time=4",
+    "/api/v1/query_range?query=no_such_metric&start=1&end=100&step=15s",
+    "/api/v1/series?match[]=no_such_metric&start=1&end=100",
+    "/api/v1/label/no_such_label/values?start=1&end=100",
+    "/api/v1/series?match[]=up&start=1700000300&end=1700000000",
+    "/api/v1/labels?start=1700000300&end=1700000000",
+    "/api/v1/query?query=up&time=1700000000&timeout=abc",
+    "/api/v1/metadata",
+    "/api/v1/query_exemplars?query=up&start=1&end=2",
+    "/api/v1/format_query?query=sum(rate(x[5m]))by(job)",
+]
+SAME_ERROR = [
+    "/api/v1/query?query=sum(",
+    "/api/v1/query?query=up&time=abc",
+    "/api/v1/query",
+    "/api/v1/query_range?query=up&start=0",
+    "/api/v1/query_range?query=up&start=0&end=1",
+    "/api/v1/query_range?query=up&start=0&end=10&step=0",
+    "/api/v1/query_range?query=up&start=10&end=0&step=1",
+    "/api/v1/query_range?query=up&start=0&end=100000&step=1",
+    "/api/v1/query_range?query=up&start=0&end=10&step=abc",
+    "/api/v1/series",
+    "/api/v1/series?match[]=1",
+    '/api/v1/series?match[]={a=~""}',
+    "/api/v1/label/1a/values",
+    "/api/v1/format_query?query=sum(",
+]
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        require_server("prometheus", "not installed (scripts/install-system-deps installs it)")
+    assert binary is not None
+    tmp = tmp_path_factory.mktemp("prometheus")
+    (tmp / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n", encoding="utf-8")
+    port = free_port()
+    argv = [
+        binary,
+        f"--config.file={tmp / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("prometheus did not start")
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(url.replace("{", "%7B").replace("}", "%7D"))
+    request.add_header("Accept", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize("path", SAME_ANSWER)
+def test_same_answer_as_prometheus(prometheus: str, web: Web, path: str) -> None:
+    want = _get(prometheus + path)
+    assert _get(web.url + path, web.token) == want
+
+
+@pytest.mark.parametrize("path", SAME_ERROR)
+def test_same_error_type_and_status_as_prometheus(prometheus: str, web: Web, path: str) -> None:
+    status, body = _get(prometheus + path)
+    got_status, got = _get(web.url + path, web.token)
+    assert (got_status, got["status"], got["errorType"]) == (status, "error", body["errorType"])
+    assert set(got) == set(body)  # status, errorType, error: nothing more, nothing less
