@@ -130,19 +130,25 @@ def _required(name: str, what: str) -> str:
 # -- series and labels -------------------------------------------------------------------------
 
 
-def parse_selector(text: str) -> list[Matcher]:
-    """The matchers of a series selector (``up{job="x"}``, ``{__name__=~"a|b"}``), as
-    Prometheus' ``match[]`` takes it; ``DashboardError`` when it is anything else."""
+def _parsed(name: str, text: str) -> pp.Expr:
+    """``text`` parsed (after the length and depth checks), or a ``DashboardError``
+    naming parameter ``name`` and where the text went wrong."""
     try:
         check_shape(text)
-        expr = parse(text)
+        return parse(text)
     except PromQLError as exc:
-        raise DashboardError(f'invalid parameter "match[]": {exc}') from None
+        raise DashboardError(f'invalid parameter "{name}": {exc}') from None
     except ValueError as exc:
         where = locate_parse_error(text, str(exc))
         raise DashboardError(
-            f'invalid parameter "match[]": {exc} (at character {where + 1})'
+            f'invalid parameter "{name}": {exc} (at character {where + 1})'
         ) from None
+
+
+def parse_selector(text: str) -> list[Matcher]:
+    """The matchers of a series selector (``up{job="x"}``, ``{__name__=~"a|b"}``), as
+    Prometheus' ``match[]`` takes it; ``DashboardError`` when it is anything else."""
+    expr = _parsed("match[]", text)
     if not isinstance(expr, pp.VectorSelector):
         raise DashboardError(f'invalid parameter "match[]": {text!r} is not a series selector')
     vs = expr
@@ -256,12 +262,7 @@ def metadata_() -> Response:
 @requires("viewer")
 def query_exemplars() -> Response:
     """Exemplars of ``query``'s series: none, since Vigil stores none (checked like Prometheus)."""
-    expr = _query()
-    try:
-        check_shape(expr)
-        parse(expr)
-    except ValueError as exc:
-        raise DashboardError(f'invalid parameter "query": {exc}') from None
+    _parsed("query", _query())
     _lookup_range()
     return success([])
 
@@ -270,13 +271,7 @@ def query_exemplars() -> Response:
 @requires("viewer")
 def format_query() -> Response:
     """``query`` pretty-printed as promql_parser writes it (Prometheus' ``Pretty``)."""
-    expr = _query()
-    try:
-        check_shape(expr)
-        text = parse(expr).prettify()
-    except ValueError as exc:
-        raise DashboardError(f'invalid parameter "query": {exc}') from None
-    return success(text)
+    return success(_parsed("query", _query()).prettify())
 
 
 # -- rules, alerts, targets, status -----------------------------------------------------------

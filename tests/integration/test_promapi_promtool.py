@@ -15,15 +15,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import free_port, require_server
+from conftest import free_port, http_get, require_server, wait_until
 
 from siem.backends import open_store
 from siem.model import Sample, make_labels
@@ -84,36 +81,56 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     env["VIGIL_DATA_DIR"] = str(data)
     port = free_port()
     argv = [sys.executable, "-m", "vigil.cli", "web", "--port", str(port)]
-    proc = subprocess.Popen(
-        argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    # Its JSON log lines go to a file: a pipe nobody reads would fill and block it.
+    with (data / "web.stderr").open("wb") as log:
+        proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    stderr = proc.stderr.read() if proc.stderr else b""
-                    pytest.fail(f"vigil web did not start: {stderr.decode(errors='replace')}")
-                time.sleep(0.1)
+        _wait_serving(proc, f"http://127.0.0.1:{port}/healthz", "vigil web")
         yield Web(port, token)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
+
+
+def _serving(proc: subprocess.Popen[bytes], url: str) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"exited with {proc.returncode} before serving {url}")
+    try:
+        return http_get(url, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def _wait_serving(proc: subprocess.Popen[bytes], url: str, what: str) -> None:
+    wait_until(f"{what} to answer {url}", lambda: _serving(proc, url), 30)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _run(promtool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool, "query", *args], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def _promtool(promtool: str, *args: str) -> str:
-    done = subprocess.run(
-        [promtool, "query", *args], capture_output=True, text=True, timeout=60, check=False
-    )
+    """What ``promtool query ARGS`` prints; it must succeed."""
+    done = _run(promtool, *args)
     assert done.returncode == 0, (args, done.stdout, done.stderr)
     return done.stdout
+
+
+def _promtool_error(promtool: str, *args: str) -> str:
+    """What ``promtool query ARGS`` says on stderr; it must fail."""
+    done = _run(promtool, *args)
+    assert done.returncode != 0, (args, done.stdout)
+    return done.stderr
 
 
 def test_promtool_query_instant_vector_and_scalar(promtool: str, web: Web) -> None:
@@ -178,27 +195,13 @@ def test_promtool_query_series_and_labels(promtool: str, web: Web) -> None:
 
 
 def test_promtool_reports_a_bad_query_as_prometheus_would(promtool: str, web: Web) -> None:
-    done = subprocess.run(
-        [promtool, "query", "instant", "--time", "4", web.basic_url, "sum(up"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode != 0
-    assert "bad_data" in done.stderr and "unclosed left parenthesis" in done.stderr
+    said = _promtool_error(promtool, "instant", "--time", "4", web.basic_url, "sum(up")
+    assert "bad_data" in said and "unclosed left parenthesis" in said
 
 
 def test_promtool_without_credentials_is_refused(promtool: str, web: Web) -> None:
-    done = subprocess.run(
-        [promtool, "query", "instant", "--time", "4", web.url, "up"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode != 0
-    assert "401" in done.stderr or "unauthorized" in done.stderr, done.stderr
+    said = _promtool_error(promtool, "instant", "--time", "4", web.url, "up")
+    assert "401" in said or "unauthorized" in said, said
 
 
 # -- the same requests to a real Prometheus ----------------------------------------------------
@@ -257,35 +260,15 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("prometheus did not start")
-                time.sleep(0.1)
+        _wait_serving(proc, f"{url}/-/ready", "prometheus")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
-    request = urllib.request.Request(url.replace("{", "%7B").replace("}", "%7D"))
-    request.add_header("Accept", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    status, body = http_get(url.replace("{", "%7B").replace("}", "%7D"), 30, token)
+    return status, json.loads(body)
 
 
 @pytest.mark.parametrize("path", SAME_ANSWER)
