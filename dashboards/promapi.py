@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import platform
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -60,6 +61,7 @@ TARGET_WINDOW_S = 600.0
 """A target whose newest ``up`` sample is older than this has health ``unknown``."""
 ZERO_TIME = "0001-01-01T00:00:00Z"
 """How Prometheus writes a time that never happened (a rule never evaluated)."""
+_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MATCH_OPS: dict[str, Any] = {"Equal": "=", "NotEqual": "!=", "Re": "=~", "NotRe": "!~"}
 
 
@@ -233,19 +235,11 @@ def labels() -> Response:
 @requires("viewer")
 def label_values(name: str) -> Response:
     """The values of label ``name`` on the series matching ``match[]`` (default: all)."""
-    if not _is_label_name(name):
+    if not _LABEL_NAME.fullmatch(name):
         raise DashboardError(f'invalid label name: "{name}"')
     values = sorted({v for labels in _series(required=False) for k, v in labels if k == name})
     items, warnings = _capped(values)
     return success(items, warnings)
-
-
-def _is_label_name(name: str) -> bool:
-    return (
-        bool(name)
-        and (name[0].isascii() and (name[0].isalpha() or name[0] == "_"))
-        and all(c.isascii() and (c.isalnum() or c == "_") for c in name)
-    )
 
 
 @bp.get("/metadata")
