@@ -23,7 +23,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,7 +43,7 @@ from dashboards.params import (
 )
 from siem import aggregations as agg
 from siem.kql import KqlError
-from siem.limits import QueryBudget, QueryLimitError, QueryTimeoutError, TooManySamplesError
+from siem.limits import QueryBudget, QueryLimitError, QueryTimeoutError
 from siem.model import Event, EventQuery, Series, get_field
 from vigil.errors import VigilError
 from vigil.webauth import requires
@@ -66,7 +66,16 @@ def format_value(value: float) -> str:
     return repr(value)
 
 
-def _success(data: dict[str, Any]) -> Response:
+def format_time(t: float) -> float | int:
+    """A timestamp as Prometheus writes it: seconds to the millisecond, ``1700000000``
+    without a fraction when it has none."""
+    rounded = round(t, 3)
+    return int(rounded) if rounded.is_integer() else rounded
+
+
+def success(data: Any, warnings: Sequence[str] = ()) -> Response:
+    if warnings:
+        return jsonify(status="success", data=data, warnings=list(warnings))
     return jsonify(status="success", data=data)
 
 
@@ -74,13 +83,10 @@ def _error(error_type: str, message: str, status: int) -> tuple[Response, int]:
     return jsonify(status="error", errorType=error_type, error=message), status
 
 
-@bp.errorhandler(DashboardError)
-@bp.errorhandler(PromQLError)
 def _bad_data(err: VigilError) -> tuple[Response, int]:
     return _error("bad_data", str(err), 400)
 
 
-@bp.errorhandler(KqlError)
 def _bad_kql(err: KqlError) -> tuple[Response, int]:
     # The column lets a query bar put the caret where the query went wrong.
     return (
@@ -89,22 +95,30 @@ def _bad_kql(err: KqlError) -> tuple[Response, int]:
     )
 
 
-@bp.errorhandler(agg.AggregationError)
-def _bad_aggregation(err: agg.AggregationError) -> tuple[Response, int]:
-    return _error("bad_data", str(err), 400)
+LIMIT_STATUS = {"execution": 422, "timeout": 503, "canceled": 499}
+"""Prometheus' status per error type of a query over its limits (499: the client went away)."""
 
 
-@bp.errorhandler(QueryLimitError)
 def _limited(err: QueryLimitError) -> tuple[Response, int]:
-    # Prometheus: too many samples is 422 "execution", a timeout 503 "timeout".
-    status = 422 if isinstance(err, TooManySamplesError) else 503
-    return _error(err.kind, str(err), status)
+    return _error(err.kind, str(err), LIMIT_STATUS.get(err.kind, 503))
 
 
-@bp.errorhandler(VigilError)
 def _unavailable(err: VigilError) -> tuple[Response, int]:
     # Anything else Vigil raises here comes from the store: not the caller's fault.
     return _error("unavailable", str(err), 503)
+
+
+def install_errors(blueprint: Blueprint) -> None:
+    """Answer ``blueprint``'s errors in Prometheus' envelope: a bad parameter or
+    expression 400 ``bad_data``, a query over its limits 422/503/499, the store 503."""
+    for kind in (DashboardError, PromQLError, agg.AggregationError):
+        blueprint.register_error_handler(kind, _bad_data)
+    blueprint.register_error_handler(KqlError, _bad_kql)
+    blueprint.register_error_handler(QueryLimitError, _limited)
+    blueprint.register_error_handler(VigilError, _unavailable)
+
+
+install_errors(bp)
 
 
 _GATES_LOCK = threading.Lock()
@@ -122,13 +136,17 @@ def _gate(app: Flask, size: int) -> threading.BoundedSemaphore:
 
 
 @contextmanager
-def limited() -> Iterator[QueryBudget]:
+def limited(timeout_s: float | None = None) -> Iterator[QueryBudget]:
     """Run the block as one query: wait for a slot, then under a budget that
-    is cancelled when the client hangs up. The wait counts against the timeout."""
+    is cancelled when the client hangs up. The wait counts against the timeout:
+    ``query.timeout_s``, or ``timeout_s`` when that is shorter (a request's own)."""
     settings = context().settings.query
-    budget = QueryBudget(settings.max_samples, settings.timeout_s)
+    timeout = settings.timeout_s
+    if timeout_s is not None and timeout_s > 0 and (timeout <= 0 or timeout_s < timeout):
+        timeout = timeout_s
+    budget = QueryBudget(settings.max_samples, timeout)
     gate = _gate(current_app, settings.max_concurrency)
-    if not gate.acquire(timeout=settings.timeout_s if settings.timeout_s > 0 else None):
+    if not gate.acquire(timeout=timeout if timeout > 0 else None):
         raise QueryTimeoutError("query timed out in query queue")
     watcher = HangupWatcher(request.environ.get("werkzeug.socket"), budget.cancel)
     try:
@@ -157,17 +175,9 @@ def _required(name: str) -> str:
 @requires("viewer")
 def query() -> Response:
     """``expr`` evaluated at ``time`` (default now): a vector or a scalar."""
-    expr = _expr()
     raw_time = request.args.get("time")
     at = parse_time("time", raw_time) if raw_time else time.time()
-    with limited():
-        rv = context().engine.instant(expr, at)
-    if isinstance(rv, float | int):
-        return _success({"resultType": "scalar", "result": [at, format_value(float(rv))]})
-    result = [
-        {"metric": dict(sample.labels), "value": [at, format_value(sample.value)]} for sample in rv
-    ]
-    return _success({"resultType": "vector", "result": result})
+    return instant_query(_expr(), at)
 
 
 @bp.get("/query_range")
@@ -178,6 +188,65 @@ def query_range() -> Response:
     start = parse_time("start", _required("start"))
     end = parse_time("end", _required("end"))
     step = parse_duration("step", _required("step"))
+    return range_query(expr, start, end, step)
+
+
+RESULTS_TRUNCATED = "results truncated due to limit"
+"""Prometheus' warning when ``limit`` cut a result."""
+
+
+def instant_query(
+    expr: str, at: float, *, timeout_s: float | None = None, limit: int = 0
+) -> Response:
+    """The answer of Prometheus' ``/api/v1/query`` for ``expr`` at ``at``, at most
+    ``limit`` series (0: all) under ``limited(timeout_s)``."""
+    with limited(timeout_s):
+        rv = context().engine.instant(expr, at)
+    data, warnings = instant_data(rv, at, limit)
+    return success(data, warnings)
+
+
+def instant_data(
+    rv: Sequence[Any] | float | str, at: float, limit: int = 0
+) -> tuple[dict[str, Any], list[str]]:
+    """An instant query's result in Prometheus' shapes: a scalar or string as
+    ``[time, "value"]``, samples (``labels``, ``value``) as a vector, ``Series``
+    (an instant query of a range vector) as a matrix. Returns (data, warnings)."""
+    when = format_time(at)
+    if isinstance(rv, str):
+        return {"resultType": "string", "result": [when, rv]}, []
+    if isinstance(rv, float | int):
+        return {"resultType": "scalar", "result": [when, format_value(float(rv))]}, []
+    items, warnings = _truncated(list(rv), limit)
+    if items and isinstance(items[0], Series):
+        return {"resultType": "matrix", "result": [series_json(s) for s in items]}, warnings
+    result = [{"metric": dict(s.labels), "value": [when, format_value(s.value)]} for s in items]
+    return {"resultType": "vector", "result": result}, warnings
+
+
+def _truncated(items: list[Any], limit: int) -> tuple[list[Any], list[str]]:
+    if limit > 0 and len(items) > limit:
+        return items[:limit], [RESULTS_TRUNCATED]
+    return items, []
+
+
+def series_json(series: Series) -> dict[str, Any]:
+    """One series of a matrix: ``{"metric": {...}, "values": [[time, "value"], ...]}``."""
+    values = [[format_time(t), format_value(v)] for t, v in series.points]
+    return {"metric": dict(series.labels), "values": values}
+
+
+def range_query(
+    expr: str,
+    start: float,
+    end: float,
+    step: float,
+    *,
+    timeout_s: float | None = None,
+    limit: int = 0,
+) -> Response:
+    """The answer of Prometheus' ``/api/v1/query_range``: checks the range and the
+    resolution as Prometheus does, then streams the matrix series by series."""
     if end < start:
         raise DashboardError('invalid parameter "end": end timestamp must not be before start time')
     if step <= 0:
@@ -190,26 +259,28 @@ def query_range() -> Response:
             f"exceeded maximum resolution of {MAX_POINTS:,} points per timeseries. "
             "Try decreasing the query resolution (?step=XX)"
         )
-    with limited():
+    with limited(timeout_s):
         series = context().engine.range(expr, start, end, step)
-    return Response(_matrix_json(series), mimetype="application/json")
+    series, warnings = _truncated(series, limit)
+    return Response(_matrix_json(series, warnings), mimetype="application/json")
 
 
-def _matrix_json(series: list[Series]) -> Iterator[str]:
+def _matrix_json(series: list[Series], warnings: list[str]) -> Iterator[str]:
     """``{"status": "success", "data": {"resultType": "matrix", ...}}`` one series at a time."""
     yield '{"status":"success","data":{"resultType":"matrix","result":['
     for i, s in enumerate(series):
-        values = [[t, format_value(v)] for t, v in s.points]
-        item = json.dumps({"metric": dict(s.labels), "values": values}, separators=(",", ":"))
-        yield ("," if i else "") + item
-    yield "]}}"
+        yield ("," if i else "") + json.dumps(series_json(s), separators=(",", ":"))
+    yield "]}"
+    if warnings:
+        yield ',"warnings":' + json.dumps(warnings)
+    yield "}"
 
 
 @bp.get("/alerts")
 @requires("viewer")
 def alerts() -> Response:
     """Alerts whose latest ``vigil.alert`` event says firing."""
-    return _success({"alerts": [a.to_json() for a in firing_alerts(context().store)]})
+    return success({"alerts": [a.to_json() for a in firing_alerts(context().store)]})
 
 
 MAX_FIELDS = 50
@@ -293,7 +364,7 @@ def events() -> Response:
         ]
     last = found[-1] if len(found) == limit else None
     cursor = f"{last.timestamp!r}:{last.id}" if last is not None else None
-    return _success({"events": rows, "next": cursor})
+    return success({"events": rows, "next": cursor})
 
 
 @bp.get("/events/aggregate")
@@ -343,7 +414,7 @@ def events_aggregate() -> Response:
             "other": terms.other,
             "missing": terms.missing,
         }
-    return _success(data)
+    return success(data)
 
 
 MAX_EXPORT = 10_000
@@ -418,7 +489,7 @@ def _csv_rows(found: list[Event], fields: list[str]) -> Iterator[str]:
 @requires("viewer")
 def overview() -> Response:
     """The overview page's panels, and where its deploy markers come from."""
-    return _success(
+    return success(
         {
             "title": "Shop overview",
             "panels": [p.to_json() for p in OVERVIEW],

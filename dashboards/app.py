@@ -40,9 +40,14 @@ log = logging.getLogger("vigil.web")
 
 
 class QueryEngine(Protocol):
-    """What the dashboards need from a PromQL engine (``alerting.promql.Engine``)."""
+    """What the dashboards need from a PromQL engine (``alerting.promql.Engine``).
 
-    def instant(self, expr: str, at: float) -> Sequence[InstantSample] | float: ...
+    An instant query answers a vector (samples), a scalar, or a matrix (``Series``,
+    for a range vector such as ``up[5m]``)."""
+
+    def instant(
+        self, expr: str, at: float
+    ) -> Sequence[InstantSample] | Sequence[Series] | float: ...
 
     def range(self, expr: str, start: float, end: float, step: float) -> list[Series]: ...
 
@@ -110,7 +115,7 @@ def create_app(
         from alerting.promql import Engine
 
         engine = Engine(store)
-    from dashboards import api, auth, pages
+    from dashboards import api, auth, pages, promapi
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -121,6 +126,7 @@ def create_app(
     app.secret_key = session_secret(Path(settings.data_dir).resolve() / "run" / "web.secret")
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(promapi.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(auth.bp)
     app.add_url_rule("/metrics", "metrics", _metrics)

@@ -3,8 +3,9 @@
 Firing alerts come from ``vigil.alert`` events, which the alert engine writes
 on every state change. Fields read:
 
-* ``event.action`` — the new state: ``firing`` or ``resolved`` (``pending``
-  and anything else is not firing);
+* ``vigil.alert.state`` — the new state: ``pending``, ``firing``, ``resolved``
+  or ``inactive``; without it, ``event.action`` (``alert-firing`` as the
+  engine writes it, or plain ``firing``);
 * ``labels`` — the alert's labels, ``labels.alertname`` among them. The labels
   are what the alert's fingerprint is computed from, so the latest event per
   label set is the alert's current state;
@@ -30,22 +31,28 @@ ALERT_HISTORY = 5000
 """How many of the newest alert events are read to find each alert's latest state."""
 
 
+ACTIVE_STATES = ("pending", "firing")
+
+
 @dataclass(frozen=True)
 class FiringAlert:
-    """An alert whose latest state is firing."""
+    """An alert whose latest state is firing (or, from ``active_alerts``, pending)."""
 
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
     since: float
     value: str
     summary: str
+    state: str = "firing"
+    active_at: float | None = None
+    """When it went pending (Prometheus' ``activeAt``); ``since`` when not known."""
 
     def to_json(self) -> dict[str, Any]:
         """The shape of Prometheus' ``/api/v1/alerts`` entries, plus ``summary``."""
         return {
             "labels": dict(self.labels),
             "annotations": dict(self.annotations),
-            "state": "firing",
+            "state": self.state,
             "activeAt": self.since,
             "value": self.value,
             "summary": self.summary,
@@ -69,14 +76,33 @@ def nested(doc: Mapping[str, Any], prefix: str) -> dict[str, str]:
 
 def firing_alerts(store: Store) -> list[FiringAlert]:
     """Alerts whose newest ``vigil.alert`` event says firing, most severe and newest first."""
-    latest: dict[tuple[tuple[str, str], ...], Event] = {}
+    return [a for a in active_alerts(store) if a.state == "firing"]
+
+
+def alert_state(event: Event) -> str:
+    """The state a ``vigil.alert`` event moved its alert to."""
+    state = event.get("vigil.alert.state")
+    if isinstance(state, str) and state:
+        return state
+    action = str(event.get("event.action") or "")
+    return action.removeprefix("alert-")
+
+
+def active_alerts(store: Store) -> list[FiringAlert]:
+    """Alerts whose newest ``vigil.alert`` event says pending or firing, most severe and
+    newest first; ``active_at`` is when a firing alert went pending, when that is known."""
+    history: dict[tuple[tuple[str, str], ...], list[Event]] = {}
     for event in store.search(EventQuery(dataset=ALERT_DATASET, limit=ALERT_HISTORY)):
         key = tuple(sorted(nested(event.doc, "labels").items()))
-        latest.setdefault(key, event)  # newest first: the first seen is the current state
+        history.setdefault(key, []).append(event)  # newest first: [0] is the current state
     rv = []
-    for event in latest.values():
-        if event.get("event.action") != "firing":
+    for events in history.values():
+        event, state = events[0], alert_state(events[0])
+        if state not in ACTIVE_STATES:
             continue
+        active_at = event.timestamp
+        if state == "firing" and len(events) > 1 and alert_state(events[1]) == "pending":
+            active_at = events[1].timestamp
         value = event.get("vigil.alert.value")
         rv.append(
             FiringAlert(
@@ -85,6 +111,8 @@ def firing_alerts(store: Store) -> list[FiringAlert]:
                 since=event.timestamp,
                 value="" if value is None else str(value),
                 summary=str(event.get("message") or ""),
+                state=state,
+                active_at=active_at,
             )
         )
     rv.sort(key=lambda a: (_SEVERITY.get(a.labels.get("severity", ""), 9), -a.since))

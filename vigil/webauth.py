@@ -8,7 +8,11 @@ programming error, never an open door), then:
 
 * checks the ``Host`` header when ``allowed_hosts`` is given (DNS rebinding: 421);
 * authenticates ``Authorization: Bearer <token>`` (user API tokens, or the
-  fixed tokens given as ``static_tokens``), else the session cookie;
+  fixed tokens given as ``static_tokens``), ``Authorization: Basic`` whose
+  password is a user API token (what Grafana's and promtool's basic-auth
+  settings send; any user name), else the session cookie. A user's password
+  is never taken in a header: checking it costs a deliberately slow scrypt
+  per request and would bypass the login form's throttle;
 * answers 401 (JSON, or a redirect to the login page for HTML) or 403;
 * checks the CSRF token (session value == form field ``csrf_token`` or
   header ``X-CSRF-Token``) on every unsafe method not authenticated by a
@@ -20,6 +24,8 @@ DENY framing, no referrer).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import secrets
 import time
@@ -174,12 +180,25 @@ def install(app: Flask, config: AuthConfig) -> None:
         return response
 
 
+def _basic_secret(encoded: str) -> str:
+    """The password of a Basic credential (``base64(user:password)``), or ""."""
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return ""
+    return decoded.partition(":")[2]
+
+
 def _authenticate(config: AuthConfig, req: Request) -> tuple[Principal | None, str]:
     header = req.headers.get("Authorization", "")
     if header:
         scheme, _, secret = header.partition(" ")
         secret = secret.strip()
-        if scheme.lower() != "bearer" or not secret:
+        if scheme.lower() == "basic" and secret:
+            secret = _basic_secret(secret)
+            if not secret:
+                return None, "Basic credentials must be base64 of <name>:<API token>"
+        elif scheme.lower() != "bearer" or not secret:
             return None, "send Authorization: Bearer <token>"
         for known, principal in config.static_tokens.items():
             if hmac.compare_digest(known.encode(), secret.encode()):
