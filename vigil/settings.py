@@ -29,6 +29,7 @@ import yaml
 
 from vigil import safeyaml
 from vigil.errors import ConfigError
+from vigil.units import format_bytes, format_duration, parse_bytes, parse_duration
 
 T = TypeVar("T")
 
@@ -49,6 +50,16 @@ def _copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
+
+
+class Duration(float):
+    """Seconds, written in the settings as a Prometheus duration (``15d``, ``12h``, ``1h30m``);
+    ``0`` means off (keep forever)."""
+
+
+class ByteSize(int):
+    """Bytes, written in the settings like ``512MB``, ``10GB`` (units of 1024, as Prometheus)
+    or a plain number; ``0`` means off."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,29 @@ class StoreSettings:
     )
     request_timeout_s: float = option(
         30.0, env="VIGIL_STORE_REQUEST_TIMEOUT", help="Elasticsearch request timeout (seconds)"
+    )
+    retention: dict[str, Duration] = option(
+        {"default": Duration(30 * 86400)},
+        help="how long events are kept, per event.dataset (Prometheus durations: 7d, 12h);"
+        " `default` for datasets not listed (30d when absent); 0 keeps forever",
+    )
+    samples_retention: Duration = option(
+        Duration(15 * 86400),
+        env="VIGIL_STORE_SAMPLES_RETENTION",
+        help="how long metric samples are kept (Prometheus' --storage.tsdb.retention.time);"
+        " 0 keeps forever",
+    )
+    max_bytes: ByteSize = option(
+        ByteSize(0),
+        env="VIGIL_STORE_MAX_BYTES",
+        help="size cap of the SQLite store, e.g. 10GB (Prometheus' --storage.tsdb.retention.size):"
+        " above it the oldest events and samples go first; 0: no cap; not for elasticsearch",
+    )
+    retention_interval_s: float = option(
+        300.0,
+        env="VIGIL_STORE_RETENTION_INTERVAL",
+        help="seconds between the collector's retention passes (vigil store prune runs one now);"
+        " 0 turns them off",
     )
 
 
@@ -455,6 +489,14 @@ def check(settings: Settings, file: str) -> Settings:
         fail("store.index_prefix", "use lower-case letters, digits, '.', '-' and '_'")
     if not math.isfinite(store.request_timeout_s) or store.request_timeout_s <= 0:
         fail("store.request_timeout_s", "must be positive")
+    if store.retention_interval_s < 0:
+        fail("store.retention_interval_s", "must not be negative (0 turns retention passes off)")
+    if store.max_bytes and store.backend == "elasticsearch":
+        fail(
+            "store.max_bytes",
+            "applies to the SQLite store only; size an Elasticsearch cluster with ILM"
+            " and its disk watermarks, and set 0 here",
+        )
     collect = settings.collect
     if collect.postgres_timeout_s <= 0:
         fail("collect.postgres_timeout_s", "must be positive")
@@ -624,6 +666,24 @@ def _scalar(value: Any, typ: Any, key: str, file: str, line: int | None) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"{key}: expected {expected}, got {value!r}", file=file, line=line)
 
+    if typ is Duration:
+        if value == 0 and not isinstance(value, bool) or value == "0":
+            return Duration(0)
+        if not isinstance(value, str):
+            raise bad("a duration like 30d, 12h or 1h30m (0: keep forever)")
+        try:
+            return Duration(parse_duration(value))
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}", file=file, line=line) from None
+    if typ is ByteSize:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return ByteSize(value)
+        if not isinstance(value, str):
+            raise bad("a size like 500MB or 10GB (0: no cap)")
+        try:
+            return ByteSize(parse_bytes(value))
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}", file=file, line=line) from None
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -706,6 +766,10 @@ def _show(value: Any) -> str:
             return {k: plain(x) for k, x in v.items()}
         if isinstance(v, list):
             return [plain(x) for x in v]
+        if isinstance(v, Duration):
+            return format_duration(v) if v else 0
+        if isinstance(v, ByteSize):
+            return format_bytes(v) if v else 0
         if isinstance(v, Decimal):
             return float(v) if v != v.to_integral_value() else int(v)
         return v
