@@ -667,7 +667,7 @@ def _scalar(value: Any, typ: Any, key: str, file: str, line: int | None) -> Any:
         return ConfigError(f"{key}: expected {expected}, got {value!r}", file=file, line=line)
 
     if typ is Duration:
-        if value == 0 and not isinstance(value, bool) or value == "0":
+        if (value == 0 and not isinstance(value, bool)) or value == "0":
             return Duration(0)
         if not isinstance(value, str):
             raise bad("a duration like 30d, 12h or 1h30m (0: keep forever)")

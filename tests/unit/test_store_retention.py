@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_store_contract import T0, event, store  # noqa: F401  (the backends fixture)
+from test_store_contract import BACKENDS, T0, event, open_backend
 
 from siem import SiemError, limits
 from siem.elasticsearch import ElasticsearchStore
@@ -19,6 +19,11 @@ from siem.retention import RetentionPolicy
 from siem.sqlite import SqliteStore
 
 DAY = 86400.0
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    yield from open_backend(request, tmp_path)
 
 
 def policy(**kwargs: object) -> RetentionPolicy:
