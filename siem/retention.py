@@ -26,9 +26,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from siem import limits
+
+if TYPE_CHECKING:
+    from vigil.settings import StoreSettings
 
 DEFAULT_KEY = "default"
 """The ``store.retention`` entry for datasets without one of their own."""
@@ -91,8 +94,8 @@ class PruneResult:
     events: Counter[str] = field(default_factory=Counter)
     """Events removed per dataset (by age and by the size cap)."""
     samples: int = 0
-    size_cap_events: int = 0
-    """Of ``events``, how many the size cap removed (they were younger than their max age)."""
+    size_cap: Counter[str] = field(default_factory=Counter)
+    """Of ``events``, how many the size cap removed per dataset (younger than their max age)."""
     size_cap_samples: int = 0
     over_cap_bytes: int = 0
     """A dry run: by how much the store is over ``max_bytes`` now (a prune would remove
@@ -104,6 +107,10 @@ class PruneResult:
     @property
     def total_events(self) -> int:
         return sum(self.events.values())
+
+    @property
+    def size_cap_events(self) -> int:
+        return sum(self.size_cap.values())
 
 
 @dataclass(frozen=True)
@@ -180,7 +187,7 @@ def size_cap(target: SizeCapped, policy: RetentionPolicy, result: PruneResult) -
         cutoff = oldest + max((newest - oldest) / SIZE_CAP_SLICES, 0.001)
         events, samples = target.delete_before(cutoff, policy)
         result.events.update(events)
-        result.size_cap_events += sum(events.values())
+        result.size_cap.update(events)
         result.samples += samples
         result.size_cap_samples += samples
         if cutoff > newest:
@@ -206,3 +213,13 @@ def prune_with(
     cutoff = policy.samples_cutoff(now)
     if cutoff is not None:
         result.samples += delete_samples(cutoff)
+
+
+def policy_from(store: StoreSettings) -> RetentionPolicy:
+    """The policy of the ``store.*`` settings (``store.retention``, ``samples_retention``,
+    ``max_bytes``)."""
+    return RetentionPolicy(
+        events_max_age_s=dict(store.retention),
+        samples_max_age_s=float(store.samples_retention),
+        max_bytes=int(store.max_bytes),
+    )
