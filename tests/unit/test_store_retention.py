@@ -4,9 +4,13 @@ space on SQLite (and the memory store's estimate)."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from test_store_contract import BACKENDS, T0, event, open_backend
@@ -276,3 +280,182 @@ def test_sqlite_prune_lets_writers_in_between_chunks(tmp_path: Path) -> None:
     finally:
         writer.close()
         store.close()
+
+
+# Real Elasticsearch answers osmem-server does not give: failures inside a
+# `_delete_by_query` answer, `timed_out`, replicas and deleted documents in `_stats`
+# (osmem-server frees deleted documents at once and has no replicas to report).
+
+_DELETE_FAILED = {  # shaped after a real cluster's answer (gbif/pipelines#197), status 409
+    "took": 1671,
+    "timed_out": False,
+    "total": 5000,
+    "deleted": 1200,
+    "batches": 1,
+    "version_conflicts": 0,
+    "noops": 0,
+    "retries": {"bulk": 0, "search": 0},
+    "throttled_millis": 0,
+    "requests_per_second": -1.0,
+    "throttled_until_millis": 0,
+    "failures": [
+        {
+            "index": "vigil-events-shop.app",
+            "id": "e001",
+            "cause": {
+                "type": "es_rejected_execution_exception",
+                "reason": "rejected execution of coordinating operation",
+            },
+            "status": 429,
+        }
+    ],
+}
+_SPANS = {
+    "took": 3,
+    "timed_out": False,
+    "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+    "hits": {"total": {"value": 7, "relation": "eq"}, "max_score": None, "hits": []},
+    "aggregations": {
+        "datasets": {
+            "doc_count_error_upper_bound": 0,
+            "sum_other_doc_count": 0,
+            "buckets": [
+                {
+                    "key": "shop.app",
+                    "doc_count": 7,
+                    "oldest": {"value": 1.6e9},
+                    "newest": {"value": 1.7e9},
+                }
+            ],
+        }
+    },
+}
+_STATS = {  # Elasticsearch 8: replicas in `total`, deleted documents not merged yet
+    "_shards": {"total": 4, "successful": 4, "failed": 0},
+    "_all": {},
+    "indices": {
+        "vigil-events-shop.app": {
+            "uuid": "dTcIzwvHQ3GxFaVB5qeXpQ",
+            "health": "green",
+            "status": "open",
+            "primaries": {
+                "docs": {"count": 7, "deleted": 3},
+                "store": {"size_in_bytes": 20931, "reserved_in_bytes": 0},
+            },
+            "total": {
+                "docs": {"count": 14, "deleted": 6},
+                "store": {"size_in_bytes": 41862, "reserved_in_bytes": 0},
+            },
+        },
+        "vigil-samples": {
+            "uuid": "Qb4kcb9SRr2lb3SlFfGD3g",
+            "health": "green",
+            "status": "open",
+            "primaries": {"store": {"size_in_bytes": 4100, "reserved_in_bytes": 0}},
+            "total": {"store": {"size_in_bytes": 8200, "reserved_in_bytes": 0}},
+        },
+    },
+}
+_SAMPLES = {
+    "took": 1,
+    "timed_out": False,
+    "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+    "hits": {"total": {"value": 40, "relation": "eq"}, "max_score": None, "hits": []},
+    "aggregations": {
+        "series": {"value": 2},
+        "oldest": {"value": 1.6e9},
+        "newest": {"value": 1.7e9},
+    },
+}
+
+
+class _RecordedCluster(http.server.BaseHTTPRequestHandler):
+    """Answers with recorded bodies by (method, path); remembers the requests."""
+
+    answers: ClassVar[dict[tuple[str, str], tuple[int, dict[str, Any]]]] = {}
+    seen: ClassVar[list[str]] = []
+
+    def _answer(self, status: int = 200, body: dict[str, Any] | None = None) -> None:
+        raw = json.dumps(body if body is not None else {"acknowledged": True}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Elastic-Product", "Elasticsearch")
+        self.send_header("Content-Length", str(len(raw) if self.command != "HEAD" else 0))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(raw)
+
+    def _handle(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.seen.append(f"{self.command} {self.path} {body.decode()}")
+        path = self.path.split("?")[0]
+        self._answer(*self.answers.get((self.command, path), (200, None)))
+
+    do_HEAD = do_PUT = do_POST = do_GET = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def recorded() -> Iterator[tuple[str, type[_RecordedCluster]]]:
+    handler = type("Cluster", (_RecordedCluster,), {"answers": {}, "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_elasticsearch_prune_failure_names_the_cause_and_what_was_deleted(
+    recorded: tuple[str, type[_RecordedCluster]],
+) -> None:
+    url, cluster = recorded
+    cluster.answers[("POST", "/vigil-events-*/_search")] = (200, _SPANS)
+    cluster.answers[("POST", "/vigil-events-shop.app/_delete_by_query")] = (409, _DELETE_FAILED)
+    store = ElasticsearchStore(url, compat_headers=False)
+    try:
+        with pytest.raises(SiemError) as caught:
+            store.prune(policy(events_max_age_s={"default": DAY}), now=1.7e9)
+    finally:
+        store.close()
+    message = str(caught.value)
+    assert "delete by query on vigil-events-shop.app stopped after 1,200 deleted" in message
+    assert "es_rejected_execution_exception" in message and "status 429" in message
+    (request,) = [r for r in cluster.seen if "_delete_by_query" in r]
+    assert "conflicts=proceed" in request and '"max_docs":5000' in request
+
+
+def test_elasticsearch_prune_timed_out_answer_is_an_error(
+    recorded: tuple[str, type[_RecordedCluster]],
+) -> None:
+    url, cluster = recorded
+    cluster.answers[("POST", "/vigil-events-*/_search")] = (200, _SPANS)
+    timed_out = {**_DELETE_FAILED, "timed_out": True, "failures": [], "deleted": 10}
+    cluster.answers[("POST", "/vigil-events-shop.app/_delete_by_query")] = (200, timed_out)
+    store = ElasticsearchStore(url, compat_headers=False)
+    try:
+        with pytest.raises(SiemError, match=r"stopped after 10 deleted .*timed out"):
+            store.prune(policy(events_max_age_s={"default": DAY}), now=1.7e9)
+    finally:
+        store.close()
+
+
+def test_elasticsearch_stats_count_primary_shards_only(
+    recorded: tuple[str, type[_RecordedCluster]],
+) -> None:
+    url, cluster = recorded
+    cluster.answers[("POST", "/vigil-events-*/_search")] = (200, _SPANS)
+    cluster.answers[("POST", "/vigil-samples/_search")] = (200, _SAMPLES)
+    cluster.answers[("GET", "/vigil-events-*,vigil-samples/_stats/store")] = (200, _STATS)
+    store = ElasticsearchStore(url, compat_headers=False)
+    try:
+        stats = store.stats()
+    finally:
+        store.close()
+    (app,) = stats.datasets
+    assert (app.dataset, app.events, app.bytes) == ("shop.app", 7, 20931)
+    assert (app.oldest, app.newest) == (1.6e9, 1.7e9)
+    assert (stats.series, stats.samples, stats.samples_bytes) == (2, 40, 4100)
+    assert stats.total_bytes == 20931 + 4100 and stats.bytes_exact
