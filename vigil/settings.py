@@ -19,7 +19,7 @@ import os
 import types
 import typing
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -658,6 +658,10 @@ def _convert(
     return _scalar(value, typ, key, file, line)
 
 
+_UNIT_TYPES: dict[type, tuple[Callable[[str], float], str]] = {
+    Duration: (parse_duration, "a duration like 30d, 12h or 1h30m (0: keep forever)"),
+    ByteSize: (parse_bytes, "a size like 500MB or 10GB (0: no cap)"),
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -666,22 +670,18 @@ def _scalar(value: Any, typ: Any, key: str, file: str, line: int | None) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"{key}: expected {expected}, got {value!r}", file=file, line=line)
 
-    if typ is Duration:
-        if (value == 0 and not isinstance(value, bool)) or value == "0":
-            return Duration(0)
+    if typ in _UNIT_TYPES:
+        parse, expected = _UNIT_TYPES[typ]
+        number = 0 if isinstance(value, str) and value.strip() == "0" else value
+        if isinstance(number, int) and not isinstance(number, bool):
+            # A bare number of seconds is ambiguous (Prometheus wants a unit); bytes are not.
+            if number == 0 or (typ is ByteSize and number > 0):
+                return typ(number)
+            raise bad(expected)
         if not isinstance(value, str):
-            raise bad("a duration like 30d, 12h or 1h30m (0: keep forever)")
+            raise bad(expected)
         try:
-            return Duration(parse_duration(value))
-        except ValueError as exc:
-            raise ConfigError(f"{key}: {exc}", file=file, line=line) from None
-    if typ is ByteSize:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return ByteSize(value)
-        if not isinstance(value, str):
-            raise bad("a size like 500MB or 10GB (0: no cap)")
-        try:
-            return ByteSize(parse_bytes(value))
+            return typ(parse(value))
         except ValueError as exc:
             raise ConfigError(f"{key}: {exc}", file=file, line=line) from None
     if typ is bool:
