@@ -402,7 +402,7 @@ def recorded() -> Iterator[tuple[str, type[_RecordedCluster]]]:
     handler = type("Cluster", (_RecordedCluster,), {"answers": {}, "seen": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", handler
     server.shutdown()
     server.server_close()
