@@ -127,7 +127,7 @@ class CollectorMetrics:
         )
         self.store_last_prune = Gauge(
             "vigil_store_last_prune_timestamp_seconds",
-            "When the last retention pass succeeded (0 before the first)",
+            "When the last retention prune succeeded (0 before the first)",
             registry=registry,
         )
         self.store_bytes = Gauge(

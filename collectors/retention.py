@@ -49,17 +49,20 @@ class RetentionWorker:
         self._clock = clock
         self._budget = limits.QueryBudget(max_samples=0, timeout_s=0)
         self._thread: threading.Thread | None = None
+        self._datasets: set[str] = set()  # the dataset labels of the store gauges
         metrics.store_max_bytes.set(policy.max_bytes)
 
     def run_once(self) -> PruneResult | None:
         """One pass: prune, then refresh the store gauges. None when it failed or was
-        cancelled (a failure is logged and counted)."""
+        cancelled (a failure is logged and counted; what was pruned before it is counted)."""
         started = time.monotonic()
+        result: PruneResult | None = None
         try:
             with self._budget.active():
                 self._budget.stage = "retention"
                 result = self.store.prune(self.policy, self._clock())
-                stats = self.store.stats()
+                self._record_prune(result)
+                self._record_stats(self.store.stats())
         except limits.QueryCancelledError:
             log.info("retention pass cancelled: the collector is stopping")
             return None
@@ -69,10 +72,9 @@ class RetentionWorker:
                 "retention pass failed (retried in %.0f s): %s",
                 self.interval_s,
                 exc,
-                extra={"error.type": type(exc).__name__},
+                extra={"error.message": str(exc), "error.type": type(exc).__name__},
             )
             return None
-        self._record(result, stats)
         if result.total_events or result.samples:
             log.info(
                 "retention removed %d events and %d samples in %.1f s",
@@ -86,7 +88,7 @@ class RetentionWorker:
             )
         return result
 
-    def _record(self, result: PruneResult, stats: StoreStats) -> None:
+    def _record_prune(self, result: PruneResult) -> None:
         m = self.metrics
         for dataset, n in result.events.items():
             by_size = result.size_cap[dataset]
@@ -96,14 +98,19 @@ class RetentionWorker:
                 m.store_pruned_events.labels(dataset=dataset, reason="size").inc(by_size)
         m.store_pruned_samples.inc(result.samples)
         m.store_last_prune.set(self._clock())
-        m.store_bytes.clear()
-        m.store_events.clear()
-        m.store_oldest_event.clear()
+
+    def _record_stats(self, stats: StoreStats) -> None:
+        m = self.metrics
+        per_dataset = (m.store_bytes, m.store_events, m.store_oldest_event)
+        now = {d.dataset for d in stats.datasets}
+        for gone in self._datasets - now:  # a dataset pruned away entirely
+            for gauge in per_dataset:
+                gauge.remove(gone)
+        self._datasets = now
         for d in stats.datasets:
             m.store_bytes.labels(dataset=d.dataset).set(d.bytes)
             m.store_events.labels(dataset=d.dataset).set(d.events)
-            if d.oldest is not None:
-                m.store_oldest_event.labels(dataset=d.dataset).set(d.oldest)
+            m.store_oldest_event.labels(dataset=d.dataset).set(d.oldest or 0.0)
         m.store_size_bytes.set(stats.total_bytes)
         m.store_samples.set(stats.samples)
 

@@ -163,3 +163,20 @@ def test_retention_interval_zero_turns_the_pass_off(tmp_path: Path) -> None:
     settings = from_mapping({"data_dir": str(tmp_path), "store": {"retention_interval_s": 0}})
     collector = Collector(settings, MemoryStore(), registry=CollectorRegistry(), sources=[])
     assert collector.retention is None
+
+
+def test_retention_pass_drops_the_gauges_of_a_dataset_pruned_away() -> None:
+    store = MemoryStore()
+    store.write(events=[event(1, "old.app", NOW - 40 * DAY), event(2, "shop.app", NOW)])
+    registry = CollectorRegistry()
+    policy = RetentionPolicy({"default": 50 * DAY}, pause_s=0)
+    worker = RetentionWorker(
+        store, policy, CollectorMetrics(registry), interval_s=60, clock=lambda: NOW
+    )
+    worker.run_once()
+    assert value(registry, "vigil_store_events", dataset="old.app") == 1
+    worker.policy = RetentionPolicy({"default": 30 * DAY}, pause_s=0)
+    worker.run_once()
+    assert registry.get_sample_value("vigil_store_events", {"dataset": "old.app"}) is None
+    assert registry.get_sample_value("vigil_store_bytes", {"dataset": "old.app"}) is None
+    assert value(registry, "vigil_store_events", dataset="shop.app") == 1
