@@ -472,6 +472,7 @@ class SqliteStore:
             if mode != 2:  # 2: INCREMENTAL
                 return 0
             before = sum(self._page_bytes(conn))
+        last_free = None
         while True:
             with self._connection() as conn:
                 # executescript steps the pragma to the end (execute() stops after one page).
@@ -483,8 +484,9 @@ class SqliteStore:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                 _, free = self._page_bytes(conn)
-            if not free:
-                break
+            if not free or (last_free is not None and free >= last_free):
+                break  # all given back (or other writers free pages as fast)
+            last_free = free
             policy.pause()
         with self._connection() as conn:
             after = sum(self._page_bytes(conn))
