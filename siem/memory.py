@@ -27,7 +27,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._events: dict[str, Event] = {}
         self._series: dict[Labels, dict[float, float]] = {}
-        self._sizes: dict[str, int] = {}  # estimated bytes of each event, by id
+        self._sizes: dict[str, int] = {}  # estimated bytes of events, by id, once asked for
 
     def write(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> WriteResult:
         stored = dup = s_stored = s_dup = 0
@@ -37,7 +37,6 @@ class MemoryStore:
                     dup += 1
                 else:
                     self._events[event.id] = event
-                    self._sizes[event.id] = _estimate(event)
                     stored += 1
             for sample in samples:
                 points = self._series.setdefault(sample.labels, {})
@@ -153,11 +152,19 @@ class MemoryStore:
                         del points[t]
         return removed
 
+    def _size(self, event: Event) -> int:
+        """``event``'s estimated bytes, computed once (not on the write path); under the lock."""
+        size = self._sizes.get(event.id)
+        if size is None:
+            size = self._sizes[event.id] = _estimate(event)
+        return size
+
     def used_bytes(self) -> int:
         """The estimated bytes of everything held (``siem.retention.estimate_event_bytes``)."""
         with self._lock:
             samples = sum(len(points) for points in self._series.values())
-            return sum(self._sizes.values()) + samples * ret.SAMPLE_BYTES
+            events = sum(self._size(e) for e in self._events.values())
+            return events + samples * ret.SAMPLE_BYTES
 
     def time_span(self) -> tuple[float, float] | None:
         with self._lock:
@@ -180,7 +187,7 @@ class MemoryStore:
                 ret.DatasetStats(
                     name,
                     len(events),
-                    sum(self._sizes[e.id] for e in events),
+                    sum(self._size(e) for e in events),
                     min(e.timestamp for e in events),
                     max(e.timestamp for e in events),
                 )
