@@ -35,14 +35,11 @@ from alerting.templates import TemplateError, check_template
 from siem import kql
 from vigil import safeyaml
 from vigil.errors import VigilError
+from vigil.units import parse_duration
 
 ExprCheck = Callable[[str], None]
 """Raises when a PromQL expression does not parse (``alerting.promql.Engine.check``)."""
 
-_DURATION = re.compile(
-    r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?"
-)
-_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ALERT_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 
@@ -72,18 +69,6 @@ class Issue:
     def __str__(self) -> str:
         where = f"{self.line}:{self.column}" if self.column is not None else str(self.line)
         return f"{self.file}:{where}: {self.severity}: {self.message}"
-
-
-def parse_duration(text: str) -> float:
-    """A Prometheus duration (``30s``, ``1m30s``, ``5m``, ``1h``, ``250ms``) in seconds.
-
-    >>> parse_duration("1m30s")
-    90.0
-    """
-    match = _DURATION.fullmatch(text.strip()) if text.strip() else None
-    if match is None or not any(match.groups()):
-        raise ValueError(f"bad duration {text!r}; write it like 30s, 5m, 1h or 1h30m")
-    return float(sum(int(g) * unit for g, unit in zip(match.groups(), _UNITS, strict=True) if g))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Example::
 
     collector = Collector(settings, store)
     collector.run_once()          # one pass (tests, cron): True when all was stored
-    collector.run(stop_event)     # until stop_event is set, then flush and return
+    collector.run(stop_event)     # until stop_event is set, then flush and return;
+                                  # retention (store.retention_interval_s) runs beside it
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from collectors.parsers import get_parser
 from collectors.payments import payments_from
 from collectors.postgres import poller_from
 from collectors.prometheus import Scraper, all_targets
+from collectors.retention import RetentionWorker
 from collectors.sink import Batch, Sink
 from collectors.spool import Spool
 from collectors.syslog import SyslogReceiver
 from collectors.tail import CHECKPOINT_FILE, Checkpoints, Tailer
 from siem.model import Store
+from siem.retention import policy_from
 from vigil.settings import Settings
 
 log = logging.getLogger("vigil.collect")
@@ -110,6 +113,16 @@ class Collector:
             spool_after=settings.collect.spool_after_items,
         )
         self.checkpoints = Checkpoints(data_dir / CHECKPOINT_FILE)
+        # Retention runs beside collection in `run()`; `store.retention_interval_s: 0` is off.
+        self.retention: RetentionWorker | None = None
+        if settings.store.retention_interval_s > 0:
+            self.retention = RetentionWorker(
+                store,
+                policy_from(settings.store),
+                self.metrics,
+                interval_s=settings.store.retention_interval_s,
+                clock=clock,
+            )
         if sources is None:
             sources = [
                 Scraper(all_targets(settings), self.metrics, clock=clock),
@@ -201,6 +214,8 @@ class Collector:
         is on) and are replayed on the next start.
         """
         log.info("collector started", extra={"labels.interval_s": self.interval_s})
+        if self.retention is not None:
+            self.retention.start(stop)
         while not stop.is_set():
             started = time.monotonic()
             deadline = started + self.interval_s
@@ -208,6 +223,8 @@ class Collector:
             self.sink.flush(max(0.0, deadline - time.monotonic()), wait=stop.wait)
             self.catch_up(stop, deadline)
             stop.wait(max(0.0, deadline - time.monotonic()))
+        if self.retention is not None:
+            self.retention.stop()
         done = self.sink.flush(shutdown_timeout_s)
         if not done:
             self.sink.spool_unwritten()  # replayed on the next start

@@ -108,6 +108,52 @@ class CollectorMetrics:
             "Events and samples waiting to be written",
             registry=registry,
         )
+        self.store_pruned_events = Counter(
+            "vigil_store_pruned_events_total",
+            "Events removed by retention: reason age (older than store.retention)"
+            " or size (store.max_bytes reached)",
+            ["dataset", "reason"],
+            registry=registry,
+        )
+        self.store_pruned_samples = Counter(
+            "vigil_store_pruned_samples_total",
+            "Samples removed by retention (store.samples_retention, store.max_bytes)",
+            registry=registry,
+        )
+        self.store_prune_errors = Counter(
+            "vigil_store_prune_errors_total",
+            "Retention passes that failed (retried at the next pass)",
+            registry=registry,
+        )
+        self.store_last_prune = Gauge(
+            "vigil_store_last_prune_timestamp_seconds",
+            "When the last retention prune succeeded (0 before the first)",
+            registry=registry,
+        )
+        self.store_bytes = Gauge(
+            "vigil_store_bytes",
+            "Bytes of each dataset's events (SQLite, memory: estimated; Elasticsearch: index size)",
+            ["dataset"],
+            registry=registry,
+        )
+        self.store_events = Gauge(
+            "vigil_store_events", "Events stored per dataset", ["dataset"], registry=registry
+        )
+        self.store_oldest_event = Gauge(
+            "vigil_store_oldest_event_timestamp_seconds",
+            "Timestamp of the oldest event stored per dataset",
+            ["dataset"],
+            registry=registry,
+        )
+        self.store_samples = Gauge("vigil_store_samples", "Samples stored", registry=registry)
+        self.store_size_bytes = Gauge(
+            "vigil_store_size_bytes",
+            "Bytes the whole store takes (SQLite: file and WAL; Elasticsearch: its indices)",
+            registry=registry,
+        )
+        self.store_max_bytes = Gauge(
+            "vigil_store_max_bytes", "The size cap, store.max_bytes (0: none)", registry=registry
+        )
         self.lag = Gauge(
             "vigil_collector_lag_seconds",
             "Now minus the timestamp of the newest event written (0 before the first)",

@@ -52,6 +52,7 @@ from elastic_transport.client_utils import DEFAULT, DefaultType
 
 from siem import SiemError, kql, kql_es, limits
 from siem import aggregations as agg
+from siem import retention as ret
 from siem.model import (
     METRIC_NAME,
     Event,
@@ -67,6 +68,8 @@ PAGE_SIZE = 1000
 """Documents per search request while reading matching events or samples."""
 BULK_CHUNK = 500
 """Actions per bulk request."""
+_MAX_DATASETS = 10_000
+"""Datasets one terms aggregation lists (retention and stats)."""
 DEFAULT_PREFIX = "vigil"
 _INDEX_BAD = re.compile(r"[^a-z0-9._-]")
 _COMPAT_MEDIA_TYPE = re.compile(
@@ -483,6 +486,180 @@ class ElasticsearchStore:
         rv.sort(key=lambda s: s.labels)
         return rv
 
+    # --- retention (siem.retention) -----------------------------------------
+
+    def prune(
+        self, policy: ret.RetentionPolicy, now: float, *, dry_run: bool = False
+    ) -> ret.PruneResult:
+        """Remove events and samples older than their maximum age with ``_delete_by_query``
+        on ``vigil.ts`` (``ts``), at most ``policy.chunk`` documents per request.
+
+        Whole indices are never deleted: an index holds one dataset over all time, so
+        deleting it would race with the collector writing that dataset's new events.
+        Deleted documents free disk space when Elasticsearch merges segments.
+        """
+        if policy.max_bytes > 0:
+            raise SiemError(
+                "elasticsearch: store.max_bytes applies to the SQLite store only; "
+                "size the cluster with ILM and its disk watermarks"
+            )
+        result = ret.PruneResult(dry_run=dry_run)
+        spans = {d.dataset: d for d in self._dataset_spans()}
+
+        def events(dataset: str, cutoff: float) -> int:
+            oldest = spans[dataset].oldest
+            if oldest is None or oldest >= cutoff:
+                return 0
+            query = {
+                "bool": {
+                    "filter": [
+                        {"term": {"vigil.dataset": dataset}},
+                        {"range": {"vigil.ts": {"lt": cutoff}}},
+                    ]
+                }
+            }
+            return self._remove(index_for(self.prefix, dataset), query, policy, dry_run)
+
+        def samples(cutoff: float) -> int:
+            query = {"range": {"ts": {"lt": cutoff}}}
+            return self._remove(self._samples_index, query, policy, dry_run)
+
+        ret.prune_with(lambda: sorted(spans), events, samples, policy, now, result)
+        return result
+
+    def _remove(
+        self, index: str, query: Mapping[str, Any], policy: ret.RetentionPolicy, dry_run: bool
+    ) -> int:
+        """``_delete_by_query`` in requests of ``policy.chunk`` documents (``_count`` for a
+        dry run); how many went. A request with failures raises, naming the first."""
+        if dry_run:
+            rv = self._call(
+                "count",
+                self._es.count,
+                index=index,
+                query=query,
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+            return int(rv["count"])
+        from elasticsearch import ApiError
+
+        total = 0
+        while True:
+            limits.check()
+            try:
+                body: Mapping[str, Any] = self._es.delete_by_query(
+                    index=index,
+                    query=query,
+                    max_docs=policy.chunk,
+                    conflicts="proceed",
+                    refresh=True,
+                    ignore_unavailable=True,
+                    allow_no_indices=True,
+                    wait_for_completion=True,
+                ).body
+            except ApiError as exc:
+                # Failures answer 4xx/5xx with the usual body, `failures` filled in.
+                if not isinstance(exc.body, Mapping) or not exc.body.get("failures"):
+                    raise _store_error(f"delete by query on {index}", exc) from exc
+                body = exc.body
+            except Exception as exc:
+                error = _store_error(f"delete by query on {index}", exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            total += int(body.get("deleted") or 0)
+            failures = body.get("failures") or []
+            if failures or body.get("timed_out"):
+                why = _failure_text(failures[0]) if failures else "timed out"
+                raise SiemError(
+                    f"elasticsearch: delete by query on {index} stopped after {total:,}"
+                    f" deleted ({len(failures)} failure(s)): {why}"
+                )
+            if int(body.get("total") or 0) < policy.chunk:
+                return total
+            policy.pause()
+
+    def _dataset_spans(self) -> list[ret.DatasetStats]:
+        """Events, oldest and newest per dataset (one terms aggregation); bytes 0."""
+        rv = self._call(
+            "dataset aggregation",
+            self._es.search,
+            index=f"{self.prefix}-events-*",
+            size=0,
+            aggs={
+                "datasets": {
+                    "terms": {"field": "vigil.dataset", "size": _MAX_DATASETS},
+                    "aggs": {
+                        "oldest": {"min": {"field": "vigil.ts"}},
+                        "newest": {"max": {"field": "vigil.ts"}},
+                    },
+                }
+            },
+            ignore_unavailable=True,
+            allow_no_indices=True,
+        )
+        buckets = rv.get("aggregations", {}).get("datasets", {}).get("buckets", [])
+        return [
+            ret.DatasetStats(
+                str(b["key"]),
+                int(b["doc_count"]),
+                0,
+                b.get("oldest", {}).get("value"),
+                b.get("newest", {}).get("value"),
+            )
+            for b in buckets
+        ]
+
+    def stats(self) -> ret.StoreStats:
+        """Events and their span per dataset, and the size of each dataset's index
+        (primary shards on disk, with deleted documents not yet merged away); the number
+        of series is a ``cardinality`` count, exact up to 40,000 series."""
+        sizes = self._index_sizes()
+        datasets = tuple(
+            dataclasses.replace(d, bytes=sizes.get(index_for(self.prefix, d.dataset), 0))
+            for d in sorted(self._dataset_spans(), key=lambda d: d.dataset)
+        )
+        rv = self._call(
+            "samples aggregation",
+            self._es.search,
+            index=self._samples_index,
+            size=0,
+            track_total_hits=True,
+            aggs={
+                "series": {"cardinality": {"field": "series", "precision_threshold": 40000}},
+                "oldest": {"min": {"field": "ts"}},
+                "newest": {"max": {"field": "ts"}},
+            },
+            ignore_unavailable=True,
+            allow_no_indices=True,
+        )
+        aggs = rv.get("aggregations", {})
+        samples = int(rv["hits"]["total"]["value"])
+        return ret.StoreStats(
+            datasets=datasets,
+            series=int(aggs.get("series", {}).get("value") or 0),
+            samples=samples,
+            samples_bytes=sizes.get(self._samples_index, 0),
+            oldest_sample=aggs.get("oldest", {}).get("value"),
+            newest_sample=aggs.get("newest", {}).get("value"),
+            total_bytes=sum(sizes.values()),
+            bytes_exact=True,
+        )
+
+    def _index_sizes(self) -> dict[str, int]:
+        """Bytes on disk of the primary shards of each of the store's indices."""
+        rv = self._call(
+            "index stats",
+            self._es.indices.stats,
+            index=f"{self.prefix}-events-*,{self._samples_index}",
+            metric="store",
+        )
+        return {
+            name: int(info.get("primaries", {}).get("store", {}).get("size_in_bytes") or 0)
+            for name, info in rv.get("indices", {}).items()
+        }
+
     def close(self) -> None:
         """Close the client's connections."""
         self._es.close()
@@ -495,6 +672,19 @@ def _store_error(what: str, exc: Exception) -> Exception:
     ):
         return SiemError(f"elasticsearch: {what} failed: {exc}")
     return exc
+
+
+def _failure_text(failure: Any) -> str:
+    """One entry of a ``_delete_by_query`` answer's ``failures``: a bulk failure names its
+    document and ``cause``, a search failure its shard and ``reason``."""
+    if not isinstance(failure, Mapping):
+        return str(failure)[:500]
+    cause = failure.get("cause", failure.get("reason"))
+    if isinstance(cause, Mapping):
+        cause = f"{cause.get('type')}: {cause.get('reason')}"
+    where = failure.get("id", failure.get("shard"))
+    status = failure.get("status")
+    return f"{failure.get('index')}/{where}: {cause}" + (f" (status {status})" if status else "")
 
 
 def _event_from(hit: Mapping[str, Any]) -> Event | None:

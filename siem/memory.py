@@ -7,11 +7,14 @@ for a single process that keeps nothing across restarts.
 from __future__ import annotations
 
 import bisect
+import json
 import threading
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from siem import aggregations as agg
 from siem import limits
+from siem import retention as ret
 from siem.model import Event, EventQuery, Labels, Matcher, Sample, Series, WriteResult
 
 _CHECK_EVERY = 1024  # items between deadline/cancellation checks
@@ -24,6 +27,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._events: dict[str, Event] = {}
         self._series: dict[Labels, dict[float, float]] = {}
+        self._sizes: dict[str, int] = {}  # estimated bytes of events, by id, once asked for
 
     def write(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> WriteResult:
         stored = dup = s_stored = s_dup = 0
@@ -88,5 +92,128 @@ class MemoryStore:
         rv.sort(key=lambda s: s.labels)
         return rv
 
+    def prune(
+        self, policy: ret.RetentionPolicy, now: float, *, dry_run: bool = False
+    ) -> ret.PruneResult:
+        """Remove what ``policy`` no longer keeps; the size cap counts estimated bytes."""
+        result = ret.PruneResult(dry_run=dry_run)
+
+        def datasets() -> list[str]:
+            with self._lock:
+                return sorted({e.dataset for e in self._events.values()})
+
+        def events(dataset: str, cutoff: float) -> int:
+            old = self._old_events(cutoff, dataset)
+            return len(old) if dry_run else sum(self._remove_events(old, policy).values())
+
+        def samples(cutoff: float) -> int:
+            return self._remove_samples(cutoff, dry_run)
+
+        ret.prune_with(datasets, events, samples, policy, now, result)
+        if dry_run:
+            if policy.max_bytes > 0:
+                result.over_cap_bytes = max(0, self.used_bytes() - policy.max_bytes)
+        else:
+            ret.size_cap(self, policy, result)
+        return result
+
+    def _old_events(self, cutoff: float, dataset: str | None = None) -> list[str]:
+        """Ids of the events older than ``cutoff`` (of ``dataset``), oldest first."""
+        with self._lock:
+            old = [
+                e
+                for e in self._events.values()
+                if e.timestamp < cutoff and (dataset is None or e.dataset == dataset)
+            ]
+        return [e.id for e in sorted(old, key=lambda e: e.timestamp)]
+
+    def _remove_events(self, ids: list[str], policy: ret.RetentionPolicy) -> Counter[str]:
+        """Remove ``ids``, ``policy.chunk`` at a time (as the other backends do)."""
+        removed: Counter[str] = Counter()
+        for start in range(0, len(ids), policy.chunk):
+            if start:
+                policy.pause()
+            with self._lock:
+                for id_ in ids[start : start + policy.chunk]:
+                    event = self._events.pop(id_, None)
+                    if event is not None:
+                        self._sizes.pop(id_, None)
+                        removed[event.dataset] += 1
+        return removed
+
+    def _remove_samples(self, cutoff: float, dry_run: bool = False) -> int:
+        removed = 0
+        with self._lock:
+            for points in self._series.values():
+                old = [t for t in points if t < cutoff]
+                removed += len(old)
+                if not dry_run:
+                    for t in old:
+                        del points[t]
+        return removed
+
+    def _size(self, event: Event) -> int:
+        """``event``'s estimated bytes, computed once (not on the write path); under the lock."""
+        size = self._sizes.get(event.id)
+        if size is None:
+            size = self._sizes[event.id] = _estimate(event)
+        return size
+
+    def used_bytes(self) -> int:
+        """The estimated bytes of everything held (``siem.retention.estimate_event_bytes``)."""
+        with self._lock:
+            samples = sum(len(points) for points in self._series.values())
+            events = sum(self._size(e) for e in self._events.values())
+            return events + samples * ret.SAMPLE_BYTES
+
+    def time_span(self) -> tuple[float, float] | None:
+        with self._lock:
+            times = [e.timestamp for e in self._events.values()]
+            for points in self._series.values():
+                if points:
+                    times.extend((min(points), max(points)))
+        return (min(times), max(times)) if times else None
+
+    def delete_before(self, cutoff: float, policy: ret.RetentionPolicy) -> tuple[Counter[str], int]:
+        return self._remove_events(self._old_events(cutoff), policy), self._remove_samples(cutoff)
+
+    def stats(self) -> ret.StoreStats:
+        """Counts and spans exact; bytes estimated (the JSON text of each document)."""
+        with self._lock:
+            by_dataset: dict[str, list[Event]] = {}
+            for event in self._events.values():
+                by_dataset.setdefault(event.dataset, []).append(event)
+            datasets = tuple(
+                ret.DatasetStats(
+                    name,
+                    len(events),
+                    sum(self._size(e) for e in events),
+                    min(e.timestamp for e in events),
+                    max(e.timestamp for e in events),
+                )
+                for name, events in sorted(by_dataset.items())
+            )
+            live = [points for points in self._series.values() if points]
+            samples = sum(len(points) for points in live)
+            oldest = min((min(p) for p in live), default=None)
+            newest = max((max(p) for p in live), default=None)
+        samples_bytes = samples * ret.SAMPLE_BYTES
+        return ret.StoreStats(
+            datasets=datasets,
+            series=len(live),
+            samples=samples,
+            samples_bytes=samples_bytes,
+            oldest_sample=oldest,
+            newest_sample=newest,
+            total_bytes=sum(d.bytes for d in datasets) + samples_bytes,
+        )
+
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _estimate(event: Event) -> int:
+    text = event.text if event.text is not None else json.dumps(event.doc, default=str)
+    return ret.estimate_event_bytes(
+        len(event.id), len(event.dataset), len(text.encode("utf-8", "surrogatepass"))
+    )

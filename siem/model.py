@@ -19,6 +19,7 @@ import re2
 
 from siem import SiemError, kql
 from siem.aggregations import Aggregation, AggregationResult
+from siem.retention import PruneResult, RetentionPolicy, StoreStats
 
 Labels = tuple[tuple[str, str], ...]
 """Label pairs sorted by name; ``__name__`` holds the metric name, as in Prometheus."""
@@ -269,6 +270,16 @@ class Store(Protocol):
 
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
         """Series whose labels match all ``matchers``, with their points in [start, end]."""
+        ...
+
+    def prune(self, policy: RetentionPolicy, now: float, *, dry_run: bool = False) -> PruneResult:
+        """Remove what ``policy`` no longer keeps at ``now`` (``siem.retention``), in bounded
+        chunks; with ``dry_run``, count what would go by age and by how much the store is
+        over its size cap, and remove nothing."""
+        ...
+
+    def stats(self) -> StoreStats:
+        """Events, size, oldest and newest per dataset; series, samples and their span."""
         ...
 
     def close(self) -> None: ...

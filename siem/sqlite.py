@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from typing import Any
 
 from siem import SiemError, kql, limits
 from siem import aggregations as agg
+from siem import retention as ret
 from siem.model import (
     METRIC_NAME,
     Event,
@@ -38,6 +41,9 @@ MAX_IDLE_CONNECTIONS = 4
 _IN_CHUNK = 500  # series ids per ``IN (...)``; well below SQLite's variable limit
 _PROGRESS_STEPS = 10_000  # SQLite VM steps between deadline/cancellation checks
 _TAKE_EVERY = 4096  # rows read between sample-budget checks
+_MAX_HOLD_S = 0.05  # longest a prune transaction keeps the write lock while it seeks series
+_VACUUM_PAGES = 2048  # pages given back per incremental-vacuum transaction (8 MiB of 4 KiB)
+_STATS_SAMPLE_ROWS = 256  # newest documents per dataset whose length estimates its size
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -86,6 +92,9 @@ class SqliteStore:
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # A new file gives pages freed by a prune back with `incremental_vacuum`; this
+            # must come before WAL mode writes the header (an older file keeps its mode).
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             conn.execute("PRAGMA journal_mode = WAL")
             # In WAL mode NORMAL is durable against application crashes, and much faster.
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -306,6 +315,236 @@ class SqliteStore:
         rv = [Series(wanted[sid], tuple(pts)) for sid, pts in points.items()]
         rv.sort(key=lambda s: s.labels)
         return rv
+
+    # --- retention (siem.retention) -----------------------------------------
+
+    def prune(
+        self, policy: ret.RetentionPolicy, now: float, *, dry_run: bool = False
+    ) -> ret.PruneResult:
+        """Remove what ``policy`` no longer keeps, ``policy.chunk`` rows per transaction.
+
+        Then, over ``policy.max_bytes`` (pages in use), the oldest data across events
+        and samples goes first; last, a file created with ``auto_vacuum = INCREMENTAL``
+        gives the freed pages back to the file system (``incremental_vacuum``, a few
+        MiB per transaction). An older file keeps its free pages and reuses them for
+        new writes: it stops growing but does not shrink (``vacuum()`` converts it).
+        """
+        result = ret.PruneResult(dry_run=dry_run)
+        if dry_run:
+            ret.prune_with(
+                self._datasets, self._count_events, self._count_samples, policy, now, result
+            )
+            if policy.max_bytes > 0:
+                result.over_cap_bytes = max(0, self.used_bytes() - policy.max_bytes)
+            return result
+        ret.prune_with(
+            self._datasets,
+            lambda dataset, cutoff: self._delete_events(dataset, cutoff, policy),
+            lambda cutoff: self._delete_samples(cutoff, policy),
+            policy,
+            now,
+            result,
+        )
+        ret.size_cap(self, policy, result)
+        if result.total_events or result.samples:
+            result.reclaimed_bytes = self._reclaim(policy)
+        return result
+
+    def _datasets(self) -> list[str]:
+        """The distinct datasets, one index seek each (a skip scan of ``events_dataset_ts``)."""
+        sql = (
+            "WITH RECURSIVE d(name) AS (SELECT MIN(dataset) FROM events UNION ALL "
+            "SELECT (SELECT MIN(dataset) FROM events WHERE dataset > d.name) FROM d "
+            "WHERE d.name IS NOT NULL) SELECT name FROM d WHERE name IS NOT NULL"
+        )
+        with self._connection() as conn:
+            return [name for (name,) in conn.execute(sql)]
+
+    def _count_events(self, dataset: str, cutoff: float) -> int:
+        with self._connection() as conn:
+            (n,) = conn.execute(
+                "SELECT COUNT(*) FROM events WHERE dataset = ? AND ts < ?", (dataset, cutoff)
+            ).fetchone()
+        return int(n)
+
+    def _count_samples(self, cutoff: float) -> int:
+        sql = (
+            "SELECT TOTAL((SELECT COUNT(*) FROM samples WHERE series_id = s.id AND ts < ?)) "
+            "FROM series AS s"
+        )
+        with self._connection() as conn:
+            (n,) = conn.execute(sql, (cutoff,)).fetchone()
+        return int(n)
+
+    def _delete_events(self, dataset: str, cutoff: float, policy: ret.RetentionPolicy) -> int:
+        sql = (
+            "DELETE FROM events WHERE rowid IN "
+            "(SELECT rowid FROM events WHERE dataset = ? AND ts < ? LIMIT ?)"
+        )
+        total = 0
+        while True:
+            with self._connection() as conn, _transaction(conn, "IMMEDIATE"):
+                n = conn.execute(sql, (dataset, cutoff, policy.chunk)).rowcount
+            total += n
+            if n < policy.chunk:
+                return total
+            policy.pause()
+
+    def _delete_samples(self, cutoff: float, policy: ret.RetentionPolicy) -> int:
+        """Samples older than ``cutoff``, series by series along the primary key (there is
+        no index on the timestamp alone); a transaction ends after ``policy.chunk`` rows
+        or 50 ms. Series rows stay: writers cache their ids."""
+        sql = (
+            "DELETE FROM samples WHERE series_id = ? AND ts IN "
+            "(SELECT ts FROM samples WHERE series_id = ? AND ts < ? ORDER BY ts LIMIT ?)"
+        )
+        with self._connection() as conn:
+            ids = [sid for (sid,) in conn.execute("SELECT id FROM series ORDER BY id")]
+        total = i = 0
+        while i < len(ids):
+            deleted = 0
+            started = time.monotonic()
+            with self._connection() as conn, _transaction(conn, "IMMEDIATE"):
+                while (
+                    i < len(ids)
+                    and deleted < policy.chunk
+                    and time.monotonic() - started < _MAX_HOLD_S
+                ):
+                    left = policy.chunk - deleted
+                    n = conn.execute(sql, (ids[i], ids[i], cutoff, left)).rowcount
+                    deleted += n
+                    if n < left:
+                        i += 1
+            total += deleted
+            if i < len(ids):
+                policy.pause()
+        return total
+
+    def used_bytes(self) -> int:
+        """Bytes of the pages in use (the file's pages minus the free ones)."""
+        with self._connection() as conn:
+            return self._page_bytes(conn)[0]
+
+    @staticmethod
+    def _page_bytes(conn: sqlite3.Connection) -> tuple[int, int]:
+        """(bytes in use, free bytes) of the file, as of this connection's snapshot."""
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+        return (pages - free) * size, free * size
+
+    _SAMPLES_SPAN = (
+        "SELECT (SELECT MIN((SELECT ts FROM samples WHERE series_id = s.id ORDER BY ts LIMIT 1)) "
+        "FROM series AS s), (SELECT MAX((SELECT ts FROM samples WHERE series_id = s.id "
+        "ORDER BY ts DESC LIMIT 1)) FROM series AS s)"
+    )
+
+    def time_span(self) -> tuple[float, float] | None:
+        with self._connection() as conn, _transaction(conn, "DEFERRED"):
+            events = conn.execute(
+                "SELECT (SELECT MIN(ts) FROM events), (SELECT MAX(ts) FROM events)"
+            ).fetchone()
+            samples = conn.execute(self._SAMPLES_SPAN).fetchone()
+        times = [t for t in (*events, *samples) if t is not None]
+        return (min(times), max(times)) if times else None
+
+    def delete_before(self, cutoff: float, policy: ret.RetentionPolicy) -> tuple[Counter[str], int]:
+        """Every event and sample older than ``cutoff`` (the size cap), in chunks."""
+        sql = (
+            "DELETE FROM events WHERE rowid IN "
+            "(SELECT rowid FROM events WHERE ts < ? LIMIT ?) RETURNING dataset"
+        )
+        events: Counter[str] = Counter()
+        while True:
+            with self._connection() as conn, _transaction(conn, "IMMEDIATE"):
+                gone = conn.execute(sql, (cutoff, policy.chunk)).fetchall()
+            events.update(dataset for (dataset,) in gone)
+            if len(gone) < policy.chunk:
+                break
+            policy.pause()
+        return events, self._delete_samples(cutoff, policy)
+
+    def _reclaim(self, policy: ret.RetentionPolicy) -> int:
+        """Give free pages back to the file system, ``_VACUUM_PAGES`` per transaction, when
+        the file was created with incremental auto-vacuum; the bytes the file lost."""
+        with self._connection() as conn:
+            (mode,) = conn.execute("PRAGMA auto_vacuum").fetchone()
+            if mode != 2:  # 2: INCREMENTAL
+                return 0
+            before = sum(self._page_bytes(conn))
+        last_free = None
+        while True:
+            with self._connection() as conn:
+                # executescript steps the pragma to the end (execute() stops after one page).
+                try:
+                    conn.executescript(
+                        f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({_VACUUM_PAGES}); COMMIT;"
+                    )
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                _, free = self._page_bytes(conn)
+            if not free or (last_free is not None and free >= last_free):
+                break  # all given back (or other writers free pages as fast)
+            last_free = free
+            policy.pause()
+        with self._connection() as conn:
+            after = sum(self._page_bytes(conn))
+            # The file shrinks when the WAL is copied back; PASSIVE never waits for readers.
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        return max(0, before - after)
+
+    def vacuum(self) -> int:
+        """Rewrite the file with incremental auto-vacuum (``VACUUM``): an older file then
+        shrinks after every prune. Holds the write lock for the whole copy and needs free
+        disk space for a second copy of the file; the bytes the file lost."""
+        with self._connection() as conn:
+            before = sum(self._page_bytes(conn))
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("VACUUM")
+            after = sum(self._page_bytes(conn))
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return max(0, before - after)
+
+    def stats(self) -> ret.StoreStats:
+        """Counts and time spans exact; bytes per dataset estimated from the length of its
+        newest 256 documents; the file's size exact (with its WAL)."""
+        sample = (
+            "SELECT AVG(length(CAST(doc AS BLOB))), AVG(length(id)) FROM "
+            "(SELECT doc, id FROM events WHERE dataset = ? ORDER BY ts DESC LIMIT ?)"
+        )
+        datasets = []
+        with self._connection() as conn, _transaction(conn, "DEFERRED"):
+            rows = conn.execute(
+                "SELECT dataset, COUNT(*), MIN(ts), MAX(ts) FROM events GROUP BY dataset"
+            ).fetchall()
+            for dataset, count, oldest, newest in rows:
+                doc_len, id_len = conn.execute(sample, (dataset, _STATS_SAMPLE_ROWS)).fetchone()
+                size = ret.estimate_event_bytes(
+                    round(id_len or 0), len(dataset.encode("utf-8", "surrogatepass")), 0
+                ) + round(doc_len or 0)
+                datasets.append(ret.DatasetStats(dataset, count, size * count, oldest, newest))
+            (series,) = conn.execute(
+                "SELECT COUNT(*) FROM series AS s "
+                "WHERE EXISTS (SELECT 1 FROM samples WHERE series_id = s.id)"
+            ).fetchone()
+            (samples,) = conn.execute("SELECT COUNT(*) FROM samples").fetchone()
+            oldest_sample, newest_sample = conn.execute(self._SAMPLES_SPAN).fetchone()
+            used, free = self._page_bytes(conn)
+        try:
+            wal = os.path.getsize(f"{self.path}-wal")
+        except OSError:
+            wal = 0
+        return ret.StoreStats(
+            datasets=tuple(datasets),
+            series=series,
+            samples=samples,
+            samples_bytes=samples * ret.SAMPLE_BYTES,
+            oldest_sample=oldest_sample,
+            newest_sample=newest_sample,
+            total_bytes=used + free + wal,
+            free_bytes=free,
+        )
 
     def close(self) -> None:
         """Close the pooled connections; connections in use close when released."""

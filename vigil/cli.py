@@ -11,6 +11,8 @@
     vigil rules check [FILE...]   validate rule files (file:line issues)
     vigil web                     the dashboards (overview, JSON query API)
     vigil search 'KQL' --since 15m    events from the store (table or --json NDJSON)
+    vigil store stats [--json]    events, size, oldest and newest per dataset
+    vigil store prune [--dry-run] apply the retention settings now (--vacuum: SQLite shrinks)
     vigil loadtest PROFILE        run a load-test profile; exit 1 when a gate fails
     vigil playbook run NAME       run a playbook (--dry-run, --yes)
     vigil config check [FILE]     validate a config file (file:line on errors)
@@ -166,9 +168,10 @@ def _plugin_commands() -> list[Callable[[Any], None]]:
     from dashboards.search_cli import add_commands as search
     from loadtests.cli import add_commands as loadtest
     from playbooks.cli import add_commands as playbook
+    from siem.cli import add_commands as store
     from vigil.authcli import add_commands as users
 
-    return [collect, alert, web, search, loadtest, playbook, users]
+    return [collect, alert, web, search, store, loadtest, playbook, users]
 
 
 def build_parser() -> argparse.ArgumentParser:

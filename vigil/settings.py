@@ -19,7 +19,7 @@ import os
 import types
 import typing
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -29,6 +29,7 @@ import yaml
 
 from vigil import safeyaml
 from vigil.errors import ConfigError
+from vigil.units import format_bytes, format_duration, parse_bytes, parse_duration
 
 T = TypeVar("T")
 
@@ -49,6 +50,16 @@ def _copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
+
+
+class Duration(float):
+    """Seconds, written in the settings as a Prometheus duration (``15d``, ``12h``, ``1h30m``);
+    ``0`` means off (keep forever)."""
+
+
+class ByteSize(int):
+    """Bytes, written in the settings like ``512MB``, ``10GB`` (units of 1024, as Prometheus)
+    or a plain number; ``0`` means off."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,29 @@ class StoreSettings:
     )
     request_timeout_s: float = option(
         30.0, env="VIGIL_STORE_REQUEST_TIMEOUT", help="Elasticsearch request timeout (seconds)"
+    )
+    retention: dict[str, Duration] = option(
+        {"default": Duration(30 * 86400)},
+        help="how long events are kept, per event.dataset (Prometheus durations: 7d, 12h);"
+        " `default` for datasets not listed (30d when absent); 0 keeps forever",
+    )
+    samples_retention: Duration = option(
+        Duration(15 * 86400),
+        env="VIGIL_STORE_SAMPLES_RETENTION",
+        help="how long metric samples are kept (Prometheus' --storage.tsdb.retention.time);"
+        " 0 keeps forever",
+    )
+    max_bytes: ByteSize = option(
+        ByteSize(0),
+        env="VIGIL_STORE_MAX_BYTES",
+        help="size cap of the SQLite store, e.g. 10GB (Prometheus' --storage.tsdb.retention.size):"
+        " above it the oldest events and samples go first; 0: no cap; not for elasticsearch",
+    )
+    retention_interval_s: float = option(
+        300.0,
+        env="VIGIL_STORE_RETENTION_INTERVAL",
+        help="seconds between the collector's retention passes (vigil store prune runs one now);"
+        " 0 turns them off",
     )
 
 
@@ -455,6 +489,14 @@ def check(settings: Settings, file: str) -> Settings:
         fail("store.index_prefix", "use lower-case letters, digits, '.', '-' and '_'")
     if not math.isfinite(store.request_timeout_s) or store.request_timeout_s <= 0:
         fail("store.request_timeout_s", "must be positive")
+    if store.retention_interval_s < 0:
+        fail("store.retention_interval_s", "must not be negative (0 turns retention passes off)")
+    if store.max_bytes and store.backend == "elasticsearch":
+        fail(
+            "store.max_bytes",
+            "applies to the SQLite store only; size an Elasticsearch cluster with ILM"
+            " and its disk watermarks, and set 0 here",
+        )
     collect = settings.collect
     if collect.postgres_timeout_s <= 0:
         fail("collect.postgres_timeout_s", "must be positive")
@@ -616,6 +658,10 @@ def _convert(
     return _scalar(value, typ, key, file, line)
 
 
+_UNIT_TYPES: dict[type, tuple[Callable[[str], float], str]] = {
+    Duration: (parse_duration, "a duration like 30d, 12h or 1h30m (0: keep forever)"),
+    ByteSize: (parse_bytes, "a size like 500MB or 10GB (0: no cap)"),
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -624,6 +670,20 @@ def _scalar(value: Any, typ: Any, key: str, file: str, line: int | None) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"{key}: expected {expected}, got {value!r}", file=file, line=line)
 
+    if typ in _UNIT_TYPES:
+        parse, expected = _UNIT_TYPES[typ]
+        number = 0 if isinstance(value, str) and value.strip() == "0" else value
+        if isinstance(number, int) and not isinstance(number, bool):
+            # A bare number of seconds is ambiguous (Prometheus wants a unit); bytes are not.
+            if number == 0 or (typ is ByteSize and number > 0):
+                return typ(number)
+            raise bad(expected)
+        if not isinstance(value, str):
+            raise bad(expected)
+        try:
+            return typ(parse(value))
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}", file=file, line=line) from None
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -706,6 +766,10 @@ def _show(value: Any) -> str:
             return {k: plain(x) for k, x in v.items()}
         if isinstance(v, list):
             return [plain(x) for x in v]
+        if isinstance(v, Duration):
+            return format_duration(v) if v else 0
+        if isinstance(v, ByteSize):
+            return format_bytes(v) if v else 0
         if isinstance(v, Decimal):
             return float(v) if v != v.to_integral_value() else int(v)
         return v

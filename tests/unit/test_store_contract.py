@@ -21,8 +21,11 @@ from siem.sqlite import SqliteStore
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(params=["memory", "sqlite", "elasticsearch"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+BACKENDS = ["memory", "sqlite", "elasticsearch"]
+
+
+def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The store named by ``request.param``, closed after the test (a fixture's body)."""
     rv: Store
     if request.param == "memory":
         rv = MemoryStore()
@@ -33,6 +36,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         rv = ElasticsearchStore(request.getfixturevalue("es_url"), compat_headers=False)
     yield rv
     rv.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    yield from open_backend(request, tmp_path)
 
 
 def event(n: int, dataset: str = "shop.auth", ts: float | None = None, **doc: Any) -> Event:

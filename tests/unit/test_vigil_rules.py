@@ -33,6 +33,7 @@ def healthy(store: MemoryStore, until: float, *, but: str = "") -> None:
         ("vigil_collector_spool_oldest_seconds", COLLECTOR),
         ("vigil_notifier_failures_total", {**ALERTER, "receiver": "slack"}),
         ("vigil_notifier_queue_items", {**ALERTER, "receiver": "slack"}),
+        ("vigil_store_prune_errors_total", COLLECTOR),
     ):
         if name != but:
             put(store, name, labels, T0 - 900, until, lambda t: 0.0)
@@ -76,7 +77,12 @@ def test_vigil_rules_load_with_runbooks() -> None:
     assert check_files([str(SHIPPED)]) == []  # no errors, no warnings
     (group,) = load_rules([SHIPPED])
     names = {rule.name for rule in group.rules}
-    assert names == {"VigilIngestLagging", "VigilLosingData", "VigilNotifierFailing"}
+    assert names == {
+        "VigilIngestLagging",
+        "VigilLosingData",
+        "VigilNotifierFailing",
+        "VigilRetentionFailing",
+    }
     for rule in group.rules:
         runbook = ROOT / rule.annotations["runbook_url"]
         text = runbook.read_text(encoding="utf-8")
@@ -151,3 +157,15 @@ def test_vigil_rules_notifier_failing(tmp_path: Path) -> None:
         a for a in AlertBook(AlertDB(tmp_path / "alerts.db")).alerts() if a.state == "firing"
     ]
     assert alert.labels["receiver"] == "slack"
+
+
+def test_vigil_rules_retention_failing_after_two_failed_passes(tmp_path: Path) -> None:
+    store = MemoryStore()
+    healthy(store, T0 + 3600, but="vigil_store_prune_errors_total")
+
+    def errors(t: float) -> float:  # a pass every 300 s fails from T0 + 300 on
+        return max(0.0, (t - T0) // 300)
+
+    put(store, "vigil_store_prune_errors_total", COLLECTOR, T0 - 900, T0 + 3600, errors)
+    states = firing(tmp_path, store, [T0 + 60, T0 + 400, T0 + 700])
+    assert states == [set(), set(), {"VigilRetentionFailing"}]  # one failure is not enough
