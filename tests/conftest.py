@@ -47,6 +47,14 @@ def free_port() -> int:
         return port
 
 
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def http_get(url: str, timeout: float = 10.0, token: str | None = None) -> tuple[int, bytes]:
     """Status and body of a GET (with ``Authorization: Bearer token`` when given);
     HTTP errors are answers too, not exceptions."""
@@ -144,6 +152,7 @@ def up_env(data_dir: Path, **overrides: str) -> dict[str, str]:
             "VIGIL_COLLECT_PORT": str(free_port()),
             "VIGIL_ALERT_PORT": str(free_port()),
             "VIGIL_WEB_PORT": str(free_port()),
+            "VIGIL_UP_SYSLOG_PORT": str(free_udp_port()),
             **overrides,
         }
     )
