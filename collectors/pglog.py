@@ -8,7 +8,9 @@ read), the collector asks the server where it logs:
 - ``logging_collector = on``: ``pg_current_logfile('jsonlog')`` (read with the
   ``postgresql`` parser) when ``log_destination`` has ``jsonlog``, else
   ``pg_current_logfile('stderr')`` (``postgresql_stderr``); a relative path is
-  under ``data_directory``. Both need a superuser or the ``pg_monitor`` role.
+  under ``data_directory``. A role other than a superuser needs ``GRANT EXECUTE
+  ON FUNCTION pg_current_logfile(text)`` and ``pg_monitor`` (its
+  ``pg_read_all_settings`` shows ``data_directory``).
 - ``logging_collector = off``: the server's stderr, which Debian's
   ``pg_ctlcluster`` sends to ``/var/log/postgresql/postgresql-<cluster_name,
   / as ->.log`` (``postgresql-15-main.log``).
@@ -117,7 +119,8 @@ def debian_log(cluster_name: str) -> Path:
 
 def _grant_hint(user: str) -> str:
     return (
-        f"GRANT pg_monitor TO {user} (or connect as a superuser), or set {KEY} to the file's path"
+        f"as a superuser: GRANT EXECUTE ON FUNCTION pg_current_logfile(text) TO {user};"
+        f" GRANT pg_monitor TO {user} (for data_directory); or set {KEY} to the file's path"
     )
 
 
