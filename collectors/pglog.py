@@ -179,6 +179,8 @@ def check_readable(path: Path) -> None:
             f"PostgreSQL server log {path} does not exist; check the server's log settings,"
             f" or set {KEY} to the file's path (or off)"
         ) from None
+    except ValueError as exc:  # a path the server named with a NUL byte in it
+        raise LogNotFound(f"PostgreSQL server log {path!r}: {exc}; set {KEY}") from None
     except OSError as exc:
         raise LogNotFound(
             f"PostgreSQL server log {path}: {exc.strerror}; let the collector's user read it"
