@@ -129,7 +129,7 @@ def test_collector_with_syslog_port_taken_warns_counts_and_binds_once_free(
         source.collect()
         assert up() == 1
         send(address, LINES[:2])
-        wait_for(source.behind)
+        wait_for(lambda: count(registry, "received") == 2)
         assert [e.dataset for b in source.collect() for e in b.events] == ["haproxy.log"] * 2
     finally:
         source.close()
