@@ -12,9 +12,6 @@ live in the same database. Everything is checked in the store (data/siem.db).
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import PG_ADMIN_URL, require_server, up_env
+from conftest import PG_ADMIN_URL, require_server, up_env, vigil_up
 
 from siem.model import Event, EventQuery, Matcher
 from siem.sqlite import SqliteStore
@@ -102,19 +99,11 @@ def stack(tmp_path: Path, database: str) -> Iterator[dict[str, str]]:
         VIGIL_COLLECT_INTERVAL="1",
         VIGIL_COLLECT_PAYMENTS_INTERVAL="2",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
     front = f"http://127.0.0.1:{env['VIGIL_UP_HAPROXY_PORT']}"
 
     def serving() -> bool:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise AssertionError(f"vigil up exited with {proc.returncode}: {out[-3000:]}")
+        if proc.poll() is not None:  # its output is shown as vigil_up() stops
+            raise AssertionError(f"vigil up exited with {proc.returncode}")
         try:
             if call("GET", front + "/api/version")[0] != 200:
                 return False
@@ -124,13 +113,9 @@ def stack(tmp_path: Path, database: str) -> Iterator[dict[str, str]]:
         except (OSError, HaproxyError):
             return False
 
-    try:
+    with vigil_up(env) as proc:
         poll("the shop behind haproxy", serving, 60)
         yield {**env, "front": front, "database": database}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
 
 
 def checkout(front: str, gateway: str, card: str) -> tuple[int, Any]:
