@@ -93,7 +93,7 @@ def is_local(url: str) -> bool:
     """
     try:
         params = conninfo_to_dict(url)
-    except psycopg.Error:
+    except (psycopg.Error, ValueError):  # UnicodeDecodeError for bytes libpq cannot read
         return False
     hosts = str(params.get("hostaddr") or params.get("host") or "").split(",")
     for host in hosts:
@@ -262,6 +262,12 @@ class PostgresLogSource:
             parser = get_parser(found.parser, key=KEY, postgresql_prefix=found.prefix)
         except VigilError as exc:  # LogNotFound, or a prefix the parser cannot read
             self.health.failed(str(exc))
+            self._next = self._clock() + self._retry_s
+            return
+        # Anything else the server answers is outside input too: counted, never the
+        # collector's end (as for the poller).
+        except Exception as exc:
+            self.health.failed(f"PostgreSQL server log: cannot find it: {exc!r}")
             self._next = self._clock() + self._retry_s
             return
         if found.path not in self.files:
