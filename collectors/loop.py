@@ -20,9 +20,11 @@ from typing import Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from collectors.deferred import Deferred
 from collectors.metrics import CollectorMetrics
 from collectors.parsers import get_parser
 from collectors.payments import payments_from
+from collectors.pglog import pglog_from
 from collectors.postgres import poller_from
 from collectors.prometheus import Scraper, all_targets
 from collectors.retention import RetentionWorker
@@ -150,9 +152,19 @@ class Collector:
             payments = payments_from(settings, store, self.metrics, clock=clock)
             if payments is not None:
                 sources.append(payments)
+            # PostgreSQL's server log, found by asking the server (collectors/pglog.py).
+            server_log = pglog_from(settings, self.checkpoints, self.metrics, clock=clock)
+            if server_log is not None:
+                sources.append(server_log)
             if settings.collect.syslog_udp:
+                address = settings.collect.syslog_udp
+                # A port taken is a warning and a retry, not the collector's end.
                 sources.append(
-                    SyslogReceiver(settings.collect.syslog_udp, self.metrics, clock=clock)
+                    Deferred(
+                        "syslog",
+                        lambda: SyslogReceiver(address, self.metrics, clock=clock),
+                        self.metrics,
+                    )
                 )
         self.sources = list(sources)
 

@@ -82,6 +82,19 @@ class CollectorMetrics:
             ["result"],
             registry=registry,
         )
+        self.source_up = Gauge(
+            "vigil_collector_source_up",
+            "1 while an optional source works (syslog: listening; postgresql_log: the server"
+            " log found and readable), 0 while it does not (the collector retries)",
+            ["source"],
+            registry=registry,
+        )
+        self.source_failures = Counter(
+            "vigil_collector_source_failures_total",
+            "Attempts to start an optional source that failed (see the collector's warning)",
+            ["source"],
+            registry=registry,
+        )
         self.spool_bytes = Gauge(
             "vigil_collector_spool_bytes",
             "Bytes of batches spooled to disk (data/spool) while the store refused writes",

@@ -380,6 +380,9 @@ class PaymentsSource:
                 if not url.database or not Path(url.database).exists():
                     return None
                 args: dict[str, Any] = {"timeout": 5}
+            elif url.get_backend_name() == "postgresql":
+                # A pass never waits on the shop's database for long (a lock, a hung server).
+                args = {"connect_timeout": 5, "options": "-c statement_timeout=30000"}
             else:
                 args = {"connect_timeout": 5}
             self._engine = create_engine(url, pool_pre_ping=True, connect_args=args)

@@ -265,6 +265,27 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+def password_from(env: Mapping[str, str] | None = None) -> str | None:
+    """The password from ``VIGIL_POSTGRES_PASSWORD`` (libpq reads ``PGPASSWORD`` itself)."""
+    env = os.environ if env is None else env
+    return env.get(PASSWORD_ENV) or None
+
+
+def connect(url: str, *, timeout_s: float, password: str | None) -> psycopg.Connection[Any]:
+    """An autocommit connection whose connect and every statement end after ``timeout_s``."""
+    kwargs: dict[str, Any] = {
+        # libpq rounds connect_timeout down to whole seconds, at least 2.
+        "connect_timeout": max(2, round(timeout_s)),
+        "application_name": "vigil-collector",
+        "autocommit": True,
+        # Also ends a wait for a lock (pg_table_size of a table being altered).
+        "options": f"-c statement_timeout={int(timeout_s * 1000)}",
+    }
+    if password is not None:
+        kwargs["password"] = password
+    return psycopg.connect(url, **kwargs)
+
+
 @dataclass(frozen=True)
 class PollResult:
     """The samples of one poll (including ``up``) and why it failed, if it did."""
@@ -305,9 +326,8 @@ class PostgresPoller:
         self._metrics = metrics
         self._timeout_s = timeout_s
         self._max_tables = max_tables
-        env = os.environ if env is None else env
         # The password comes from the environment only; libpq reads PGPASSWORD itself.
-        self._password = env.get(PASSWORD_ENV) or None
+        self._password = password_from(env)
         self._clock = clock
         self._conn: psycopg.Connection[Any] | None = None
         self._running: Future[list[Sample]] | None = None
@@ -317,17 +337,7 @@ class PostgresPoller:
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        kwargs: dict[str, Any] = {
-            # libpq rounds connect_timeout down to whole seconds, at least 2.
-            "connect_timeout": max(2, round(self._timeout_s)),
-            "application_name": "vigil-collector",
-            "autocommit": True,
-            # Also ends a wait for a lock (pg_table_size of a table being altered).
-            "options": f"-c statement_timeout={int(self._timeout_s * 1000)}",
-        }
-        if self._password is not None:
-            kwargs["password"] = self._password
-        self._conn = psycopg.connect(self.url, **kwargs)
+        self._conn = connect(self.url, timeout_s=self._timeout_s, password=self._password)
         return self._conn
 
     def close(self) -> None:

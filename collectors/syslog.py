@@ -1,7 +1,10 @@
 """A syslog UDP receiver: haproxy's HTTP log datagrams → ``haproxy.log`` events.
 
-``collect.syslog_udp: "127.0.0.1:5140"`` (off by default) makes the collector
-listen there; ``vigil up`` then points haproxy's ``log`` at it. A thread
+``collect.syslog_udp: "127.0.0.1:5140"`` (off for a ``vigil collect`` of
+its own) makes the collector listen there; ``vigil up`` points haproxy's
+``log`` at it, and when it is empty picks ``127.0.0.1:<up.syslog_port>`` for
+both. A port that cannot be bound is a warning, ``vigil_collector_source_up{source="syslog"} 0``
+and a retry (:class:`collectors.deferred.Deferred`), never the collector's end. A thread
 receives datagrams into a bounded queue, so the collector's interval does not
 leave them in the kernel's socket buffer; :meth:`SyslogReceiver.collect`
 drains the queue and parses each datagram with the haproxy parser. A
@@ -79,7 +82,9 @@ class SyslogReceiver:
         except OSError as exc:
             self._sock.close()
             raise CollectorError(
-                f"collect.syslog_udp: cannot listen on {address}: {exc.strerror}"
+                f"collect.syslog_udp: cannot listen on {address}: {exc.strerror}; stop what"
+                " holds it, or choose another port (collect.syslog_udp, or up.syslog_port"
+                " under `vigil up`)"
             ) from None
         self._sock.settimeout(0.5)  # wakes up to notice close()
         bound = self._sock.getsockname()

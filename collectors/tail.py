@@ -222,9 +222,9 @@ class Tailer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._data_dir = data_dir
-        default: Parser = parse_line
-        self._globs: list[tuple[str, Parser]] = [*(parsers or {}).items()]
-        self._globs += [(pattern, default) for pattern in globs]
+        self._ecs_globs: list[tuple[str, Parser]] = [(pattern, parse_line) for pattern in globs]
+        self._globs: list[tuple[str, Parser]] = []
+        self.set_parsers(parsers or {})
         # The parser of each file found, by its absolute path.
         self._parser: dict[str, Parser] = {}
         self._checkpoints = checkpoints
@@ -240,6 +240,13 @@ class Tailer:
         # An open compressed generation per tailed path: seeking in gzip means
         # decompressing from the start, so the reader stays where it stopped.
         self._gzip: dict[str, tuple[Path, BinaryIO]] = {}
+
+    def set_parsers(self, parsers: Mapping[str, Parser]) -> None:
+        """Tail the globs of ``parsers`` (glob → parser) from now on, instead of the earlier ones.
+
+        Positions are kept: a file tailed before and after goes on where it stopped.
+        """
+        self._globs = [*parsers.items(), *self._ecs_globs]
 
     def files(self) -> list[Path]:
         """The files the globs match now, absolute, sorted, each once."""

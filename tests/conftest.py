@@ -8,12 +8,15 @@ skipping them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +45,14 @@ def sample(name: str, **labels: str) -> float:
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
@@ -144,10 +155,30 @@ def up_env(data_dir: Path, **overrides: str) -> dict[str, str]:
             "VIGIL_COLLECT_PORT": str(free_port()),
             "VIGIL_ALERT_PORT": str(free_port()),
             "VIGIL_WEB_PORT": str(free_port()),
+            "VIGIL_UP_SYSLOG_PORT": str(free_udp_port()),
             **overrides,
         }
     )
     return env
+
+
+@contextlib.contextmanager
+def vigil_up(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``vigil up`` with ``env`` (see :func:`up_env`), output piped; stopped with
+    SIGTERM at the end, which must exit 0 (its last output is shown when it does not)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vigil.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
 
 
 def require_server(name: str, reason: str) -> None:

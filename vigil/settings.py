@@ -249,11 +249,17 @@ class CollectSettings:
         help="PostgreSQL's log_line_prefix, as the postgresql_stderr parser reads it"
         " (escapes %m %t %n %s %p %u %d %r %h %a %b %c %l %e %i %v %x %Q %q %%)",
     )
+    postgresql_log: str = option(
+        "auto",
+        env="VIGIL_COLLECT_POSTGRESQL_LOG",
+        help="PostgreSQL's server log: auto finds it from the polled server (collect.postgres"
+        " or the shop's database) when it runs on this machine; off; or the file's path",
+    )
     syslog_udp: str = option(
         "",
         env="VIGIL_COLLECT_SYSLOG_UDP",
         help="host:port to receive haproxy's HTTP log over syslog UDP (e.g. 127.0.0.1:5140);"
-        " empty is off",
+        " empty is off (`vigil up` then uses up.syslog_port)",
     )
     port: int = option(8091, env="VIGIL_COLLECT_PORT", help="the collector's own /metrics")
     spool_max_bytes: int = option(
@@ -389,6 +395,12 @@ class UpSettings:
     )
     control_port: int = option(
         8099, env="VIGIL_UP_CONTROL_PORT", help="supervisor control API and its /metrics"
+    )
+    syslog_port: int = option(
+        8093,
+        env="VIGIL_UP_SYSLOG_PORT",
+        help="UDP port on 127.0.0.1 where the collector receives haproxy's HTTP log when"
+        " collect.syslog_udp is empty; 0 turns haproxy's log off",
     )
 
 

@@ -2,9 +2,11 @@
 
 Children: the shop instances (gunicorn each), haproxy in front of them when
 the binary is installed, and the platform processes (collector, alerting, web
-UI). A child that dies is restarted with back-off; SIGTERM or Ctrl-C stops
-everything. A small control API (``up.control_port``) lets ``vigil deploy``
-restart one shop instance on another release while the rest keep serving:
+UI). haproxy sends its HTTP log to the collector over syslog UDP
+(``collect.syslog_udp``, else ``127.0.0.1:<up.syslog_port>``). A child that
+dies is restarted with back-off; SIGTERM or Ctrl-C stops everything. A small
+control API (``up.control_port``) lets ``vigil deploy`` restart one shop
+instance on another release while the rest keep serving:
 
     GET  /api/instances                      instances with port, release, pid, state
     POST /api/instances/<name>/release       {"release": "v2"} → restart on it, wait ready
@@ -168,22 +170,26 @@ class Supervisor:
                 )
             )
         settings = self.settings
+        binary = haproxy_binary()
         platform = [
             ("collect", settings.collect.port, "/metrics"),
             ("alert", settings.alert.port, "/metrics"),
             ("web", settings.web.port, "/healthz"),
         ]
         for command, port, probe in platform:
+            env = {"VIGIL_DATA_DIR": str(self.data_dir)}
+            target = self.syslog_target(binary)
+            if command == "collect" and target and not settings.collect.syslog_udp:
+                env["VIGIL_COLLECT_SYSLOG_UDP"] = target
             specs.append(
                 ChildSpec(
                     name=command,
                     argv=self._cli(command),
-                    env={"VIGIL_DATA_DIR": str(self.data_dir)},
+                    env=env,
                     ready_url=f"http://127.0.0.1:{port}{probe}",
                     port=port,
                 )
             )
-        binary = haproxy_binary()
         if binary:
             cfg = self.run_dir / "haproxy.cfg"
             specs.append(
@@ -196,6 +202,20 @@ class Supervisor:
             )
         return specs
 
+    def syslog_target(self, binary: str | None) -> str | None:
+        """Where haproxy (``binary``, None when not installed) sends its HTTP log.
+
+        ``collect.syslog_udp`` when set, else ``127.0.0.1:<up.syslog_port>`` (the
+        collector child is told to listen there); None without haproxy or with
+        port 0.
+        """
+        if binary is None:
+            return None
+        if self.settings.collect.syslog_udp:
+            return self.settings.collect.syslog_udp
+        port = self.settings.up.syslog_port
+        return f"127.0.0.1:{port}" if port > 0 else None
+
     def _write_haproxy_config(self) -> None:
         servers = [Server(name, port) for name, port in self.shop_ports()]
         text = render_config(
@@ -203,7 +223,7 @@ class Supervisor:
             servers=servers,
             admin_socket=self.admin_socket,
             metrics_port=self.settings.up.haproxy_metrics_port,
-            log_target=self.settings.collect.syslog_udp or None,
+            log_target=self.syslog_target(self.children["haproxy"].spec.argv[0]),
         )
         (self.run_dir / "haproxy.cfg").write_text(text, encoding="utf-8")
 

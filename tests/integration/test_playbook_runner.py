@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -17,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import free_port, require_server, up_env
+from conftest import free_port, require_server, up_env, vigil_up
 
 from playbooks.context import default_context
 from playbooks.loader import find_playbook, load_playbook
@@ -63,21 +60,10 @@ def stack(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
     if haproxy_binary() is None:
         require_server("haproxy", "the haproxy binary is not installed")
     env = up_env(tmp_path / "data", VIGIL_UP_SHOP_INSTANCES="2", VIGIL_SHOP_WORKERS="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
     front = f"http://127.0.0.1:{env['VIGIL_UP_HAPROXY_PORT']}"
-    try:
+    with vigil_up(env):
         wait_until(lambda: get(front + "/api/version")[0] == 200)
         yield load_settings(env=env), {**env, "front": front}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
 
 
 def test_rollback_playbook_rolls_a_real_stack_back(

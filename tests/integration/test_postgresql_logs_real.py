@@ -25,7 +25,9 @@ from conftest import free_port, require_server
 from prometheus_client import CollectorRegistry
 
 from collectors.loop import Collector
-from collectors.tail import ROTATED_QUIET_S
+from collectors.metrics import CollectorMetrics
+from collectors.pglog import SOURCE, PostgresLogSource
+from collectors.tail import ROTATED_QUIET_S, Checkpoints, Tailer
 from siem.model import EventQuery
 from siem.sqlite import SqliteStore
 from vigil.settings import from_mapping
@@ -256,3 +258,62 @@ def test_postgresql_parsers_read_a_real_servers_stderr_and_jsonlog(
             break
         assert time.monotonic() < deadline, "the last message of a quiet file was never stored"
     assert len(stderr_docs) > stored
+
+
+def test_collector_finds_the_servers_jsonlog_by_asking_it(
+    cluster: tuple[Path, int], tmp_path: Path
+) -> None:
+    """With logging_collector on, the collector asks pg_current_logfile('jsonlog') (a path
+    relative to the data directory) and tails it; a role without pg_monitor is told
+    how to fix that, and the source works once it has it."""
+    data, port = cluster
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable"
+    settings = from_mapping(
+        {
+            "data_dir": str(tmp_path / "vigil"),
+            "collect": {"tail": [], "scrape_stack": False, "postgres": url},
+        }
+    )
+    store = SqliteStore(tmp_path / "siem.db")
+    registry = CollectorRegistry()
+    collector = Collector(settings, store, registry=registry)
+    with _connect(port, user="postgres", autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute(BAD_STATEMENT)
+        conn.execute("CREATE ROLE alice LOGIN PASSWORD 'right'")
+    deadline = time.monotonic() + 30
+    while True:
+        collector.run_once()
+        errors = store.search(EventQuery(dataset="postgresql.log", kql="log.level:error"))
+        if any(e.get("postgresql.log.sql_state_code") == "42P01" for e in errors):
+            break
+        assert time.monotonic() < deadline, "the error never reached the store"
+        time.sleep(0.2)
+    (server_log,) = [s for s in collector.sources if isinstance(s, PostgresLogSource)]
+    (path,) = server_log.files
+    assert path.suffix == ".json" and path.parent.resolve() == (data / "log").resolve()
+    assert registry.get_sample_value("vigil_collector_source_up", {"source": SOURCE}) == 1
+    collector.close()
+    store.close()
+
+    metrics = CollectorMetrics(CollectorRegistry())
+    alice = PostgresLogSource(
+        Tailer(tmp_path, [], Checkpoints(tmp_path / "cp.json"), metrics),
+        metrics,
+        url=f"postgresql://alice:right@127.0.0.1:{port}/postgres?sslmode=disable",
+        retry_s=0,
+    )
+    assert alice.collect() == []
+    assert alice.health.problem is not None
+    grant = "GRANT EXECUTE ON FUNCTION pg_current_logfile(text) TO alice"
+    assert grant in alice.health.problem
+    with _connect(port, user="postgres", autocommit=True) as conn:
+        conn.execute(grant)
+    alice.collect()  # the relative path needs data_directory: pg_read_all_settings
+    assert alice.health.problem is not None
+    assert "GRANT pg_monitor TO alice" in alice.health.problem
+    with _connect(port, user="postgres", autocommit=True) as conn:
+        conn.execute("GRANT pg_monitor TO alice")
+    alice.collect()
+    assert alice.health.problem is None
+    assert list(alice.files) == [path]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import control_token, http_get, require_server, up_env
+from conftest import control_token, http_get, require_server, up_env, vigil_up
 
 from siem.model import EventQuery
 from siem.sqlite import SqliteStore
@@ -50,15 +50,8 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
         VIGIL_SHOP_WORKERS="1",
         VIGIL_STORE_BACKEND="sqlite",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
     front = f"http://127.0.0.1:{env['VIGIL_UP_HAPROXY_PORT']}"
-    try:
+    with vigil_up(env):
         wait_for(lambda: http_get(front + "/api/version")[0] == 200)
         # haproxy's health checks must see both instances before the tests begin.
         admin = HaproxyAdmin(tmp_path / "data" / "run" / "haproxy.sock")
@@ -71,10 +64,6 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
             "control": f"http://127.0.0.1:{env['VIGIL_UP_CONTROL_PORT']}",
             "web_token": web_token,
         }
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
 
 
 def instances(stack: dict[str, str]) -> list[dict[str, object]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from collectors.deferred import RETRY_S, Deferred
 from collectors.ecs import ERROR_DATASET
 from collectors.errors import CollectorError
 from collectors.metrics import CollectorMetrics
@@ -87,3 +88,49 @@ def test_syslog_receiver_address_in_use_is_a_collector_error() -> None:
 def test_syslog_receiver_address_must_be_host_port(value: str) -> None:
     with pytest.raises(ValueError, match="expected host:port"):
         parse_address(value)
+
+
+def test_collector_with_syslog_port_taken_warns_counts_and_binds_once_free(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A port held by another program does not stop the collector: one warning naming
+    the port and the fix, source_up 0, a failure counted per attempt, then it listens."""
+    registry = CollectorRegistry()
+    metrics = CollectorMetrics(registry)
+    now = [0.0]
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{taken.getsockname()[1]}"
+
+    def up() -> float | None:
+        return registry.get_sample_value("vigil_collector_source_up", {"source": "syslog"})
+
+    def failures() -> float | None:
+        labels = {"source": "syslog"}
+        return registry.get_sample_value("vigil_collector_source_failures_total", labels)
+
+    with caplog.at_level("WARNING", logger="vigil.collect"):
+        source = Deferred(
+            "syslog", lambda: SyslogReceiver(address, metrics), metrics, clock=lambda: now[0]
+        )
+        assert source.collect() == []
+        now[0] += RETRY_S
+        assert source.collect() == []
+    try:
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1  # the same problem is reported once
+        assert f"cannot listen on {address}" in warnings[0]
+        assert "up.syslog_port" in warnings[0]
+        assert up() == 0 and failures() == 2
+        taken.close()
+        now[0] += RETRY_S / 2
+        assert source.collect() == [] and up() == 0  # not before the retry is due
+        now[0] += RETRY_S / 2
+        source.collect()
+        assert up() == 1
+        send(address, LINES[:2])
+        wait_for(lambda: count(registry, "received") == 2)
+        assert [e.dataset for b in source.collect() for e in b.events] == ["haproxy.log"] * 2
+    finally:
+        source.close()
+        taken.close()

@@ -11,6 +11,8 @@ from conftest import free_port, http_get, require_server
 
 from collectors.prometheus import Target, scrape
 from vigil.haproxy import HaproxyAdmin, HaproxyError, Server, haproxy_binary, render_config
+from vigil.settings import from_mapping
+from vigil.supervisor import Supervisor
 
 
 def test_haproxy_config_balances_every_instance_with_health_checks(tmp_path: Path) -> None:
@@ -117,3 +119,38 @@ def test_haproxy_config_logs_http_requests_to_the_collector_when_asked(tmp_path:
     cfg.write_text(text)
     check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+def _up(tmp_path: Path, **collect: object) -> Supervisor:
+    settings = from_mapping(
+        {"data_dir": str(tmp_path / "data"), "collect": collect, "up": {"syslog_port": 18093}}
+    )
+    supervisor = Supervisor(settings)
+    supervisor.run_dir.mkdir(parents=True)
+    if "haproxy" in supervisor.children:
+        supervisor._write_haproxy_config()
+    return supervisor
+
+
+def test_vigil_up_sends_haproxy_log_to_the_collector_on_up_syslog_port(tmp_path: Path) -> None:
+    if haproxy_binary() is None:
+        require_server("haproxy", "the haproxy binary is not installed")
+    supervisor = _up(tmp_path)
+    assert supervisor.children["collect"].spec.env["VIGIL_COLLECT_SYSLOG_UDP"] == (
+        "127.0.0.1:18093"
+    )
+    text = (supervisor.run_dir / "haproxy.cfg").read_text()
+    assert "    log 127.0.0.1:18093 local0" in text
+    assert "option httplog" in text
+    # collect.syslog_udp set: the collector reads it from the same config; haproxy uses it.
+    supervisor = _up(tmp_path / "explicit", syslog_udp="127.0.0.1:5140")
+    assert "VIGIL_COLLECT_SYSLOG_UDP" not in supervisor.children["collect"].spec.env
+    assert "    log 127.0.0.1:5140 local0" in (supervisor.run_dir / "haproxy.cfg").read_text()
+
+
+def test_vigil_up_syslog_port_0_turns_haproxy_log_off(tmp_path: Path) -> None:
+    settings = from_mapping({"data_dir": str(tmp_path / "data"), "up": {"syslog_port": 0}})
+    supervisor = Supervisor(settings)
+    assert "VIGIL_COLLECT_SYSLOG_UDP" not in supervisor.children["collect"].spec.env
+    assert supervisor.syslog_target("/usr/sbin/haproxy") is None
+    assert supervisor.syslog_target(None) is None
