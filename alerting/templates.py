@@ -1059,16 +1059,31 @@ def check_template(template: str) -> None:
     _parse(template)
 
 
+@dataclass(frozen=True)
+class TemplateContext:
+    """What a rule's templates see besides the alert: ``$externalLabels``,
+    ``$externalURL`` (and ``externalURL``, ``pathPrefix``), and ``query``."""
+
+    external_labels: Mapping[str, str] = field(default_factory=dict)
+    external_url: str = ""
+    query: QueryFunc | None = None
+
+
 def render(
     template: str,
     labels: Mapping[str, str],
     value: float,
-    *,
-    external_labels: Mapping[str, str] | None = None,
-    external_url: str = "",
-    query: QueryFunc | None = None,
+    context: TemplateContext | None = None,
 ) -> str:
     """Expand ``template``; an error is shown in the text, as Prometheus does."""
+    context = context or TemplateContext()
+    external_labels, external_url, query = (
+        context.external_labels,
+        context.external_url,
+        context.query,
+    )
+    if "{{" not in template:
+        return template
     try:
         parsed = _parse(template)
         data = _Data(dict(labels), dict(external_labels or {}), external_url, value)
