@@ -31,6 +31,14 @@ an in-memory store, then, as promtool does, evaluates every rule group in
 production), compares the firing alerts and the PromQL results, and prints
 promtool's report (``Unit Testing:  FILE`` / ``  SUCCESS`` / ``  FAILED:``).
 A rule that fails to evaluate fails the test, as in promtool.
+
+Vigil's extension for event rules (files promtool cannot load): a test group
+may list ``input_events``, each ``{dataset, time, count, fields}``: ``count``
+events (default 1) of ``dataset`` at ``time`` with the dotted ``fields``::
+
+    input_events:
+      - {dataset: shop.auth, time: 1m, count: 11,
+         fields: {event.outcome: failure, source.ip: 10.0.0.9}}
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ from alerting.promql import Engine, InstantSample
 from alerting.rules import RuleError, RuleGroup, expand, load_rules, parse_duration
 from alerting.state import AlertBook, AlertDB
 from siem.memory import MemoryStore
-from siem.model import METRIC_NAME, Labels, Sample, labels_from
+from siem.model import METRIC_NAME, Event, Labels, Sample, event_id, labels_from
 from vigil import safeyaml
 from vigil.errors import VigilError
 
@@ -74,7 +82,11 @@ GROUP_KEYS = (
     "external_url",
     "name",
     "start_timestamp",
+    "input_events",
 )
+EVENT_KEYS = ("dataset", "time", "count", "fields")
+MAX_EVENTS = 100_000
+"""Most ``input_events`` one test group may create."""
 
 
 class RuleTestError(VigilError):
@@ -114,6 +126,7 @@ class _Group:
     external_url: str = ""
     name: str = ""
     start: float = 0.0
+    events: list[Event] = field(default_factory=list)
 
 
 @dataclass
@@ -243,6 +256,10 @@ class _Reader:
             labels = self.metric(fields.get("series"), "series")
             values = self.values(fields.get("values"), "values")
             group.series.append(_Series(labels, values))
+        for item in self.sequence(keys.get("input_events"), "input_events"):
+            group.events.extend(self.events(item, group.start, len(group.events)))
+            if len(group.events) > MAX_EVENTS:
+                raise self.fail(item, f"input_events make more than {MAX_EVENTS:,} events")
         if sum(len(s.values) for s in group.series) > MAX_SAMPLES:
             raise self.fail(node, f"input_series expand to more than {MAX_SAMPLES:,} samples")
         for item in self.sequence(keys.get("alert_rule_test"), "alert_rule_test"):
@@ -282,6 +299,33 @@ class _Reader:
             time = self.duration(fields.get("eval_time"), "eval_time")
             group.exprs.append(_ExprCase(expr, time, tuple(samples)))
         return group
+
+    def events(self, node: yaml.Node, start: float, first: int) -> list[Event]:
+        fields = self.mapping(node, "input_events", EVENT_KEYS)
+        dataset = self.text(fields.get("dataset"), "dataset")
+        if not dataset:
+            raise self.fail(node, "input_events: 'dataset' is required")
+        at = start + self.duration(fields.get("time"), "time")
+        count_text = self.text(fields.get("count"), "count") or "1"
+        if not count_text.isdigit() or not 0 < int(count_text) <= MAX_EVENTS:
+            raise self.fail(fields.get("count"), f"count must be 1 to {MAX_EVENTS:,}")
+        doc: dict[str, Any] = {"event": {"dataset": dataset}}
+        node_fields = fields.get("fields")
+        if node_fields is not None and not isinstance(node_fields, yaml.MappingNode):
+            raise self.fail(node_fields, "fields must be a mapping of dotted names to values")
+        for key_node, value_node in node_fields.value if node_fields is not None else []:
+            *parents, leaf = str(key_node.value).split(".")
+            target = doc
+            for part in parents:
+                child = target.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise self.fail(key_node, f"field {key_node.value} is inside a value")
+                target = child
+            target[leaf] = self.scalar(value_node, f"fields.{key_node.value}")
+        return [
+            Event(event_id("rules-test", first + i), at, dataset, doc)
+            for i in range(int(count_text))
+        ]
 
     def timestamp(self, node: yaml.Node) -> float:
         value = self.scalar(node, "start_timestamp")
@@ -527,6 +571,8 @@ def _run(
     alert_times = sorted({c.eval_time for c in group.alerts})
     errors: list[str] = []
     header = f"    name: {group.name},\n" if group.name else ""
+    if group.events:
+        store.write(events=group.events)
     loaded = 0
     step = 0
     current = 0
