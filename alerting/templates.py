@@ -12,10 +12,11 @@ chains; variables (``$x := ...``, ``$x = ...``); ``if``/``else if``/``else``,
 
 Functions: Go's built-ins (``and or not len index print printf println eq
 ne lt le gt ge html js urlquery slice``) and Prometheus' (``query first label
-value strvalue sortByLabel args tmpl safeHtml match reReplaceAll title toUpper
+value strvalue sortByLabel args safeHtml match reReplaceAll title toUpper
 toLower humanize humanize1024 humanizeDuration humanizePercentage
 humanizeTimestamp toTime parseDuration stripPort stripDomain externalURL
-pathPrefix graphLink tableLink``). Regexes are RE2, as in Go.
+pathPrefix graphLink tableLink``). Regexes are RE2, as in Go. ``tmpl`` is
+refused, as Prometheus refuses it outside console templates.
 
 A template that does not parse is a ``TemplateError`` at load time; one that
 fails while running expands to ``<error expanding template: ...>``, as in
@@ -47,7 +48,7 @@ class TemplateError(VigilError):
 
 
 MAX_DEPTH = 100
-"""Deepest nesting of ``template``/``tmpl`` calls and parentheses at run time."""
+"""Deepest nesting of ``template`` calls and parentheses at run time."""
 MAX_OUTPUT = 1 << 20
 """Most characters one expansion may produce."""
 MAX_STEPS = 100_000
@@ -540,7 +541,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "graphLink": lambda e: f"/graph?g0.expr={urllib.parse.quote_plus(str(e))}&g0.tab=0",
     "tableLink": lambda e: f"/graph?g0.expr={urllib.parse.quote_plus(str(e))}&g0.tab=1",
 }
-CONTEXT_FUNCTIONS = ("query", "externalURL", "pathPrefix", "tmpl")
+CONTEXT_FUNCTIONS = ("query", "externalURL", "pathPrefix")
 """Functions that need the rule's context; bound per expansion."""
 _KNOWN = frozenset(FUNCTIONS) | frozenset(CONTEXT_FUNCTIONS)
 _PREDEFINED = ("$", "$labels", "$externalLabels", "$externalURL", "$value")
@@ -1094,20 +1095,11 @@ def render(
                 raise TemplateError("no query engine here")
             return list(query(str(expr)))
 
-        def tmpl(name: Any, dot: Any = None) -> str:
-            saved = run.out
-            run.out = []
-            try:
-                return run.call_template(str(name), dot)
-            finally:
-                run.out = saved
-
         run.funcs = {
             **FUNCTIONS,
             "query": run_query,
             "externalURL": lambda: external_url,
             "pathPrefix": lambda: urllib.parse.urlsplit(external_url).path,
-            "tmpl": tmpl,
         }
         scope: list[tuple[str, Any]] = [
             ("$", data),
