@@ -305,7 +305,8 @@ def _query(expr: str) -> list[QuerySample]:
         ("{{ with $labels.job }}{{ . }}{{ else }}none{{ end }}", "none"),
         ('{{ range query "up" }}{{ .Labels.instance }}={{ .Value }} {{ end }}', "b=0.5 a=1 "),
         (
-            '{{ range $i, $s := query "up" | sortByLabel "instance" }}{{ $i }}{{ label "instance" $s }}{{ end }}',
+            '{{ range $i, $s := query "up" | sortByLabel "instance" }}'
+            '{{ $i }}{{ label "instance" $s }}{{ end }}',
             "0a1b",
         ),
         ('{{ query "up" | first | value | humanizePercentage }}', "50%"),
