@@ -49,7 +49,6 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -61,6 +60,7 @@ from alerting.engine import STALE_NAN, AlertEngine
 from alerting.promql import Engine, InstantSample
 from alerting.rules import RuleError, RuleGroup, expand, load_rules, parse_duration
 from alerting.state import AlertBook, AlertDB
+from alerting.templates import shortest_digits
 from siem.memory import MemoryStore
 from siem.model import METRIC_NAME, Event, Labels, Sample, event_id, labels_from
 from vigil import safeyaml
@@ -464,12 +464,9 @@ def go_float_e(value: float) -> str:
         return "+Inf" if value > 0 else "-Inf"
     if value == 0:
         return ("-" if math.copysign(1, value) < 0 else "") + "0E+00"
-    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
-    assert isinstance(exponent, int)
-    digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
-    exp10 = len(digit_tuple) + exponent - 1
+    sign, digits, exp10 = shortest_digits(value)
     mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-    return f"{'-' if sign else ''}{mantissa}E{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
+    return f"{sign}{mantissa}E{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
 
 
 def _go_quote(text: str) -> str:

@@ -77,6 +77,15 @@ def go_float(value: float) -> str:
     return text
 
 
+def shortest_digits(value: float) -> tuple[str, str, int]:
+    """A finite non-zero float's sign (``-`` or empty), its shortest round-tripping digits
+    and the decimal exponent of the first digit: ``-1250.0`` → ``("-", "125", 3)``."""
+    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
+    assert isinstance(exponent, int)
+    digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
+    return ("-" if sign else ""), digits, len(digit_tuple) + exponent - 1
+
+
 def go_g(value: float) -> str:
     """A float as Go's ``%v``/``%g`` prints it: shortest digits, exponent from 1e+06 on."""
     if math.isnan(value):
@@ -85,11 +94,7 @@ def go_g(value: float) -> str:
         return "+Inf" if value > 0 else "-Inf"
     if value == 0:
         return "-0" if math.copysign(1, value) < 0 else "0"
-    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
-    assert isinstance(exponent, int)
-    digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
-    exp10 = len(digit_tuple) + exponent - 1
-    prefix = "-" if sign else ""
+    prefix, digits, exp10 = shortest_digits(value)
     if exp10 < -4 or exp10 >= 6:  # Go's rule for the shortest %g
         mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
         return f"{prefix}{mantissa}e{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"

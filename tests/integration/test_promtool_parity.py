@@ -99,6 +99,16 @@ def _promtool() -> str:
     return found
 
 
+def _promtool_test(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_promtool(), "test", "rules", path.name],
+        cwd=path.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def _vigil_passes(path: Path) -> tuple[bool, str]:
     out, err = io.StringIO(), io.StringIO()
     code = run_files([path], out, err)
@@ -123,13 +133,7 @@ def test_rules_test_verdict_matches_promtool(path: Path) -> None:
         if expected is not None:
             assert vigil_ok is expected, report
         return
-    done = subprocess.run(
-        [_promtool(), "test", "rules", path.name],
-        cwd=path.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _promtool_test(path)
     promtool_ok = done.returncode == 0
     if key in KNOWN_GAPS:
         assert vigil_ok != promtool_ok, (
@@ -162,13 +166,7 @@ def test_rules_check_verdict_matches_promtool(path: Path) -> None:
 
 def test_failure_report_reads_like_promtool() -> None:
     path = OURS / "fail_limit_test.yml"
-    done = subprocess.run(
-        [_promtool(), "test", "rules", path.name],
-        cwd=path.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _promtool_test(path)
     vigil = subprocess.run(
         [sys.executable, "-m", "vigil.cli", "rules", "test", path.name],
         cwd=path.parent,
