@@ -92,6 +92,8 @@ def parse_duration(text: str) -> float:
     >>> parse_duration("1m30s")
     90.0
     """
+    if text.strip() == "0":
+        return 0.0  # Prometheus' only unit-less duration
     match = _DURATION.fullmatch(text.strip()) if text.strip() else None
     if match is None or not any(match.groups()):
         raise ValueError(f"bad duration {text!r}; write it like 30s, 5m, 1h or 1h30m")

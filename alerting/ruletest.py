@@ -194,7 +194,7 @@ class _Reader:
 
     def duration(self, node: yaml.Node | None, what: str) -> float:
         text = self.text(node, what).strip()
-        if text in ("", "0"):
+        if not text:
             return 0.0
         try:
             return parse_duration(text)

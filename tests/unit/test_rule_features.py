@@ -74,6 +74,9 @@ def test_rules_prometheus_group_and_rule_fields_load(tmp_path: Path) -> None:
                 labels: {tier: app}
               - alert: "Instance down · déjà vu"
                 expr: up == 0
+                for: 0
+              - alert: Later
+                expr: up == 0
                 for: 1m
                 keep_firing_for: 5m
         """,
@@ -82,7 +85,8 @@ def test_rules_prometheus_group_and_rule_fields_load(tmp_path: Path) -> None:
     assert [g.name for g in groups] == ["empty", "nothing", "full"]
     full = groups[2]
     assert (full.interval_s, full.query_offset_s, full.limit) == (30.0, 60.0, 10)
-    record, alert = full.rules
+    record, now, alert = full.rules
+    assert (now.name, now.for_s) == ("Instance down · déjà vu", 0.0)
     assert (record.kind, record.name, dict(record.labels)) == (
         "record",
         "job:up:sum",
@@ -90,7 +94,7 @@ def test_rules_prometheus_group_and_rule_fields_load(tmp_path: Path) -> None:
     )
     assert (alert.kind, alert.name, alert.for_s, alert.keep_firing_for_s) == (
         "alert",
-        "Instance down · déjà vu",
+        "Later",
         60.0,
         300.0,
     )
