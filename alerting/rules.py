@@ -229,7 +229,7 @@ class _FileParser:
             if not valid_name(key):
                 self.error(key_node, f"{what}: {key!r} is not a valid name (empty or not UTF-8)")
                 continue
-            if key == "__name__":
+            if key == "__name__" and not what.endswith("annotations"):
                 self.error(key_node, f"{what}: '__name__' cannot be set here")
                 continue
             value = self.scalar(value_node, f"{what}.{key}")
@@ -331,6 +331,11 @@ class _FileParser:
         name = self.scalar(keys[kind], kind)
         if name is not None and not valid_name(name):
             self.error(keys[kind], f"{kind} name {name!r} must be non-empty UTF-8 text")
+            name = None
+        elif name is not None and kind == "record" and ("{" in name or "}" in name):
+            self.error(
+                keys[kind], f"braces in the recording rule name {name!r}; should it be in expr?"
+            )
             name = None
         what = f"{kind} {name}"
         if kind == "record":

@@ -110,6 +110,7 @@ def test_rules_prometheus_group_and_rule_fields_load(tmp_path: Path) -> None:
         ("- alert: ''\n  expr: up", "must be non-empty"),
         ("- alert: x\n  expr: up\n  keep_firing_for: soon", "keep_firing_for"),
         ("- record: x\n  expr: up\n  labels: {__name__: y}", "'__name__' cannot be set"),
+        ("- record: 'x{a=\"1\"}'\n  expr: up", "braces in the recording rule name"),
     ],
 )
 def test_rules_bad_rules_name_file_line_and_reason(tmp_path: Path, rule: str, message: str) -> None:
