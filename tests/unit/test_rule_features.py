@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import math
 import struct
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -451,3 +453,32 @@ def test_ruletest_located_errors_and_failures(tmp_path: Path) -> None:
     assert run_files([bad], out, err) == 1
     assert f"{bad}:4: count must be 1 to 100,000" in err.getvalue()
     assert out.getvalue().startswith(f"Unit Testing:  {bad}\n")
+
+
+def test_ruletest_cli_exit_codes_and_report() -> None:
+    files = ROOT / "tests" / "files" / "rule_tests" / "vigil"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vigil.cli",
+            "rules",
+            "test",
+            "limit_test.yml",
+            "fail_value_test.yml",
+        ],
+        cwd=files,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stdout.startswith(
+        "Unit Testing:  limit_test.yml\n  SUCCESS\n\nUnit Testing:  fail_value_test.yml\n"
+    )
+    assert done.stderr == (
+        "  FAILED:\n"
+        '    expr: "job:requests:rate2m", time: 5m,\n'
+        '        exp: {__name__="job:requests:rate2m", job="api", recorded="yes"} 2E+00\n'
+        '        got: {__name__="job:requests:rate2m", job="api", recorded="yes"} 1E+00\n'
+    )
