@@ -33,10 +33,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from alerting.notify.base import Notifier
 from alerting.notify.outbox import DEFAULT_MAX_BACKOFF_S, DEFAULT_QUEUE_SIZE, Outboxes
-from alerting.promql import Engine
+from alerting.promql import Engine, InstantSample
 from alerting.rules import EventCondition, Rule, RuleError, RuleGroup, expand, load_rules
 from alerting.state import AlertBook, Hit, Transition, alert_labels
-from alerting.templates import QuerySample, TemplateContext
+from alerting.templates import QuerySample, TemplateContext, TemplateError
 from siem.model import METRIC_NAME, Event, EventQuery, Labels, Sample, Store, event_id, labels_from
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,8 @@ class AlertEngine:
         rv = self.evaluator.instant(expr, at)
         if isinstance(rv, float):
             return [QuerySample({}, rv)]
+        if not all(isinstance(s, InstantSample) for s in rv):
+            raise TemplateError("query must return an instant vector or a scalar")
         return [QuerySample(dict(s.labels), s.value) for s in rv]
 
     def evaluate_group(self, group: RuleGroup, at: float) -> list[Transition]:

@@ -1098,7 +1098,12 @@ def render(
         def run_query(expr: Any) -> list[QuerySample]:
             if query is None:
                 raise TemplateError("no query engine here")
-            return list(query(str(expr)))
+            try:
+                return list(query(str(expr)))
+            except TemplateError:
+                raise
+            except Exception as exc:  # a query error is the template's error, as in Prometheus
+                raise TemplateError(str(exc)) from None
 
         run.funcs = {
             **FUNCTIONS,

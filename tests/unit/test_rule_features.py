@@ -284,6 +284,7 @@ def test_engine_templates_see_query_external_labels_and_url(tmp_path: Path) -> N
                   summary: >-
                     {{ with query "count(up == 0)" }}{{ . | first | value }}{{ end }} down in
                     {{ $externalLabels.cluster }}, see {{ externalURL }}alerts
+                  bad: '{{ query "up{" }}'
         """,
         store,
     )
@@ -291,6 +292,7 @@ def test_engine_templates_see_query_external_labels_and_url(tmp_path: Path) -> N
     (alert,) = engine.book.alerts("Down")
     assert alert.labels["host"] == "a"
     assert alert.annotations["summary"] == "2 down in eu1, see http://vigil.example.com/alerts"
+    assert alert.annotations["bad"].startswith("<error expanding template: error calling query: ")
 
 
 # --- templates ---------------------------------------------------------------------------
