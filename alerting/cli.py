@@ -1,10 +1,12 @@
-"""``vigil alert [--once]`` (the evaluator process) and ``vigil rules check FILE...``."""
+"""``vigil alert [--once]`` (the evaluator process), ``vigil rules check FILE...`` and
+``vigil rules test FILE...`` (Prometheus' rule unit tests)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -39,6 +41,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "files", nargs="*", metavar="FILE", help="rule files (default: alert.rules globs)"
     )
     check.set_defaults(func=cmd_rules_check)
+    test = rules_sub.add_parser(
+        "test", help="run rule unit tests in promtool's format (exit 1 when any fails)"
+    )
+    test.add_argument("files", nargs="+", metavar="FILE", help="rule test files")
+    test.set_defaults(func=cmd_rules_test)
 
 
 def web_url(settings: Settings) -> str:
@@ -78,6 +85,7 @@ def cmd_alert(args: argparse.Namespace) -> int:
             source=source,
             queue_size=settings.alert.notify_queue_size,
             max_backoff_s=settings.alert.notify_max_backoff_s,
+            external_url=web_url(settings),
         )
         log.info(
             "alerting: %d rules in %d groups",
@@ -120,3 +128,11 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     warnings = len(issues) - errors
     print(f"{len(files)} file(s) checked: {errors} error(s), {warnings} warning(s)")
     return 1 if errors else 0
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    """Run promtool-format rule tests; report like ``promtool test rules``."""
+    from alerting.ruletest import run_files
+
+    logging.getLogger("alerting").setLevel(logging.ERROR)  # failures are in the report
+    return run_files(args.files, sys.stdout, sys.stderr)

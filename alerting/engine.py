@@ -1,6 +1,13 @@
 """The evaluation loop: rules → results → alert states → events and notifications.
 
-Every group runs at its own interval. A rule that fails to evaluate keeps its
+Every group runs at its own interval, its rules in file order, as Prometheus
+runs them: a recording rule stores its result as samples (its ``record`` name,
+the result's labels and the rule's), so later rules, later groups and the
+dashboards read it; an alerting rule moves its alerts along and writes the
+``ALERTS`` series Prometheus writes. Series a rule wrote last time and not
+this time get Prometheus' staleness marker. A group's ``query_offset`` moves
+its queries back in time; its ``limit`` fails a rule that returns more series
+or alerts than that. A rule that fails to evaluate keeps its
 alerts as they are and is counted; a store that refuses the ``vigil.alert``
 events gets them again next pass. Notifications leave the loop: each pass only
 offers undelivered alerts to per-receiver outboxes (``alerting.notify.outbox``),
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,14 +33,22 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from alerting.notify.base import Notifier
 from alerting.notify.outbox import DEFAULT_MAX_BACKOFF_S, DEFAULT_QUEUE_SIZE, Outboxes
-from alerting.promql import Engine
+from alerting.promql import Engine, InstantSample
 from alerting.rules import EventCondition, Rule, RuleError, RuleGroup, expand, load_rules
-from alerting.state import AlertBook, Hit, Transition
-from siem.model import Event, EventQuery, Store, event_id
+from alerting.state import AlertBook, Hit, Transition, alert_labels
+from alerting.templates import QuerySample, TemplateContext, TemplateError
+from siem.model import METRIC_NAME, Event, EventQuery, Labels, Sample, Store, event_id, labels_from
 
 log = logging.getLogger(__name__)
 
 MAX_UNWRITTEN_EVENTS = 10_000
+
+STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+"""Prometheus' staleness marker (the bit pattern ``alerting.promql_functions`` reads)."""
+
+
+class RuleEvaluationError(Exception):
+    """A rule's result broke a rule of its group (``limit``, duplicate series)."""
 
 
 class RuleSource:
@@ -125,6 +141,8 @@ class AlertEngine:
         source: RuleSource | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+        external_labels: dict[str, str] | None = None,
+        external_url: str = "",
     ) -> None:
         self.store = store
         self.book = book
@@ -142,13 +160,20 @@ class AlertEngine:
         self.source = source
         self.metrics = _Metrics(registry)
         self._unwritten: list[Event] = []
+        self.external_labels = dict(external_labels or {})
+        self.external_url = external_url or runbook_base_url
+        self.last_errors: dict[tuple[str, str, int], str] = {}
+        """Per (file, rule name, line), why its last evaluation failed; gone once it works."""
+        self._written: dict[tuple[str, str, int], set[Labels]] = {}
         self.groups: list[RuleGroup] = []
         self.set_groups(groups)
 
     def set_groups(self, groups: Sequence[RuleGroup]) -> None:
         """Use these rules from now on; alerts of rules that disappeared are dropped."""
         self.groups = list(groups)
-        self.book.forget_rules_except({r.name for g in self.groups for r in g.rules})
+        self.book.forget_rules_except(
+            {r.name for g in self.groups for r in g.rules if r.kind == "alert"}
+        )
 
     def hits(self, rule: Rule, at: float) -> list[Hit]:
         """What the rule's condition returns at ``at``: one ``Hit`` per alerting series."""
@@ -170,19 +195,41 @@ class AlertEngine:
             if n > cond.threshold
         ]
 
+    def template_query(self, at: float, expr: str) -> list[QuerySample]:
+        """``query`` in templates: an instant query at the evaluation time."""
+        rv = self.evaluator.instant(expr, at)
+        if isinstance(rv, float):
+            return [QuerySample({}, rv)]
+        if not all(isinstance(s, InstantSample) for s in rv):
+            raise TemplateError("query must return an instant vector or a scalar")
+        return [QuerySample(dict(s.labels), s.value) for s in rv]
+
     def evaluate_group(self, group: RuleGroup, at: float) -> list[Transition]:
-        """Evaluate every rule of ``group`` at ``at``; record and return the state changes."""
+        """Evaluate every rule of ``group`` at ``at`` in order; record and return the state
+        changes. Queries run at ``at`` minus the group's ``query_offset``."""
         changes: list[Transition] = []
         started = time.perf_counter()
+        t = at - group.query_offset_s
+        context = TemplateContext(
+            self.external_labels,
+            self.external_url,
+            lambda expr: self.template_query(t, expr),
+        )
         for rule in group.rules:
+            key = (rule.file, rule.name, rule.line)
             try:
-                hits = self.hits(rule, at)
+                if rule.kind == "record":
+                    self._write_series(key, self._recorded(rule, group.limit, t), t)
+                else:
+                    hits = self.hits(rule, t)
+                    changes.extend(self._alert_rule(rule, group.limit, hits, at, context))
+                    self._write_series(key, self._alerts_series(rule), t)
             except Exception as exc:  # one broken rule must not stop the others
                 self.metrics.failures.labels(group.name, rule.name).inc()
+                self.last_errors[key] = str(exc)
                 log.warning("rule %s (%s:%d) failed: %s", rule.name, rule.file, rule.line, exc)
                 continue
-            for change in self.book.update(rule, hits, at):
-                changes.append(change)
+            self.last_errors.pop(key, None)
         for change in changes:
             self._record(change, at)
         self.metrics.evaluations.labels(group.name).inc()
@@ -190,6 +237,63 @@ class AlertEngine:
         self.metrics.last.labels(group.name).set(at)
         self._flush_events()
         return changes
+
+    def _recorded(self, rule: Rule, limit: int, t: float) -> list[Sample]:
+        """A recording rule's result as samples named ``rule.name`` with the rule's labels."""
+        assert rule.expr is not None
+        rv = self.evaluator.instant(rule.expr, t)
+        results = [((), rv)] if isinstance(rv, float) else [(s.labels, s.value) for s in rv]
+        if limit and len(results) > limit:
+            raise RuleEvaluationError(f"exceeded limit {limit} with {len(results)} series")
+        samples: list[Sample] = []
+        seen: set[Labels] = set()
+        for labels, value in results:
+            merged = {k: v for k, v in labels if k != METRIC_NAME}
+            merged.update(rule.labels)
+            merged[METRIC_NAME] = rule.name
+            final = labels_from(merged)
+            if final in seen:
+                raise RuleEvaluationError(
+                    "vector contains metrics with the same labelset after applying rule labels"
+                )
+            seen.add(final)
+            samples.append(Sample(final, t, value))
+        return samples
+
+    def _alert_rule(
+        self, rule: Rule, limit: int, hits: list[Hit], at: float, context: TemplateContext
+    ) -> list[Transition]:
+        if limit and len({tuple(sorted(alert_labels(rule, h).items())) for h in hits}) > limit:
+            changes = self.book.update(rule, [], at, context)  # Prometheus drops them all
+            for change in changes:
+                self._record(change, at)
+            count = len(hits)
+            raise RuleEvaluationError(f"exceeded limit of {limit} with {count} alerts")
+        return self.book.update(rule, hits, at, context)
+
+    def _alerts_series(self, rule: Rule) -> list[Sample]:
+        """``ALERTS{alertname, alertstate, ...}`` = 1 for each pending or firing alert."""
+        return [
+            Sample(
+                labels_from({**a.labels, METRIC_NAME: "ALERTS", "alertstate": a.state}), 0.0, 1.0
+            )
+            for a in self.book.alerts(rule.name)
+            if a.state in ("pending", "firing")
+        ]
+
+    def _write_series(self, key: tuple[str, str, int], samples: list[Sample], t: float) -> None:
+        """Write ``samples`` at ``t``, and staleness markers for the rule's series that
+        are gone since its last evaluation."""
+        now = {s.labels for s in samples}
+        gone = self._written.get(key, set()) - now
+        if samples or gone:
+            self.store.write(
+                samples=[
+                    *(Sample(s.labels, t, s.value) for s in samples),
+                    *(Sample(labels, t, STALE_NAN) for labels in sorted(gone)),
+                ]
+            )
+        self._written[key] = now
 
     def _record(self, change: Transition, at: float) -> None:
         alert = change.alert

@@ -1,6 +1,8 @@
 """Rule files: the Prometheus rule-file format, extended with event rules.
 
-A file holds ``groups`` of alerting rules::
+A file holds ``groups`` of recording and alerting rules, as Prometheus loads
+them (``record``, ``alert``, ``for``, ``keep_firing_for``, group ``interval``,
+``limit``, ``query_offset`` and ``labels``)::
 
     groups:
       - name: shop
@@ -11,6 +13,8 @@ A file holds ``groups`` of alerting rules::
             for: 30s
             labels: {severity: critical}
             annotations: {summary: "{{ $labels.instance }} is down"}
+          - record: job:http_requests:rate5m
+            expr: sum by (job) (rate(http_requests_total[5m]))
           - alert: BruteForceLogin
             event: {dataset: shop.auth, query: "event.outcome:failure",
                     group_by: source.ip, window: 5m, threshold: 10}
@@ -40,11 +44,19 @@ from vigil.units import parse_duration
 ExprCheck = Callable[[str], None]
 """Raises when a PromQL expression does not parse (``alerting.promql.Engine.check``)."""
 
-_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ALERT_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
-GROUP_KEYS = ("name", "interval", "rules")
-RULE_KEYS = ("alert", "expr", "event", "for", "labels", "annotations")
+GROUP_KEYS = ("name", "interval", "query_offset", "limit", "labels", "rules")
+RULE_KEYS = (
+    "alert",
+    "record",
+    "expr",
+    "event",
+    "for",
+    "keep_firing_for",
+    "labels",
+    "annotations",
+)
 EVENT_KEYS = ("query", "dataset", "group_by", "window", "threshold")
 
 
@@ -90,7 +102,10 @@ class EventCondition:
 
 @dataclass(frozen=True)
 class Rule:
-    """One alerting rule: a PromQL ``expr`` or an ``event`` condition."""
+    """One rule: an alerting rule (a PromQL ``expr`` or an ``event`` condition) or, with
+    ``kind="record"``, a recording rule storing ``expr``'s result as series ``name``.
+
+    ``labels`` include the group's ``labels`` (the rule's own win)."""
 
     name: str
     expr: str | None = None
@@ -100,17 +115,24 @@ class Rule:
     annotations: Mapping[str, str] = field(default_factory=dict)
     file: str = "<memory>"
     line: int = 0
+    kind: Literal["alert", "record"] = "alert"
+    keep_firing_for_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class RuleGroup:
-    """Rules evaluated together every ``interval_s`` seconds."""
+    """Rules evaluated together, in order, every ``interval_s`` seconds.
+
+    ``limit`` (0: none) is the most alerts or series one rule may produce in an
+    evaluation; ``query_offset_s`` moves every query of the group back in time."""
 
     name: str
     interval_s: float
     rules: tuple[Rule, ...]
     file: str = "<memory>"
     line: int = 0
+    limit: int = 0
+    query_offset_s: float = 0.0
 
 
 def _default_check(expr: str) -> None:
@@ -180,15 +202,18 @@ class _FileParser:
 
     def string_map(self, node: yaml.Node, what: str, templated: bool) -> dict[str, str]:
         rv: dict[str, str] = {}
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return rv
         if not isinstance(node, yaml.MappingNode):
             self.error(node, f"{what} must be a mapping of names to strings")
             return rv
         for key_node, value_node in node.value:
             key = str(key_node.value)
-            if not _LABEL_NAME.fullmatch(key):
-                self.error(
-                    key_node, f"{what}: {key!r} is not a valid name ([A-Za-z_][A-Za-z0-9_]*)"
-                )
+            if not valid_name(key):
+                self.error(key_node, f"{what}: {key!r} is not a valid name (empty or not UTF-8)")
+                continue
+            if key == "__name__" and not what.endswith("annotations"):
+                self.error(key_node, f"{what}: '__name__' cannot be set here")
                 continue
             value = self.scalar(value_node, f"{what}.{key}")
             if value is None:
@@ -230,57 +255,129 @@ class _FileParser:
         if keys is None:
             return None
         name = self.scalar(keys["name"], "group name") if "name" in keys else None
-        if "name" not in keys:
+        if "name" not in keys or name == "":
             self.error(node, "group: 'name' is required")
+            name = None
         interval = self.default_interval
         if "interval" in keys:
             interval = self.duration(keys["interval"], "group interval") or interval
+        offset = 0.0
+        if "query_offset" in keys:
+            offset = self.duration(keys["query_offset"], "group query_offset") or 0.0
+        limit = 0
+        if "limit" in keys:
+            value = self.scalar(keys["limit"], "group limit", float)
+            if value is not None and (value < 0 or value != int(value)):
+                self.error(keys["limit"], "group limit must be a whole number of 0 or more")
+            elif value is not None:
+                limit = int(value)
+        group_labels = (
+            self.string_map(keys["labels"], "group labels", False) if "labels" in keys else {}
+        )
         rules_node = keys.get("rules")
+        if isinstance(rules_node, yaml.ScalarNode) and rules_node.tag.endswith(":null"):
+            rules_node = yaml.SequenceNode("tag:yaml.org,2002:seq", [])  # "rules:" with nothing
         if not isinstance(rules_node, yaml.SequenceNode):
             self.error(rules_node or node, "group: 'rules' must be a list of rules")
             return None
-        rules = [r for r in (self.rule(n) for n in rules_node.value) if r is not None]
+        rules = [r for r in (self.rule(n, group_labels) for n in rules_node.value) if r is not None]
+        self.duplicates(rules)
         if name is None:
             return None
-        return RuleGroup(name, interval, tuple(rules), self.file, _line(node))
+        return RuleGroup(name, interval, tuple(rules), self.file, _line(node), limit, offset)
 
-    def rule(self, node: yaml.Node) -> Rule | None:
+    def duplicates(self, rules: Sequence[Rule]) -> None:
+        """Warn about rules of a group with the same name and labels, as promtool does."""
+        seen: dict[tuple[str, str, tuple[tuple[str, str], ...]], Rule] = {}
+        for rule in rules:
+            key = (rule.kind, rule.name, tuple(sorted(rule.labels.items())))
+            if key in seen:
+                self.issues.append(
+                    Issue(
+                        "warning",
+                        self.file,
+                        rule.line,
+                        f"duplicate rule: {rule.kind} {rule.name} with the same labels as "
+                        f"line {seen[key].line}",
+                    )
+                )
+            seen.setdefault(key, rule)
+
+    def rule(self, node: yaml.Node, group_labels: Mapping[str, str]) -> Rule | None:
         keys = self.mapping(node, "rule", RULE_KEYS)
         if keys is None:
             return None
-        if "alert" not in keys:
-            self.error(node, "rule: 'alert' (the alert name) is required")
+        if ("alert" in keys) == ("record" in keys):
+            self.error(node, "rule: give exactly one of 'alert' (a name) or 'record' (a name)")
             return None
-        name = self.scalar(keys["alert"], "alert")
-        if name is not None and not _ALERT_NAME.fullmatch(name):
-            self.error(keys["alert"], f"alert name {name!r} must match [A-Za-z_:][A-Za-z0-9_:]*")
-        what = f"alert {name}"
+        kind: Literal["alert", "record"] = "alert" if "alert" in keys else "record"
+        name = self.scalar(keys[kind], kind)
+        if name is not None and not valid_name(name):
+            self.error(keys[kind], f"{kind} name {name!r} must be non-empty UTF-8 text")
+            name = None
+        elif name is not None and kind == "record" and ("{" in name or "}" in name):
+            self.error(
+                keys[kind], f"braces in the recording rule name {name!r}; should it be in expr?"
+            )
+            name = None
+        what = f"{kind} {name}"
+        if kind == "record":
+            for key in ("for", "keep_firing_for", "annotations", "event"):
+                if key in keys:
+                    self.error(keys[key], f"{what}: a recording rule has no '{key}'")
         expr: str | None = None
         event: EventCondition | None = None
-        if ("expr" in keys) == ("event" in keys):
+        if kind == "record" and "expr" not in keys:
+            self.error(node, f"{what}: 'expr' is required")
+        elif kind == "alert" and ("expr" in keys) == ("event" in keys):
             self.error(node, f"{what}: give exactly one of 'expr' (PromQL) or 'event'")
         elif "expr" in keys:
             expr = self.expr(keys["expr"], what)
         else:
             event = self.event(keys["event"], what)
         for_s = self.duration(keys["for"], f"{what}: for") if "for" in keys else 0.0
-        labels = (
-            self.string_map(keys["labels"], f"{what}: labels", True) if "labels" in keys else {}
+        keep_s = (
+            self.duration(keys["keep_firing_for"], f"{what}: keep_firing_for")
+            if "keep_firing_for" in keys
+            else 0.0
         )
-        annotations = (
-            self.string_map(keys["annotations"], f"{what}: annotations", True)
-            if "annotations" in keys
+        own = (
+            self.string_map(keys["labels"], f"{what}: labels", kind == "alert")
+            if "labels" in keys
             else {}
         )
+        labels = {**group_labels, **own}
+        annotations = (
+            self.string_map(keys["annotations"], f"{what}: annotations", True)
+            if "annotations" in keys and kind == "alert"
+            else {}
+        )
+        if kind == "alert":
+            self.advise(node, what, labels, annotations)
+        if name is None or (expr is None and event is None) or for_s is None or keep_s is None:
+            return None
+        return Rule(
+            name,
+            expr,
+            event,
+            for_s,
+            labels,
+            annotations,
+            self.file,
+            _line(node),
+            kind,
+            keep_s,
+        )
+
+    def advise(
+        self, node: yaml.Node, what: str, labels: Mapping[str, str], annotations: Mapping[str, str]
+    ) -> None:
         if "severity" not in labels:
             self.warn(node, f"{what}: no 'severity' label; notifications show it as unknown")
         if "summary" not in annotations:
             self.warn(node, f"{what}: no 'summary' annotation; on-call sees only the name")
         if "runbook_url" not in annotations:
             self.warn(node, f"{what}: no 'runbook_url' annotation; link a runbook")
-        if name is None or (expr is None and event is None) or for_s is None:
-            return None
-        return Rule(name, expr, event, for_s, labels, annotations, self.file, _line(node))
 
     def expr(self, node: yaml.Node, what: str) -> str | None:
         expr = self.scalar(node, f"{what}: expr")
@@ -317,6 +414,11 @@ class _FileParser:
         if query is None or group_by is None or window is None or threshold is None:
             return None
         return EventCondition(query, group_by, window, threshold, dataset)
+
+
+def valid_name(name: str) -> bool:
+    """A metric, alert or label name as Prometheus 3 accepts it: any non-empty UTF-8."""
+    return bool(name) and _SURROGATE.search(name) is None
 
 
 def _line(node: yaml.Node | None) -> int:

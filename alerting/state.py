@@ -1,5 +1,8 @@
 """Alert states: inactive → pending (``for``) → firing → resolved, per fingerprint.
 
+A firing alert whose condition stops holding stays firing for its rule's
+``keep_firing_for`` before it resolves, as in Prometheus.
+
 ``AlertBook.update`` takes one rule's evaluation result and moves each alert
 along; states, and what each receiver has been told (Slack's message ``ts``),
 live in SQLite (``<data_dir>/alerts.db``) so a restart continues where it
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from alerting.rules import Rule
-from alerting.templates import render
+from alerting.templates import TemplateContext, render
 from siem.model import METRIC_NAME, Labels
 
 State = Literal["pending", "firing", "resolved"]
@@ -50,6 +53,9 @@ class Alert:
     """Per receiver, the last state it was told about."""
     receipts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Per receiver, what it needs later (Slack: channel and ts of the message)."""
+    keep_firing_since: float | None = None
+    """When the condition stopped holding while the rule's ``keep_firing_for`` keeps it
+    firing."""
 
     @property
     def name(self) -> str:
@@ -83,11 +89,12 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def alert_labels(rule: Rule, hit: Hit) -> dict[str, str]:
+def alert_labels(rule: Rule, hit: Hit, context: TemplateContext | None = None) -> dict[str, str]:
     """Result labels without the metric name, plus the rule's (templated) labels."""
     labels = {k: v for k, v in hit.labels if k != METRIC_NAME}
+    result = dict(hit.labels)  # templates see the result's labels, __name__ included
     for key, template in rule.labels.items():
-        labels[key] = render(template, labels, hit.value)
+        labels[key] = render(template, result, hit.value, context)
     labels["alertname"] = rule.name
     return labels
 
@@ -151,28 +158,44 @@ class AlertBook:
         with self._lock:
             return self._alerts.get(fp)
 
-    def update(self, rule: Rule, hits: Sequence[Hit], now: float) -> list[Transition]:
-        """Apply one evaluation of ``rule`` at ``now``; return the state changes."""
-        with self._lock:
-            return self._update(rule, hits, now)
+    def update(
+        self,
+        rule: Rule,
+        hits: Sequence[Hit],
+        now: float,
+        context: TemplateContext | None = None,
+    ) -> list[Transition]:
+        """Apply one evaluation of ``rule`` at ``now``; return the state changes.
 
-    def _update(self, rule: Rule, hits: Sequence[Hit], now: float) -> list[Transition]:
+        ``context`` gives the templates external labels, the external URL and
+        ``query``."""
+        with self._lock:
+            return self._update(rule, hits, now, context)
+
+    def _update(
+        self, rule: Rule, hits: Sequence[Hit], now: float, context: TemplateContext | None
+    ) -> list[Transition]:
         changes: list[Transition] = []
         seen: set[str] = set()
         for hit in hits:
-            labels = alert_labels(rule, hit)
+            labels = alert_labels(rule, hit, context)
             fp = fingerprint(labels)
             if fp in seen:
                 continue  # duplicate label sets after dropping __name__: first wins
             seen.add(fp)
-            annotations = {k: render(t, labels, hit.value) for k, t in rule.annotations.items()}
+            result = dict(hit.labels)
+            annotations = {
+                k: render(t, result, hit.value, context) for k, t in rule.annotations.items()
+            }
             old = self._alerts.get(fp)
             if old is None or old.state == "resolved":
                 expr = rule.expr if rule.expr is not None else _event_expr(rule)
                 alert = Alert(fp, labels, annotations, "pending", hit.value, now, expr=expr)
                 before = None
             else:
-                alert = dataclasses.replace(old, annotations=annotations, value=hit.value)
+                alert = dataclasses.replace(
+                    old, annotations=annotations, value=hit.value, keep_firing_since=None
+                )
                 before = old.state
             if alert.state == "pending" and now - alert.active_at >= rule.for_s:
                 alert = dataclasses.replace(alert, state="firing", fired_at=now)
@@ -185,6 +208,11 @@ class AlertBook:
             if alert.state == "pending":
                 self._drop(alert.fingerprint)
                 changes.append(Transition(alert, "pending", None))
+            elif rule.keep_firing_for_s > 0 and (
+                now - (alert.keep_firing_since or now) < rule.keep_firing_for_s
+            ):
+                if alert.keep_firing_since is None:
+                    self._put(dataclasses.replace(alert, keep_firing_since=now))
             else:
                 resolved = dataclasses.replace(alert, state="resolved", resolved_at=now)
                 self._put(resolved)

@@ -22,13 +22,16 @@ MAX_DIGITS = 15
 def parse_duration(text: str) -> float:
     """A Prometheus duration (``30s``, ``1m30s``, ``15d``, ``1y``, ``250ms``) in seconds.
 
-    Units go from the largest to the smallest, each at most once, as in Prometheus.
+    Units go from the largest to the smallest, each at most once, as in Prometheus;
+    ``0`` is the one duration written without a unit.
     Raises ``ValueError`` saying how to write one.
 
     >>> parse_duration("1m30s")
     90.0
     """
     stripped = text.strip()
+    if stripped == "0":
+        return 0.0  # Prometheus' only duration without a unit
     match = _DURATION.fullmatch(stripped) if stripped else None
     groups = match.groups() if match is not None else ()
     if not any(groups) or any(len(g or "") > MAX_DIGITS for g in groups):

@@ -122,10 +122,10 @@ def test_rules_shipped_file_has_no_errors() -> None:
                   - alert: A
                     expr: up == 0
                     annotations:
-                      summary: "{{ if $value }}down{{ end }}"
+                      summary: "{{ if $value }}down{{ else }}up"
             """,
             7,
-            "unsupported template word 'if'",
+            "without {{end}}",
         ),
         (
             "bad_yaml",
@@ -284,10 +284,12 @@ def test_template_render(template: str, value: float, expected: str) -> None:
 def test_template_render_reports_errors_inline() -> None:
     assert render("{{ $value | humanize }}", {}, float("nan")) == "NaN"
     rv = render("{{ $labels.job | humanize }}", {"job": "shop"}, 1.0)
-    assert rv.startswith("<error expanding template: expected a number")
+    assert rv.startswith("<error expanding template: error calling humanize: expected a number")
 
 
-@pytest.mark.parametrize("bad", ["{{ if $value }}", "{{ $value | nope }}", "{{ $value", "{{ }}"])
+@pytest.mark.parametrize(
+    "bad", ["{{ if $value }}", "{{ $value | nope }}", "{{ $value", "{{ }}", "{{ $x }}", "{{ end }}"]
+)
 def test_template_check_rejects(bad: str) -> None:
     from alerting.templates import TemplateError
 
