@@ -442,8 +442,8 @@ EVAL_TIMES = (T0 + 2 * HOUR + 1, T0 + 2 * HOUR + 2401, T0 + 3 * HOUR + 121)
 """Instant query times: mid-data, while pods churn and a series has a gap, and just
 after the data ends (only the lookback still finds samples)."""
 
-RANGE = (T0 + HOUR + 1801, T0 + 2 * HOUR + 1801, 60.0)
-"""Range query start, end and step: the middle hour at a 1-minute step."""
+RANGE = (T0 + HOUR + 1801, T0 + 2 * HOUR + 1801, 15.0)
+"""Range query start, end and step: the middle hour at a 15-second step (241 steps)."""
 
 
 @dataclass

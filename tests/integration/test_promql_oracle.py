@@ -19,12 +19,10 @@ skips without them locally, fails under CI=true.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require_server
-from promql_oracle import Oracle, PrometheusUnavailable, load_expressions
+from promql_oracle import Oracle, load_expressions
 
 from siem.model import METRIC_NAME
 
@@ -268,27 +266,17 @@ def _entries() -> list[tuple[str, str]]:
     return rv
 
 
-@pytest.fixture(scope="module")
-def oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oracle]:
-    try:
-        rv = Oracle.start(tmp_path_factory.mktemp("promql-oracle"))
-    except PrometheusUnavailable as exc:
-        require_server("prometheus", str(exc))
-    yield rv
-    rv.close()
-
-
-def test_both_hold_the_generated_samples(oracle: Oracle) -> None:
+def test_both_hold_the_generated_samples(promql_oracle: Oracle) -> None:
     """The backfill and the store write lost nothing: every series, timestamp and value."""
     expected: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
-    for s in oracle.samples:
+    for s in promql_oracle.samples:
         expected.setdefault(s.labels, []).append((s.timestamp, s.value))
     names = {dict(labels)[METRIC_NAME] for labels in expected}
     assert {"http_requests_total", "request_duration_seconds_bucket", "up"} <= names
-    end = max(s.timestamp for s in oracle.samples) + 1
-    answer = oracle.prometheus.query('{__name__=~".+"}[4h]', end)
+    end = max(s.timestamp for s in promql_oracle.samples) + 1
+    answer = promql_oracle.prometheus.query('{__name__=~".+"}[4h]', end)
     assert answer.kind == "matrix"
-    stored = {s.labels: list(s.points) for s in oracle.store.select([], 0, end)}
+    stored = {s.labels: list(s.points) for s in promql_oracle.store.select([], 0, end)}
     for got in (dict(answer.series), stored):
         assert set(got) == set(expected)
         for labels, points in expected.items():
@@ -299,12 +287,12 @@ def test_both_hold_the_generated_samples(oracle: Oracle) -> None:
             ), labels
 
 
-def test_expression_file_says_what_prometheus_does(oracle: Oracle) -> None:
+def test_expression_file_says_what_prometheus_does(promql_oracle: Oracle) -> None:
     """An ``error:`` line is refused by Prometheus, an ``empty:`` line answers nothing, any
     other line answers something: a typo cannot pass as "both refuse" or "both empty"."""
     wrong = []
     for kind, expr in _entries():
-        answers = oracle.answers("prometheus", expr)
+        answers = promql_oracle.answers("prometheus", expr)
         refused = [a.kind == "error" for a in answers[:-1]]  # instant; a range may refuse
         found = any(a.kind != "error" and a.series for a in answers)
         if kind == "error" and not all(refused):
@@ -319,10 +307,10 @@ def test_expression_file_says_what_prometheus_does(oracle: Oracle) -> None:
 
 
 def test_vigil_answers_as_prometheus(
-    oracle: Oracle, record_property: pytest.RecordProperty
+    promql_oracle: Oracle, record_property: pytest.RecordProperty
 ) -> None:
     expressions = [expr for _, expr in _entries()]
-    differences = {expr: oracle.difference(expr) for expr in expressions}
+    differences = {expr: promql_oracle.difference(expr) for expr in expressions}
     gaps = {expr for expr, found in differences.items() if found}
     matched = len(expressions) - len(gaps)
     summary = (
