@@ -33,7 +33,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from conftest import free_port
@@ -50,6 +50,9 @@ PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
 
 Points = tuple[tuple[float, float], ...]
+
+BOUNDS = ("0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf")
+"""Histogram bucket bounds, as ``le`` label values."""
 
 
 class PrometheusUnavailable(Exception):
@@ -71,7 +74,9 @@ def _ts_text(ms: int) -> str:
 
 
 @dataclass
-class _Builder:
+class SampleBuilder:
+    """Deterministic series (from ``rng``) at timestamps ``_ms`` makes safe."""
+
     rng: random.Random
     samples: list[Sample] = field(default_factory=list)
 
@@ -97,10 +102,48 @@ class _Builder:
             points.append((ms, round(value, 3)))
         self.add(name, labels, points)
 
+    def gauge(
+        self, name: str, labels: dict[str, str], start: int, end: int, interval: int = 15
+    ) -> None:
+        """A random walk around -10..40 (negative values included)."""
+        value, points = self.rng.uniform(-10, 40), []
+        for _, ms in self.times(start, end, interval, 3):
+            value += self.rng.uniform(-1.5, 1.5)
+            points.append((ms, round(value, 2)))
+        self.add(name, labels, points)
+
+    def histogram(
+        self, name: str, labels: dict[str, str], start: int, end: int, interval: int = 15
+    ) -> None:
+        """A classic histogram: ``name_bucket{le}`` for ``BOUNDS``, ``name_sum`` and
+        ``name_count``, with exponentially distributed observations and one reset."""
+        rng = self.rng
+        reset = rng.randrange(100, 600)
+        counts = [0.0] * len(BOUNDS)
+        total = 0.0
+        series: dict[str, list[tuple[int, float]]] = {le: [] for le in BOUNDS}
+        sums: list[tuple[int, float]] = []
+        for i, ms in self.times(start, end, interval, 11):
+            if i == reset:
+                counts, total = [0.0] * len(BOUNDS), 0.0
+            for _ in range(rng.randint(0, 12)):
+                observed = rng.expovariate(2.0)
+                total += observed
+                for k, le in enumerate(BOUNDS):
+                    if observed <= float(le):
+                        counts[k] += 1
+            for k, le in enumerate(BOUNDS):
+                series[le].append((ms, counts[k]))
+            sums.append((ms, round(total, 6)))
+        for le in BOUNDS:
+            self.add(f"{name}_bucket", {**labels, "le": le}, series[le])
+        self.add(f"{name}_sum", labels, sums)
+        self.add(f"{name}_count", labels, series["+Inf"])
+
 
 def generate(seed: int = 9, span: int = 3 * HOUR) -> list[Sample]:
     """The oracle data set: about 100 series over ``span`` seconds from ``T0``."""
-    b = _Builder(random.Random(seed))
+    b = SampleBuilder(random.Random(seed))
     rng = b.rng
     end = T0 + span
     instances = ("a:9100", "b:9100", "c:9100")
@@ -112,36 +155,11 @@ def generate(seed: int = 9, span: int = 3 * HOUR) -> list[Sample]:
                     b.counter("http_requests_total", labels, T0, end)
     for instance in instances:
         for zone in ("north", "south"):
-            value, points = rng.uniform(-10, 40), []
-            for _, ms in b.times(T0, end, 15, 3):
-                value += rng.uniform(-1.5, 1.5)
-                points.append((ms, round(value, 2)))
-            b.add("node_temperature_celsius", {"instance": instance, "zone": zone}, points)
+            labels = {"instance": instance, "zone": zone}
+            b.gauge("node_temperature_celsius", labels, T0, end)
     # Classic histograms: cumulative buckets, _sum and _count, one reset per instance.
-    bounds = ("0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf")
     for instance in instances:
-        reset = rng.randrange(100, 600)
-        counts = [0.0] * len(bounds)
-        total = 0.0
-        series: dict[str, list[tuple[int, float]]] = {le: [] for le in bounds}
-        sums: list[tuple[int, float]] = []
-        for i, ms in b.times(T0, end, 15, 11):
-            if i == reset:
-                counts, total = [0.0] * len(bounds), 0.0
-            for _ in range(rng.randint(0, 12)):
-                observed = rng.expovariate(2.0)
-                total += observed
-                for k, le in enumerate(bounds):
-                    if observed <= float(le):
-                        counts[k] += 1
-            for k, le in enumerate(bounds):
-                series[le].append((ms, counts[k]))
-            sums.append((ms, round(total, 6)))
-        labels = {"job": "api", "instance": instance}
-        for le in bounds:
-            b.add("request_duration_seconds_bucket", {**labels, "le": le}, series[le])
-        b.add("request_duration_seconds_sum", labels, sums)
-        b.add("request_duration_seconds_count", labels, series["+Inf"])
+        b.histogram("request_duration_seconds", {"job": "api", "instance": instance}, T0, end)
     # Gaps: a 12-minute hole (longer than the lookback) and a 2-minute one.
     for instance in instances:
         value, points = 0.0, []
@@ -227,6 +245,7 @@ class Answer:
     series: dict[Labels, Points] = field(default_factory=dict)
     order: tuple[float, ...] = ()
     detail: str = ""
+    exec_seconds: float | None = None  # Prometheus' own execTotalTime, when asked (stats)
 
 
 class PrometheusServer:
@@ -301,13 +320,22 @@ class PrometheusServer:
         except urllib.error.HTTPError as err:
             body = json.loads(err.read())
             return Answer("error", detail=f"{body.get('errorType')}: {body.get('error')}")
-        return _from_prometheus(body["data"], float(params.get("time", 0)))
+        answer = _from_prometheus(body["data"])
+        timings = body["data"].get("stats", {}).get("timings", {})
+        if "execTotalTime" in timings:
+            return replace(answer, exec_seconds=float(timings["execTotalTime"]))
+        return answer
 
     def query(self, expr: str, at: float) -> Answer:
         return self._get("/api/v1/query", {"query": expr, "time": _num(at)})
 
-    def query_range(self, expr: str, start: float, end: float, step: float) -> Answer:
+    def query_range(
+        self, expr: str, start: float, end: float, step: float, *, stats: bool = False
+    ) -> Answer:
+        """The range query; with ``stats`` the answer carries Prometheus' execution time."""
         params = {"query": expr, "start": _num(start), "end": _num(end), "step": _num(step)}
+        if stats:
+            params["stats"] = "all"
         return self._get("/api/v1/query_range", params)
 
 
@@ -319,7 +347,7 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
-def _from_prometheus(data: dict[str, object], at: float) -> Answer:
+def _from_prometheus(data: dict[str, object]) -> Answer:
     kind, result = str(data["resultType"]), data["result"]
     if kind == "scalar" or kind == "string":
         assert isinstance(result, list)
@@ -428,13 +456,19 @@ def difference(vigil: Answer, prometheus: Answer, ordered: bool = False) -> str 
     return None
 
 
-def load_expressions(path: Path) -> list[str]:
-    """One expression per line; blank lines and lines starting with ``#`` are skipped."""
+EXPRESSIONS = Path(__file__).parent / "files" / "promql_oracle" / "expressions.txt"
+
+
+def load_expressions(path: Path = EXPRESSIONS) -> list[tuple[str, str]]:
+    """(annotation, expression) per line of ``path``: the annotation is "", "empty" or
+    "error" (a line's ``empty:``/``error:`` prefix); blank and ``#`` lines are skipped."""
     rv = []
     for line in path.read_text(encoding="utf-8").splitlines():
         text = line.strip()
-        if text and not text.startswith("#"):
-            rv.append(text)
+        if not text or text.startswith("#"):
+            continue
+        kind, _, rest = text.partition(": ")
+        rv.append((kind, rest) if kind in ("empty", "error") and rest else ("", text))
     return rv
 
 
@@ -494,3 +528,27 @@ class Oracle:
             if found:
                 return f"{label}: {found}"
         return None
+
+
+def main() -> None:
+    """Print the expressions Vigil answers differently from Prometheus, as the
+    differential test's ``KNOWN_GAPS`` should list them, with the first difference each."""
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="vigil-promql-oracle-") as tmp:
+        oracle = Oracle.start(Path(tmp))
+        try:
+            expressions = [expr for _, expr in load_expressions()]
+            found = {expr: oracle.difference(expr) for expr in expressions}
+        finally:
+            oracle.close()
+    gaps = [expr for expr in expressions if found[expr]]
+    for expr in gaps:
+        print(f"{expr}\n    {found[expr]}", file=sys.stderr)
+    print(f"{len(expressions) - len(gaps)} of {len(expressions)} match", file=sys.stderr)
+    print("\n".join(gaps))
+
+
+if __name__ == "__main__":
+    main()

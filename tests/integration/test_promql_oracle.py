@@ -11,7 +11,8 @@ relative 1e-9 / absolute 1e-12 (NaN equals NaN), errors where Prometheus errs.
 ``KNOWN_GAPS`` lists the expressions Vigil does not answer like Prometheus
 yet. The test fails for a new difference and also for a listed expression that
 now matches, so the list only shrinks; the failure message prints the list as
-it should be. The summary (matched / gaps) appears under "measured".
+it should be, and ``.venv/bin/python tests/promql_oracle.py`` prints it (with each
+first difference on stderr). The summary (matched / gaps) appears under "measured".
 
 Needs ``/usr/bin/prometheus`` and ``promtool`` (``scripts/install-system-deps``):
 skips without them locally, fails under CI=true.
@@ -19,14 +20,12 @@ skips without them locally, fails under CI=true.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from promql_oracle import Oracle, load_expressions
 
 from siem.model import METRIC_NAME
-
-EXPRESSIONS = Path(__file__).parents[1] / "files" / "promql_oracle" / "expressions.txt"
 
 # Expressions whose Vigil answers differ from Prometheus' today, one per line (as in
 # expressions.txt, without the empty:/error: prefix).
@@ -254,18 +253,6 @@ rate(http_requests_total[5m])[10m:5m]
 )
 
 
-def _entries() -> list[tuple[str, str]]:
-    """(annotation, expression) per line: annotation "", "empty" or "error"."""
-    rv = []
-    for line in load_expressions(EXPRESSIONS):
-        kind, _, rest = line.partition(": ")
-        if kind in ("empty", "error") and rest:
-            rv.append((kind, rest))
-        else:
-            rv.append(("", line))
-    return rv
-
-
 def test_both_hold_the_generated_samples(promql_oracle: Oracle) -> None:
     """The backfill and the store write lost nothing: every series, timestamp and value."""
     expected: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
@@ -291,7 +278,7 @@ def test_expression_file_says_what_prometheus_does(promql_oracle: Oracle) -> Non
     """An ``error:`` line is refused by Prometheus, an ``empty:`` line answers nothing, any
     other line answers something: a typo cannot pass as "both refuse" or "both empty"."""
     wrong = []
-    for kind, expr in _entries():
+    for kind, expr in load_expressions():
         answers = promql_oracle.answers("prometheus", expr)
         refused = [a.kind == "error" for a in answers[:-1]]  # instant; a range may refuse
         found = any(a.kind != "error" and a.series for a in answers)
@@ -307,9 +294,9 @@ def test_expression_file_says_what_prometheus_does(promql_oracle: Oracle) -> Non
 
 
 def test_vigil_answers_as_prometheus(
-    promql_oracle: Oracle, record_property: pytest.RecordProperty
+    promql_oracle: Oracle, record_property: Callable[[str, object], None]
 ) -> None:
-    expressions = [expr for _, expr in _entries()]
+    expressions = [expr for _, expr in load_expressions()]
     differences = {expr: promql_oracle.difference(expr) for expr in expressions}
     gaps = {expr for expr, found in differences.items() if found}
     matched = len(expressions) - len(gaps)
