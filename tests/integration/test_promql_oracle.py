@@ -247,6 +247,17 @@ resets(sum(http_requests_total)[1h:1m])
 present_over_time(worker_queue_depth[10m:1m])
 node_temperature_celsius[10m:1m]
 rate(http_requests_total[5m])[10m:5m]
+absent_over_time(batch_items_processed_total{instance="a:9100"}[5m])
+timestamp(batch_items_processed_total)
+changes(batch_items_processed_total[30m])
+deriv(batch_items_processed_total[10m])
+max_over_time(batch_items_processed_total[5m:30s])
+timestamp(worker_queue_depth) - time()
+last_over_time(worker_queue_depth{pod="w-2"}[1h])
+present_over_time(worker_queue_depth{pod="w-5"}[2h])
+worker_queue_depth @ 1714531201
+worker_queue_depth offset 45m @ 1714531201
+vector(time()) - on () group_right timestamp(worker_queue_depth)
 "a string"
 """.splitlines()
     if line
