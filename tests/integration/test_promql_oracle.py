@@ -20,10 +20,11 @@ skips without them locally, fails under CI=true.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
-from promql_oracle import Oracle, load_expressions
+from promql_oracle import Answer, Oracle, difference, load_expressions
 
 from siem.model import METRIC_NAME
 
@@ -328,3 +329,32 @@ def test_vigil_answers_as_prometheus(
         pytest.fail(
             "\n".join(problems) + f'\n\nKNOWN_GAPS as it is now:\n{summary}\nr"""\n{listing}\n"""'
         )
+
+
+def test_difference_finds_what_tells_two_answers_apart() -> None:
+    """The comparison itself, without servers: what it accepts and what it reports."""
+    up = (("__name__", "up"), ("job", "api"))
+    down = (("__name__", "up"), ("job", "web"))
+
+    def vector(*items: tuple[tuple[tuple[str, str], ...], float]) -> Answer:
+        return Answer("vector", {k: ((10.0, v),) for k, v in items}, tuple(v for _, v in items))
+
+    assert difference(vector((up, math.nan)), vector((up, math.nan))) is None
+    assert difference(vector((up, 1.0 + 1e-10)), vector((up, 1.0))) is None
+    assert difference(vector((up, 0.0)), vector((up, 1e-13))) is None
+    assert "Vigil 1.00001" in str(difference(vector((up, 1.00001)), vector((up, 1.0))))
+    assert difference(vector((up, math.inf)), vector((up, -math.inf))) is not None
+    assert difference(vector((up, math.nan)), vector((up, 0.0))) is not None
+    assert "only Prometheus has" in str(
+        difference(vector((up, 1.0)), vector((up, 1.0), (down, 2.0)))
+    )
+    assert "scalar" in str(difference(Answer("scalar", {(): ((10.0, 1.0),)}), vector((up, 1.0))))
+    assert difference(Answer("error", detail="a"), Answer("error", detail="b")) is None
+    assert difference(Answer("crash", detail="boom"), Answer("error")) is not None
+    ordered = vector((up, 1.0), (down, 2.0)), vector((down, 2.0), (up, 1.0))
+    assert difference(*ordered) is None
+    assert "order differs" in str(difference(*ordered, ordered=True))
+    shifted = Answer("matrix", {up: ((10.0, 1.0), (25.0, 2.0))})
+    assert "different times" in str(
+        difference(shifted, Answer("matrix", {up: ((10.0, 1.0), (40.0, 2.0))}))
+    )
