@@ -6,7 +6,10 @@ special values, non-ASCII label values); ``openmetrics()`` writes them for
 ``promtool tsdb create-blocks-from openmetrics``; ``PrometheusServer.start``
 backfills them into a real Prometheus (Debian's 2.42) and serves its HTTP API
 on a free port; ``vigil_instant``/``vigil_range`` and ``PrometheusServer.query``/
-``query_range`` give an ``Answer`` each, and ``difference`` compares two.
+``query_range`` give an ``Answer`` each, and ``difference`` compares two;
+``Oracle`` holds it all for the differential test (fixture ``promql_oracle``).
+``.venv/bin/python tests/promql_oracle.py`` prints the expressions Vigil answers
+differently, as the test's ``KNOWN_GAPS`` should list them.
 
 Timestamps. Prometheus 2 selects windows closed on the left (``[t - r, t]``),
 Prometheus 3 and Vigil open (``(t - r, t]``); the two only differ for a sample
