@@ -377,6 +377,8 @@ def _from_prometheus(data: dict[str, object]) -> Answer:
 
 
 def _from_vigil(result: object, at: float) -> Answer:
+    if isinstance(result, str):
+        return Answer("string", {(): ((at, math.nan),)}, detail=result)
     if isinstance(result, float | int):
         return Answer("scalar", {(): ((at, float(result)),)})
     assert isinstance(result, list)
@@ -443,6 +445,8 @@ def difference(vigil: Answer, prometheus: Answer, ordered: bool = False) -> str 
             f"Vigil gives {vigil.kind} {vigil.detail!s:.200}, "
             f"Prometheus {prometheus.kind} {prometheus.detail!s:.200}"
         )
+    if vigil.kind == "string" and vigil.detail != prometheus.detail:
+        return f"Vigil gives the string {vigil.detail!r}, Prometheus {prometheus.detail!r}"
     missing = sorted(set(prometheus.series) - set(vigil.series))
     extra = sorted(set(vigil.series) - set(prometheus.series))
     if missing or extra:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from promql_oracle import Answer, Oracle, difference, load_expressions
@@ -350,6 +351,9 @@ def test_difference_finds_what_tells_two_answers_apart() -> None:
     )
     assert "scalar" in str(difference(Answer("scalar", {(): ((10.0, 1.0),)}), vector((up, 1.0))))
     assert difference(Answer("error", detail="a"), Answer("error", detail="b")) is None
+    text = Answer("string", {(): ((10.0, math.nan),)}, detail="a")
+    assert difference(text, text) is None
+    assert "string" in str(difference(replace(text, detail="b"), text))
     assert difference(Answer("crash", detail="boom"), Answer("error")) is not None
     ordered = vector((up, 1.0), (down, 2.0)), vector((down, 2.0), (up, 1.0))
     assert difference(*ordered) is None
