@@ -510,8 +510,12 @@ class Oracle:
     def start(cls, work: Path, samples: list[Sample] | None = None) -> Oracle:
         samples = generate() if samples is None else samples
         store = SqliteStore(work / "siem.db")
-        store.write(samples=samples)
-        return cls(samples, PrometheusServer.start(samples, work), store)
+        try:
+            store.write(samples=samples)
+            return cls(samples, PrometheusServer.start(samples, work), store)
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
         self.prometheus.close()
