@@ -400,3 +400,20 @@ def watch_console(page: Any) -> list[str]:
 def control_token(data_dir: Path) -> str:
     """The token ``vigil up`` wrote for its control API (data/run/control.token)."""
     return (data_dir / "run" / "control.token").read_text(encoding="utf-8").strip()
+
+
+@pytest.fixture(scope="session")
+def promql_oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A ``promql_oracle.Oracle``: the oracle data set in a Vigil SQLite store and in a
+    real Prometheus (backfilled by promtool), started once per session.
+
+    Skips without ``prometheus``/``promtool`` locally, fails under CI=true.
+    """
+    from promql_oracle import Oracle, PrometheusUnavailable
+
+    try:
+        oracle = Oracle.start(tmp_path_factory.mktemp("promql-oracle"))
+    except PrometheusUnavailable as exc:
+        require_server("prometheus", str(exc))
+    yield oracle
+    oracle.close()
