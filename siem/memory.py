@@ -11,8 +11,17 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from siem import aggregations as agg
-from siem import limits
-from siem.model import Event, EventQuery, Labels, Matcher, Sample, Series, WriteResult
+from siem import limits, lookups
+from siem.model import (
+    Event,
+    EventQuery,
+    Labels,
+    Matcher,
+    MetricMetadata,
+    Sample,
+    Series,
+    WriteResult,
+)
 
 _CHECK_EVERY = 1024  # items between deadline/cancellation checks
 
@@ -24,6 +33,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._events: dict[str, Event] = {}
         self._series: dict[Labels, dict[float, float]] = {}
+        self._metadata: dict[str, MetricMetadata] = {}
 
     def write(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> WriteResult:
         stored = dup = s_stored = s_dup = 0
@@ -87,6 +97,55 @@ class MemoryStore:
                 rv.append(Series(labels, tuple((t, points[t]) for t in times[lo:hi])))
         rv.sort(key=lambda s: s.labels)
         return rv
+
+    def _in_range(self, start: float | None, end: float | None) -> list[Labels]:
+        """The label sets of the series with a point in [start, end]."""
+        with self._lock:
+            items = [(labels, list(points)) for labels, points in self._series.items()]
+        return [
+            labels for labels, times in items if any(lookups.in_range(t, start, end) for t in times)
+        ]
+
+    def series(
+        self,
+        matchers: Sequence[Matcher],
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 0,
+    ) -> list[Labels]:
+        return lookups.pick_series(self._in_range(start, end), matchers, limit)
+
+    def label_names(
+        self,
+        matchers: Sequence[Matcher] = (),
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 0,
+    ) -> list[str]:
+        return lookups.pick_label_names(self._in_range(start, end), matchers, limit)
+
+    def label_values(
+        self,
+        name: str,
+        matchers: Sequence[Matcher] = (),
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 0,
+    ) -> list[str]:
+        return lookups.pick_label_values(self._in_range(start, end), name, matchers, limit)
+
+    def write_metadata(self, items: Iterable[MetricMetadata]) -> int:
+        written = 0
+        with self._lock:
+            for item in items:
+                self._metadata[item.metric] = item
+                written += 1
+        return written
+
+    def metadata(self, metric: str | None = None, limit: int = 0) -> list[MetricMetadata]:
+        with self._lock:
+            items = list(self._metadata.values())
+        return lookups.pick_metadata(items, metric, limit)
 
     def close(self) -> None:
         """Nothing to release."""
