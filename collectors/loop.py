@@ -112,7 +112,7 @@ class Collector:
         self.checkpoints = Checkpoints(data_dir / CHECKPOINT_FILE)
         if sources is None:
             sources = [
-                Scraper(all_targets(settings), self.metrics, clock=clock),
+                Scraper(all_targets(settings), self.metrics, clock=clock, store=store),
                 Tailer(
                     data_dir,
                     settings.collect.tail,
