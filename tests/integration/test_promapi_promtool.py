@@ -220,7 +220,11 @@ SAME_ANSWER = [
     "/api/v1/series?match[]=up&start=1700000300&end=1700000000",
     "/api/v1/labels?start=1700000300&end=1700000000",
     "/api/v1/query?query=up&time=1700000000&timeout=abc",
+    "/api/v1/series?match[]=no_such_metric",
+    "/api/v1/label/no_such_label/values",
     "/api/v1/metadata",
+    "/api/v1/metadata?limit=0",
+    "/api/v1/metadata?metric=no_such_metric&limit=-1",
     "/api/v1/query_exemplars?query=up&start=1&end=2",
     "/api/v1/format_query?query=sum(rate(x[5m]))by(job)",
 ]
@@ -239,6 +243,7 @@ SAME_ERROR = [
     '/api/v1/series?match[]={a=~""}',
     "/api/v1/label/1a/values",
     "/api/v1/format_query?query=sum(",
+    "/api/v1/metadata?limit=x",
 ]
 
 
