@@ -173,7 +173,7 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
 
 
-class ElasticsearchStore:
+class ElasticsearchStore(lookups.SeriesLookups):
     """``Store`` on an Elasticsearch or OpenSearch-compatible cluster.
 
     >>> store = ElasticsearchStore("http://127.0.0.1:9200", compat_headers=False)
@@ -539,35 +539,6 @@ class ElasticsearchStore:
             after = found.get("after_key")
             if len(buckets) < PAGE_SIZE or after is None:
                 return
-
-    def series(
-        self,
-        matchers: Sequence[Matcher],
-        start: float | None = None,
-        end: float | None = None,
-        limit: int = 0,
-    ) -> list[Labels]:
-        return lookups.pick_series(self._in_range(matchers, start, end), matchers, limit)
-
-    def label_names(
-        self,
-        matchers: Sequence[Matcher] = (),
-        start: float | None = None,
-        end: float | None = None,
-        limit: int = 0,
-    ) -> list[str]:
-        return lookups.pick_label_names(self._in_range(matchers, start, end), matchers, limit)
-
-    def label_values(
-        self,
-        name: str,
-        matchers: Sequence[Matcher] = (),
-        start: float | None = None,
-        end: float | None = None,
-        limit: int = 0,
-    ) -> list[str]:
-        candidates = self._in_range(matchers, start, end)
-        return lookups.pick_label_values(candidates, name, matchers, limit)
 
     @property
     def _metadata_index(self) -> str:

@@ -120,3 +120,42 @@ def pick_metadata(
         rv = rv[:limit]
     limits.take(len(rv))
     return rv
+
+
+class SeriesLookups:
+    """``Store.series``, ``label_names`` and ``label_values`` for a backend that gives
+    ``_in_range``: the label sets of the series with a sample in [start, end] (it may
+    use the matchers to narrow them, e.g. by metric name; they are applied again)."""
+
+    def _in_range(
+        self, matchers: Sequence[Matcher], start: float | None, end: float | None
+    ) -> Iterable[Labels]:
+        raise NotImplementedError
+
+    def series(
+        self,
+        matchers: Sequence[Matcher],
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 0,
+    ) -> list[Labels]:
+        return pick_series(self._in_range(matchers, start, end), matchers, limit)
+
+    def label_names(
+        self,
+        matchers: Sequence[Matcher] = (),
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 0,
+    ) -> list[str]:
+        return pick_label_names(self._in_range(matchers, start, end), matchers, limit)
+
+    def label_values(
+        self,
+        name: str,
+        matchers: Sequence[Matcher] = (),
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 0,
+    ) -> list[str]:
+        return pick_label_values(self._in_range(matchers, start, end), name, matchers, limit)

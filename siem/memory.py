@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from siem import aggregations as agg
 from siem import limits, lookups
 from siem.model import (
+    METRIC_NAME,
     Event,
     EventQuery,
     Labels,
@@ -26,7 +27,7 @@ from siem.model import (
 _CHECK_EVERY = 1024  # items between deadline/cancellation checks
 
 
-class MemoryStore:
+class MemoryStore(lookups.SeriesLookups):
     """``Store`` in dictionaries, safe for several threads."""
 
     def __init__(self) -> None:
@@ -98,41 +99,20 @@ class MemoryStore:
         rv.sort(key=lambda s: s.labels)
         return rv
 
-    def _in_range(self, start: float | None, end: float | None) -> list[Labels]:
-        """The label sets of the series with a point in [start, end]."""
+    def _in_range(
+        self, matchers: Sequence[Matcher], start: float | None, end: float | None
+    ) -> list[Labels]:
+        """The label sets of the series with a point in [start, end] (by name first)."""
+        name = lookups.exact_name(matchers)
         with self._lock:
-            items = [(labels, list(points)) for labels, points in self._series.items()]
+            items = [
+                (labels, list(points))
+                for labels, points in self._series.items()
+                if name is None or dict(labels).get(METRIC_NAME) == name
+            ]
         return [
             labels for labels, times in items if any(lookups.in_range(t, start, end) for t in times)
         ]
-
-    def series(
-        self,
-        matchers: Sequence[Matcher],
-        start: float | None = None,
-        end: float | None = None,
-        limit: int = 0,
-    ) -> list[Labels]:
-        return lookups.pick_series(self._in_range(start, end), matchers, limit)
-
-    def label_names(
-        self,
-        matchers: Sequence[Matcher] = (),
-        start: float | None = None,
-        end: float | None = None,
-        limit: int = 0,
-    ) -> list[str]:
-        return lookups.pick_label_names(self._in_range(start, end), matchers, limit)
-
-    def label_values(
-        self,
-        name: str,
-        matchers: Sequence[Matcher] = (),
-        start: float | None = None,
-        end: float | None = None,
-        limit: int = 0,
-    ) -> list[str]:
-        return lookups.pick_label_values(self._in_range(start, end), name, matchers, limit)
 
     def write_metadata(self, items: Iterable[MetricMetadata]) -> int:
         written = 0

@@ -64,7 +64,7 @@ _METADATA_SCHEMA = (
 _INSERT_EVENT = "INSERT OR IGNORE INTO events (id, ts, dataset, doc) VALUES (?, ?, ?, ?)"
 
 
-class SqliteStore:
+class SqliteStore(lookups.SeriesLookups):
     """``Store`` in one SQLite file; several processes may open the same file.
 
     >>> store = SqliteStore("data/siem.db")
@@ -331,24 +331,6 @@ class SqliteStore:
         for (key,) in rows:
             yield tuple((k, v) for k, v in json.loads(key))
 
-    def series(
-        self,
-        matchers: Sequence[Matcher],
-        start: float | None = None,
-        end: float | None = None,
-        limit: int = 0,
-    ) -> list[Labels]:
-        return lookups.pick_series(self._in_range(matchers, start, end), matchers, limit)
-
-    def label_names(
-        self,
-        matchers: Sequence[Matcher] = (),
-        start: float | None = None,
-        end: float | None = None,
-        limit: int = 0,
-    ) -> list[str]:
-        return lookups.pick_label_names(self._in_range(matchers, start, end), matchers, limit)
-
     def label_values(
         self,
         name: str,
@@ -359,8 +341,7 @@ class SqliteStore:
     ) -> list[str]:
         if name == METRIC_NAME and not matchers:
             return self._metric_names(start, end, limit)
-        candidates = self._in_range(matchers, start, end)
-        return lookups.pick_label_values(candidates, name, matchers, limit)
+        return super().label_values(name, matchers, start, end, limit)
 
     def _metric_names(self, start: float | None, end: float | None, limit: int) -> list[str]:
         """Grafana's metric picker (``label/__name__/values``): from the name column."""
