@@ -15,15 +15,22 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from conftest import free_port, http_get, require_server, wait_until
+from prometheus_client import CollectorRegistry
 
+from collectors.metrics import CollectorMetrics
+from collectors.prometheus import Scraper, Target
+from dashboards.app import create_app
 from siem.backends import open_store
 from siem.model import Sample, make_labels
+from siem.sqlite import SqliteStore
 from vigil.auth import UserStore, users_path
 from vigil.settings import from_mapping
 
@@ -288,3 +295,91 @@ def test_same_error_type_and_status_as_prometheus(prometheus: str, web: Web, pat
     got_status, got = _get(web.url + path, web.token)
     assert (got_status, got["status"], got["errorType"]) == (status, "error", body["errorType"])
     assert set(got) == set(body)  # status, errorType, error: nothing more, nothing less
+
+
+# -- metadata: Prometheus and Vigil's collector scrape the same target -------------------------
+
+EXPORTED = """\
+# HELP demo_requests_total Requests served, with a \\\\ and a\\nnewline.
+# TYPE demo_requests_total counter
+demo_requests_total{code="200"} 3
+# HELP demo_latency_seconds Latency.
+# TYPE demo_latency_seconds histogram
+demo_latency_seconds_bucket{le="0.1"} 1
+demo_latency_seconds_bucket{le="+Inf"} 2
+demo_latency_seconds_sum 0.3
+demo_latency_seconds_count 2
+# TYPE demo_temperature gauge
+demo_temperature 21.5
+# HELP demo_untyped Something.
+# TYPE demo_untyped untyped
+demo_untyped 1
+# HELP demo_help_only Only help.
+demo_help_only 1
+demo_bare 1
+"""
+
+
+@pytest.fixture
+def exporter() -> Iterator[str]:
+    """A real scrape target serving ``EXPORTED``; its host:port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = EXPORTED.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_metadata_same_as_prometheus_scraping_the_same_target(
+    exporter: str, tmp_path: Path
+) -> None:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        require_server("prometheus", "not installed (scripts/install-system-deps installs it)")
+    assert binary is not None
+    config = (
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: demo\n"
+        f"    static_configs:\n      - targets: ['{exporter}']\n"
+    )
+    (tmp_path / "prometheus.yml").write_text(config, encoding="utf-8")
+    port = free_port()
+    argv = [
+        binary,
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api/v1/metadata"
+    try:
+        _wait_serving(proc, f"http://127.0.0.1:{port}/-/ready", "prometheus")
+        wait_until("prometheus to scrape", lambda: bool(_get(url)[1].get("data")), 30)
+        want = _get(url)[1]
+    finally:
+        _stop(proc)
+
+    store = SqliteStore(tmp_path / "siem.db")
+    try:
+        target = Target("demo", exporter, f"http://{exporter}/metrics", 5.0)
+        Scraper([target], CollectorMetrics(CollectorRegistry()), store=store).collect()
+        settings = from_mapping({"data_dir": str(tmp_path)})
+        client = create_app(settings, store=store).test_client()
+        token = UserStore(users_path(settings)).create_token("grafana", "viewer")[1]
+        got = client.get("/api/v1/metadata", headers={"Authorization": f"Bearer {token}"})
+        assert got.get_json() == want
+        assert "demo_requests_total" in want["data"]  # type: ignore[operator]
+    finally:
+        store.close()
