@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from collectors.metrics import CollectorMetrics
-from collectors.sink import Batch
+from collectors.sink import Backoff, Batch
 from siem import SiemError
 from siem.lookups import METRIC_TYPES
 from siem.model import METRIC_NAME, MetricMetadata, Sample, Store, labels_from, make_labels
@@ -43,6 +43,8 @@ ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 # Like Prometheus, scrape directly: *_proxy environment variables are not used.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _TARGET_LABELS = ("job", "instance")
+METADATA_BACKOFF = Backoff(initial_s=5.0, max_s=300.0)
+"""Wait after failed metadata writes, so a store that hangs does not slow every scrape."""
 MAX_METADATA_FAMILIES = 100_000
 """Metric families whose metadata one scraper keeps; metadata of more is dropped (counted)."""
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -226,7 +228,8 @@ class Scraper:
     With a ``store``, the metric metadata of each pass goes straight to it (not
     through the sink: it is small and rare), for the families whose metadata
     changed since this scraper last wrote them; a failed write is counted in
-    ``vigil_collector_write_errors_total`` and tried again on the next pass.
+    ``vigil_collector_write_errors_total`` and tried again on a later pass
+    (``METADATA_BACKOFF`` after consecutive failures).
     """
 
     def __init__(
@@ -236,12 +239,16 @@ class Scraper:
         *,
         clock: Callable[[], float] = time.time,
         store: Store | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._targets = list(targets)
         self._metrics = metrics
         self._clock = clock
         self._store = store
+        self._monotonic = monotonic
         self._written: dict[str, MetricMetadata] = {}
+        self._failures = 0
+        self._retry_at = 0.0
 
     def scrape_all(self) -> list[ScrapeResult]:
         if not self._targets:
@@ -270,7 +277,7 @@ class Scraper:
     def write_metadata(self, results: Sequence[ScrapeResult]) -> int:
         """Write the metadata of ``results`` that differs from what was last written
         (when two targets disagree, the later target's wins); how many families."""
-        if self._store is None:
+        if self._store is None or self._monotonic() < self._retry_at:
             return 0
         latest = {m.metric: m for r in results for m in r.metadata}
         changed = [m for name, m in latest.items() if self._written.get(name) != m]
@@ -290,11 +297,15 @@ class Scraper:
             self._store.write_metadata(changed)
         except (SiemError, sqlite3.Error, OSError, ValueError) as exc:
             self._metrics.write_errors.inc()
+            self._failures += 1
+            wait = METADATA_BACKOFF.after(self._failures)
+            self._retry_at = self._monotonic() + wait
             log.warning(
-                "metric metadata not stored; trying again on the next scrape",
-                extra={"error.message": str(exc)},
+                "metric metadata not stored; trying again later",
+                extra={"error.message": str(exc), "labels.retry_in_s": wait},
             )
             return 0
+        self._failures = 0
         self._written.update((m.metric, m) for m in changed)
         return len(changed)
 

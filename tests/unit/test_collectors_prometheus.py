@@ -283,13 +283,21 @@ def test_prometheus_scraper_metadata_write_failure_is_counted_and_retried(
     registry = CollectorRegistry()
     closed = SqliteStore(tmp_path / "siem.db")
     closed.close()
-    scraper = Scraper([], CollectorMetrics(registry), store=closed)
+    now = [100.0]
+    scraper = Scraper([], CollectorMetrics(registry), store=closed, monotonic=lambda: now[0])
     results = [scrape(TARGET, clock=lambda: 5.0, get=lambda url, t: EXPOSITION)]
     assert scraper.write_metadata(results) == 0
     assert registry.get_sample_value("vigil_collector_write_errors_total") == 1
+    now[0] += 4.9  # backing off (5 s after the first failure): not even tried
+    assert scraper.write_metadata(results) == 0
+    assert registry.get_sample_value("vigil_collector_write_errors_total") == 1
+    now[0] += 0.1
+    assert scraper.write_metadata(results) == 0
+    assert registry.get_sample_value("vigil_collector_write_errors_total") == 2
     store = SqliteStore(tmp_path / "siem.db")
     try:
-        scraper._store = store  # the store is back: the next pass writes all of it
+        scraper._store = store  # the store is back: the next try writes all of it
+        now[0] += 10.0
         assert scraper.write_metadata(results) == 3
         assert [m.metric for m in store.metadata()] == [
             "lat_seconds",
