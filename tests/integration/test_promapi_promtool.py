@@ -15,14 +15,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import free_port, http_get, require_server, wait_until
+from exposition_server import exposition_server
 from prometheus_client import CollectorRegistry
 
 from collectors.metrics import CollectorMetrics
@@ -254,14 +255,14 @@ SAME_ERROR = [
 ]
 
 
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def _prometheus(tmp: Path, config: str) -> Iterator[str]:
+    """A real Prometheus with ``config`` as its prometheus.yml, ready; its URL."""
     binary = shutil.which("prometheus")
     if binary is None:
         require_server("prometheus", "not installed (scripts/install-system-deps installs it)")
     assert binary is not None
-    tmp = tmp_path_factory.mktemp("prometheus")
-    (tmp / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n", encoding="utf-8")
+    (tmp / "prometheus.yml").write_text(config, encoding="utf-8")
     port = free_port()
     argv = [
         binary,
@@ -276,6 +277,13 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    config = "global:\n  scrape_interval: 15s\n"
+    with _prometheus(tmp_path_factory.mktemp("prometheus"), config) as url:
+        yield url
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
@@ -320,57 +328,23 @@ demo_bare 1
 """
 
 
-@pytest.fixture
-def exporter() -> Iterator[str]:
-    """A real scrape target serving ``EXPORTED``; its host:port."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = EXPORTED.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def test_metadata_same_as_prometheus_scraping_the_same_target(tmp_path: Path) -> None:
+    with exposition_server(lambda: EXPORTED) as exporter:
+        config = (
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: demo\n"
+            f"    static_configs:\n      - targets: ['{exporter}']\n"
+        )
+        with _prometheus(tmp_path, config) as prometheus:
+            url = f"{prometheus}/api/v1/metadata"
+            wait_until("prometheus to scrape", lambda: bool(_get(url)[1].get("data")), 30)
+            want = _get(url)[1]
+        got = _vigil_metadata(tmp_path, exporter)
+    assert got == want
+    assert "demo_requests_total" in want["data"]  # type: ignore[operator]
 
 
-def test_metadata_same_as_prometheus_scraping_the_same_target(
-    exporter: str, tmp_path: Path
-) -> None:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        require_server("prometheus", "not installed (scripts/install-system-deps installs it)")
-    assert binary is not None
-    config = (
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: demo\n"
-        f"    static_configs:\n      - targets: ['{exporter}']\n"
-    )
-    (tmp_path / "prometheus.yml").write_text(config, encoding="utf-8")
-    port = free_port()
-    argv = [
-        binary,
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/api/v1/metadata"
-    try:
-        _wait_serving(proc, f"http://127.0.0.1:{port}/-/ready", "prometheus")
-        wait_until("prometheus to scrape", lambda: bool(_get(url)[1].get("data")), 30)
-        want = _get(url)[1]
-    finally:
-        _stop(proc)
-
+def _vigil_metadata(tmp_path: Path, exporter: str) -> Any:
+    """Vigil's collector scrapes ``exporter`` once; then what ``/api/v1/metadata`` answers."""
     store = SqliteStore(tmp_path / "siem.db")
     try:
         target = Target("demo", exporter, f"http://{exporter}/metrics", 5.0)
@@ -378,8 +352,8 @@ def test_metadata_same_as_prometheus_scraping_the_same_target(
         settings = from_mapping({"data_dir": str(tmp_path)})
         client = create_app(settings, store=store).test_client()
         token = UserStore(users_path(settings)).create_token("grafana", "viewer")[1]
-        got = client.get("/api/v1/metadata", headers={"Authorization": f"Bearer {token}"})
-        assert got.get_json() == want
-        assert "demo_requests_total" in want["data"]  # type: ignore[operator]
+        return client.get(
+            "/api/v1/metadata", headers={"Authorization": f"Bearer {token}"}
+        ).get_json()
     finally:
         store.close()

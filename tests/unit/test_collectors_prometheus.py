@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import http.client
-import threading
 import urllib.error
 from collections.abc import Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from conftest import free_port
+from exposition_server import exposition_server
 from prometheus_client import CollectorRegistry
 
 import collectors.prometheus
@@ -238,28 +237,11 @@ class CountingStore(MemoryStore):
 
 @pytest.fixture
 def exporter() -> Iterator[dict[str, str]]:
-    """A real HTTP target serving ``body["text"]`` at /metrics."""
+    """A real HTTP target serving ``body["text"]`` at /metrics; its host:port in "address"."""
     body = {"text": EXPOSITION}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            data = body["text"].encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    body["address"] = f"127.0.0.1:{server.server_address[1]}"
-    yield body
-    server.shutdown()
-    server.server_close()
+    with exposition_server(lambda: body["text"]) as address:
+        body["address"] = address
+        yield body
 
 
 def test_prometheus_scraper_stores_metadata_once_per_change(exporter: dict[str, str]) -> None:
