@@ -502,14 +502,29 @@ class ElasticsearchStore(lookups.SeriesLookups):
     def _in_range(
         self, matchers: Sequence[Matcher], start: float | None, end: float | None
     ) -> Iterator[Labels]:
-        """The label sets of the series with a sample in [start, end]: a composite
-        ``terms`` aggregation on the samples' ``series`` key, a page of keys per request
-        (by name when a matcher pins it); no sample is fetched."""
+        """The label sets of the series with a sample in [start, end], from the distinct
+        ``series`` keys of the samples (by name when a matcher pins it)."""
+        for key in self._distinct("series", lookups.exact_name(matchers), start, end):
+            labels = _labels_from_key(key)
+            if labels is not None:
+                yield labels
+
+    def _metric_names(self, start: float | None, end: float | None, limit: int) -> list[str]:
+        """The distinct ``name`` keys of the samples, not every series."""
+        return lookups.pick_values(
+            (n for n in self._distinct("name", None, start, end) if n), limit
+        )
+
+    def _distinct(
+        self, field: str, name: str | None, start: float | None, end: float | None
+    ) -> Iterator[str]:
+        """The distinct values of the samples' keyword ``field`` in [start, end] (of metric
+        ``name`` when given): a composite ``terms`` aggregation, a page per request; no
+        sample is fetched."""
         filters: list[dict[str, Any]] = []
         bounds = {op: t for op, t in (("gte", start), ("lte", end)) if t is not None}
         if bounds:
             filters.append({"range": {"ts": bounds}})
-        name = lookups.exact_name(matchers)
         if name is not None:
             filters.append({"term": {"name": name}})
         query = {"bool": {"filter": filters}} if filters else {"match_all": {}}
@@ -518,7 +533,7 @@ class ElasticsearchStore(lookups.SeriesLookups):
             limits.check()
             composite: dict[str, Any] = {
                 "size": PAGE_SIZE,
-                "sources": [{"series": {"terms": {"field": "series"}}}],
+                "sources": [{"key": {"terms": {"field": field}}}],
             }
             if after is not None:
                 composite["after"] = after
@@ -526,16 +541,14 @@ class ElasticsearchStore(lookups.SeriesLookups):
                 index=self._samples_index,
                 size=0,
                 query=query,
-                aggs={"series": {"composite": composite}},
+                aggs={"distinct": {"composite": composite}},
                 ignore_unavailable=True,
                 allow_no_indices=True,
             )
-            found = (rv.get("aggregations") or {}).get("series") or {}
+            found = (rv.get("aggregations") or {}).get("distinct") or {}
             buckets = found.get("buckets") or []
             for bucket in buckets:
-                labels = _labels_from_key(str(bucket.get("key", {}).get("series")))
-                if labels is not None:
-                    yield labels
+                yield str(bucket.get("key", {}).get("key"))
             after = found.get("after_key")
             if len(buckets) < PAGE_SIZE or after is None:
                 return

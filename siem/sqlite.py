@@ -331,18 +331,6 @@ class SqliteStore(lookups.SeriesLookups):
         for (key,) in rows:
             yield tuple((k, v) for k, v in json.loads(key))
 
-    def label_values(
-        self,
-        name: str,
-        matchers: Sequence[Matcher] = (),
-        start: float | None = None,
-        end: float | None = None,
-        limit: int = 0,
-    ) -> list[str]:
-        if name == METRIC_NAME and not matchers:
-            return self._metric_names(start, end, limit)
-        return super().label_values(name, matchers, start, end, limit)
-
     def _metric_names(self, start: float | None, end: float | None, limit: int) -> list[str]:
         """Grafana's metric picker (``label/__name__/values``): from the name column."""
         clauses, args = _sample_bounds(start, end)
@@ -354,9 +342,8 @@ class SqliteStore(lookups.SeriesLookups):
             sql += " LIMIT ?"
             args.append(limit)
         with self._connection() as conn, _transaction(conn, "DEFERRED"):
-            rv = [name for (name,) in conn.execute(sql, args)]
-        _take(len(rv))
-        return rv
+            rows = conn.execute(sql, args).fetchall()
+        return lookups.pick_values((name for (name,) in rows), limit)
 
     def write_metadata(self, items: Iterable[MetricMetadata]) -> int:
         rows = [(m.metric, m.type, m.help, m.unit) for m in items]

@@ -592,5 +592,7 @@ def test_elasticsearch_series_lookup_pages_through_the_keys(
         store.write(samples=_lookup_samples())
         assert len(store.series([Matcher("job", "=~", ".+")])) == 7
         assert store.label_values("instance") == ["a:1", "b:2", "c:3"]
+        names = ["disk_free_bytes", "http_requests_total", "up"]
+        assert store.label_values("__name__") == names  # the distinct names, 2 pages
     finally:
         store.close()
