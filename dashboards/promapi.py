@@ -187,8 +187,9 @@ def _selectors(*, required: bool) -> list[list[Matcher]]:
 def _lookup_range() -> tuple[float | None, float | None]:
     """``start``/``end`` of a look-up; an absent one is no bound (all retained time),
     as in Prometheus."""
-    start = _time("start", math.nan) if _param("start") else None
-    end = _time("end", math.nan) if _param("end") else None
+    raw_start, raw_end = _param("start"), _param("end")
+    start = round(parse_time("start", raw_start), 3) if raw_start else None
+    end = round(parse_time("end", raw_end), 3) if raw_end else None
     return start, end
 
 
