@@ -127,7 +127,7 @@ class Collector:
             )
         if sources is None:
             sources = [
-                Scraper(all_targets(settings), self.metrics, clock=clock),
+                Scraper(all_targets(settings), self.metrics, clock=clock, store=store),
                 Tailer(
                     data_dir,
                     settings.collect.tail,

@@ -47,6 +47,12 @@ class CollectorMetrics:
             "Store writes that failed and will be retried",
             registry=registry,
         )
+        self.metadata_dropped = Counter(
+            "vigil_collector_metadata_dropped_total",
+            "Metric families whose # TYPE/# HELP/# UNIT were not kept: over the scraper's"
+            " limit of families",
+            registry=registry,
+        )
         self.dead_letter_items = Counter(
             "vigil_collector_dead_letter_items_total",
             "Events and samples the store rejected one by one, written to the dead-letter file",

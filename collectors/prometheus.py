@@ -6,12 +6,19 @@ Each sample gets the scrape's start time (rounded to the millisecond) and the
 Every scrape also writes ``up``, ``scrape_duration_seconds`` and
 ``scrape_samples_scraped``. A target that is down or answers garbage gets
 ``up 0``: counted, logged, never raised.
+
+The ``# TYPE``, ``# HELP`` and ``# UNIT`` lines of a good scrape are kept per
+metric family (the latest scraped wins) and written to the store's metadata
+(``Store.write_metadata``, served by ``/api/v1/metadata``) only when a family's
+differs from what this scraper last wrote: once per change, not per scrape.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import re
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -22,8 +29,10 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from collectors.metrics import CollectorMetrics
-from collectors.sink import Batch
-from siem.model import METRIC_NAME, Sample, labels_from, make_labels
+from collectors.sink import Backoff, Batch
+from siem import SiemError
+from siem.lookups import METRIC_TYPES
+from siem.model import METRIC_NAME, MetricMetadata, Sample, Store, labels_from, make_labels
 from vigil.haproxy import haproxy_binary
 from vigil.settings import CollectSettings, Settings
 
@@ -34,6 +43,13 @@ ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 # Like Prometheus, scrape directly: *_proxy environment variables are not used.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _TARGET_LABELS = ("job", "instance")
+METADATA_BACKOFF = Backoff(initial_s=5.0, max_s=300.0)
+"""Wait after failed metadata writes, so a store that hangs does not slow every scrape."""
+MAX_METADATA_FAMILIES = 100_000
+"""Metric families whose metadata one scraper keeps; metadata of more is dropped (counted)."""
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_BLANKS = re.compile(r"[ \t]+")
+_HELP_ESCAPE = re.compile(r"\\\\|\\n")
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,7 @@ class ScrapeResult:
     target: Target
     samples: tuple[Sample, ...]
     error: str | None
+    metadata: tuple[MetricMetadata, ...] = ()
 
     @property
     def up(self) -> bool:
@@ -123,6 +140,42 @@ def parse_exposition(text: str, *, job: str, instance: str, timestamp: float) ->
     return rv
 
 
+def exposition_metadata(text: str) -> list[MetricMetadata]:
+    """Type, help and unit of each metric family of an exposition, from its ``# TYPE``,
+    ``# HELP`` and ``# UNIT`` lines (a family's last line of each kind wins). Never
+    raises: a comment line that is none of these, or names no valid metric or type,
+    is a comment and skipped. ``untyped`` reads as ``unknown``, as in Prometheus.
+
+    >>> exposition_metadata("# HELP a_total Requests.\\n# TYPE a_total counter\\na_total 3\\n")
+    [MetricMetadata(metric='a_total', type='counter', help='Requests.', unit='')]
+    """
+    found: dict[str, dict[str, str]] = {}
+    for line in text.split("\n"):
+        if not line.startswith("#"):
+            continue
+        parts = _BLANKS.split(line[1:].lstrip(" \t"), maxsplit=2)
+        if len(parts) < 2 or parts[0] not in ("HELP", "TYPE", "UNIT"):
+            continue
+        kind, name = parts[0].lower(), parts[1]
+        value = parts[2] if len(parts) > 2 else ""
+        if not _METRIC_NAME.fullmatch(name):
+            continue
+        if kind == "type":
+            value = value.strip(" \t").lower()
+            value = "unknown" if value == "untyped" else value
+            if value not in METRIC_TYPES:
+                continue
+        elif kind == "unit":
+            value = value.strip(" \t")
+        else:
+            value = _HELP_ESCAPE.sub(lambda m: "\\" if m.group() == "\\\\" else "\n", value)
+        found.setdefault(name, {})[kind] = value
+    return [
+        MetricMetadata(name, d.get("type", "unknown"), d.get("help", ""), d.get("unit", ""))
+        for name, d in found.items()
+    ]
+
+
 def fetch(url: str, timeout_s: float) -> str:
     """The body of a GET as text; raises ``OSError``, ``ValueError`` or ``HTTPException``."""
     request = urllib.request.Request(url, headers={"Accept": ACCEPT})
@@ -144,13 +197,13 @@ def scrape(
     started = time.monotonic()
     error: str | None = None
     samples: list[Sample] = []
+    metadata: list[MetricMetadata] = []
     try:
+        text = get(target.url, target.timeout_s)
         samples = parse_exposition(
-            get(target.url, target.timeout_s),
-            job=target.job,
-            instance=target.instance,
-            timestamp=timestamp,
+            text, job=target.job, instance=target.instance, timestamp=timestamp
         )
+        metadata = exposition_metadata(text)
     except urllib.error.HTTPError as exc:
         error = f"HTTP {exc.code}"
     # Refused, timeout, not HTTP, not UTF-8, bad exposition.
@@ -166,11 +219,18 @@ def scrape(
         meta("scrape_duration_seconds", duration),
         meta("scrape_samples_scraped", float(len(samples))),
     ]
-    return ScrapeResult(target, tuple(samples), error)
+    return ScrapeResult(target, tuple(samples), error, tuple(metadata))
 
 
 class Scraper:
-    """A source scraping all ``targets`` concurrently, one batch per target."""
+    """A source scraping all ``targets`` concurrently, one batch per target.
+
+    With a ``store``, the metric metadata of each pass goes straight to it (not
+    through the sink: it is small and rare), for the families whose metadata
+    changed since this scraper last wrote them; a failed write is counted in
+    ``vigil_collector_write_errors_total`` and tried again on a later pass
+    (``METADATA_BACKOFF`` after consecutive failures).
+    """
 
     def __init__(
         self,
@@ -178,10 +238,17 @@ class Scraper:
         metrics: CollectorMetrics,
         *,
         clock: Callable[[], float] = time.time,
+        store: Store | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._targets = list(targets)
         self._metrics = metrics
         self._clock = clock
+        self._store = store
+        self._monotonic = monotonic
+        self._written: dict[str, MetricMetadata] = {}
+        self._failures = 0
+        self._retry_at = 0.0
 
     def scrape_all(self) -> list[ScrapeResult]:
         if not self._targets:
@@ -202,7 +269,45 @@ class Scraper:
         return results
 
     def collect(self) -> list[Batch]:
-        return [Batch(samples=r.samples) for r in self.scrape_all()]
+        results = self.scrape_all()
+        if self._store is not None:
+            self.write_metadata(results)
+        return [Batch(samples=r.samples) for r in results]
+
+    def write_metadata(self, results: Sequence[ScrapeResult]) -> int:
+        """Write the metadata of ``results`` that differs from what was last written
+        (when two targets disagree, the later target's wins); how many families."""
+        if self._store is None or self._monotonic() < self._retry_at:
+            return 0
+        latest = {m.metric: m for r in results for m in r.metadata}
+        changed = [m for name, m in latest.items() if self._written.get(name) != m]
+        room = max(0, MAX_METADATA_FAMILIES - len(self._written))
+        kept = [m for m in changed if m.metric in self._written]
+        new = [m for m in changed if m.metric not in self._written]
+        if len(new) > room:
+            self._metrics.metadata_dropped.inc(len(new) - room)
+            log.warning(
+                "too many metric families; their metadata is not kept",
+                extra={"labels.dropped": len(new) - room, "labels.max": MAX_METADATA_FAMILIES},
+            )
+        changed = kept + new[:room]
+        if not changed:
+            return 0
+        try:
+            self._store.write_metadata(changed)
+        except (SiemError, sqlite3.Error, OSError, ValueError) as exc:
+            self._metrics.write_errors.inc()
+            self._failures += 1
+            wait = METADATA_BACKOFF.after(self._failures)
+            self._retry_at = self._monotonic() + wait
+            log.warning(
+                "metric metadata not stored; trying again later",
+                extra={"error.message": str(exc), "labels.retry_in_s": wait},
+            )
+            return 0
+        self._failures = 0
+        self._written.update((m.metric, m) for m in changed)
+        return len(changed)
 
     def behind(self) -> bool:
         """Never: a scrape reads all there is; the next one is due an interval later."""

@@ -6,9 +6,11 @@ string or a form-encoded POST body, as Prometheus does, and run through the
 same machinery as ``/api/query``: a ``siem.limits.QueryBudget`` per request
 (``query.*`` settings, or a shorter ``timeout`` parameter), cancellation when
 the client hangs up, 400 ``bad_data`` / 422 ``execution`` / 503 ``timeout``
-answers. Series and label look-ups read the matching series of the time range
-under the same budget. Rules and alerts come from the rule files
-(``alert.rules``) and the ``vigil.alert`` events the alert process writes;
+answers. Series and label look-ups ask the store's series index (``Store.series``,
+``label_names``, ``label_values``), never the samples, under the same budget;
+metadata comes from what the collector scraped (``Store.metadata``). Rules
+and alerts come from the rule files (``alert.rules``) and the ``vigil.alert``
+events the alert process writes;
 targets from the scrape configuration and the ``up`` samples the collector
 stores. Every route is for the ``viewer`` role, like the rest of the query API.
 """
@@ -21,7 +23,7 @@ import platform
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -43,7 +45,7 @@ from dashboards.api import (
 from dashboards.app import context
 from dashboards.events import FiringAlert, active_alerts
 from dashboards.params import DashboardError, parse_duration, parse_time
-from siem.model import METRIC_NAME, Labels, Matcher, MatcherError, Series
+from siem.model import METRIC_NAME, Matcher, MatcherError, Series
 from vigil.errors import VigilError
 from vigil.webauth import requires
 
@@ -51,8 +53,6 @@ bp = Blueprint("promapi", __name__, url_prefix="/api/v1")
 install_errors(bp)
 
 QUERY_METHODS = ["GET", "POST"]
-DEFAULT_LOOKUP_S = 86_400.0
-"""Series and label look-ups without ``start``: the last day (see ``_lookup_range``)."""
 MAX_MATCHERS = 100
 """``match[]`` selectors one look-up may give."""
 MAX_LOOKUP_RESULTS = 100_000
@@ -173,62 +173,60 @@ def parse_selector(text: str) -> list[Matcher]:
 
 
 def _selectors(*, required: bool) -> list[list[Matcher]]:
+    """The ``match[]`` selectors; none given (and not ``required``): one matching all."""
     raw = request.values.getlist("match[]")
     if not raw:
         if required:
             raise DashboardError("no match[] parameter provided")
-        return [[Matcher(METRIC_NAME, "=~", ".+")]]
+        return [[]]
     if len(raw) > MAX_MATCHERS:
         raise DashboardError(f'invalid parameter "match[]": give at most {MAX_MATCHERS}')
     return [parse_selector(text) for text in raw]
 
 
-def _lookup_range() -> tuple[float, float]:
-    """``start``/``end`` of a look-up. Without ``start``: the day before ``end``, not
-    Prometheus' all of time, since Vigil reads the samples to find the series. An
-    ``end`` before ``start`` finds nothing (as in Prometheus, not an error)."""
-    end = _time("end", time.time())
-    start = _time("start", end - DEFAULT_LOOKUP_S)
+def _lookup_range() -> tuple[float | None, float | None]:
+    """``start``/``end`` of a look-up; an absent one is no bound (all retained time),
+    as in Prometheus."""
+    raw_start, raw_end = _param("start"), _param("end")
+    start = round(parse_time("start", raw_start), 3) if raw_start else None
+    end = round(parse_time("end", raw_end), 3) if raw_end else None
     return start, end
 
 
-def _series(*, required: bool) -> list[Labels]:
-    """The label sets of the series matching any ``match[]`` in the time range, sorted."""
+Finder = Callable[[list[Matcher], float | None, float | None, int], list[Any]]
+"""A store look-up: ``(matchers, start, end, limit)`` → sorted items."""
+
+
+def _looked_up(find: Finder, *, required: bool = False) -> tuple[list[Any], list[str]]:
+    """``find`` for each ``match[]`` in ``start``..``end`` from the store's series index
+    (never the samples), merged, sorted and cut at ``limit``, with Prometheus' warning
+    when cut. Each ``find`` is asked for one more than wanted, to know whether to warn."""
     selectors = _selectors(required=required)
-    start, end = _lookup_range()
-    found: set[Labels] = set()
-    if end < start:
-        return []
-    store = context().store
-    with limited(_timeout()):
-        for matchers in selectors:
-            found.update(s.labels for s in store.select(matchers, start, end))
-    return sorted(found)
-
-
-def _capped(items: Sequence[Any]) -> tuple[list[Any], list[str]]:
     limit = _limit()
     bound = min(limit, MAX_LOOKUP_RESULTS) if limit else MAX_LOOKUP_RESULTS
-    if len(items) > bound:
-        return list(items[:bound]), ["results truncated due to limit"]
-    return list(items), []
+    start, end = _lookup_range()
+    found: set[Any] = set()
+    if start is None or end is None or start <= end:  # end before start: nothing, no error
+        with limited(_timeout()):
+            for matchers in selectors:
+                found.update(find(matchers, start, end, bound + 1))
+    items = sorted(found)
+    return items[:bound], ["results truncated due to limit"] if len(items) > bound else []
 
 
 @bp.route("/series", methods=QUERY_METHODS)
 @requires("viewer")
 def series() -> Response:
     """The label sets of the series matching ``match[]`` (one or more) in ``start``..``end``."""
-    items, warnings = _capped([dict(labels) for labels in _series(required=True)])
-    return success(items, warnings)
+    items, warnings = _looked_up(context().store.series, required=True)
+    return success([dict(labels) for labels in items], warnings)
 
 
 @bp.route("/labels", methods=QUERY_METHODS)
 @requires("viewer")
 def labels() -> Response:
     """The label names of the series matching ``match[]`` (default: all), sorted."""
-    names = sorted({name for labels in _series(required=False) for name, _ in labels})
-    items, warnings = _capped(names)
-    return success(items, warnings)
+    return success(*_looked_up(context().store.label_names))
 
 
 @bp.get("/label/<name>/values")
@@ -237,19 +235,42 @@ def label_values(name: str) -> Response:
     """The values of label ``name`` on the series matching ``match[]`` (default: all)."""
     if not _LABEL_NAME.fullmatch(name):
         raise DashboardError(f'invalid label name: "{name}"')
-    values = sorted({v for labels in _series(required=False) for k, v in labels if k == name})
-    items, warnings = _capped(values)
-    return success(items, warnings)
+    store = context().store
+    return success(
+        *_looked_up(lambda m, start, end, limit: store.label_values(name, m, start, end, limit))
+    )
+
+
+def _count(name: str) -> int:
+    """A count parameter as Prometheus' metadata endpoint reads it: absent is -1 (none)."""
+    raw = _param(name)
+    if not raw:
+        return -1
+    try:
+        return int(raw)
+    except ValueError:
+        raise DashboardError(f"{name} must be a number") from None
 
 
 @bp.get("/metadata")
 @requires("viewer")
 def metadata_() -> Response:
-    """Metric type, help and unit. The collector keeps samples only, not the
-    ``# TYPE``/``# HELP`` lines, so this is always the empty answer Prometheus gives
-    for metrics it knows nothing about."""
-    _limit()
-    return success({})
+    """Type, help and unit of the scraped metric families (``# TYPE``/``# HELP``/``# UNIT``,
+    the latest scraped of each), as ``{"metric": [{"type", "help", "unit"}]}``.
+
+    ``metric`` picks one family; ``limit`` caps the families (negative: no cap; 0:
+    none, as in Prometheus); ``limit_per_metric`` is checked, but Vigil keeps one
+    entry per family, so it cuts nothing.
+    """
+    limit = _count("limit")
+    _count("limit_per_metric")
+    metric = _param("metric") or None
+    if limit == 0:
+        return success({})
+    bound = min(limit, MAX_LOOKUP_RESULTS) if limit > 0 else MAX_LOOKUP_RESULTS
+    with limited(_timeout()):
+        found = context().store.metadata(metric, bound)
+    return success({m.metric: [{"type": m.type, "help": m.help, "unit": m.unit}] for m in found})
 
 
 @bp.route("/query_exemplars", methods=QUERY_METHODS)

@@ -50,7 +50,7 @@ from elastic_transport import TransportError as _TransportError
 from elastic_transport._node import NodeApiResponse
 from elastic_transport.client_utils import DEFAULT, DefaultType
 
-from siem import SiemError, kql, kql_es, limits
+from siem import SiemError, kql, kql_es, limits, lookups
 from siem import aggregations as agg
 from siem import retention as ret
 from siem.model import (
@@ -59,6 +59,7 @@ from siem.model import (
     EventQuery,
     Labels,
     Matcher,
+    MetricMetadata,
     Sample,
     Series,
     WriteResult,
@@ -104,6 +105,16 @@ _SAMPLES_MAPPING: dict[str, Any] = {
         "series": {"type": "keyword"},
         "ts": {"type": "double"},
         "value": {"type": "keyword", "index": False, "doc_values": False},
+    },
+}
+
+_METADATA_MAPPING: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "metric": {"type": "keyword"},
+        "type": {"type": "keyword", "index": False, "doc_values": False},
+        "help": {"type": "keyword", "index": False, "doc_values": False},
+        "unit": {"type": "keyword", "index": False, "doc_values": False},
     },
 }
 
@@ -165,7 +176,7 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
 
 
-class ElasticsearchStore:
+class ElasticsearchStore(lookups.SeriesLookups):
     """``Store`` on an Elasticsearch or OpenSearch-compatible cluster.
 
     >>> store = ElasticsearchStore("http://127.0.0.1:9200", compat_headers=False)
@@ -336,7 +347,6 @@ class ElasticsearchStore:
     ) -> Iterator[dict[str, Any]]:
         """Every hit of ``query`` in ``sort`` order after the sort values ``after``,
         page by page (``search_after``)."""
-        budget = limits.current()
         while True:
             limits.check()
             kwargs: dict[str, Any] = {
@@ -349,27 +359,31 @@ class ElasticsearchStore:
             }
             if after is not None:
                 kwargs["search_after"] = after
-            client = self._es
-            left = None if budget is None else budget.remaining_s()
-            if left is not None:
-                # The query's deadline bounds the request; `check()` runs between pages.
-                client = client.options(request_timeout=max(min(left, self._timeout), 0.001))
-            try:
-                rv = client.search(**kwargs)
-            except ConnectionTimeout as exc:
-                if left is not None and budget is not None:
-                    raise limits.QueryTimeoutError(f"query timed out in {budget.stage}") from exc
-                raise SiemError(f"elasticsearch: search failed: {exc}") from exc
-            except Exception as exc:
-                error = _store_error("search", exc)
-                if error is exc:
-                    raise
-                raise error from exc
-            hits = rv["hits"]["hits"]
+            hits = self._search(**kwargs)["hits"]["hits"]
             yield from hits
             if len(hits) < size:
                 return
             after = hits[-1]["sort"]
+
+    def _search(self, **kwargs: Any) -> Any:
+        """One search request, bounded by the query's deadline (``check()`` runs between
+        requests); the client's errors as ``SiemError``, a timeout as the query's."""
+        budget = limits.current()
+        client = self._es
+        left = None if budget is None else budget.remaining_s()
+        if left is not None:
+            client = client.options(request_timeout=max(min(left, self._timeout), 0.001))
+        try:
+            return client.search(**kwargs)
+        except ConnectionTimeout as exc:
+            if left is not None and budget is not None:
+                raise limits.QueryTimeoutError(f"query timed out in {budget.stage}") from exc
+            raise SiemError(f"elasticsearch: search failed: {exc}") from exc
+        except Exception as exc:
+            error = _store_error("search", exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     def _filters(self, query: EventQuery) -> list[dict[str, Any]]:
         """The server-side part of ``query``: dataset, time range and KQL (a superset)."""
@@ -659,6 +673,101 @@ class ElasticsearchStore:
             name: int(info.get("primaries", {}).get("store", {}).get("size_in_bytes") or 0)
             for name, info in rv.get("indices", {}).items()
         }
+
+    # --- series look-ups and metadata ----------------------------------------
+
+    def _in_range(
+        self, matchers: Sequence[Matcher], start: float | None, end: float | None
+    ) -> Iterator[Labels]:
+        """The label sets of the series with a sample in [start, end], from the distinct
+        ``series`` keys of the samples (by name when a matcher pins it)."""
+        for key in self._distinct("series", lookups.exact_name(matchers), start, end):
+            labels = _labels_from_key(key)
+            if labels is not None:
+                yield labels
+
+    def _metric_names(self, start: float | None, end: float | None, limit: int) -> list[str]:
+        """The distinct ``name`` keys of the samples, not every series."""
+        return lookups.pick_values(
+            (n for n in self._distinct("name", None, start, end) if n), limit
+        )
+
+    def _distinct(
+        self, field: str, name: str | None, start: float | None, end: float | None
+    ) -> Iterator[str]:
+        """The distinct values of the samples' keyword ``field`` in [start, end] (of metric
+        ``name`` when given): a composite ``terms`` aggregation, a page per request; no
+        sample is fetched."""
+        filters: list[dict[str, Any]] = []
+        bounds = {op: t for op, t in (("gte", start), ("lte", end)) if t is not None}
+        if bounds:
+            filters.append({"range": {"ts": bounds}})
+        if name is not None:
+            filters.append({"term": {"name": name}})
+        query = {"bool": {"filter": filters}} if filters else {"match_all": {}}
+        after: Any = None
+        while True:
+            limits.check()
+            composite: dict[str, Any] = {
+                "size": PAGE_SIZE,
+                "sources": [{"key": {"terms": {"field": field}}}],
+            }
+            if after is not None:
+                composite["after"] = after
+            rv = self._search(
+                index=self._samples_index,
+                size=0,
+                query=query,
+                aggs={"distinct": {"composite": composite}},
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+            found = (rv.get("aggregations") or {}).get("distinct") or {}
+            buckets = found.get("buckets") or []
+            for bucket in buckets:
+                yield str(bucket.get("key", {}).get("key"))
+            after = found.get("after_key")
+            if len(buckets) < PAGE_SIZE or after is None:
+                return
+
+    @property
+    def _metadata_index(self) -> str:
+        return f"{self.prefix}-metadata"
+
+    def write_metadata(self, items: Iterable[MetricMetadata]) -> int:
+        """Index each family's metadata under an id derived from its name (replacing it)."""
+        operations: list[dict[str, Any]] = []
+        for item in items:
+            doc_id = hashlib.sha256(item.metric.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+            operations.append({"index": {"_index": self._metadata_index, "_id": doc_id}})
+            operations.append(dataclasses.asdict(item))
+        if not operations:
+            return 0
+        self._ensure_index(self._metadata_index, _METADATA_MAPPING)
+        rv = self._call("write metadata", self._es.bulk, operations=operations, refresh=True)
+        if rv.get("errors"):
+            refused = [i["index"] for i in rv.get("items", []) if "error" in i.get("index", {})]
+            first = refused[0].get("error") if refused else "unknown"
+            raise SiemError(f"elasticsearch: {len(refused)} metadata document(s) refused: {first}")
+        return len(operations) // 2
+
+    def metadata(self, metric: str | None = None, limit: int = 0) -> list[MetricMetadata]:
+        query = {"term": {"metric": metric}} if metric is not None else {"match_all": {}}
+        size = PAGE_SIZE if limit <= 0 else max(1, min(PAGE_SIZE, limit))
+        found: list[MetricMetadata] = []
+        for hit in self._hits(self._metadata_index, query, [{"metric": {"order": "asc"}}], size):
+            src = hit.get("_source", {})
+            try:
+                found.append(
+                    MetricMetadata(
+                        str(src["metric"]), str(src["type"]), str(src["help"]), str(src["unit"])
+                    )
+                )
+            except KeyError:
+                continue
+            if 0 < limit <= len(found):
+                break
+        return lookups.pick_metadata(found, metric, limit)
 
     def close(self) -> None:
         """Close the client's connections."""

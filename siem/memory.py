@@ -13,14 +13,24 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from siem import aggregations as agg
-from siem import limits
+from siem import limits, lookups
 from siem import retention as ret
-from siem.model import Event, EventQuery, Labels, Matcher, Sample, Series, WriteResult
+from siem.model import (
+    METRIC_NAME,
+    Event,
+    EventQuery,
+    Labels,
+    Matcher,
+    MetricMetadata,
+    Sample,
+    Series,
+    WriteResult,
+)
 
 _CHECK_EVERY = 1024  # items between deadline/cancellation checks
 
 
-class MemoryStore:
+class MemoryStore(lookups.SeriesLookups):
     """``Store`` in dictionaries, safe for several threads."""
 
     def __init__(self) -> None:
@@ -28,6 +38,7 @@ class MemoryStore:
         self._events: dict[str, Event] = {}
         self._series: dict[Labels, dict[float, float]] = {}
         self._sizes: dict[str, int] = {}  # estimated bytes of events, by id, once asked for
+        self._metadata: dict[str, MetricMetadata] = {}
 
     def write(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> WriteResult:
         stored = dup = s_stored = s_dup = 0
@@ -207,6 +218,34 @@ class MemoryStore:
             newest_sample=newest,
             total_bytes=sum(d.bytes for d in datasets) + samples_bytes,
         )
+
+    def _in_range(
+        self, matchers: Sequence[Matcher], start: float | None, end: float | None
+    ) -> list[Labels]:
+        """The label sets of the series with a point in [start, end] (by name first)."""
+        name = lookups.exact_name(matchers)
+        with self._lock:
+            items = [
+                (labels, list(points))
+                for labels, points in self._series.items()
+                if name is None or dict(labels).get(METRIC_NAME) == name
+            ]
+        return [
+            labels for labels, times in items if any(lookups.in_range(t, start, end) for t in times)
+        ]
+
+    def write_metadata(self, items: Iterable[MetricMetadata]) -> int:
+        written = 0
+        with self._lock:
+            for item in items:
+                self._metadata[item.metric] = item
+                written += 1
+        return written
+
+    def metadata(self, metric: str | None = None, limit: int = 0) -> list[MetricMetadata]:
+        with self._lock:
+            items = list(self._metadata.values())
+        return lookups.pick_metadata(items, metric, limit)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -240,6 +240,20 @@ def _same(actual: Any, expected: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class MetricMetadata:
+    """The ``# TYPE``/``# HELP``/``# UNIT`` of one metric family, as Prometheus keeps them.
+
+    >>> MetricMetadata("http_requests_total", "counter", "Requests served.")
+    MetricMetadata(metric='http_requests_total', type='counter', help='Requests served.', unit='')
+    """
+
+    metric: str
+    type: str = "unknown"
+    help: str = ""
+    unit: str = ""
+
+
+@dataclass(frozen=True)
 class WriteResult:
     """What a write stored; duplicates (same event id, same series and time) are skipped."""
 
@@ -280,6 +294,50 @@ class Store(Protocol):
 
     def stats(self) -> StoreStats:
         """Events, size, oldest and newest per dataset; series, samples and their span."""
+        ...
+
+    # Look-ups without samples (see ``siem.lookups``): the series with at least one
+    # sample in [start, end] (``None``: no bound), matching all ``matchers`` (none:
+    # every series); sorted, at most ``limit`` (0: no limit).
+
+    def series(
+        self,
+        matchers: Sequence[Matcher],
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 0,
+    ) -> list[Labels]:
+        """The label sets of the matching series, without reading their samples."""
+        ...
+
+    def label_names(
+        self,
+        matchers: Sequence[Matcher] = (),
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 0,
+    ) -> list[str]:
+        """The label names of the matching series (a label with an empty value is absent)."""
+        ...
+
+    def label_values(
+        self,
+        name: str,
+        matchers: Sequence[Matcher] = (),
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 0,
+    ) -> list[str]:
+        """The values of label ``name`` on the matching series."""
+        ...
+
+    def write_metadata(self, items: Iterable[MetricMetadata]) -> int:
+        """Store each family's metadata, replacing what that family had; how many written."""
+        ...
+
+    def metadata(self, metric: str | None = None, limit: int = 0) -> list[MetricMetadata]:
+        """The metadata of ``metric`` (every family when ``None``), sorted by metric name,
+        at most ``limit`` (0: no limit)."""
         ...
 
     def close(self) -> None: ...

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from siem import SiemError, kql, limits
+from siem import SiemError, kql, limits, lookups
 from siem import aggregations as agg
 from siem import retention as ret
 from siem.model import (
@@ -30,6 +30,7 @@ from siem.model import (
     EventQuery,
     Labels,
     Matcher,
+    MetricMetadata,
     Sample,
     Series,
     WriteResult,
@@ -59,11 +60,17 @@ _SCHEMA = (
         PRIMARY KEY (series_id, ts)) WITHOUT ROWID""",
 )
 
+_METADATA_SCHEMA = (
+    # One row per metric family: the latest # TYPE / # HELP / # UNIT scraped.
+    """CREATE TABLE IF NOT EXISTS metric_metadata (
+        metric TEXT PRIMARY KEY, type TEXT NOT NULL, help TEXT NOT NULL,
+        unit TEXT NOT NULL) WITHOUT ROWID""",
+)
 
 _INSERT_EVENT = "INSERT OR IGNORE INTO events (id, ts, dataset, doc) VALUES (?, ?, ?, ?)"
 
 
-class SqliteStore:
+class SqliteStore(lookups.SeriesLookups):
     """``Store`` in one SQLite file; several processes may open the same file.
 
     >>> store = SqliteStore("data/siem.db")
@@ -83,7 +90,7 @@ class SqliteStore:
         except OSError as exc:
             raise SiemError(f"{self.path}: cannot create the store's directory: {exc}") from exc
         with self._connection() as conn, _transaction(conn, "IMMEDIATE"):
-            for statement in _SCHEMA:
+            for statement in (*_SCHEMA, *_METADATA_SCHEMA):
                 conn.execute(statement)
 
     def _open(self) -> sqlite3.Connection:
@@ -546,6 +553,63 @@ class SqliteStore:
             free_bytes=free,
         )
 
+    def _in_range(
+        self, matchers: Sequence[Matcher], start: float | None, end: float | None
+    ) -> Iterator[Labels]:
+        """The label sets of the series with a sample in [start, end], from the series
+        table (by name when a matcher pins it) and one primary-key probe of ``samples``
+        per series: the samples themselves are never read."""
+        clauses, args = _sample_bounds(start, end)
+        where = f"EXISTS (SELECT 1 FROM samples WHERE series_id = series.id{clauses})"
+        name = lookups.exact_name(matchers)
+        if name is not None:
+            where += " AND name = ?"
+            args.append(name)
+        with self._connection() as conn, _transaction(conn, "DEFERRED"):
+            rows = conn.execute(f"SELECT labels_key FROM series WHERE {where}", args).fetchall()
+        for (key,) in rows:
+            yield tuple((k, v) for k, v in json.loads(key))
+
+    def _metric_names(self, start: float | None, end: float | None, limit: int) -> list[str]:
+        """Grafana's metric picker (``label/__name__/values``): from the name column."""
+        clauses, args = _sample_bounds(start, end)
+        sql = (
+            "SELECT DISTINCT name FROM series WHERE name != '' AND EXISTS "
+            f"(SELECT 1 FROM samples WHERE series_id = series.id{clauses}) ORDER BY name"
+        )
+        if limit > 0:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._connection() as conn, _transaction(conn, "DEFERRED"):
+            rows = conn.execute(sql, args).fetchall()
+        return lookups.pick_values((name for (name,) in rows), limit)
+
+    def write_metadata(self, items: Iterable[MetricMetadata]) -> int:
+        rows = [(m.metric, m.type, m.help, m.unit) for m in items]
+        if not rows:
+            return 0
+        with self._connection() as conn, _transaction(conn, "IMMEDIATE"):
+            conn.executemany(
+                "INSERT OR REPLACE INTO metric_metadata (metric, type, help, unit) "
+                "VALUES (?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
+
+    def metadata(self, metric: str | None = None, limit: int = 0) -> list[MetricMetadata]:
+        sql = "SELECT metric, type, help, unit FROM metric_metadata"
+        args: list[Any] = []
+        if metric is not None:
+            sql += " WHERE metric = ?"
+            args.append(metric)
+        sql += " ORDER BY metric"
+        if limit > 0:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._connection() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return lookups.pick_metadata((MetricMetadata(*row) for row in rows), metric, limit)
+
     def close(self) -> None:
         """Close the pooled connections; connections in use close when released."""
         with self._lock:
@@ -568,6 +632,19 @@ def _transaction(conn: sqlite3.Connection, mode: str) -> Iterator[None]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _sample_bounds(start: float | None, end: float | None) -> tuple[str, list[Any]]:
+    """`` AND ts >= ? AND ts <= ?`` for the bounds given, and their arguments."""
+    clauses = ""
+    args: list[Any] = []
+    if start is not None:
+        clauses += " AND ts >= ?"
+        args.append(start)
+    if end is not None:
+        clauses += " AND ts <= ?"
+        args.append(end)
+    return clauses, args
 
 
 def _take(n: int) -> None:

@@ -16,14 +16,22 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import free_port, http_get, require_server, wait_until
+from exposition_server import exposition_server
+from prometheus_client import CollectorRegistry
 
+from collectors.metrics import CollectorMetrics
+from collectors.prometheus import Scraper, Target
+from dashboards.app import create_app
 from siem.backends import open_store
 from siem.model import Sample, make_labels
+from siem.sqlite import SqliteStore
 from vigil.auth import UserStore, users_path
 from vigil.settings import from_mapping
 
@@ -220,7 +228,11 @@ SAME_ANSWER = [
     "/api/v1/series?match[]=up&start=1700000300&end=1700000000",
     "/api/v1/labels?start=1700000300&end=1700000000",
     "/api/v1/query?query=up&time=1700000000&timeout=abc",
+    "/api/v1/series?match[]=no_such_metric",
+    "/api/v1/label/no_such_label/values",
     "/api/v1/metadata",
+    "/api/v1/metadata?limit=0",
+    "/api/v1/metadata?metric=no_such_metric&limit=-1",
     "/api/v1/query_exemplars?query=up&start=1&end=2",
     "/api/v1/format_query?query=sum(rate(x[5m]))by(job)",
 ]
@@ -239,17 +251,18 @@ SAME_ERROR = [
     '/api/v1/series?match[]={a=~""}',
     "/api/v1/label/1a/values",
     "/api/v1/format_query?query=sum(",
+    "/api/v1/metadata?limit=x",
 ]
 
 
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def _prometheus(tmp: Path, config: str) -> Iterator[str]:
+    """A real Prometheus with ``config`` as its prometheus.yml, ready; its URL."""
     binary = shutil.which("prometheus")
     if binary is None:
         require_server("prometheus", "not installed (scripts/install-system-deps installs it)")
     assert binary is not None
-    tmp = tmp_path_factory.mktemp("prometheus")
-    (tmp / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n", encoding="utf-8")
+    (tmp / "prometheus.yml").write_text(config, encoding="utf-8")
     port = free_port()
     argv = [
         binary,
@@ -264,6 +277,13 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    config = "global:\n  scrape_interval: 15s\n"
+    with _prometheus(tmp_path_factory.mktemp("prometheus"), config) as url:
+        yield url
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
@@ -283,3 +303,57 @@ def test_same_error_type_and_status_as_prometheus(prometheus: str, web: Web, pat
     got_status, got = _get(web.url + path, web.token)
     assert (got_status, got["status"], got["errorType"]) == (status, "error", body["errorType"])
     assert set(got) == set(body)  # status, errorType, error: nothing more, nothing less
+
+
+# -- metadata: Prometheus and Vigil's collector scrape the same target -------------------------
+
+EXPORTED = """\
+# HELP demo_requests_total Requests served, with a \\\\ and a\\nnewline.
+# TYPE demo_requests_total counter
+demo_requests_total{code="200"} 3
+# HELP demo_latency_seconds Latency.
+# TYPE demo_latency_seconds histogram
+demo_latency_seconds_bucket{le="0.1"} 1
+demo_latency_seconds_bucket{le="+Inf"} 2
+demo_latency_seconds_sum 0.3
+demo_latency_seconds_count 2
+# TYPE demo_temperature gauge
+demo_temperature 21.5
+# HELP demo_untyped Something.
+# TYPE demo_untyped untyped
+demo_untyped 1
+# HELP demo_help_only Only help.
+demo_help_only 1
+demo_bare 1
+"""
+
+
+def test_metadata_same_as_prometheus_scraping_the_same_target(tmp_path: Path) -> None:
+    with exposition_server(lambda: EXPORTED) as exporter:
+        config = (
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: demo\n"
+            f"    static_configs:\n      - targets: ['{exporter}']\n"
+        )
+        with _prometheus(tmp_path, config) as prometheus:
+            url = f"{prometheus}/api/v1/metadata"
+            wait_until("prometheus to scrape", lambda: bool(_get(url)[1].get("data")), 30)
+            want = _get(url)[1]
+        got = _vigil_metadata(tmp_path, exporter)
+    assert got == want
+    assert "demo_requests_total" in want["data"]  # type: ignore[operator]
+
+
+def _vigil_metadata(tmp_path: Path, exporter: str) -> Any:
+    """Vigil's collector scrapes ``exporter`` once; then what ``/api/v1/metadata`` answers."""
+    store = SqliteStore(tmp_path / "siem.db")
+    try:
+        target = Target("demo", exporter, f"http://{exporter}/metrics", 5.0)
+        Scraper([target], CollectorMetrics(CollectorRegistry()), store=store).collect()
+        settings = from_mapping({"data_dir": str(tmp_path)})
+        client = create_app(settings, store=store).test_client()
+        token = UserStore(users_path(settings)).create_token("grafana", "viewer")[1]
+        return client.get(
+            "/api/v1/metadata", headers={"Authorization": f"Bearer {token}"}
+        ).get_json()
+    finally:
+        store.close()

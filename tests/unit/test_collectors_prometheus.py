@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import http.client
 import urllib.error
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 from conftest import free_port
+from exposition_server import exposition_server
 from prometheus_client import CollectorRegistry
 
+import collectors.prometheus
 from collectors.metrics import CollectorMetrics
 from collectors.prometheus import (
     Scraper,
     Target,
     all_targets,
+    exposition_metadata,
     parse_exposition,
     scrape,
     targets_from,
 )
-from siem.model import Sample
+from siem.memory import MemoryStore
+from siem.model import MetricMetadata, Sample
+from siem.sqlite import SqliteStore
 from vigil.settings import from_mapping
 
 EXPOSITION = """\
@@ -178,3 +185,113 @@ def test_prometheus_stack_targets_leave_out_haproxy_when_it_does_not_run() -> No
 def test_prometheus_stack_targets_can_be_turned_off() -> None:
     settings = from_mapping({"collect": {"scrape_stack": False}})
     assert all_targets(settings) == []
+
+
+# -- metric metadata: # TYPE, # HELP, # UNIT ------------------------------------------------------
+
+WITH_UNIT = (
+    EXPOSITION
+    + "# HELP esc_seconds Back\\\\slash and\\nnewline.\n# UNIT esc_seconds seconds\n"
+    + "# TYPE esc_seconds untyped\nesc_seconds 1\n"
+)
+
+
+def test_prometheus_scrape_keeps_type_help_and_unit_per_family() -> None:
+    result = scrape(TARGET, clock=lambda: 5.0, get=lambda url, t: WITH_UNIT)
+    assert {m.metric: m for m in result.metadata} == {
+        "shop_http_requests_total": MetricMetadata(
+            "shop_http_requests_total", "counter", "Requests."
+        ),
+        "lat_seconds": MetricMetadata("lat_seconds", "histogram", "Latency."),
+        "odd": MetricMetadata("odd", "gauge"),
+        # Help escapes undone; untyped is Prometheus' "unknown"; # UNIT kept.
+        "esc_seconds": MetricMetadata(
+            "esc_seconds", "unknown", "Back\\slash and\nnewline.", "seconds"
+        ),
+    }
+    # A failed scrape keeps none (its lines may be garbage).
+    bad = scrape(TARGET, clock=lambda: 5.0, get=lambda url, t: WITH_UNIT + "x {\n")
+    assert not bad.up and bad.metadata == ()
+
+
+def test_prometheus_exposition_metadata_skips_other_comments() -> None:
+    text = (
+        "# a comment\n#\n# HELP\n# TYPE 1bad counter\n# TYPE x bogus\n"
+        "# HELP x First.\n# HELP x Second.\n# TYPE x GAUGE\n"
+    )
+    assert exposition_metadata(text) == [MetricMetadata("x", "gauge", "Second.")]
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that remembers each metadata write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[list[str]] = []
+
+    def write_metadata(self, items: Iterable[MetricMetadata]) -> int:
+        items = list(items)
+        self.writes.append([m.metric for m in items])
+        return super().write_metadata(items)
+
+
+@pytest.fixture
+def exporter() -> Iterator[dict[str, str]]:
+    """A real HTTP target serving ``body["text"]`` at /metrics; its host:port in "address"."""
+    body = {"text": EXPOSITION}
+    with exposition_server(lambda: body["text"]) as address:
+        body["address"] = address
+        yield body
+
+
+def test_prometheus_scraper_stores_metadata_once_per_change(exporter: dict[str, str]) -> None:
+    store = CountingStore()
+    address = exporter["address"]
+    targets = [Target("shop", address, f"http://{address}/metrics", 2.0)]
+    scraper = Scraper(targets, CollectorMetrics(CollectorRegistry()), store=store)
+    scraper.collect()
+    scraper.collect()  # nothing changed: nothing written
+    assert store.writes == [["shop_http_requests_total", "lat_seconds", "odd"]]
+    assert store.metadata("lat_seconds") == [MetricMetadata("lat_seconds", "histogram", "Latency.")]
+    exporter["text"] = EXPOSITION.replace("# HELP lat_seconds Latency.", "# HELP lat_seconds Slow.")
+    scraper.collect()
+    assert store.writes[1:] == [["lat_seconds"]]  # only the family that changed
+    assert store.metadata("lat_seconds") == [MetricMetadata("lat_seconds", "histogram", "Slow.")]
+
+
+def test_prometheus_scraper_metadata_write_failure_is_counted_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = CollectorRegistry()
+    closed = SqliteStore(tmp_path / "siem.db")
+    closed.close()
+    now = [100.0]
+    scraper = Scraper([], CollectorMetrics(registry), store=closed, monotonic=lambda: now[0])
+    results = [scrape(TARGET, clock=lambda: 5.0, get=lambda url, t: EXPOSITION)]
+    assert scraper.write_metadata(results) == 0
+    assert registry.get_sample_value("vigil_collector_write_errors_total") == 1
+    now[0] += 4.9  # backing off (5 s after the first failure): not even tried
+    assert scraper.write_metadata(results) == 0
+    assert registry.get_sample_value("vigil_collector_write_errors_total") == 1
+    now[0] += 0.1
+    assert scraper.write_metadata(results) == 0
+    assert registry.get_sample_value("vigil_collector_write_errors_total") == 2
+    store = SqliteStore(tmp_path / "siem.db")
+    try:
+        scraper._store = store  # the store is back: the next try writes all of it
+        now[0] += 10.0
+        assert scraper.write_metadata(results) == 3
+        assert [m.metric for m in store.metadata()] == [
+            "lat_seconds",
+            "odd",
+            "shop_http_requests_total",
+        ]
+        # Over the limit of families: the new ones are dropped and counted.
+        monkeypatch.setattr(collectors.prometheus, "MAX_METADATA_FAMILIES", 4)
+        more = "".join(f"# TYPE extra_{n} gauge\nextra_{n} 1\n" for n in range(3))
+        results = [scrape(TARGET, clock=lambda: 6.0, get=lambda url, t: EXPOSITION + more)]
+        assert scraper.write_metadata(results) == 1
+        assert registry.get_sample_value("vigil_collector_metadata_dropped_total") == 2
+        assert len(store.metadata()) == 4
+    finally:
+        store.close()

@@ -25,7 +25,7 @@ from dashboards.app import EXTENSION, create_app
 from dashboards.params import DashboardError
 from dashboards.promapi import parse_selector
 from siem.memory import MemoryStore
-from siem.model import Event, Matcher, Sample, Series, make_labels
+from siem.model import Event, Matcher, MetricMetadata, Sample, Series, make_labels
 from vigil.auth import UserStore
 from vigil.settings import from_mapping
 
@@ -194,8 +194,72 @@ def test_grafana_label_and_series_lookups(client: FlaskClient) -> None:
     assert _ok(posted) == ["__name__", "instance", "job"]
 
 
+def test_lookups_without_start_cover_all_retained_time(client: FlaskClient) -> None:
+    # The samples are from 2023: without start (and end) a look-up sees them, as Prometheus does.
+    assert _ok(client.get("/api/v1/label/__name__/values")) == [
+        "odd_values",
+        "scrape_duration_seconds",
+        "shop_http_requests_total",
+        "up",
+    ]
+    assert _ok(client.get("/api/v1/labels", query_string={"match[]": "odd_values"})) == [
+        "__name__",
+        "instance",
+        "job",
+        "kind",
+    ]
+    old = client.get("/api/v1/series", query_string={"match[]": "up", "end": T0 + 300})
+    assert [s["instance"] for s in _ok(old)] == ["a:1", "b:2"]
+    recent = client.get("/api/v1/series", query_string={"match[]": "up", "start": T0 + 301})
+    assert [s["instance"] for s in _ok(recent)] == ["c:3", "d:4"]
+
+
+def test_lookups_read_no_samples(store: MemoryStore, client: FlaskClient) -> None:
+    # query.max_samples is 2000 in this app: reading these 3 x 1,000 samples would fail (422).
+    busy = [make_labels("busy_total", shard=str(n), **SHOP_A) for n in range(3)]
+    store.write(samples=[Sample(lab, T0 + i, float(i)) for lab in busy for i in range(1000)])
+    window = {"match[]": "busy_total", "start": T0, "end": T0 + 1000}
+    assert len(_ok(client.get("/api/v1/series", query_string=window))) == 3
+    assert _ok(client.get("/api/v1/label/shard/values", query_string=window)) == ["0", "1", "2"]
+    assert "shard" in _ok(client.get("/api/v1/labels", query_string=window))
+    query = {"query": "count_over_time(busy_total[1000s])", "time": T0 + 1000}
+    _error(client.get("/api/v1/query", query_string=query), 422, "execution")
+    cut = client.get("/api/v1/series", query_string={**window, "limit": "2"})
+    assert [s["shard"] for s in _ok(cut)] == ["0", "1"]
+    assert cut.get_json()["warnings"] == ["results truncated due to limit"]
+    exact = client.get("/api/v1/series", query_string={**window, "limit": "3"})
+    assert len(_ok(exact)) == 3 and "warnings" not in exact.get_json()
+
+
+def test_metadata_from_what_the_collector_scraped(store: MemoryStore, client: FlaskClient) -> None:
+    assert _ok(client.get("/api/v1/metadata")) == {}
+    store.write_metadata(
+        [
+            MetricMetadata("up", "gauge", "Whether the target answered."),
+            MetricMetadata("shop_http_requests_total", "counter", "Requests served."),
+            MetricMetadata("latency_seconds", "histogram", "Latency.", "seconds"),
+        ]
+    )
+    assert _ok(client.get("/api/v1/metadata")) == {
+        "latency_seconds": [{"type": "histogram", "help": "Latency.", "unit": "seconds"}],
+        "shop_http_requests_total": [{"type": "counter", "help": "Requests served.", "unit": ""}],
+        "up": [{"type": "gauge", "help": "Whether the target answered.", "unit": ""}],
+    }
+    assert _ok(client.get("/api/v1/metadata?metric=up&limit_per_metric=1")) == {
+        "up": [{"type": "gauge", "help": "Whether the target answered.", "unit": ""}]
+    }
+    assert list(_ok(client.get("/api/v1/metadata?limit=2"))) == [
+        "latency_seconds",
+        "shop_http_requests_total",
+    ]
+    # As Prometheus: limit 0 answers nothing, a negative limit everything.
+    assert _ok(client.get("/api/v1/metadata?limit=0")) == {}
+    assert len(_ok(client.get("/api/v1/metadata?limit=-1"))) == 3
+    assert _ok(client.get("/api/v1/metadata?metric=nope")) == {}
+
+
 def test_grafana_metadata_buildinfo_exemplars(client: FlaskClient) -> None:
-    # The collector keeps no # TYPE/# HELP lines: the empty answer Prometheus gives.
+    # Nothing scraped with # TYPE/# HELP: the empty answer Prometheus gives.
     assert _ok(client.get("/api/v1/metadata")) == {}
     info = _ok(client.get("/api/v1/status/buildinfo"))
     assert info["version"] and "features" not in info  # no features: Grafana sees Prometheus
@@ -284,6 +348,9 @@ def test_limit_truncates_with_a_warning(client: FlaskClient) -> None:
         ("/api/v1/series", {"match[]": 'up{job="x"'}, "match[]"),
         ("/api/v1/series", {"match[]": "rate(up[1m])"}, "not a series selector"),
         ("/api/v1/label/1a/values", {}, 'invalid label name: "1a"'),
+        ("/api/v1/labels", {"start": "soon"}, '"start"'),
+        ("/api/v1/metadata", {"limit": "x"}, "limit must be a number"),
+        ("/api/v1/metadata", {"limit_per_metric": "1.5"}, "limit_per_metric must be a number"),
         ("/api/v1/format_query", {"query": "sum("}, '"query"'),
         ("/api/v1/query_exemplars", {"query": "sum("}, '"query"'),
         ("/api/v1/rules", {"type": "both"}, '"type"'),

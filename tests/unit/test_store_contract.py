@@ -15,7 +15,7 @@ from siem import SiemError, limits
 from siem import aggregations as agg
 from siem.elasticsearch import ElasticsearchStore
 from siem.memory import MemoryStore
-from siem.model import Event, EventQuery, Matcher, Sample, Store, make_labels
+from siem.model import Event, EventQuery, Matcher, MetricMetadata, Sample, Store, make_labels
 from siem.sqlite import SqliteStore
 
 T0 = 1_700_000_000.0
@@ -467,3 +467,140 @@ def test_store_search_after_pages_newest_first_without_repeats(store: Store) -> 
         seen.extend(ids(page))
         after = (page[-1].timestamp, page[-1].id)
     assert seen == [f"id{n:03d}" for n in (6, 5, 4, 3, 2, 1, 0)]
+
+
+# -- series look-ups and metadata: the same answers without reading samples ----------------------
+
+
+def _lookup_samples() -> list[Sample]:
+    """``_samples()`` (T0..T0+20) plus a series with a gap: points at T0+1000 and T0+2000."""
+    disk = make_labels("disk_free_bytes", job="node", instance="c:3", mount="/", empty="")
+    return [*_samples(), Sample(disk, T0 + 1000, 5.0), Sample(disk, T0 + 2000, 4.0)]
+
+
+@pytest.mark.parametrize(
+    "matchers",
+    [
+        [Matcher("__name__", "=", "up")],
+        [Matcher("__name__", "=", "http_requests_total"), Matcher("code", "!=", "500")],
+        [Matcher("__name__", "=~", "up|http_.*"), Matcher("instance", "=", "a:1")],
+        [Matcher("code", "=~", "2.*")],
+        [Matcher("instance", "=~", "a")],
+        [Matcher("__name__", "=", "nope")],
+    ],
+)
+def test_store_series_lookup_answers_like_select(store: Store, matchers: list[Matcher]) -> None:
+    store.write(samples=_lookup_samples())
+    for start, end in ((0, T0 + 5000), (T0 + 5, T0 + 15), (T0 + 1, T0 + 999)):
+        expected = [s.labels for s in store.select(matchers, start, end)]
+        assert store.series(matchers, start, end) == expected
+
+
+def test_store_series_lookup_time_range_limit_and_all_time(store: Store) -> None:
+    store.write(samples=_lookup_samples())
+    every = [Matcher("__name__", "=~", ".+")]
+    # No bounds: all retained time; one bound: open on the other side.
+    assert [dict(s)["__name__"] for s in store.series(every)] == [
+        "disk_free_bytes",
+        *["http_requests_total"] * 4,
+        "up",
+        "up",
+    ]
+    assert [dict(s)["__name__"] for s in store.series(every, start=T0 + 21)] == ["disk_free_bytes"]
+    assert len(store.series(every, end=T0)) == 6
+    # Closed range, and a range inside the gap between two points finds nothing.
+    assert len(store.series(every, T0 + 20, T0 + 1000)) == 5
+    assert store.series(every, T0 + 1001, T0 + 1999) == []
+    # The limit keeps the first series of the sorted answer.
+    assert store.series(every, limit=2) == store.series(every)[:2]
+    assert store.series(every, T0 + 1, T0 + 999, limit=1) == [
+        make_labels("http_requests_total", job="shop", instance="a:1", code="200")
+    ]
+
+
+def test_store_label_names_and_values(store: Store) -> None:
+    store.write(samples=_lookup_samples())
+    # A label with an empty value is absent, as in Prometheus.
+    assert store.label_names() == ["__name__", "code", "instance", "job", "mount"]
+    assert store.label_names([Matcher("__name__", "=", "up")]) == ["__name__", "instance", "job"]
+    assert store.label_names(start=T0 + 21) == ["__name__", "instance", "job", "mount"]
+    assert store.label_names(end=T0 + 20, limit=2) == ["__name__", "code"]
+    assert store.label_values("__name__") == ["disk_free_bytes", "http_requests_total", "up"]
+    assert store.label_values("__name__", start=T0 + 1, end=T0 + 999) == ["http_requests_total"]
+    assert store.label_values("__name__", limit=1) == ["disk_free_bytes"]
+    assert store.label_values("__name__", [Matcher("code", "=", "500")]) == ["http_requests_total"]
+    assert store.label_values("instance") == ["a:1", "b:2", "c:3"]
+    assert store.label_values("instance", [Matcher("job", "=", "shop")], limit=1) == ["a:1"]
+    assert store.label_values("instance", start=T0 + 1, end=T0 + 999) == ["a:1", "b:2"]
+    assert store.label_values("empty") == []
+    assert store.label_values("nope") == []
+
+
+def test_store_lookups_hold_series_not_samples(store: Store) -> None:
+    labels = [make_labels("busy", shard=str(n)) for n in range(3)]
+    store.write(samples=[Sample(lab, T0 + i, float(i)) for lab in labels for i in range(100)])
+    matchers = [Matcher("__name__", "=", "busy")]
+    budget = limits.QueryBudget(max_samples=10, timeout_s=0)
+    with budget.active():
+        assert store.series(matchers, T0, T0 + 100) == labels
+        assert store.label_values("shard", matchers) == ["0", "1", "2"]
+        assert store.label_names(matchers) == ["__name__", "shard"]
+        with pytest.raises(limits.TooManySamplesError):
+            store.select(matchers, T0, T0 + 100)  # 300 samples: what the look-ups avoid
+    cancelled = limits.QueryBudget(max_samples=0, timeout_s=0)
+    cancelled.cancel()
+    with cancelled.active(), pytest.raises(limits.QueryCancelledError):
+        store.series(matchers)
+
+
+def test_store_metadata_latest_wins_per_family(store: Store) -> None:
+    assert store.metadata() == []
+    requests = MetricMetadata("http_requests_total", "counter", "Requests served.")
+    latency = MetricMetadata("latency_seconds", "histogram", "Latency.", "seconds")
+    assert store.write_metadata([requests, latency]) == 2
+    assert store.write_metadata([]) == 0
+    changed = MetricMetadata("http_requests_total", "counter", "Requests served, by code.")
+    store.write_metadata([changed])
+    assert store.metadata() == [changed, latency]
+    assert store.metadata("latency_seconds") == [latency]
+    assert store.metadata("nope") == []
+    assert store.metadata(limit=1) == [changed]
+    odd = MetricMetadata("odd:metric_total", "unknown", 'Quotes " and \\ and\nnewlines, ünïcode.')
+    store.write_metadata([odd])
+    assert store.metadata("odd:metric_total") == [odd]
+
+
+def test_sqlite_store_opens_a_file_from_before_metadata(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "siem.db"
+    store = SqliteStore(path)
+    store.write(samples=_lookup_samples())
+    store.close()
+    with sqlite3.connect(path) as conn:  # as a file written before this table existed
+        conn.execute("DROP TABLE metric_metadata")
+    reopened = SqliteStore(path)
+    try:
+        assert reopened.label_values("__name__", end=T0) == ["http_requests_total", "up"]
+        assert reopened.metadata() == []
+        reopened.write_metadata([MetricMetadata("up", "gauge")])
+        assert reopened.metadata() == [MetricMetadata("up", "gauge")]
+    finally:
+        reopened.close()
+
+
+def test_elasticsearch_series_lookup_pages_through_the_keys(
+    es_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import siem.elasticsearch
+
+    monkeypatch.setattr(siem.elasticsearch, "PAGE_SIZE", 2)  # 7 series: 4 requests
+    store = ElasticsearchStore(es_url, compat_headers=False)
+    try:
+        store.write(samples=_lookup_samples())
+        assert len(store.series([Matcher("job", "=~", ".+")])) == 7
+        assert store.label_values("instance") == ["a:1", "b:2", "c:3"]
+        names = ["disk_free_bytes", "http_requests_total", "up"]
+        assert store.label_values("__name__") == names  # the distinct names, 2 pages
+    finally:
+        store.close()
