@@ -296,6 +296,12 @@ class CollectSettings:
         env="VIGIL_COLLECT_PAYMENTS_WINDOW",
         help="reconcile orders and captures of this many seconds back",
     )
+    payments_grace_s: float = option(
+        120.0,
+        env="VIGIL_COLLECT_PAYMENTS_GRACE",
+        help="report a reconciliation discrepancy only once its newest capture or order"
+        " update is this many seconds old (a checkout between its two writes is no fault)",
+    )
 
 
 @dataclass(frozen=True)
@@ -506,6 +512,8 @@ def check(settings: Settings, file: str) -> Settings:
         fail("collect.spool_max_bytes", "must not be negative (0 turns the spool off)")
     if collect.spool_after_items < 0:
         fail("collect.spool_after_items", "must not be negative")
+    if not math.isfinite(collect.payments_grace_s) or collect.payments_grace_s < 0:
+        fail("collect.payments_grace_s", "must not be negative (0 reports at once)")
     try:
         password = urllib.parse.urlsplit(collect.postgres).password
     except ValueError:
