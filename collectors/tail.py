@@ -551,6 +551,7 @@ class Tailer:
                 full=len(chunk) >= self._max_bytes,
                 now=self._clock(),
                 on_error=self._metrics.parse_errors.inc,
+                on_cut=self._metrics.multiline_cuts.labels(file=name).inc,
             )
         now = self._clock()
         events: list[Event] = []
