@@ -9,10 +9,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from collectors import multiline
+from collectors.checkpoints import CHECKPOINT_FILE, Checkpoints
 from collectors.metrics import CollectorMetrics
 from collectors.multiline import Grouped, Rule
 from collectors.parsers import PARSERS
-from collectors.tail import CHECKPOINT_FILE, ROTATED_QUIET_S, Checkpoints, Tailer
+from collectors.tail import ROTATED_QUIET_S, Tailer
 from siem.model import Event, event_id
 
 FILES = Path(__file__).resolve().parent.parent / "files"
