@@ -339,3 +339,91 @@ def test_payments_source_runs_in_the_collector_unless_off(tmp_path: Path) -> Non
     assert source.interval_s == 30.0
     assert source.grace_s == 120.0
     assert sources(payments_interval_s=0) == []
+
+
+def test_payments_source_reads_the_settle_time_and_the_window_edge_from_the_database(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import create_engine, update
+
+    from shop.db import Base
+    from shop.models import GatewayTransaction, Order
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    window = 3600.0
+
+    def at(t: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp(t, dt.UTC)
+
+    def add_order(ref: str, status: str, created: float, updated: float) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                Order.__table__.insert().values(
+                    public_id=ref,
+                    email="ann@example.com",
+                    status=status,
+                    currency="EUR",
+                    subtotal=Decimal("10.00"),
+                    total=Decimal("10.00"),
+                    total_eur=Decimal("10.00"),
+                    gateway="stripe",
+                    created_at=at(created),
+                    updated_at=at(updated),
+                )
+            )
+
+    def add_capture(ref: str, when: float) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                GatewayTransaction.__table__.insert().values(
+                    gateway="stripe",
+                    txn_id=f"txn-{ref}",
+                    kind="capture",
+                    order_ref=ref,
+                    amount=Decimal("10.00"),
+                    currency="EUR",
+                    created_at=at(when),
+                )
+            )
+
+    now = [T0 + 0.5]
+    source = PaymentsSource(
+        MemoryStore(),
+        url,
+        CollectorMetrics(CollectorRegistry()),
+        interval_s=0,
+        window_s=window,
+        grace_s=GRACE,
+        clock=lambda: now[0],
+    )
+
+    def found() -> list[tuple[str, str]]:
+        return sorted(
+            (e.get("event.action"), e.get("labels.order_id"))
+            for b in source.collect()
+            for e in b.events
+        )
+
+    # "a" and "b" are captured at T0; "a" is marked paid at T0 + 1, "b" never is.
+    add_order("a", "placed", T0 - 100, T0 - 100)
+    add_order("b", "placed", T0 - 100, T0 - 100)
+    add_capture("a", T0)
+    add_capture("b", T0)
+    # "c" was placed before the window and paid and captured inside it; "d" was
+    # placed before the window and paid inside it, with no capture at all.
+    add_order("c", "paid", T0 - window - 50, T0 - 10)
+    add_capture("c", T0 - 10)
+    add_order("d", "paid", T0 - window - 50, T0 - 10)
+    assert found() == []  # a pass between "a"'s capture and its paid status
+    with engine.begin() as conn:
+        conn.execute(
+            update(Order.__table__)
+            .where(Order.public_id == "a")
+            .values(status="paid", updated_at=at(T0 + 1))
+        )
+    now[0] = T0 + GRACE + 5
+    assert found() == [("capture_without_order", "b"), ("paid_without_capture", "d")]
+    source.close()
+    engine.dispose()
