@@ -34,10 +34,11 @@ from pathlib import Path
 import ecs_logging
 from prometheus_client import CollectorRegistry
 
+from collectors.checkpoints import Checkpoints
 from collectors.loop import tune_gc
 from collectors.metrics import CollectorMetrics
 from collectors.sink import Sink
-from collectors.tail import Checkpoints, Tailer
+from collectors.tail import Tailer
 from siem.sqlite import SqliteStore
 
 GOAL_EVENTS_PER_S = 150_000

@@ -17,7 +17,10 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from collectors.checkpoints import Position
 
 # Enough bytes to tell two generations apart: JSON log lines start with a
 # millisecond timestamp and differ within the first line.
@@ -127,3 +130,52 @@ def gzip_size(path: Path) -> int | None:
             return int.from_bytes(fh.read(4), "little")
     except OSError:
         return None
+
+
+def find(gens: list[Generation], pos: Position) -> int | None:
+    """Which of ``gens`` is the file ``pos`` is in (renamed, copied or compressed)."""
+    for i, gen in enumerate(gens):  # a renamed file first: its own inode
+        if (
+            not gen.compressed
+            and gen.inode == pos.inode
+            and gen.size >= pos.offset
+            and (not pos.head or gen.head(len(pos.head)) == pos.head)
+        ):
+            return i
+    if not pos.head:
+        return None  # a version-1 checkpoint knows the file by its inode only
+    for i, gen in enumerate(gens):
+        if (gen.compressed or gen.size >= pos.offset) and gen.head(len(pos.head)) == pos.head:
+            return i
+    return None
+
+
+def unread(gens: list[Generation], pos: Position) -> list[Generation]:
+    """``gens`` without compressed copies of the file ``pos`` is in.
+
+    While logrotate compresses ``app.log.2``, ``app.log.2.gz`` is there beside
+    it. Only compressed twins are skipped: two plain generations that begin
+    alike are both read.
+    """
+    if not pos.head:
+        return gens
+    return [g for g in gens if not (g.compressed and g.head(len(pos.head)) == pos.head)]
+
+
+def copy_under_way(path: Path, rest: list[Generation]) -> bool:
+    """Does a generation still to read begin like the live file?
+
+    Then copytruncate has copied it (or is copying it) and not truncated it
+    yet: going on would read the same lines twice, from the copy and the file.
+    """
+    try:
+        with path.open("rb") as fh:
+            live = fh.read(HEAD_BYTES)
+    except OSError:
+        return False
+    for gen in rest:
+        head = gen.head()
+        n = min(len(head), len(live))
+        if n and head[:n] == live[:n]:
+            return True
+    return False

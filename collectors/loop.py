@@ -20,6 +20,7 @@ from typing import Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from collectors.checkpoints import CHECKPOINT_FILE, Checkpoints
 from collectors.deferred import Deferred
 from collectors.metrics import CollectorMetrics
 from collectors.parsers import get_parser
@@ -31,7 +32,7 @@ from collectors.retention import RetentionWorker
 from collectors.sink import Batch, Sink
 from collectors.spool import Spool
 from collectors.syslog import SyslogReceiver
-from collectors.tail import CHECKPOINT_FILE, Checkpoints, Tailer
+from collectors.tail import Tailer
 from siem.model import Store
 from siem.retention import policy_from
 from vigil.settings import Settings

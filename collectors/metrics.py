@@ -75,6 +75,14 @@ class CollectorMetrics:
             ["file"],
             registry=registry,
         )
+        self.multiline_cuts = Counter(
+            "vigil_collector_multiline_cut_total",
+            "Multiline events (tracebacks, PostgreSQL statements) cut short by the group bounds"
+            " (max_lines, max_bytes); the rest went on as the events after them, the cut one"
+            " tagged multiline_cut",
+            ["file"],
+            registry=registry,
+        )
         self.lag_bytes = Gauge(
             "vigil_collector_lag_bytes",
             "Bytes of a tailed log on disk not yet read (current file and unread generations)",

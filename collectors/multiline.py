@@ -8,7 +8,10 @@ the group's lines joined by ``\\n``, with the position of its first line, so
 a group re-read after a restart keeps its event id.
 
 A group is bounded (``max_lines``, ``max_bytes``): a line that would exceed
-either begins a group of its own, so nothing is dropped. The last group of
+either begins a group of its own, so nothing is dropped. The group so cut
+short carries the tag ``multiline_cut`` (ECS ``tags``) and each cut counts in
+``vigil_collector_multiline_cut_total{file}``; the rest of the message goes on
+as the events after it. The last group of
 what was read may still grow; :func:`split` keeps it back unless told the
 file is finished or quiet.
 """
@@ -16,7 +19,7 @@ file is finished or quiet.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from collectors.ecs import error_event
 from collectors.errors import LineError
@@ -24,6 +27,8 @@ from siem.model import Event
 
 MAX_LINES = 500
 MAX_BYTES = 64 * 1024
+# The ECS tag of an event whose group a bound cut short.
+CUT_TAG = "multiline_cut"
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,15 @@ class Grouped:
 
 @dataclass(frozen=True)
 class Group:
-    """Lines of one event, and the byte offset of its first line in the chunk."""
+    """Lines of one event, and the byte offset of its first line in the chunk.
+
+    ``cut``: the line after it belonged to it, but a bound (``max_lines``,
+    ``max_bytes``) made it begin a group of its own.
+    """
 
     start: int
     lines: tuple[bytes, ...]
+    cut: bool = False
 
     @property
     def raw(self) -> bytes:
@@ -76,17 +86,13 @@ def split(
     current: list[bytes] = []
     size = 0
     for at, line in lines:
-        if (
-            current
-            and len(current) < rule.max_lines
-            and size + 1 + len(line) <= limit
-            and rule.continues(current, line)
-        ):
-            current.append(line)
-            size += 1 + len(line)
-            continue
         if current:
-            groups.append(Group(start, tuple(current)))
+            joins = rule.continues(current, line)
+            if joins and len(current) < rule.max_lines and size + 1 + len(line) <= limit:
+                current.append(line)
+                size += 1 + len(line)
+                continue
+            groups.append(Group(start, tuple(current), cut=joins))
         start, current, size = at, [line], len(line)
     if not current:
         return groups, None
@@ -108,6 +114,7 @@ def parse_chunk(
     full: bool,
     now: float,
     on_error: Callable[[], object],
+    on_cut: Callable[[], object],
 ) -> tuple[list[Event], int]:
     """Events of the groups of whole lines in ``chunk`` (read at byte ``offset``); bytes taken.
 
@@ -115,7 +122,8 @@ def parse_chunk(
     is finished or quiet), or it is all a ``full`` read holds: bounded, it
     goes as it is. ``position`` makes a line's id position from its offset;
     a group's event has its first line's. A group the parser rejects becomes
-    an error event with its raw lines (``on_error`` counts it).
+    an error event with its raw lines (``on_error`` counts it). A group a
+    bound cut short is tagged :data:`CUT_TAG` (``on_cut`` counts it).
     """
     lines: list[tuple[int, bytes]] = []
     at = 0
@@ -137,13 +145,25 @@ def parse_chunk(
         line_pos = position(at)
         raw = group.raw
         try:
-            events.append(parser(raw, source=source, position=line_pos, offset=at, now=now))
+            event = parser(raw, source=source, position=line_pos, offset=at, now=now)
         except LineError as exc:
             on_error()
-            events.append(
-                error_event(raw, str(exc), source=source, position=line_pos, offset=at, now=now)
-            )
+            event = error_event(raw, str(exc), source=source, position=line_pos, offset=at, now=now)
+        if group.cut:
+            on_cut()
+            event = tagged(event, CUT_TAG)
+        events.append(event)
     return events, end
+
+
+def tagged(event: Event, tag: str) -> Event:
+    """``event`` with ``tag`` added to its ECS ``tags``."""
+    tags = event.doc.get("tags")
+    if isinstance(tags, str):
+        tags = [tags]
+    kept = [t for t in tags if t != tag] if isinstance(tags, list) else []
+    # The log line's own text no longer says what the document does.
+    return replace(event, doc={**event.doc, "tags": [*kept, tag]}, text=None)
 
 
 def python_traceback(lines: Sequence[bytes], line: bytes) -> bool:

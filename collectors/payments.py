@@ -37,6 +37,20 @@ order reference). The source reads it and the orders from the shop database
 - ``currency_mismatch`` / ``amount_mismatch``: the one capture differs from
   the order's currency or total.
 
+A discrepancy is reported only once it has settled: when the newest record
+it involves (a capture, or the order's last update) is older than
+``collect.payments_grace_s``. A checkout writes the gateway's capture and the
+order's ``paid`` status one after the other (``shop/checkout.py``), and a real
+gateway's ledger lags the shop by seconds; a pass that reads between the two
+would otherwise report a capture without an order (or a paid order without a
+capture) that the next second puts right — a false money alert at every busy
+moment. Real reconciliation jobs wait out the same settle time.
+
+The window selects orders created *or updated* in it (an order placed just
+before the window and paid inside it is checked), plus every order a capture
+in the window refers to and every capture of those orders, whatever their age:
+a record just past the window's edge never makes its partner look orphaned.
+
 Each event's id is a hash of (rule, gateway, order reference), so a re-run
 stores it once. A database that cannot be read is counted in
 ``vigil_collector_scrape_errors_total{job="payments"}`` and logged, never raised.
@@ -46,6 +60,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -54,7 +69,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Numeric, String, column, create_engine, select, table
+from sqlalchemy import DateTime, Numeric, String, column, create_engine, or_, select, table
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -162,6 +177,7 @@ ORDERS_TABLE = table(
     column("total", _MONEY),
     column("currency", String),
     column("created_at", _TIME),
+    column("updated_at", _TIME),
 )
 
 
@@ -175,6 +191,8 @@ class OrderView:
     total: Decimal
     currency: str
     created_at: float
+    # The last change of the order (its status, most often), epoch seconds.
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -206,13 +224,28 @@ class Discrepancy:
             return self.captures[0].created_at
         return self.order.created_at if self.order is not None else 0.0
 
+    @property
+    def newest(self) -> float:
+        """When the newest record involved was written: a capture or the order's last update."""
+        times = [e.created_at for e in self.captures]
+        if self.order is not None:
+            times.append(self.order.updated_at)
+        return max(times, default=0.0)
 
-def reconcile(orders: Iterable[OrderView], captures: Iterable[LedgerEntry]) -> list[Discrepancy]:
-    """Every discrepancy between ``orders`` and the gateways' ``captures``.
+
+def reconcile(
+    orders: Iterable[OrderView],
+    captures: Iterable[LedgerEntry],
+    *,
+    settled_before: float = math.inf,
+) -> list[Discrepancy]:
+    """Every settled discrepancy between ``orders`` and the gateways' ``captures``.
 
     ``orders`` must include every order some capture refers to (paid or not),
     plus the paid orders to check; a capture whose order is missing is a
-    capture without an order.
+    capture without an order. A discrepancy whose newest record
+    (:attr:`Discrepancy.newest`) is not older than ``settled_before`` may be a
+    checkout caught between its two writes: it is left for a later pass.
     """
     by_ref = {order.ref: order for order in orders}
     captured: dict[tuple[str, str], list[LedgerEntry]] = defaultdict(list)
@@ -236,7 +269,7 @@ def reconcile(orders: Iterable[OrderView], captures: Iterable[LedgerEntry]) -> l
     for order in sorted(by_ref.values(), key=lambda o: o.ref):
         if order.status in PAID_STATUSES and (order.gateway, order.ref) not in captured:
             found.append(Discrepancy("paid_without_capture", order.gateway, order.ref, order, ()))
-    return found
+    return [d for d in found if d.newest < settled_before]
 
 
 def _message(d: Discrepancy) -> str:
@@ -315,13 +348,16 @@ def read_books(engine: Engine, since: dt.datetime) -> tuple[list[OrderView], lis
     txn = LEDGER_TABLE.c
     o = ORDERS_TABLE.c
     entry_cols = [txn.txn_id, txn.gateway, txn.order_ref, txn.amount, txn.currency, txn.created_at]
-    order_cols = [o.public_id, o.gateway, o.status, o.total, o.currency, o.created_at]
+    order_cols = [o.public_id, o.gateway, o.status, o.total, o.currency, o.created_at, o.updated_at]
 
     def entries(rows: Iterable[Any]) -> list[LedgerEntry]:
         return [LedgerEntry(r[0], r[1], r[2], Decimal(r[3]), r[4], _epoch(r[5])) for r in rows]
 
     def views(rows: Iterable[Any]) -> list[OrderView]:
-        return [OrderView(r[0], r[1], r[2], Decimal(r[3]), r[4], _epoch(r[5])) for r in rows]
+        return [
+            OrderView(r[0], r[1], r[2], Decimal(r[3]), r[4], _epoch(r[5]), _epoch(r[6]))
+            for r in rows
+        ]
 
     with engine.connect() as conn:
         is_capture = txn.kind == "capture"
@@ -330,7 +366,10 @@ def read_books(engine: Engine, since: dt.datetime) -> tuple[list[OrderView], lis
         )
         orders = views(
             conn.execute(
-                select(*order_cols).where(o.created_at >= since, o.status.in_(PAID_STATUSES))
+                select(*order_cols).where(
+                    or_(o.created_at >= since, o.updated_at >= since),
+                    o.status.in_(PAID_STATUSES),
+                )
             )
         )
         # The orders of captures in the window, whatever their age or status.
@@ -360,6 +399,7 @@ class PaymentsSource:
         *,
         interval_s: float,
         window_s: float,
+        grace_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -367,6 +407,7 @@ class PaymentsSource:
         self.metrics = metrics
         self.interval_s = interval_s
         self.window_s = window_s
+        self.grace_s = grace_s
         self.clock = clock
         self._next = 0.0
         self._engine: Engine | None = None
@@ -406,7 +447,8 @@ class PaymentsSource:
             if engine is not None:
                 since = dt.datetime.fromtimestamp(now - self.window_s, dt.UTC)
                 orders, captures = read_books(engine, since)
-                events = [discrepancy_event(d, now) for d in reconcile(orders, captures)]
+                settled = reconcile(orders, captures, settled_before=now - self.grace_s)
+                events = [discrepancy_event(d, now) for d in settled]
         except (SQLAlchemyError, OSError) as exc:  # down, locked, no such table yet
             self.metrics.scrape_errors.labels(JOB).inc()
             log.warning("payments: cannot reconcile the shop database: %s", exc)
@@ -443,5 +485,6 @@ def payments_from(
         metrics,
         interval_s=settings.collect.payments_interval_s,
         window_s=settings.collect.payments_window_s,
+        grace_s=settings.collect.payments_grace_s,
         clock=clock,
     )

@@ -1,12 +1,10 @@
 """Tail ECS JSON log files through their rotations; offsets checkpointed once stored.
 
-Checkpoints live in ``<data_dir>/collect-checkpoints.json`` as ``{"version":
-2, "files": {path: {"inode", "generation", "offset", "head", "size",
-"mtime_ns", "done"}}}``; version-1 files (``inode``, ``generation``,
-``offset`` only) are read as they are and saved as version 2. Event ids hash
-the path and the line's position: the byte offset in generation 0,
-``"<generation>:<offset>"`` in later ones, so lines of a rewritten file never
-collide with the old ones and a line re-read after a restart keeps its id.
+The tailer follows each file matched by its globs; what it keeps between
+runs, and how event ids follow from it, is in ``collectors/checkpoints.py``;
+how rotated generations are found and known again, ``collectors/generations.py``;
+how a chunk read becomes events, ``collectors/lines.py`` (and
+``collectors/multiline.py`` for events of several lines).
 
 What is guaranteed, proved by ``tests/reliability/test_rotation.py`` with
 real ``vigil collect`` processes killed with SIGKILL (0 lines lost, 0 stored
@@ -50,29 +48,30 @@ call again at once.
 
 from __future__ import annotations
 
-import base64
 import functools
 import glob
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from collectors import multiline
-from collectors.ecs import error_event, parse_line
-from collectors.errors import CollectorError, LineError
+from collectors import lines
+from collectors.checkpoints import DONE_KEPT, Checkpoints, Position
+from collectors.ecs import parse_line
 from collectors.generations import (
     GZIP_ERRORS,
     HEAD_BYTES,
     Generation,
     Moved,
+    copy_under_way,
+    find,
     gzip_size,
     head_id,
     rotated,
+    unread,
 )
 from collectors.metrics import CollectorMetrics
 from collectors.parsers import Parser
@@ -81,113 +80,8 @@ from siem.model import Event
 
 log = logging.getLogger("vigil.collect.tail")
 
-CHECKPOINT_FILE = "collect-checkpoints.json"
-CHECKPOINT_VERSION = 2
 # A rotated-away file unchanged for this long has no writer left.
 ROTATED_QUIET_S = 5.0
-# Generations read to their end, remembered so that none is read twice.
-DONE_KEPT = 32
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where reading of one file (one generation of a tailed path) stands.
-
-    ``head`` (its first bytes) knows the file again after a rename, copy or
-    compression; ``size`` and ``mtime_ns`` are as last seen (what is lost if
-    it vanishes unread; which generations are newer); ``done`` names the
-    generations already read to their end.
-    """
-
-    inode: int
-    generation: int
-    offset: int
-    head: bytes = b""
-    size: int = 0
-    mtime_ns: int = 0
-    done: tuple[str, ...] = ()
-
-    def line_position(self, offset: int) -> int | str:
-        return offset if self.generation == 0 else f"{self.generation}:{offset}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "inode": self.inode,
-            "generation": self.generation,
-            "offset": self.offset,
-            "head": base64.b64encode(self.head).decode("ascii"),
-            "size": self.size,
-            "mtime_ns": self.mtime_ns,
-            "done": list(self.done),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Position:
-        """Version 2, or version 1 (no head: the file is known by its inode alone)."""
-        done = data.get("done", [])
-        if not isinstance(done, list):
-            raise TypeError("done is not a list")
-        return cls(
-            int(data["inode"]),
-            int(data["generation"]),
-            int(data["offset"]),
-            base64.b64decode(data.get("head", ""), validate=True),
-            int(data.get("size", data["offset"])),
-            int(data.get("mtime_ns", 0)),
-            tuple(str(d) for d in done),
-        )
-
-
-class Checkpoints:
-    """Committed positions per absolute path, persisted atomically as JSON."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._files: dict[str, Position] = self._load()
-
-    def _load(self) -> dict[str, Position]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if data.get("version", 1) not in (1, CHECKPOINT_VERSION):
-                raise ValueError(f"unknown checkpoint version {data.get('version')!r}")
-            return {str(name): Position.from_json(p) for name, p in data["files"].items()}
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            raise CollectorError(
-                f"{self.path}: cannot read checkpoints ({exc.strerror}); fix its permissions"
-            ) from None
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            # Starting over is safe: re-read lines keep their ids and are stored once.
-            broken = self.path.with_name(self.path.name + ".corrupt")
-            log.error(
-                "checkpoint file unreadable, moved aside; reading all files from the start",
-                extra={"file.path": str(self.path), "error.message": str(exc)},
-            )
-            self.path.replace(broken)
-            return {}
-
-    def get(self, name: str) -> Position | None:
-        return self._files.get(name)
-
-    def commit(self, name: str, position: Position) -> None:
-        """Record ``position`` as stored and persist all checkpoints."""
-        self._files[name] = position
-        data = {
-            "version": CHECKPOINT_VERSION,
-            "files": {k: v.to_json() for k, v in sorted(self._files.items())},
-        }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            # The store has the data; on restart the lines are re-read and deduplicated.
-            log.error(
-                "could not save checkpoints",
-                extra={"file.path": str(self.path), "error.message": str(exc)},
-            )
 
 
 @dataclass
@@ -367,11 +261,11 @@ class Tailer:
         self, path: Path, name: str, pos: Position, live: set[str], settled: bool
     ) -> Batch | None:
         gens = rotated(path, live, settled=settled)
-        index = _find(gens, pos)
+        index = find(gens, pos)
         if index is None:
             # A directory listed while logrotate renames may miss a file: look again.
             gens = rotated(path, live, settled=settled)
-            index = _find(gens, pos)
+            index = find(gens, pos)
         if index is None:
             # Which generations came after it: younger than it was when last
             # seen, not read before. Unknown for a version-1 checkpoint, which
@@ -382,7 +276,7 @@ class Tailer:
                 if pos.mtime_ns and g.mtime_ns >= pos.mtime_ns and head_id(g.head()) not in pos.done
             ]
             lost = (pos.size - pos.offset, "were deleted or overwritten before they were read")
-            return self._move(path, name, pos, [], _unread(newer, pos), gens, live, lost, settled)
+            return self._move(path, name, pos, [], unread(newer, pos), gens, live, lost, settled)
         gen = gens[index]
         quiet = time.time() - gen.mtime_ns / 1e9 > ROTATED_QUIET_S
         try:
@@ -397,11 +291,11 @@ class Tailer:
                 extra={"file.path": name, "error.message": str(exc)},
             )
             got = _Read([], pos, True)
-        rest = _unread(gens[index + 1 :], pos)
+        rest = unread(gens[index + 1 :], pos)
         if not got.at_end:
-            unread = max(gen.size - got.pos.offset, 0) if not gen.compressed else gen.size
-            return self._done(name, pos, got, unread + sum(g.size for g in rest) + _size(path))
-        if settled and _copy_under_way(path, rest):  # stay at its end until then
+            left = max(gen.size - got.pos.offset, 0) if not gen.compressed else gen.size
+            return self._done(name, pos, got, left + sum(g.size for g in rest) + _size(path))
+        if settled and copy_under_way(path, rest):  # stay at its end until then
             self._waiting.add(name)
             return self._done(name, pos, replace(got, at_end=False), sum(g.size for g in rest))
         # Bytes seen in the live file that its rotated copy lacks were
@@ -447,7 +341,7 @@ class Tailer:
         ``rest``: the generations after it, of those ``listed``; ``lost``: bytes
         seen in it and not read, and why.
         """
-        if settled and _copy_under_way(path, rest):
+        if settled and copy_under_way(path, rest):
             raise Moved(path)
         done = pos.done
         if pos.head and head_id(pos.head) not in done:
@@ -540,94 +434,18 @@ class Tailer:
     def _parse(
         self, chunk: bytes, name: str, pos: Position, *, final: bool = False, flush: bool = False
     ) -> tuple[list[Event], int]:
-        """Events of the whole lines of ``chunk``, bytes taken; ``final``: the last
-        line is whole even without its newline, ``flush``: so is the last group."""
-        end = len(chunk) if final else chunk.rfind(b"\n") + 1
-        if end == 0 and len(chunk) >= self._max_bytes:
-            end = len(chunk)  # one line longer than max_bytes: store it as an error piece
-        parse = self._parser.get(name, parse_line)
-        if isinstance(parse, multiline.Grouped):
-            return multiline.parse_chunk(
-                chunk[:end],
-                parse,
-                source=name,
-                position=pos.line_position,
-                offset=pos.offset,
-                max_bytes=self._max_bytes,
-                complete=final or flush,
-                full=len(chunk) >= self._max_bytes,
-                now=self._clock(),
-                on_error=self._metrics.parse_errors.inc,
-            )
-        now = self._clock()
-        events: list[Event] = []
-        append = events.append
-        generation = pos.generation
-        offset = pos.offset
-        # Per line only what must be: split in C, no method calls of our own.
-        for piece in chunk[:end].split(b"\n"):
-            at, offset = offset, offset + len(piece) + 1
-            raw = piece.rstrip(b"\r")
-            if not raw or raw.isspace():
-                continue  # blank lines carry nothing
-            line_pos = at if generation == 0 else f"{generation}:{at}"
-            try:
-                append(parse(raw, source=name, position=line_pos, offset=at, now=now))
-            except LineError as exc:
-                self._metrics.parse_errors.inc()
-                append(
-                    error_event(raw, str(exc), source=name, position=line_pos, offset=at, now=now)
-                )
-        return events, end
-
-
-def _find(gens: list[Generation], pos: Position) -> int | None:
-    """Which of ``gens`` is the file ``pos`` is in (renamed, copied or compressed)."""
-    for i, gen in enumerate(gens):  # a renamed file first: its own inode
-        if (
-            not gen.compressed
-            and gen.inode == pos.inode
-            and gen.size >= pos.offset
-            and (not pos.head or gen.head(len(pos.head)) == pos.head)
-        ):
-            return i
-    if not pos.head:
-        return None  # a version-1 checkpoint knows the file by its inode only
-    for i, gen in enumerate(gens):
-        if (gen.compressed or gen.size >= pos.offset) and gen.head(len(pos.head)) == pos.head:
-            return i
-    return None
-
-
-def _unread(gens: list[Generation], pos: Position) -> list[Generation]:
-    """``gens`` without compressed copies of the file ``pos`` is in.
-
-    While logrotate compresses ``app.log.2``, ``app.log.2.gz`` is there beside
-    it. Only compressed twins are skipped: two plain generations that begin
-    alike are both read.
-    """
-    if not pos.head:
-        return gens
-    return [g for g in gens if not (g.compressed and g.head(len(pos.head)) == pos.head)]
-
-
-def _copy_under_way(path: Path, rest: list[Generation]) -> bool:
-    """Does a generation still to read begin like the live file?
-
-    Then copytruncate has copied it (or is copying it) and not truncated it
-    yet: going on would read the same lines twice, from the copy and the file.
-    """
-    try:
-        with path.open("rb") as fh:
-            live = fh.read(HEAD_BYTES)
-    except OSError:
-        return False
-    for gen in rest:
-        head = gen.head()
-        n = min(len(head), len(live))
-        if n and head[:n] == live[:n]:
-            return True
-    return False
+        """The events of ``chunk`` and the bytes taken: :func:`collectors.lines.parse_chunk`."""
+        return lines.parse_chunk(
+            chunk,
+            self._parser.get(name, parse_line),
+            source=name,
+            pos=pos,
+            max_bytes=self._max_bytes,
+            final=final,
+            flush=flush,
+            now=self._clock(),
+            metrics=self._metrics,
+        )
 
 
 def _size(path: Path) -> int:

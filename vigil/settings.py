@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Any, NoReturn, TypeVar, get_args, get_origin
 
 import yaml
 
@@ -302,6 +302,12 @@ class CollectSettings:
         env="VIGIL_COLLECT_PAYMENTS_WINDOW",
         help="reconcile orders and captures of this many seconds back",
     )
+    payments_grace_s: float = option(
+        120.0,
+        env="VIGIL_COLLECT_PAYMENTS_GRACE",
+        help="report a reconciliation discrepancy only once its newest capture or order"
+        " update is this many seconds old (a checkout between its two writes is no fault)",
+    )
 
 
 @dataclass(frozen=True)
@@ -452,20 +458,47 @@ def load_settings(
         data = _read_yaml(file)
     elif explicit:
         raise ConfigError("config file not found; pass an existing file", file=str(file))
-    return check(_build(Settings, data, str(file), "", env), str(file))
+    return check(_build(Settings, data, str(file), "", env), str(file), data, env)
 
 
 def from_mapping(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from an in-memory mapping (tests), then the given env."""
-    return check(_build(Settings, _plain(data), "<mapping>", "", env or {}), "<mapping>")
+    plain = _plain(data)
+    return check(_build(Settings, plain, "<mapping>", "", env or {}), "<mapping>", plain, env or {})
 
 
-def check(settings: Settings, file: str) -> Settings:
-    """Checks that span a value's type: ranges and required entries."""
+Fail = Callable[[str, str], NoReturn]
+# Checks a subsystem adds for its own options (see add_check).
+_CHECKS: list[Callable[[Settings, Fail], None]] = []
+
+
+def add_check(hook: Callable[[Settings, Fail], None]) -> None:
+    """Run ``hook(settings, fail)`` whenever settings are loaded, after the checks here.
+
+    For checks that need a subsystem's own code (the collectors' parser names):
+    this module depends on no subsystem, the subsystem registers its check when
+    it is imported. ``fail(key, message)`` raises the :class:`ConfigError`,
+    located at the file and the key's line.
+    """
+    if hook not in _CHECKS:
+        _CHECKS.append(hook)
+
+
+def check(
+    settings: Settings,
+    file: str,
+    data: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Checks that span a value's type: ranges and required entries, then the added ones.
+
+    ``data`` (the file as read) and ``env`` locate an error at its key's line.
+    """
     shop = settings.shop
 
-    def fail(key: str, message: str) -> None:
-        raise ConfigError(f"{key}: {message}", file=file)
+    def fail(key: str, message: str) -> NoReturn:
+        line = _key_line(data, key, env or {}) if data is not None else None
+        raise ConfigError(f"{key}: {message}", file=file, line=line)
 
     if not 1 <= shop.port <= 65535:
         fail("shop.port", f"must be between 1 and 65535, got {shop.port}")
@@ -518,6 +551,8 @@ def check(settings: Settings, file: str) -> Settings:
         fail("collect.spool_max_bytes", "must not be negative (0 turns the spool off)")
     if collect.spool_after_items < 0:
         fail("collect.spool_after_items", "must not be negative")
+    if not math.isfinite(collect.payments_grace_s) or collect.payments_grace_s < 0:
+        fail("collect.payments_grace_s", "must not be negative (0 reports at once)")
     try:
         password = urllib.parse.urlsplit(collect.postgres).password
     except ValueError:
@@ -525,30 +560,12 @@ def check(settings: Settings, file: str) -> Settings:
         fail("collect.postgres", "is not a URL")
     if password is not None:
         fail("collect.postgres", "must not contain a password; set VIGIL_POSTGRES_PASSWORD")
-    # Imported here: the settings module is read before any subsystem is.
-    from collectors.parsers import get_parser
-
     if settings.collect.syslog_udp:
         host, _, port = settings.collect.syslog_udp.rpartition(":")
         if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             fail("collect.syslog_udp", f"expected host:port, got {settings.collect.syslog_udp!r}")
-    try:  # a bad log_line_prefix is a mistake even before a file uses it
-        get_parser(
-            "postgresql_stderr",
-            key="collect.postgresql_log_line_prefix",
-            postgresql_prefix=settings.collect.postgresql_log_line_prefix,
-        )
-    except ConfigError as exc:
-        raise ConfigError(str(exc), file=file) from None
-    for pattern, parser in settings.collect.files.items():
-        try:
-            get_parser(
-                parser,
-                key=f"collect.files.{pattern}",
-                postgresql_prefix=settings.collect.postgresql_log_line_prefix,
-            )
-        except ConfigError as exc:
-            raise ConfigError(str(exc), file=file) from None
+    for hook in _CHECKS:
+        hook(settings, fail)
     return settings
 
 
@@ -629,6 +646,35 @@ def _build(cls: type[T], data: dict[str, Any], file: str, prefix: str, env: Mapp
             # Nested sections still read their env vars when absent from the file.
             kwargs[name] = _build(typing.cast(type, typ), {}, file, key + ".", env)
     return cls(**kwargs)
+
+
+def _key_line(data: Mapping[str, Any], key: str, env: Mapping[str, str]) -> int | None:
+    """The line of the dotted ``key`` in a file read as ``data``.
+
+    None when the file does not set it or its environment variable does
+    (``collect.files./var/log/x.log``: a key of a mapping may hold dots).
+    """
+    node: Any = data
+    line = data.get("__line__")
+    typ: Any = Settings
+    rest = key
+    while rest:
+        if not isinstance(node, dict):
+            return line
+        names = sorted((k for k in node if k != "__line__"), key=len, reverse=True)
+        name = next((k for k in names if rest == k or rest.startswith(k + ".")), None)
+        if name is None:
+            return None
+        if dataclasses.is_dataclass(typ):
+            fields = {f.name: f for f in dataclasses.fields(typ)}
+            env_name = fields[name].metadata.get("env") if name in fields else None
+            if env_name and env_name in env:
+                return None
+            typ = typing.get_type_hints(typ).get(name)
+        node = node[name]
+        line = _line_of(node, line)
+        rest = rest[len(name) + 1 :]
+    return line
 
 
 def _line_of(raw: Any, fallback: int | None) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ APPROVED = "4242424242424242"
 DECLINED = "4000000000000002"
 # Distinct valid cards, so the fraud check's per-card velocity limit stays out of the way.
 CARDS = ("4000056655665556", "5555555555554444", "2223003122003222", "5200828282828210")
+GRACE = 120.0
 
 
 def checkout(client: FlaskClient, app: Flask, gateway: str, card: str = APPROVED) -> Any:
@@ -54,13 +56,21 @@ def set_ledger_faults(client: FlaskClient, headers: dict[str, str], *names: str)
     assert rv.json["faults"]["ledger_faults"] == sorted(names)
 
 
-def collector_for(settings: Settings, store: SqliteStore) -> Collector:
+def collector_for(
+    settings: Settings, store: SqliteStore, clock: Callable[[], float] = time.time
+) -> Collector:
     """The collector `vigil up` runs, reduced to the two sources this test needs."""
     collector = Collector(settings, store, registry=CollectorRegistry(), sources=[])
     data_dir = Path(settings.data_dir).resolve()
     tailer = Tailer(data_dir, ["logs/*.log"], collector.checkpoints, collector.metrics)
     payments = PaymentsSource(
-        store, settings.shop_db_url, collector.metrics, interval_s=0, window_s=3600
+        store,
+        settings.shop_db_url,
+        collector.metrics,
+        interval_s=0,
+        window_s=3600,
+        grace_s=GRACE,
+        clock=clock,
     )
     collector.sources = [tailer, payments]
     return collector
@@ -105,8 +115,12 @@ def test_collect_payments_finds_capture_without_order_and_counts_the_funnel(
     ]
 
     store = SqliteStore(tmp_path / "siem.db")
-    collector = collector_for(settings, store)
+    later = [0.0]  # how far the payments source's clock is ahead of now
+    collector = collector_for(settings, store, clock=lambda: time.time() + later[0])
     assert collector.run_once()  # tails the shop's logs (and reconciles)
+    # The capture is seconds old: it may still be a checkout between its two writes.
+    assert store.search(EventQuery(dataset=DATASET)) == []
+    later[0] = GRACE + 1
     assert collector.run_once()  # the funnel now sees the stored payment events
 
     (found,) = store.search(EventQuery(dataset=DATASET))

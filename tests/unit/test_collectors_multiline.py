@@ -9,10 +9,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from collectors import multiline
+from collectors.checkpoints import CHECKPOINT_FILE, Checkpoints
 from collectors.metrics import CollectorMetrics
 from collectors.multiline import Grouped, Rule
 from collectors.parsers import PARSERS
-from collectors.tail import CHECKPOINT_FILE, ROTATED_QUIET_S, Checkpoints, Tailer
+from collectors.tail import ROTATED_QUIET_S, Tailer
 from siem.model import Event, event_id
 
 FILES = Path(__file__).resolve().parent.parent / "files"
@@ -115,6 +116,12 @@ def test_multiline_groups_are_bounded_and_nothing_is_dropped() -> None:
     assert all(len(g.raw) <= 12 for g in groups)
     groups, held = multiline.split(lines, rule, max_bytes=1 << 20, complete=False)
     assert [len(g.lines) for g in groups] == [3, 3] and held == 60
+    # Both groups were cut short (the next line continued them); a whole one is not.
+    assert [g.cut for g in groups] == [True, True]
+    whole, _ = multiline.split(
+        [(0, b"head"), (5, b" more"), (11, b"next")], rule, max_bytes=1 << 20, complete=True
+    )
+    assert [(len(g.lines), g.cut) for g in whole] == [(2, False), (1, False)]
 
 
 def test_multiline_group_larger_than_a_read_goes_on_in_pieces(tmp_path: Path) -> None:
@@ -135,6 +142,43 @@ def test_multiline_group_larger_than_a_read_goes_on_in_pieces(tmp_path: Path) ->
     kept = sum(e.doc.get("event", {}).get("original", "").count("x" * 50) for e in events[1:])
     first = events[0].doc["postgresql"]["log"]["query"].count("x" * 50)
     assert first + kept == 40
+
+
+def test_multiline_cut_is_counted_and_tagged(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    frames = [f'  File "shop/x.py", line {i}, in f' for i in range(12)]
+    text = ["Exception on /checkout", "Traceback (most recent call last):", *frames]
+    log.write_text("\n".join([*text, "ValueError: boom", "server up"]) + "\n")
+    quiet(log)
+    python = PARSERS["python"]
+    assert isinstance(python, Grouped)
+
+    def read(max_lines: int) -> tuple[list[Event], float | None]:
+        registry = CollectorRegistry()
+        tailer = Tailer(
+            tmp_path,
+            [],
+            Checkpoints(tmp_path / f"{max_lines}-{CHECKPOINT_FILE}"),
+            CollectorMetrics(registry),
+            parsers={"app.log": Grouped(python.parse, Rule(python.rule.continues, max_lines))},
+            clock=lambda: 1e9,
+        )
+        events = collect(tailer)
+        cuts = registry.get_sample_value("vigil_collector_multiline_cut_total", {"file": str(log)})
+        return events, cuts
+
+    whole, cuts = read(multiline.MAX_LINES)
+    assert len(whole) == 2 and cuts == 0
+    assert "tags" not in whole[0].doc
+    # Bounded at 5 lines, the traceback is cut after its third frame.
+    events, cuts = read(5)
+    assert cuts == 1
+    first, *rest = events
+    assert first.doc["tags"] == [multiline.CUT_TAG]
+    assert first.doc["error"]["stack_trace"] == "\n".join(text[1:5])
+    assert [e for e in rest if "tags" in e.doc] == []
+    # Nothing is dropped: the other frames follow as events of their own.
+    assert [e.doc["message"] for e in rest] == [*frames[3:], "ValueError: boom", "server up"]
 
 
 def test_multiline_python_traceback_of_real_gunicorn_output_is_one_event(tmp_path: Path) -> None:

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from collectors.checkpoints import CHECKPOINT_FILE, Checkpoints, Position
 from collectors.ecs import ERROR_DATASET
 from collectors.errors import CollectorError
 from collectors.metrics import CollectorMetrics
 from collectors.sink import Batch
-from collectors.tail import CHECKPOINT_FILE, ROTATED_QUIET_S, Checkpoints, Position, Tailer
+from collectors.tail import ROTATED_QUIET_S, Tailer
 from siem.model import Event
 
 

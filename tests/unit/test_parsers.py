@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from collectors.checkpoints import CHECKPOINT_FILE, Checkpoints
 from collectors.ecs import ERROR_DATASET
 from collectors.errors import LineError
 from collectors.metrics import CollectorMetrics
 from collectors.parsers import PARSERS, get_parser
-from collectors.tail import CHECKPOINT_FILE, Checkpoints, Tailer
+from collectors.tail import Tailer
 from siem.model import Event
 from vigil.errors import ConfigError
 from vigil.settings import from_mapping

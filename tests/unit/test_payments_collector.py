@@ -41,6 +41,7 @@ def order(ref: str, status: str = "paid", total: str = "10.00", **kw: Any) -> Or
         total=Decimal(total),
         currency=kw.get("currency", "EUR"),
         created_at=T0,
+        updated_at=kw.get("updated_at", T0),
     )
 
 
@@ -96,6 +97,52 @@ def test_reconcile_amount_and_currency_mismatch() -> None:
     captures = [capture("a", "10.01"), capture("b", currency="USD"), capture("c", "10.0")]
     # 10.0 and 10.00 are the same amount.
     assert rules_of(orders, captures) == [("amount_mismatch", "a"), ("currency_mismatch", "b")]
+
+
+GRACE = 120.0
+
+
+def test_reconcile_waits_out_a_checkout_between_capture_and_paid() -> None:
+    # The gateway captures at T0+10; the shop marks the order paid a second later.
+    placed = order("a", "placed", updated_at=T0)
+    paid = order("a", "paid", updated_at=T0 + 11)
+    captured = [capture("a", n=10)]
+    # A pass between the two writes sees a capture of an unpaid order: not settled yet.
+    assert reconcile([placed], captured, settled_before=T0 + 10.5 - GRACE) == []
+    # Once both writes are in, the books agree.
+    assert reconcile([paid], captured, settled_before=T0 + 11.5 - GRACE) == []
+    assert reconcile([paid], captured, settled_before=T0 + 500 - GRACE) == []
+    # Without a grace the in-between pass raises the false alarm the grace prevents.
+    assert rules_of([placed], captured) == [("capture_without_order", "a")]
+
+
+def test_reconcile_reports_a_capture_whose_order_stays_unpaid_after_the_grace() -> None:
+    placed = order("a", "placed", updated_at=T0)
+    captured = [capture("a", n=10)]
+    assert reconcile([placed], captured, settled_before=T0 + 10 + GRACE - 1 - GRACE) == []
+    (found,) = reconcile([placed], captured, settled_before=T0 + 10 + GRACE + 1 - GRACE)
+    assert (found.rule, found.order_ref) == ("capture_without_order", "a")
+
+
+def test_reconcile_waits_for_the_capture_of_a_just_paid_order() -> None:
+    # The converse order of writes: paid at T0+5, the capture not recorded yet.
+    paid = order("a", "paid", updated_at=T0 + 5)
+    assert reconcile([paid], [], settled_before=T0 + 6 - GRACE) == []
+    (found,) = reconcile([paid], [], settled_before=T0 + 5 + GRACE + 1 - GRACE)
+    assert found.rule == "paid_without_capture"
+
+
+def test_reconcile_settles_on_the_newest_record_involved() -> None:
+    # An old paid order and a second capture a moment ago: a double capture, not settled.
+    paid = order("a", updated_at=T0)
+    captures = [capture("a", n=0), capture("a", n=300)]
+    assert reconcile([paid], captures, settled_before=T0 + 200) == []
+    (found,) = reconcile([paid], captures, settled_before=T0 + 301)
+    assert found.rule == "double_capture"
+    assert found.newest == T0 + 300
+    # A capture whose order does not exist settles on the capture alone.
+    (ghost,) = reconcile([], [capture("ghost", n=7)], settled_before=T0 + 8)
+    assert (ghost.rule, ghost.newest) == ("capture_without_order", T0 + 7)
 
 
 def test_discrepancy_event_fields_and_stable_id() -> None:
@@ -195,6 +242,7 @@ def test_payments_source_counts_unreadable_database(tmp_path: Path) -> None:
         CollectorMetrics(registry),
         interval_s=30,
         window_s=3600,
+        grace_s=0,
         clock=lambda: T0,
     )
     assert source.collect() == []
@@ -215,6 +263,7 @@ def test_payments_source_waits_for_missing_sqlite_and_its_interval(tmp_path: Pat
         CollectorMetrics(registry),
         interval_s=30,
         window_s=3600,
+        grace_s=0,
         clock=lambda: now[0],
     )
     (batch,) = source.collect()
@@ -288,4 +337,93 @@ def test_payments_source_runs_in_the_collector_unless_off(tmp_path: Path) -> Non
     (source,) = sources()
     assert source.db_url == f"sqlite:///{tmp_path.resolve() / 'shop.db'}"
     assert source.interval_s == 30.0
+    assert source.grace_s == 120.0
     assert sources(payments_interval_s=0) == []
+
+
+def test_payments_source_reads_the_settle_time_and_the_window_edge_from_the_database(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import create_engine, update
+
+    from shop.db import Base
+    from shop.models import GatewayTransaction, Order
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    window = 3600.0
+
+    def at(t: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp(t, dt.UTC)
+
+    def add_order(ref: str, status: str, created: float, updated: float) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                Order.__table__.insert().values(
+                    public_id=ref,
+                    email="ann@example.com",
+                    status=status,
+                    currency="EUR",
+                    subtotal=Decimal("10.00"),
+                    total=Decimal("10.00"),
+                    total_eur=Decimal("10.00"),
+                    gateway="stripe",
+                    created_at=at(created),
+                    updated_at=at(updated),
+                )
+            )
+
+    def add_capture(ref: str, when: float) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                GatewayTransaction.__table__.insert().values(
+                    gateway="stripe",
+                    txn_id=f"txn-{ref}",
+                    kind="capture",
+                    order_ref=ref,
+                    amount=Decimal("10.00"),
+                    currency="EUR",
+                    created_at=at(when),
+                )
+            )
+
+    now = [T0 + 0.5]
+    source = PaymentsSource(
+        MemoryStore(),
+        url,
+        CollectorMetrics(CollectorRegistry()),
+        interval_s=0,
+        window_s=window,
+        grace_s=GRACE,
+        clock=lambda: now[0],
+    )
+
+    def found() -> list[tuple[str, str]]:
+        return sorted(
+            (e.get("event.action"), e.get("labels.order_id"))
+            for b in source.collect()
+            for e in b.events
+        )
+
+    # "a" and "b" are captured at T0; "a" is marked paid at T0 + 1, "b" never is.
+    add_order("a", "placed", T0 - 100, T0 - 100)
+    add_order("b", "placed", T0 - 100, T0 - 100)
+    add_capture("a", T0)
+    add_capture("b", T0)
+    # "c" was placed before the window and paid and captured inside it; "d" was
+    # placed before the window and paid inside it, with no capture at all.
+    add_order("c", "paid", T0 - window - 50, T0 - 10)
+    add_capture("c", T0 - 10)
+    add_order("d", "paid", T0 - window - 50, T0 - 10)
+    assert found() == []  # a pass between "a"'s capture and its paid status
+    with engine.begin() as conn:
+        conn.execute(
+            update(Order.__table__)
+            .where(Order.public_id == "a")
+            .values(status="paid", updated_at=at(T0 + 1))
+        )
+    now[0] = T0 + GRACE + 5
+    assert found() == [("capture_without_order", "b"), ("paid_without_capture", "d")]
+    source.close()
+    engine.dispose()

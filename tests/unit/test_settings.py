@@ -112,3 +112,48 @@ def test_config_check_cli_reports_error(tmp_path: Path, capsys: pytest.CaptureFi
 def test_config_reference_doc_is_current() -> None:
     doc = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert reference_markdown() in doc, "run: vigil config reference, and update the table"
+
+
+def test_config_check_cli_locates_collector_errors_at_their_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        "shop:\n  port: 8001\ncollect:\n  files:\n    run/app.log: ecs\n"
+        "    /var/log/pg.d/main.log: postgres\n",
+    )
+    assert main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:6: collect.files./var/log/pg.d/main.log: unknown parser 'postgres'" in err
+    path = write(tmp_path, "collect:\n  interval_s: 5\n  postgresql_log_line_prefix: '%Z '\n")
+    with pytest.raises(ConfigError, match=r"collect\.postgresql_log_line_prefix: .*%Z") as info:
+        load_settings(path, env={})
+    assert (info.value.file, info.value.line) == (str(path), 3)
+    # Set by its environment variable, the value is not the file's line.
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={"VIGIL_COLLECT_POSTGRESQL_LOG_LINE_PREFIX": "%Y "})
+    assert info.value.line is None
+
+
+def test_settings_check_errors_name_their_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "collect:\n  interval_s: 5\n  payments_grace_s: -1\n")
+    with pytest.raises(
+        ConfigError, match=r"collect\.payments_grace_s: must not be negative"
+    ) as info:
+        load_settings(path, env={})
+    assert (info.value.file, info.value.line) == (str(path), 3)
+
+
+def test_settings_module_depends_on_no_subsystem() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vigil.settings\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('collectors', 'siem', 'shop', 'alerting', 'dashboards'))\n"
+        "assert not bad, bad\n"
+        "vigil.settings.load_settings(None, env={})\n"
+        "assert 'collectors' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
