@@ -98,6 +98,9 @@ def stack(tmp_path: Path, database: str) -> Iterator[dict[str, str]]:
         VIGIL_SHOP_FAULTS_ENABLED="true",
         VIGIL_COLLECT_INTERVAL="1",
         VIGIL_COLLECT_PAYMENTS_INTERVAL="2",
+        # Settle time of a checkout before reconciliation judges it: short, so the
+        # injected fault is reported within the test's wait.
+        VIGIL_COLLECT_PAYMENTS_GRACE="3",
     )
     front = f"http://127.0.0.1:{env['VIGIL_UP_HAPROXY_PORT']}"
 
