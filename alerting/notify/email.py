@@ -411,7 +411,7 @@ def _timeout(p: _Parser, raw: Any) -> float:
 
 def one_line(value: str, limit: int = MAX_VALUE) -> str:
     """``value`` without line breaks or control characters (which could forge a header)."""
-    flat = _CONTROL.sub(" ", value)
+    flat = _CONTROL.sub(" ", value.encode("utf-8", "replace").decode("utf-8"))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -473,7 +473,7 @@ def _safe_url(url: str) -> str:
         scheme = urllib.parse.urlsplit(url).scheme.lower()
     except ValueError:
         return ""
-    return url if scheme in ("http", "https") else ""
+    return one_line(url) if scheme in ("http", "https") else ""
 
 
 def _links(alert: Mapping[str, Any]) -> list[tuple[str, str]]:
