@@ -48,7 +48,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from alerting.notify.base import Delivery, NotifyError
-from alerting.notify.webhook import generator_url, rfc3339
+from alerting.notify.webhook import payload
 from alerting.state import Alert
 from vigil.errors import ConfigError
 from vigil.settings import EmailSettings
@@ -313,8 +313,7 @@ def _addresses_ok(value: str, *, many: bool) -> bool:
     if not addrs or (not many and len(addrs) != 1):
         return False
     return all(
-        "@" in a and a.rsplit("@", 1)[0] and a.rsplit("@", 1)[1] and a.isprintable()
-        for a in addrs
+        "@" in a and a.rsplit("@", 1)[0] and a.rsplit("@", 1)[1] and a.isprintable() for a in addrs
     )
 
 
@@ -415,6 +414,17 @@ def one_line(value: str, limit: int = MAX_VALUE) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+_TEMPLATE_FIELDS = {
+    "status": "Status",
+    "labels": "Labels",
+    "annotations": "Annotations",
+    "startsAt": "StartsAt",
+    "endsAt": "EndsAt",
+    "generatorURL": "GeneratorURL",
+    "fingerprint": "Fingerprint",
+}
+
+
 def group_data(
     alerts: Sequence[Alert],
     *,
@@ -422,37 +432,18 @@ def group_data(
     external_url: str,
     group_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Alertmanager's notification data for a group (what its templates see as ``.``)."""
-    items = [
-        {
-            "Status": a.state,
-            "Labels": dict(a.labels),
-            "Annotations": dict(a.annotations),
-            "StartsAt": rfc3339(a.fired_at or a.active_at),
-            "EndsAt": rfc3339(a.resolved_at if a.state == "resolved" else None),
-            "GeneratorURL": generator_url(external_url, a.expr),
-            "Fingerprint": a.fingerprint,
-        }
-        for a in alerts
-    ]
-    labels = dict(group_labels) if group_labels is not None else {}
-    if group_labels is None and alerts:
-        labels = {"alertname": alerts[0].name}
+    """Alertmanager's notification data for a group (what its templates see as ``.``):
+    the webhook payload's content under the Go field names."""
+    body = payload(alerts, receiver=receiver, external_url=external_url)
     return {
         "Receiver": receiver,
-        "Status": "firing" if any(a.state == "firing" for a in alerts) else "resolved",
-        "Alerts": items,
-        "GroupLabels": labels,
-        "CommonLabels": _common([a.labels for a in alerts]),
-        "CommonAnnotations": _common([a.annotations for a in alerts]),
+        "Status": body["status"],
+        "Alerts": [{_TEMPLATE_FIELDS[k]: v for k, v in a.items()} for a in body["alerts"]],
+        "GroupLabels": dict(group_labels) if group_labels is not None else body["groupLabels"],
+        "CommonLabels": body["commonLabels"],
+        "CommonAnnotations": body["commonAnnotations"],
         "ExternalURL": external_url,
     }
-
-
-def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:
-    if not maps:
-        return {}
-    return {k: v for k, v in maps[0].items() if all(m.get(k) == v for m in maps[1:])}
 
 
 def subject(data: Mapping[str, Any]) -> str:
@@ -533,9 +524,7 @@ def html_body(data: Mapping[str, Any]) -> str:
         f"<h2>{_e(subject(data))}</h2>",
     ]
     for status, alerts, more in _sections(data):
-        parts.append(
-            f"<h3 style='color:{color[status]}'>{len(alerts) + more} {_e(status)}</h3>"
-        )
+        parts.append(f"<h3 style='color:{color[status]}'>{len(alerts) + more} {_e(status)}</h3>")
         for alert in alerts:
             parts.append("<table style='border-collapse:collapse;margin-bottom:1em'>")
             rows = [("Labels", alert["Labels"]), ("Annotations", alert["Annotations"])]
@@ -591,7 +580,7 @@ def build_message(
     headers = {
         "From": config.sender,
         "To": config.to,
-        "Subject": "{{ template \"email.default.subject\" . }}",
+        "Subject": '{{ template "email.default.subject" . }}',
         **config.headers,
     }
     headers["Subject"] = expand(headers["Subject"], lambda: subject(data))
@@ -615,7 +604,9 @@ def build_message(
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.sent = Counter(
-            "vigil_email_sent", "Alert mails the SMTP server accepted", ["receiver"],
+            "vigil_email_sent",
+            "Alert mails the SMTP server accepted",
+            ["receiver"],
             registry=registry,
         )
         self.deferred = Counter(
@@ -804,8 +795,10 @@ class EmailNotifier:
         if not encrypted and c.host not in _LOCAL_HOSTS:
             raise NotifyError("refusing to send the SMTP password over an unencrypted connection")
         mechanisms = set(smtp.esmtp_features.get("auth", "").upper().split())
-        secret = _read_secret(c.auth_secret_file, "auth_secret_file") if c.auth_secret_file else (
-            c.auth_secret
+        secret = (
+            _read_secret(c.auth_secret_file, "auth_secret_file")
+            if c.auth_secret_file
+            else (c.auth_secret)
         )
         if "CRAM-MD5" in mechanisms and secret:
             smtp.user, smtp.password = c.auth_username, secret
@@ -840,9 +833,11 @@ def _describe(exc: BaseException) -> str:
     """What went wrong, for logs and the outbox: never the password (smtplib never echoes it,
     and our own errors do not contain it)."""
     if isinstance(exc, smtplib.SMTPResponseException):
-        text = exc.smtp_error.decode("utf-8", "replace") if isinstance(
-            exc.smtp_error, bytes
-        ) else str(exc.smtp_error)
+        text = (
+            exc.smtp_error.decode("utf-8", "replace")
+            if isinstance(exc.smtp_error, bytes)
+            else str(exc.smtp_error)
+        )
         return f"{type(exc).__name__}: {exc.smtp_code} {one_line(text, 300)}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate refused: {exc.verify_message}"

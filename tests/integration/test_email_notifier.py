@@ -153,7 +153,7 @@ def parts(message: EmailMessage) -> tuple[str, str]:
     text = message.get_body(("plain",))
     html = message.get_body(("html",))
     assert text is not None and html is not None
-    return str(text.get_content()), str(html.get_content())  # type: ignore[attr-defined]
+    return str(text.get_content()), str(html.get_content())
 
 
 def test_email_one_mail_per_group_with_headers_bodies_and_recipients() -> None:
@@ -188,9 +188,7 @@ def test_email_one_mail_per_group_with_headers_bodies_and_recipients() -> None:
 
 def test_email_headers_override_and_send_resolved() -> None:
     with smtp_server() as (port, inbox):
-        quiet = EmailNotifier(
-            config(port, require_tls=False), registry=CollectorRegistry()
-        )
+        quiet = EmailNotifier(config(port, require_tls=False), registry=CollectorRegistry())
         (d,) = quiet.notify([alert("a:1", "resolved")])
         assert d.ok and inbox.received == []  # send_resolved is off by default, as Alertmanager
         loud = EmailNotifier(
@@ -405,9 +403,7 @@ def test_email_rate_limited_alerts_wait_in_the_outbox_as_deferred_not_failed(
         deferred = registry.get_sample_value(
             "vigil_alert_notifications_total", {"receiver": "email", "outcome": "deferred"}
         )
-        failures = registry.get_sample_value(
-            "vigil_notifier_failures_total", {"receiver": "email"}
-        )
+        failures = registry.get_sample_value("vigil_notifier_failures_total", {"receiver": "email"})
         assert (len(inbox.received), deferred, failures or 0.0) == (1, 3, 0)
         clock.now += 3601
         engine.run_once()
@@ -447,7 +443,9 @@ def test_email_smtp_down_is_retried_with_backoff_while_evaluation_goes_on(
     thread.start()
     try:
         started = time.monotonic()
-        wait_until("three failed attempts", lambda: metric("vigil_notifier_failures_total") >= 3, 20)
+        wait_until(
+            "three failed attempts", lambda: metric("vigil_notifier_failures_total") >= 3, 20
+        )
         elapsed = time.monotonic() - started
         assert evaluations() >= elapsed * 0.8 - 1, (evaluations(), elapsed)
         assert metric("vigil_notifier_queue_items") == 1

@@ -150,6 +150,6 @@ def test_email_custom_text_and_subject_templates_use_the_templater() -> None:
     with_templates = build_message(cfg, data, templater=templater)
     assert with_templates["Subject"] == "firing page"
     text = with_templates.get_body(("plain",))
-    assert text is not None and text.get_content() == "Alerts: firing\n"  # type: ignore[attr-defined]
+    assert text is not None and text.get_content() == "Alerts: firing\n"
     without = build_message(cfg, data)  # no templater: the default rendering stands in
     assert without["Subject"] == "[FIRING:1] Down (shop)"
