@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -15,6 +16,7 @@ from prometheus_client import start_http_server
 
 from alerting.engine import AlertEngine, RuleSource
 from alerting.notify.base import Notifier
+from alerting.notify.email import EmailNotifier, config_from_settings
 from alerting.notify.slack import SlackNotifier
 from alerting.notify.webhook import WebhookNotifier
 from alerting.promql import Engine
@@ -54,11 +56,15 @@ def web_url(settings: Settings) -> str:
 
 
 def notifiers(settings: Settings) -> list[Notifier]:
-    """Slack when a token is set, plus one webhook notifier per configured URL."""
+    """Slack when a token is set, e-mail when ``alert.email.to`` is, plus one webhook
+    notifier per configured URL."""
     rv: list[Notifier] = []
     slack = settings.alert.slack
     if slack.token:
         rv.append(SlackNotifier(slack.token, slack.channel, api_url=slack.api_url))
+    if settings.alert.email.to:
+        config = config_from_settings(settings.alert.email, env=os.environ)
+        rv.append(EmailNotifier(config, external_url=web_url(settings)))
     for url in settings.alert.webhooks:
         rv.append(WebhookNotifier(url, external_url=web_url(settings)))
     return rv

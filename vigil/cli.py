@@ -134,6 +134,7 @@ def cmd_shop_init_db(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    import alerting  # noqa: F401  # registers its checks (the alert.email section)
     import collectors  # noqa: F401  # registers its checks (parser names, log_line_prefix)
     from shop.releases import get_release
 

@@ -322,12 +322,64 @@ class SlackSettings:
 
 
 @dataclass(frozen=True)
+class EmailTLSSettings:
+    """How the SMTP server's certificate is checked (Alertmanager's ``tls_config``)."""
+
+    ca_file: str = option("", help="CA bundle to trust instead of the system's")
+    cert_file: str = option("", help="client certificate (with key_file)")
+    key_file: str = option("", help="client certificate's key")
+    server_name: str = option("", help="name the certificate must carry; default: the host")
+    insecure_skip_verify: bool = option(False, help="accept any certificate (tests only)")
+    min_version: str = option("TLS12", help="oldest TLS version: TLS10, TLS11, TLS12, TLS13")
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    """E-mail receiver (Alertmanager's ``email_config``); the password comes from
+    ``auth_password_file`` or ``$VIGIL_SMTP_AUTH_PASSWORD``, never from this file."""
+
+    to: str = option(
+        "", env="VIGIL_ALERT_EMAIL_TO", help="recipients, comma-separated; empty disables e-mail"
+    )
+    sender: str = option(
+        "vigil@vigil.example", env="VIGIL_ALERT_EMAIL_FROM", help="From: address ('from')"
+    )
+    smarthost: str = option(
+        "localhost:587",
+        env="VIGIL_ALERT_EMAIL_SMARTHOST",
+        help="SMTP server host:port; port 465 is implicit TLS, others use STARTTLS",
+    )
+    hello: str = option("localhost", help="host name sent in EHLO")
+    auth_username: str = option("", env="VIGIL_ALERT_EMAIL_AUTH_USERNAME", help="SMTP user")
+    auth_password_file: str = option(
+        "", help="file holding the SMTP password; else $VIGIL_SMTP_AUTH_PASSWORD"
+    )
+    auth_identity: str = option("", help="PLAIN authorisation identity")
+    require_tls: bool = option(
+        True,
+        env="VIGIL_ALERT_EMAIL_REQUIRE_TLS",
+        help="refuse to send unless the server offers STARTTLS (ports other than 465)",
+    )
+    tls_config: EmailTLSSettings = option(EmailTLSSettings())
+    headers: dict[str, str] = option({}, help="extra or replaced headers (Subject, To, From…)")
+    send_resolved: bool = option(False, help="also mail when alerts resolve")
+    rate_limit: str = option(
+        "",
+        env="VIGIL_ALERT_EMAIL_RATE_LIMIT",
+        help="at most N mails per window, like 10/h; more are merged into the next mail"
+        " the limit allows (counted in vigil_email_deferred_total); empty: no limit",
+    )
+    timeout: Duration = option(Duration(10), help="limit of the connection and each SMTP step")
+
+
+@dataclass(frozen=True)
 class AlertSettings:
     """``vigil alert``: rule evaluation and notification."""
 
     rules: list[str] = option(["config/rules/*.yaml"], help="rule file globs")
     interval_s: float = option(5.0, env="VIGIL_ALERT_INTERVAL", help="evaluation interval")
     slack: SlackSettings = option(SlackSettings())
+    email: EmailSettings = option(EmailSettings())
     webhooks: list[str] = option(
         [], env="VIGIL_ALERT_WEBHOOKS", help="URLs that get the Alertmanager v4 payload"
     )

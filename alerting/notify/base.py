@@ -26,6 +26,9 @@ class Delivery:
     ok: bool
     receipt: Mapping[str, str] = field(default_factory=dict)
     error: str = ""
+    deferred: bool = False
+    """Held back on purpose (a receiver's rate limit), not failed: the outbox retries it
+    and counts it as ``deferred``, not as a failure."""
 
 
 class Notifier(Protocol):

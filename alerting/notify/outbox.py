@@ -48,7 +48,8 @@ class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.notifications = Counter(
             "vigil_alert_notifications",
-            "Notification attempts by receiver and outcome (success, failure)",
+            "Notification attempts by receiver and outcome (success, failure, deferred by a"
+            " rate limit)",
             ["receiver", "outcome"],
             registry=registry,
         )
@@ -236,8 +237,9 @@ class Outbox:
             if alert is None:
                 continue
             self.book.delivered(alert, self.name, alert.state if d.ok else None, d.receipt)
-            self.metrics.notifications.labels(self.name, "success" if d.ok else "failure").inc()
-            if not d.ok:
+            outcome = "success" if d.ok else "deferred" if d.deferred else "failure"
+            self.metrics.notifications.labels(self.name, outcome).inc()
+            if outcome == "failure":
                 self.metrics.failures.labels(self.name).inc()
         return deliveries
 
