@@ -1,0 +1,385 @@
+"""PromQL text to an evaluation plan: frozen nodes, type-checked, with every check done here.
+
+``compile_expr`` parses with ``promql_parser`` and converts the syntax tree into
+the small node types below, so that everything Vigil cannot evaluate (native
+histogram functions, experimental ``info``/``limit_ratio``...) and every bad
+constant argument (a regex in ``label_replace``, a label name) is a
+``PromQLError`` with a position when a rule is loaded, never an error while
+evaluating it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import promql_parser as pp
+import re2
+
+from alerting import promql_functions as fn
+from alerting import promql_ops as ops
+from alerting.promql_functions import PromQLError
+from alerting.promql_syntax import check_shape, find_regex, locate_parse_error, parse
+from siem.model import METRIC_NAME, Labels, Matcher, MatcherError
+
+Kind = Literal["scalar", "vector", "matrix", "string"]
+
+
+@dataclass(frozen=True)
+class Number:
+    value: float
+
+
+@dataclass(frozen=True)
+class String:
+    value: str
+
+
+At = float | Literal["start", "end"] | None
+"""An ``@`` modifier: a fixed time, the query's ``start()``/``end()``, or none."""
+
+
+@dataclass(frozen=True)
+class Selector:
+    matchers: tuple[Matcher, ...]
+    offset: float
+    range: float | None  # seconds for a range vector selector, None for an instant one
+    at: At = None
+
+
+@dataclass(frozen=True)
+class Subquery:
+    expr: Node
+    range: float
+    step: float | None  # None: the engine's default subquery step
+    offset: float
+    at: At = None
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    args: tuple[Node, ...]
+    absent_labels: Labels = ()
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    op: str
+    mode: str | None  # "by", "without" or None
+    names: tuple[str, ...]
+    expr: Node
+    param: Node | None = None
+
+
+@dataclass(frozen=True)
+class Binary:
+    operation: ops.Operation
+    lhs: Node
+    rhs: Node
+
+
+@dataclass(frozen=True)
+class Negate:
+    expr: Node
+
+
+Node = Number | String | Selector | Subquery | Call | Aggregate | Binary | Negate
+
+_MATCH_OPS: dict[str, Literal["=", "!=", "=~", "!~"]] = {
+    "Equal": "=",
+    "NotEqual": "!=",
+    "Re": "=~",
+    "NotRe": "!~",
+}
+_CARDINALITY = {
+    "OneToOne": "one-to-one",
+    "ManyToOne": "many-to-one",
+    "OneToMany": "one-to-many",
+    "ManyToMany": "many-to-many",
+}
+_RENAMED = {"holt_winters": "double_exponential_smoothing"}
+"""Prometheus 2 names the parser (which follows Prometheus 3) no longer knows."""
+
+SUPPORTED_FUNCTIONS = (
+    frozenset(fn.RANGE_FUNCTIONS)
+    | frozenset(fn.MATH_FUNCTIONS)
+    | frozenset(fn.DATE_FUNCTIONS)
+    | {
+        "absent",
+        "absent_over_time",
+        "clamp",
+        "clamp_max",
+        "clamp_min",
+        "histogram_quantile",
+        "label_join",
+        "max_of",
+        "min_of",
+        "start",
+        "end",
+        "step",
+        "range",
+        "label_replace",
+        "pi",
+        "round",
+        "scalar",
+        "sort",
+        "sort_by_label",
+        "sort_by_label_desc",
+        "sort_desc",
+        "time",
+        "timestamp",
+        "vector",
+    }
+)
+"""Every function Vigil evaluates: all of Prometheus' except the native-histogram ones."""
+SCALAR_FUNCTIONS = frozenset(
+    {"time", "scalar", "pi", "step", "range", "start", "end", "min_of", "max_of"}
+)
+"""Functions returning a scalar."""
+AGGREGATIONS = frozenset(
+    {
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "limitk",
+        "count_values",
+        "quantile",
+    }
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_expr(text: str) -> Node:
+    """Check the shape of ``text``, parse it and convert it to a plan, or raise ``PromQLError``."""
+    check_shape(text)
+    source = _rename_functions(text)
+    try:
+        expr = parse(source)
+    except ValueError as exc:
+        message = str(exc)
+        raise PromQLError(message, expr=text, offset=locate_parse_error(source, message)) from None
+    return _Converter(text).convert(expr)
+
+
+def _rename_functions(text: str) -> str:
+    """``holt_winters(`` as ``double_exponential_smoothing(``, outside strings and braces."""
+    if not any(old in text for old in _RENAMED):
+        return text
+    pattern = re.compile(
+        r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|`[^`]*`|\{[^}]*\})|\b("
+        + "|".join(_RENAMED)
+        + r")(?=\s*\()",
+        re.DOTALL,
+    )
+    return pattern.sub(lambda m: m.group(1) or _RENAMED[m.group(2)], text)
+
+
+def kind(node: Node) -> Kind:
+    """The value type ``node`` evaluates to."""
+    if isinstance(node, Number):
+        return "scalar"
+    if isinstance(node, String):
+        return "string"
+    if isinstance(node, Selector):
+        return "vector" if node.range is None else "matrix"
+    if isinstance(node, Subquery):
+        return "matrix"
+    if isinstance(node, Call):
+        return "scalar" if node.name in SCALAR_FUNCTIONS else "vector"
+    if isinstance(node, Aggregate):
+        return "vector"
+    if isinstance(node, Negate):
+        return kind(node.expr)
+    if kind(node.lhs) == "scalar" and kind(node.rhs) == "scalar":
+        return "scalar"
+    return "vector"
+
+
+def _seconds(delta: Any) -> float:
+    return float(delta.total_seconds()) if delta is not None else 0.0
+
+
+class _Converter:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def error(self, message: str, needle: str | None = None) -> PromQLError:
+        offset = self.text.find(needle) if needle else -1
+        return PromQLError(message, expr=self.text, offset=offset if offset >= 0 else None)
+
+    def unsupported(self, what: str, needle: str | None = None) -> PromQLError:
+        return self.error(f"unsupported in Vigil: {what}", needle)
+
+    def convert(self, expr: Any) -> Node:
+        if isinstance(expr, pp.ParenExpr):
+            return self.convert(expr.expr)
+        if isinstance(expr, pp.NumberLiteral):
+            return Number(float(expr.val))
+        if isinstance(expr, pp.StringLiteral):
+            return String(str(expr.val))
+        if isinstance(expr, pp.VectorSelector):
+            return self.selector(expr, None)
+        if isinstance(expr, pp.MatrixSelector):
+            return self.selector(expr.vector_selector, _seconds(expr.range))
+        if isinstance(expr, pp.SubqueryExpr):
+            step = _seconds(expr.step) if expr.step is not None else None
+            return Subquery(
+                self.convert(expr.expr),
+                _seconds(expr.range),
+                step or None,
+                _seconds(expr.offset),
+                self.at(expr.at),
+            )
+        if isinstance(expr, pp.UnaryExpr):
+            return Negate(self.convert(expr.expr))
+        if isinstance(expr, pp.Call):
+            return self.call(expr)
+        if isinstance(expr, pp.AggregateExpr):
+            return self.aggregate(expr)
+        if isinstance(expr, pp.BinaryExpr):
+            return self.binary(expr)
+        raise self.unsupported(type(expr).__name__)
+
+    def at(self, modifier: Any) -> At:
+        if modifier is None:
+            return None
+        kind_ = str(modifier.type).rsplit(".", 1)[-1]
+        if kind_ == "Start":
+            return "start"
+        if kind_ == "End":
+            return "end"
+        return float(modifier.at.timestamp())
+
+    def selector(self, vs: Any, range_s: float | None) -> Selector:
+        if vs.matchers.or_matchers:
+            raise self.unsupported("'or' inside a label matcher", " or ")
+        try:
+            matchers = [
+                Matcher(m.name, _MATCH_OPS[str(m.op).rsplit(".", 1)[-1]], m.value)
+                for m in vs.matchers.matchers
+            ]
+        except MatcherError as exc:
+            raise PromQLError(
+                str(exc), expr=self.text, offset=find_regex(self.text, exc.pattern)
+            ) from None
+        if vs.name is not None:
+            matchers.insert(0, Matcher(METRIC_NAME, "=", vs.name))
+        return Selector(tuple(matchers), _seconds(vs.offset), range_s, self.at(vs.at))
+
+    def call(self, expr: Any) -> Call:
+        name = str(expr.func.name)
+        if name not in SUPPORTED_FUNCTIONS:
+            reason = "native histograms" if name.startswith("histogram_") else "function"
+            raise self.unsupported(f"{reason}: {name}()", name)
+        args = tuple(self.convert(arg) for arg in expr.args)
+        absent_labels: Labels = ()
+        if name in {"absent", "absent_over_time"} and isinstance(args[0], Selector):
+            absent_labels = _absent_labels(args[0])
+        if name == "label_replace":
+            self.check_label_replace(args)
+        if name == "label_join":
+            for arg in (args[1], *args[3:]):
+                self.check_label_name(arg, name)
+        return Call(name, args, absent_labels)
+
+    def check_label_name(self, arg: Node, function: str) -> None:
+        assert isinstance(arg, String)  # the parser checks argument types
+        if not arg.value:  # Prometheus 3 takes any non-empty UTF-8 label name
+            raise self.error(f"empty label name in {function}()", function)
+
+    def check_label_replace(self, args: tuple[Node, ...]) -> None:
+        self.check_label_name(args[1], "label_replace")
+        regex = args[4]
+        assert isinstance(regex, String)
+        try:
+            label_regex(regex.value)
+        except ValueError as exc:
+            raise self.error(
+                f"invalid regular expression in label_replace(): {exc}", regex.value
+            ) from None
+
+    def aggregate(self, expr: Any) -> Aggregate:
+        op = str(expr.op)
+        if op not in AGGREGATIONS:
+            raise self.unsupported(f"aggregation {op}", op)
+        mode: str | None = None
+        names: tuple[str, ...] = ()
+        if expr.modifier is not None:
+            mode = "by" if expr.modifier.type == pp.AggModifierType.By else "without"
+            names = tuple(expr.modifier.labels)
+        param = self.convert(expr.param) if expr.param is not None else None
+        if op == "count_values":
+            assert isinstance(param, String)
+            if not param.value:
+                raise self.error("empty label name in count_values", op)
+        return Aggregate(op, mode, names, self.convert(expr.expr), param)
+
+    def binary(self, expr: Any) -> Binary:
+        op = str(expr.op)
+        if op not in ops.ARITHMETIC | ops.COMPARISON | ops.SET_OPERATORS:
+            raise self.unsupported(f"operator {op}", op)
+        operation = ops.Operation(op)
+        modifier = expr.modifier
+        if modifier is not None:
+            fill = getattr(modifier, "fill_values", None)
+            if fill is not None and (fill.lhs is not None or fill.rhs is not None):
+                raise self.unsupported("fill modifier", "fill")
+            matching = modifier.matching
+            operation = ops.Operation(
+                op,
+                return_bool=modifier.return_bool,
+                on=matching is not None and matching.type == pp.LabelModifierType.Include,
+                names=tuple(matching.labels) if matching is not None else (),
+                card=_CARDINALITY[str(modifier.card).rsplit(".", 1)[-1]],
+                include=tuple(modifier.group_labels or ()),
+            )
+        return Binary(operation, self.convert(expr.lhs), self.convert(expr.rhs))
+
+
+def _absent_labels(selector: Selector) -> Labels:
+    """Labels of ``absent(sel)``: the selector's equality matchers, minus repeated names."""
+    names = [m.name for m in selector.matchers]
+    return tuple(
+        sorted(
+            (m.name, m.value)
+            for m in selector.matchers
+            if m.op == "=" and m.name != METRIC_NAME and names.count(m.name) == 1
+        )
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def label_regex(pattern: str) -> Any:
+    """``label_replace``'s regex, anchored as Prometheus anchors it; ValueError if RE2 refuses."""
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        return re2.compile(f"^(?s:{pattern})$", options)
+    except (re2.error, TypeError) as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(str(reason)) from None
+
+
+def selectors(node: Node) -> list[Selector]:
+    """Every selector in ``node``, in order."""
+    if isinstance(node, Selector):
+        return [node]
+    if isinstance(node, Call):
+        return [s for arg in node.args for s in selectors(arg)]
+    if isinstance(node, Aggregate | Negate | Subquery):
+        return selectors(node.expr)
+    if isinstance(node, Binary):
+        return selectors(node.lhs) + selectors(node.rhs)
+    return []
