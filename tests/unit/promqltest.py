@@ -113,7 +113,7 @@ class Case:
 
 def parse_script(name: str, text: str) -> Iterator[Case]:
     loaded: dict[tuple[Labels, int], float] = {}  # a later duplicate wins
-    histograms = False
+    histograms: set[str] = set()  # metric names with native histogram samples (not loaded)
     lines = text.splitlines()
     i = 0
     while i < len(lines):
@@ -122,7 +122,7 @@ def parse_script(name: str, text: str) -> Iterator[Case]:
         if not line or line.startswith("#"):
             continue
         if line == "clear":
-            loaded, histograms = {}, False
+            loaded, histograms = {}, set()
             continue
         if line.startswith("load"):
             interval_ms = round(duration(line.split()[1]) * 1000)
@@ -132,7 +132,7 @@ def parse_script(name: str, text: str) -> Iterator[Case]:
                 if body.startswith("#"):
                     continue
                 if "{{" in body:
-                    histograms = True
+                    histograms.add(re.split(r"[{\s]", body, maxsplit=1)[0] or "{")
                     continue
                 m = _SERIES.match(body)
                 assert m, body
@@ -178,7 +178,9 @@ def parse_script(name: str, text: str) -> Iterator[Case]:
             case.expected.append(
                 (parse_metric(sm.group("metric")), expand_values(sm.group("values")))
             )
-        if histograms and case.skip is None:
+        names = set(re.findall(r"[a-zA-Z_:][\w:]*", case.expr))
+        by_regex = "__name__=~" in case.expr and histograms
+        if case.skip is None and (names & histograms or "{" in histograms or by_regex):
             case.skip = "native histograms in the loaded data"
         yield case
 
