@@ -69,6 +69,7 @@ MAX_SUBQUERY_STEPS = 11_000
 
 Vector = fn.Vector
 NO_LABELS: Labels = ()
+_COPY_BELOW = 128
 
 
 @dataclass(frozen=True)
@@ -415,10 +416,12 @@ class _Evaluation:
                 # resets strictly inside the window: j in (lo, hi)
                 r_lo = bisect.bisect_right(stored.reset_at, lo)
                 r_hi = bisect.bisect_left(stored.reset_at, hi)
+                # a short window is cheaper copied (in C) than read through a Span
+                short = hi - lo <= _COPY_BELOW
                 window = fn.Window(
                     stored.labels,
-                    fn.Span(stored.times, lo, hi),
-                    fn.Span(stored.values, lo, hi),
+                    stored.times[lo:hi] if short else fn.Span(stored.times, lo, hi),
+                    stored.values[lo:hi] if short else fn.Span(stored.values, lo, hi),
                     start,
                     end,
                     stored.reset_by[r_lo:r_hi],

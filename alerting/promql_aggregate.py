@@ -9,6 +9,7 @@ holding each value formatted as Go formats it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -23,7 +24,8 @@ from alerting.promql_functions import (
 from siem.model import METRIC_NAME, Labels
 
 
-def group_key(labels: Labels, mode: str | None, names: Sequence[str]) -> Labels:
+@functools.lru_cache(maxsize=65_536)
+def group_key(labels: Labels, mode: str | None, names: tuple[str, ...]) -> Labels:
     """The output labels of an aggregation group: ``by`` keeps, ``without`` drops names."""
     if mode == "by":
         keep = set(names)
@@ -86,7 +88,7 @@ def aggregate(
         return _count_values(vector, mode, names, param)
     groups: dict[Labels, list[float]] = {}
     for labels, value in vector:
-        groups.setdefault(group_key(labels, mode, names), []).append(value)
+        groups.setdefault(group_key(labels, mode, tuple(names)), []).append(value)
     if op == "quantile":
         assert isinstance(param, float)
         return [(key, quantile(param, values)) for key, values in groups.items()]
@@ -103,7 +105,7 @@ def _select_k(op: str, vector: Vector, mode: str | None, names: Sequence[str], k
     count = int(min(k, len(vector)))
     groups: dict[Labels, Vector] = {}
     for sample in vector:
-        groups.setdefault(group_key(sample[0], mode, names), []).append(sample)
+        groups.setdefault(group_key(sample[0], mode, tuple(names)), []).append(sample)
     rv: Vector = []
     for members in groups.values():
         if op == "limitk":
@@ -118,7 +120,7 @@ def _select_k(op: str, vector: Vector, mode: str | None, names: Sequence[str], k
 def _count_values(vector: Vector, mode: str | None, names: Sequence[str], label: str) -> Vector:
     counts: dict[Labels, float] = {}
     for labels, value in vector:
-        key = dict(group_key(labels, mode, names))
+        key = dict(group_key(labels, mode, tuple(names)))
         key[label] = format_float(value)
         out = tuple(sorted(key.items()))
         counts[out] = counts.get(out, 0.0) + 1

@@ -11,6 +11,7 @@ compensated (Kahan-Neumaier) summation in ``sum_over_time``, ``avg_over_time``,
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import struct
 from bisect import bisect_left
@@ -74,7 +75,7 @@ def is_stale(value: float) -> bool:
 _STALE_BYTES = struct.pack("<Q", 0x7FF0000000000002)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built per series and step, and frozen init is slower
 class Window:
     """The points of one series inside a range's window ``(start, end]``, evaluated at ``at``."""
 
@@ -120,9 +121,13 @@ class Span(Sequence[float]):
         return iter(self._data[self._lo : self._hi])
 
 
+@functools.lru_cache(maxsize=65_536)
 def drop_name(labels: Labels) -> Labels:
-    """The labels without ``__name__``, as functions and arithmetic leave them."""
-    return tuple(pair for pair in labels if pair[0] != METRIC_NAME)
+    """The labels without ``__name__``, as functions and arithmetic leave them (cached:
+    a range query asks for the same series' labels at every step)."""
+    if not labels or labels[0][0] != METRIC_NAME:  # sorted: "__name__" comes first if present
+        return tuple(pair for pair in labels if pair[0] != METRIC_NAME)
+    return labels[1:]
 
 
 def kahan_inc(inc: float, total: float, c: float) -> tuple[float, float]:
