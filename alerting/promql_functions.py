@@ -145,9 +145,15 @@ def kahan_inc(inc: float, total: float, c: float) -> tuple[float, float]:
 def kahan_sum(values: Sequence[float]) -> float:
     """Compensated sum; ``inf + -inf`` is NaN, as in Go."""
     total = c = 0.0
-    for value in values:
-        total, c = kahan_inc(value, total, c)
-    return total if math.isinf(total) else total + c
+    for inc in values:  # kahan_inc inlined: this runs per sample of every sum()
+        t = total + inc
+        if abs(total) >= abs(inc):
+            c += (total - t) + inc
+        else:
+            c += (inc - t) + total
+        total = t
+    # once the total is infinite it stays so (or NaN), and the compensation is moot
+    return total if math.isinf(total) or math.isnan(total) else total + c
 
 
 def kahan_mean(values: Sequence[float]) -> float:
@@ -196,20 +202,49 @@ def _extrapolated(window: Window, *, is_counter: bool, is_rate: bool) -> float |
                 if value < previous:
                     result += previous
                 previous = value
-    sampled = times[-1] - times[0]
-    average = sampled / (len(values) - 1)
+    return extrapolate(
+        result,
+        times[0],
+        times[-1],
+        values[0],
+        len(values),
+        window.start,
+        window.end,
+        is_counter=is_counter,
+        is_rate=is_rate,
+    )
+
+
+def extrapolate(
+    result: float,
+    first_t: float,
+    last_t: float,
+    first_value: float,
+    count: int,
+    start: float,
+    end: float,
+    *,
+    is_counter: bool,
+    is_rate: bool,
+) -> float:
+    """Prometheus' ``extrapolatedRate`` for the difference ``result`` of ``count`` >= 2 samples
+    from ``first_t`` to ``last_t`` in the window ``(start, end]``."""
+    sampled = last_t - first_t
+    average = sampled / (count - 1)
     threshold = average * 1.1
-    to_start = times[0] - window.start
-    to_end = window.end - times[-1]
+    to_start = first_t - start
+    to_end = end - last_t
     if to_start >= threshold:
         to_start = average / 2
-    if is_counter and result > 0 and values[0] >= 0:
-        to_start = min(to_start, sampled * (values[0] / result))
+    if is_counter and result > 0 and first_value >= 0:
+        to_zero = sampled * (first_value / result)
+        if to_zero < to_start:
+            to_start = to_zero
     if to_end >= threshold:
         to_end = average / 2
     factor = (sampled + to_start + to_end) / sampled if sampled else 1.0
     if is_rate:
-        factor /= window.end - window.start
+        factor /= end - start
     return result * factor
 
 
