@@ -318,6 +318,9 @@ class _Converter:
             mode = "by" if expr.modifier.type == pp.AggModifierType.By else "without"
             names = tuple(expr.modifier.labels)
         param = self.convert(expr.param) if expr.param is not None else None
+        wanted = "string" if op == "count_values" else "scalar"
+        if param is not None and kind(param) != wanted:
+            raise self.error(f"expected type {wanted} in aggregation parameter of {op}", op)
         if op == "count_values":
             assert isinstance(param, String)
             if not param.value:
