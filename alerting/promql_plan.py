@@ -103,6 +103,8 @@ _CARDINALITY = {
 _RENAMED = {"holt_winters": "double_exponential_smoothing"}
 """Prometheus 2 names the parser (which follows Prometheus 3) no longer knows."""
 
+_NEGATIVE_AT = re.compile(r"@\s*-")
+
 SUPPORTED_FUNCTIONS = (
     frozenset(fn.RANGE_FUNCTIONS)
     | frozenset(fn.MATH_FUNCTIONS)
@@ -253,12 +255,21 @@ class _Converter:
     def at(self, modifier: Any) -> At:
         if modifier is None:
             return None
+        if _NEGATIVE_AT.search(self.text):
+            # the parser cannot represent it (reading it panics in Rust)
+            raise self.unsupported("@ with a time before 1970-01-01", "@")
         kind_ = str(modifier.type).rsplit(".", 1)[-1]
         if kind_ == "Start":
             return "start"
         if kind_ == "End":
             return "end"
-        return float(modifier.at.timestamp())
+        try:
+            when = modifier.at
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # pyo3 panics on a time before 1970 (PanicException)
+            raise self.unsupported("@ with a time before 1970-01-01", "@") from None
+        return float(when.timestamp())
 
     def selector(self, vs: Any, range_s: float | None) -> Selector:
         if vs.matchers.or_matchers:
@@ -350,15 +361,19 @@ class _Converter:
 
 
 def _absent_labels(selector: Selector) -> Labels:
-    """Labels of ``absent(sel)``: the selector's equality matchers, minus repeated names."""
-    names = [m.name for m in selector.matchers]
-    return tuple(
-        sorted(
-            (m.name, m.value)
-            for m in selector.matchers
-            if m.op == "=" and m.name != METRIC_NAME and names.count(m.name) == 1
-        )
-    )
+    """Labels of ``absent(sel)``, as Prometheus' ``createLabelsForAbsentFunction`` builds them:
+    each name's first equality matcher, removed again by any later matcher on that name."""
+    labels: dict[str, str] = {}
+    has: set[str] = set()
+    for m in selector.matchers:
+        if m.name == METRIC_NAME:
+            continue
+        if m.op == "=" and m.name not in has:
+            labels[m.name] = m.value
+            has.add(m.name)
+        else:
+            labels.pop(m.name, None)
+    return tuple(sorted(labels.items()))
 
 
 @functools.lru_cache(maxsize=256)

@@ -36,7 +36,17 @@ _STORE.write(
 
 _SCALAR = st.sampled_from(["1", "0", "-1", "0.5", "NaN", "Inf", "-Inf", "1e309", "time()"])
 _VECTOR = st.sampled_from(
-    ["a", 'b{pod="1"}', "a offset -1m", "a @ end()", "-a", "vector(2)", "rate(a[1m])", "c"]
+    [
+        "a",
+        'b{pod="1"}',
+        "a offset -1m",
+        "a @ end()",
+        "-a",
+        "vector(2)",
+        "rate(a[1m])",
+        "c",
+        "a @ -5",
+    ]
 )
 _MATRIX = st.sampled_from(["a[2m]", "b[5m] offset 1m", "a[1m:15s]", "a[3m] @ start()", "b[30s:]"])
 _STRING = st.sampled_from(['"pod"', '"le"', '""', '"x"', '"(.*)"', '"$1-${pod}"', '"[[:alpha:]]+"'])
