@@ -176,3 +176,55 @@ def test_time_functions_take_a_vector_argument() -> None:
     }
     for name, value in expected.items():
         assert engine.instant(f"{name}(ts)", T0) == [InstantSample((), float(value))], name
+
+
+_CONSISTENCY = [
+    "rate(c[1m])",
+    "increase(c[90s])",
+    "delta(g[2m] offset 30s)",
+    "sum by (pod) (rate(c[1m]))",
+    "irate(c[1m])",
+    "resets(c[5m])",
+    "changes(g[5m])",
+    "avg_over_time(g[1m:20s])",
+    "max_over_time(rate(c[1m])[2m:30s])",
+    "quantile_over_time(0.9, g[3m])",
+    "deriv(g[2m])",
+    "predict_linear(g[2m], 60)",
+    "topk(1, g)",
+    "g > on(pod) group_left c",
+    "absent_over_time(g[30s])",
+    "timestamp(g)",
+    "label_replace(g, \"p\", \"x$1\", \"pod\", \"(.*)\")",
+]
+
+
+@pytest.mark.parametrize("expr", _CONSISTENCY)
+def test_range_query_equals_instant_query_at_every_step(expr: str) -> None:
+    # counters with a reset and a gap, gauges with a staleness marker
+    c_a = [(t, float(t if t < 200 else t - 200)) for t in range(0, 400, 15) if not 100 < t < 160]
+    c_b = [(t, 2.0 * t) for t in range(5, 400, 10)]
+    g_a = [(t, math.sin(t / 30)) for t in range(0, 400, 15)]
+    g_a[10] = (g_a[10][0], STALE_NAN)
+    g_b = [(t, float(t % 70)) for t in range(0, 400, 20)]
+    engine = engine_with(
+        ("c", {"pod": "a"}, c_a),
+        ("c", {"pod": "b"}, c_b),
+        ("g", {"pod": "a"}, g_a),
+        ("g", {"pod": "b"}, g_b),
+    )
+    start, end, step = T0 + 60, T0 + 390, 15.0
+    by_step: dict[float, dict[object, float]] = {}
+    for series in engine.range(expr, start, end, step):
+        for t, value in series.points:
+            by_step.setdefault(t, {})[series.labels] = value
+    t = start
+    while t <= end:
+        result = engine.instant(expr, t)
+        assert isinstance(result, list)
+        want = {s.labels: s.value for s in result}
+        got = by_step.get(t, {})
+        assert got.keys() == want.keys(), (expr, t)
+        for labels, value in want.items():
+            assert got[labels] == pytest.approx(value, nan_ok=True), (expr, t, labels)
+        t += step
