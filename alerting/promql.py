@@ -249,7 +249,7 @@ def _located(exc: PromQLError, expr: str) -> PromQLError:
     """An evaluation error, naming the expression it came from."""
     if exc.expr is not None:
         return exc
-    return PromQLError(str(exc), expr=expr)
+    return PromQLError(str(exc), expr=expr, offset=exc.offset)
 
 
 def _keeps_order(node: plan.Call | plan.Aggregate) -> bool:
@@ -652,7 +652,12 @@ class _Evaluation:
         left, right = self.as_vector(lhs), self.as_vector(rhs)
         if operation.op in {"and", "or", "unless"}:
             return operation.set_operation(left, right)
-        return operation.vectors(left, right)
+        try:
+            return operation.vectors(left, right)
+        except PromQLError as exc:
+            if exc.offset is None:
+                exc.offset = node.offset  # _located puts it into the message
+            raise
 
 
 def _ms(seconds: float) -> float:

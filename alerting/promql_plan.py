@@ -11,6 +11,7 @@ evaluating it.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,7 +22,7 @@ import re2
 from alerting import promql_functions as fn
 from alerting import promql_ops as ops
 from alerting.promql_functions import PromQLError
-from alerting.promql_syntax import check_shape, find_regex, locate_parse_error, parse
+from alerting.promql_syntax import check_shape, find_regex, locate_parse_error, parse, tokens
 from siem.model import METRIC_NAME, Labels, Matcher, MatcherError
 
 Kind = Literal["scalar", "vector", "matrix", "string"]
@@ -79,6 +80,7 @@ class Binary:
     operation: ops.Operation
     lhs: Node
     rhs: Node
+    offset: int | None = None  # of the operator in the text, for evaluation errors
 
 
 @dataclass(frozen=True)
@@ -211,9 +213,53 @@ def _seconds(delta: Any) -> float:
     return float(delta.total_seconds()) if delta is not None else 0.0
 
 
+_WORD_OPERATORS = frozenset({"and", "or", "unless", "atan2"})
+_SYMBOL_OPERATORS = frozenset({"+", "-", "*", "/", "%", "^", "==", "!=", ">", "<", ">=", "<="})
+
+
+def _operators(text: str) -> list[tuple[str, int]]:
+    """Binary and unary operators outside brackets and braces, in text order, with offsets.
+
+    The syntax tree visited in order (left operand, operator, right operand)
+    meets them in the same order, which gives each operator node its position.
+    """
+    rv: list[tuple[str, int]] = []
+    nested = 0  # inside [] or {}
+    previous = ""
+    for kind_, tok, offset in tokens(text):
+        if tok in "[{":
+            nested += 1
+        elif tok in "]}":
+            nested = max(0, nested - 1)
+        elif (
+            not nested
+            and previous.lower() not in {"offset", "@"}
+            and (
+                (kind_ == "op" and tok in _SYMBOL_OPERATORS)
+                or (kind_ == "word" and tok.lower() in _WORD_OPERATORS)
+            )
+        ):
+            rv.append((tok.lower(), offset))
+        previous = tok
+    return rv
+
+
 class _Converter:
     def __init__(self, text: str) -> None:
         self.text = text
+        self.operators = _operators(text)
+        self.next_operator = 0
+        self.positions = True  # until an operator is not where the tree says
+
+    def operator_offset(self, op: str) -> int | None:
+        """Offset of the next operator in the text if it is ``op``; else positions stop."""
+        if self.positions and self.next_operator < len(self.operators):
+            tok, offset = self.operators[self.next_operator]
+            if tok == op:
+                self.next_operator += 1
+                return offset
+        self.positions = False
+        return None
 
     def error(self, message: str, needle: str | None = None) -> PromQLError:
         offset = self.text.find(needle) if needle else -1
@@ -226,7 +272,10 @@ class _Converter:
         if isinstance(expr, pp.ParenExpr):
             return self.convert(expr.expr)
         if isinstance(expr, pp.NumberLiteral):
-            return Number(float(expr.val))
+            value = float(expr.val)
+            if math.copysign(1.0, value) < 0 and not math.isnan(value):
+                self.operator_offset("-")  # "-1" is one literal, its "-" no operator node
+            return Number(value)
         if isinstance(expr, pp.StringLiteral):
             return String(str(expr.val))
         if isinstance(expr, pp.VectorSelector):
@@ -243,6 +292,7 @@ class _Converter:
                 self.at(expr.at),
             )
         if isinstance(expr, pp.UnaryExpr):
+            self.operator_offset("-")
             return Negate(self.convert(expr.expr))
         if isinstance(expr, pp.Call):
             return self.call(expr)
@@ -357,7 +407,9 @@ class _Converter:
                 card=_CARDINALITY[str(modifier.card).rsplit(".", 1)[-1]],
                 include=tuple(modifier.group_labels or ()),
             )
-        return Binary(operation, self.convert(expr.lhs), self.convert(expr.rhs))
+        lhs = self.convert(expr.lhs)
+        offset = self.operator_offset(op)
+        return Binary(operation, lhs, self.convert(expr.rhs), offset)
 
 
 def _absent_labels(selector: Selector) -> Labels:

@@ -125,8 +125,12 @@ def test_many_to_many_matching_is_an_error() -> None:
         ("b", {"job": "x", "k": "2"}, [(0, 1.0)]),
     )
     with pytest.raises(PromQLError, match="many-to-many matching not allowed") as info:
-        engine.instant("a * on(job) group_left b", T0)
-    assert "a * on(job) group_left b" in str(info.value)
+        engine.instant("sum(a) + a * on(job) group_left b", T0)
+    assert "sum(a) + a * on(job) group_left b" in str(info.value)
+    assert info.value.column == 12  # the "*"
+    with pytest.raises(PromQLError, match="many-to-one matching must be explicit") as info:
+        engine.range("-1 - b < on(job) sum by (job) (a)", T0, T0 + 60, 30)
+    assert info.value.column == 8  # the "<", past the "-" of the literal "-1" and the "-"
 
 
 def test_sort_and_topk_keep_their_order_in_instant_results() -> None:
@@ -195,7 +199,7 @@ _CONSISTENCY = [
     "g > on(pod) group_left c",
     "absent_over_time(g[30s])",
     "timestamp(g)",
-    "label_replace(g, \"p\", \"x$1\", \"pod\", \"(.*)\")",
+    'label_replace(g, "p", "x$1", "pod", "(.*)")',
 ]
 
 
