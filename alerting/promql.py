@@ -41,6 +41,7 @@ cancellation), checked per step and per series.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -110,16 +111,17 @@ class _Stored:
 
 
 def _stored(series: Series) -> _Stored:
-    times: list[float] = []
-    values: list[float] = []
+    points = series.points
+    times = [p[0] for p in points]
+    values = [p[1] for p in points]
     stale: list[float] = []
-    for t, v in series.points:
-        if v != v and fn.is_stale(v):
-            stale.append(t)
-        else:
-            times.append(t)
-            values.append(v)
-    reset_at = [j for j in range(1, len(values)) if values[j] < values[j - 1]]
+    if any(v != v for v in values):  # NaNs: take the staleness markers out
+        stale = [t for t, v in points if v != v and fn.is_stale(v)]
+        if stale:
+            kept = [(t, v) for t, v in points if not (v != v and fn.is_stale(v))]
+            times = [p[0] for p in kept]
+            values = [p[1] for p in kept]
+    reset_at = [j for j, (a, b) in enumerate(itertools.pairwise(values), 1) if b < a]
     return _Stored(series.labels, times, values, stale, reset_at, [values[j - 1] for j in reset_at])
 
 
@@ -202,7 +204,7 @@ class Engine:
                     return _matrix(rv)  # type: ignore[arg-type]
                 if isinstance(rv, float | str):
                     return rv
-                vector = fn.check_unique(rv)  # type: ignore[arg-type]
+                vector = _Evaluation.as_vector(rv)  # checked for duplicates by its node
             except PromQLError as exc:
                 raise _located(exc, expr) from None
         if isinstance(node, plan.Call | plan.Aggregate) and _keeps_order(node):
@@ -233,10 +235,10 @@ class Engine:
                     budget.check()
                     t = float(start + i * step)
                     rv = evaluation.eval(node, t)
-                    if isinstance(rv, float):
-                        vector: Vector = [(NO_LABELS, rv)]
-                    else:
-                        vector = fn.check_unique(_Evaluation.as_vector(rv))
+                    # every node checks its own result for duplicate label sets
+                    vector = (
+                        [(NO_LABELS, rv)] if isinstance(rv, float) else _Evaluation.as_vector(rv)
+                    )
                     budget.take(len(vector))
                     for labels, value in vector:
                         points.setdefault(labels, []).append((t, value))
@@ -636,8 +638,10 @@ class _Evaluation:
                     is_rate=is_rate,
                 )
                 out[t].append((labels, value))
-        for vector in out.values():
-            fn.check_unique(vector)
+        names = [fn.drop_name(stored.labels) for stored in self.data[selector]]
+        if len(set(names)) < len(names):  # series differing only in __name__: check each step
+            for vector in out.values():
+                fn.check_unique(vector)
         return out
 
     def _binary(self, node: plan.Binary, t: float) -> Value:
