@@ -41,14 +41,15 @@ cancellation), checked per step and per series.
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 from dataclasses import dataclass
 
 from alerting import promql_functions as fn
 from alerting import promql_plan as plan
+from alerting import promql_vector_functions as vf
 from alerting.promql_aggregate import aggregate
 from alerting.promql_functions import PromQLError
+from alerting.promql_series import BATCHED, Stored, batch_extrapolated, ms, stored_series
 from alerting.promql_syntax import MAX_DEPTH, MAX_LENGTH, check_shape
 from siem import limits
 from siem.model import Labels, Series, Store
@@ -71,8 +72,6 @@ MAX_SUBQUERY_STEPS = 11_000
 Vector = fn.Vector
 NO_LABELS: Labels = ()
 _COPY_BELOW = 128
-_BATCHED = {"rate": (True, True), "increase": (True, False), "delta": (False, False)}
-"""Range functions a range query computes for all its steps at once: (is_counter, is_rate)."""
 
 
 @dataclass(frozen=True)
@@ -95,34 +94,6 @@ class Matrix:
 
 
 QueryResult = list[InstantSample] | float | Matrix | str
-
-
-@dataclass(frozen=True)
-class _Stored:
-    labels: Labels
-    times: list[float]
-    values: list[float]
-    stale: list[float]  # times of staleness markers, which are not in times/values
-    # Counter resets, found once per query: index j where values[j] < values[j - 1],
-    # and values[j - 1]. A window then adds its resets without walking every sample,
-    # so rate(x[1d]) at short steps costs per reset, not per sample and step.
-    reset_at: list[int]
-    reset_by: list[float]
-
-
-def _stored(series: Series) -> _Stored:
-    points = series.points
-    times = [p[0] for p in points]
-    values = [p[1] for p in points]
-    stale: list[float] = []
-    if any(v != v for v in values):  # NaNs: take the staleness markers out
-        stale = [t for t, v in points if v != v and fn.is_stale(v)]
-        if stale:
-            kept = [(t, v) for t, v in points if not (v != v and fn.is_stale(v))]
-            times = [p[0] for p in kept]
-            values = [p[1] for p in kept]
-    reset_at = [j for j, (a, b) in enumerate(itertools.pairwise(values), 1) if b < a]
-    return _Stored(series.labels, times, values, stale, reset_at, [values[j - 1] for j in reset_at])
 
 
 class Engine:
@@ -294,11 +265,11 @@ class _Evaluation:
         self.cache: dict[tuple[int, int], Value] = {}
         spans: dict[plan.Selector, tuple[float, float]] = {}
         self._spans(node, start, end, spans)
-        self.data: dict[plan.Selector, list[_Stored]] = {}
+        self.data: dict[plan.Selector, list[Stored]] = {}
         for selector, (lo, hi) in spans.items():
             limits.check()
             found = engine.store.select(selector.matchers, lo, hi)
-            self.data[selector] = [_stored(s) for s in found]
+            self.data[selector] = [stored_series(s) for s in found]
 
     def _at(self, at: plan.At, t: float) -> float:
         if at is None:
@@ -391,10 +362,10 @@ class _Evaluation:
         assert isinstance(node, plan.String)
         return node.value
 
-    def _latest(self, selector: plan.Selector, t: float) -> list[tuple[_Stored, int]]:
+    def _latest(self, selector: plan.Selector, t: float) -> list[tuple[Stored, int]]:
         """Per series, the index of its newest sample in ``(ref - lookback, ref]``, unless stale."""
-        ref = _ms(self._at(selector.at, t) - selector.offset)
-        floor = _ms(ref - self.lookback)
+        ref = ms(self._at(selector.at, t) - selector.offset)
+        floor = ms(ref - self.lookback)
         rv = []
         for stored in self.data[selector]:
             hi = bisect.bisect_right(stored.times, ref)
@@ -414,8 +385,8 @@ class _Evaluation:
 
     def _windows(self, selector: plan.Selector, t: float) -> list[fn.Window]:
         assert selector.range is not None
-        end = _ms(self._at(selector.at, t) - selector.offset)
-        start = _ms(end - selector.range)
+        end = ms(self._at(selector.at, t) - selector.offset)
+        start = ms(end - selector.range)
         rv = []
         for stored in self.data[selector]:
             self.budget.check()
@@ -474,15 +445,15 @@ class _Evaluation:
         name, args = node.name, node.args
         if name in fn.RANGE_FUNCTIONS:
             return self._range_function(node, t)
-        if name in fn.MATH_FUNCTIONS:
-            return fn.check_unique(fn.map_values(self.vector(args[0], t), fn.MATH_FUNCTIONS[name]))
-        if name in fn.DATE_FUNCTIONS:
+        if name in vf.MATH_FUNCTIONS:
+            return fn.check_unique(vf.map_values(self.vector(args[0], t), vf.MATH_FUNCTIONS[name]))
+        if name in vf.DATE_FUNCTIONS:
             if not args:
-                part = fn.date_part(name, t)
+                part = vf.date_part(name, t)
                 return [(NO_LABELS, math.nan if part is None else part)]
             out: Vector = []
             for labels, value in self.vector(args[0], t):
-                part = fn.date_part(name, value)
+                part = vf.date_part(name, value)
                 if part is not None:
                     out.append((fn.drop_name(labels), part))
             return fn.check_unique(out)
@@ -526,23 +497,23 @@ class _Evaluation:
         vector = self.vector(args[0], t)
         if name == "round":
             to_nearest = self.scalar(args[1], t) if len(args) > 1 else 1.0
-            return fn.check_unique(fn.map_values(vector, lambda v: fn.round_to(v, to_nearest)))
+            return fn.check_unique(vf.map_values(vector, lambda v: vf.round_to(v, to_nearest)))
         if name == "clamp":
             low, high = self.scalar(args[1], t), self.scalar(args[2], t)
-            return fn.check_unique(fn.clamp(vector, low, high))
+            return fn.check_unique(vf.clamp(vector, low, high))
         if name == "clamp_min":
-            return fn.check_unique(fn.clamp(vector, self.scalar(args[1], t), math.inf))
+            return fn.check_unique(vf.clamp(vector, self.scalar(args[1], t), math.inf))
         if name == "clamp_max":
-            return fn.check_unique(fn.clamp(vector, -math.inf, self.scalar(args[1], t)))
+            return fn.check_unique(vf.clamp(vector, -math.inf, self.scalar(args[1], t)))
         if name in {"sort", "sort_desc"}:
-            return fn.sort_by_value(vector, descending=name == "sort_desc")
+            return vf.sort_by_value(vector, descending=name == "sort_desc")
         if name in {"sort_by_label", "sort_by_label_desc"}:
             names = [self.string(arg) for arg in args[1:]]
-            return fn.sort_by_label(vector, names, descending=name == "sort_by_label_desc")
+            return vf.sort_by_label(vector, names, descending=name == "sort_by_label_desc")
         if name == "label_replace":
             dst, replacement, src, regex = (self.string(arg) for arg in args[1:5])
             return fn.check_unique(
-                [_label_replace(s, dst, replacement, src, regex) for s in vector]
+                [vf.label_replace(s, dst, replacement, src, regex) for s in vector]
             )
         assert name == "label_join"
         dst, separator = self.string(args[1]), self.string(args[2])
@@ -551,7 +522,7 @@ class _Evaluation:
         for labels, value in vector:
             as_dict = dict(labels)
             joined = separator.join(as_dict.get(src, "") for src in sources)
-            out.append((_set_label(labels, dst, joined), value))
+            out.append((vf.set_label(labels, dst, joined), value))
         return fn.check_unique(out)
 
     def _timestamp(self, arg: plan.Node, t: float) -> Vector:
@@ -567,13 +538,15 @@ class _Evaluation:
         selector = node.args[0]
         if (
             self.steps
-            and name in _BATCHED
+            and name in BATCHED
             and isinstance(selector, plan.Selector)
             and selector.at is None
         ):
             batch = self.batches.get(id(node))
             if batch is None:
-                batch = self.batches[id(node)] = self._batch(name, selector)
+                batch = self.batches[id(node)] = batch_extrapolated(
+                    name, selector, self.data[selector], self.steps, self.budget
+                )
             if t in batch:
                 return batch[t]
         func = fn.RANGE_FUNCTIONS[name]
@@ -589,60 +562,6 @@ class _Evaluation:
             if value is not None:
                 out.append((window.labels if keep_name else fn.drop_name(window.labels), value))
         return fn.check_unique(out)
-
-    def _batch(self, name: str, selector: plan.Selector) -> dict[float, Vector]:
-        """``rate``/``increase``/``delta`` of every series at every step of a range query.
-
-        The same formula as per step (``fn.extrapolate``), but each series' window
-        bounds move forward with two pointers instead of two bisections per step,
-        and no window object is built.
-        """
-        assert selector.range is not None
-        is_counter, is_rate = _BATCHED[name]
-        bounds = []
-        for t in self.steps:
-            end = _ms(t - selector.offset)
-            bounds.append((t, _ms(end - selector.range), end))
-        out: dict[float, Vector] = {t: [] for t in self.steps}
-        extrapolate = fn.extrapolate
-        for stored in self.data[selector]:
-            self.budget.check()
-            labels = fn.drop_name(stored.labels)
-            times, values = stored.times, stored.values
-            reset_at, reset_by = stored.reset_at, stored.reset_by
-            n = len(times)
-            lo = hi = 0
-            for t, start, end in bounds:
-                while lo < n and times[lo] <= start:
-                    lo += 1
-                while hi < n and times[hi] <= end:
-                    hi += 1
-                if hi - lo < 2:
-                    continue
-                result = values[hi - 1] - values[lo]
-                if is_counter and reset_at:
-                    # resets strictly inside the window: j in (lo, hi)
-                    r_lo = bisect.bisect_right(reset_at, lo)
-                    r_hi = bisect.bisect_left(reset_at, hi)
-                    for before in reset_by[r_lo:r_hi]:
-                        result += before
-                value = extrapolate(
-                    result,
-                    times[lo],
-                    times[hi - 1],
-                    values[lo],
-                    hi - lo,
-                    start,
-                    end,
-                    is_counter=is_counter,
-                    is_rate=is_rate,
-                )
-                out[t].append((labels, value))
-        names = [fn.drop_name(stored.labels) for stored in self.data[selector]]
-        if len(set(names)) < len(names):  # series differing only in __name__: check each step
-            for vector in out.values():
-                fn.check_unique(vector)
-        return out
 
     def _binary(self, node: plan.Binary, t: float) -> Value:
         operation = node.operation
@@ -662,26 +581,3 @@ class _Evaluation:
             if exc.offset is None:
                 exc.offset = node.offset  # _located puts it into the message
             raise
-
-
-def _ms(seconds: float) -> float:
-    """``seconds`` on Prometheus' millisecond grid, so window edges match stored times exactly."""
-    return round(seconds * 1000) / 1000
-
-
-def _set_label(labels: Labels, name: str, value: str) -> Labels:
-    """``labels`` with ``name`` set to ``value``; an empty value removes the label."""
-    kept = [pair for pair in labels if pair[0] != name]
-    if value:
-        kept.append((name, value))
-    return tuple(sorted(kept))
-
-
-def _label_replace(
-    sample: tuple[Labels, float], dst: str, replacement: str, src: str, regex: str
-) -> tuple[Labels, float]:
-    labels, value = sample
-    match = plan.label_regex(regex).match(dict(labels).get(src, ""))
-    if match is None:
-        return sample
-    return _set_label(labels, dst, fn.expand_template(replacement, match)), value

@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from alerting.promql_functions import (
     PromQLError,
     Vector,
-    format_float,
     kahan_mean,
     kahan_sum,
     quantile,
 )
+from alerting.promql_vector_functions import format_float
 from siem.model import METRIC_NAME, Labels
 
 

@@ -12,7 +12,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alerting.promql_functions import PromQLError, Vector, check_unique, drop_name, show
+from alerting.promql_functions import (
+    PromQLError,
+    Vector,
+    check_unique,
+    divide,
+    drop_name,
+    show,
+)
 from siem.model import METRIC_NAME, Labels
 
 ARITHMETIC = frozenset({"+", "-", "*", "/", "%", "^", "atan2"})
@@ -140,14 +147,6 @@ class Operation:
         return tuple(sorted(labels.items()))
 
 
-def _divide(a: float, b: float) -> float:
-    if b != 0:
-        return a / b
-    if a == 0 or math.isnan(a):
-        return math.nan
-    return math.copysign(math.inf, a) * math.copysign(1.0, b)
-
-
 def _modulo(a: float, b: float) -> float:
     try:
         return math.fmod(a, b)
@@ -173,7 +172,7 @@ _ARITH: dict[str, Callable[[float, float], float]] = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
     "*": lambda a, b: a * b,
-    "/": _divide,
+    "/": divide,
     "%": _modulo,
     "^": _power,
     "atan2": math.atan2,

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import promql_parser as pp
-import re2
 
 from alerting import promql_functions as fn
 from alerting import promql_ops as ops
+from alerting import promql_vector_functions as vf
 from alerting.promql_functions import PromQLError
 from alerting.promql_syntax import check_shape, find_regex, locate_parse_error, parse, tokens
 from siem.model import METRIC_NAME, Labels, Matcher, MatcherError
@@ -109,8 +109,8 @@ _NEGATIVE_AT = re.compile(r"@\s*-")
 
 SUPPORTED_FUNCTIONS = (
     frozenset(fn.RANGE_FUNCTIONS)
-    | frozenset(fn.MATH_FUNCTIONS)
-    | frozenset(fn.DATE_FUNCTIONS)
+    | frozenset(vf.MATH_FUNCTIONS)
+    | frozenset(vf.DATE_FUNCTIONS)
     | {
         "absent",
         "absent_over_time",
@@ -363,7 +363,7 @@ class _Converter:
         regex = args[4]
         assert isinstance(regex, String)
         try:
-            label_regex(regex.value)
+            vf.label_regex(regex.value)
         except ValueError as exc:
             raise self.error(
                 f"invalid regular expression in label_replace(): {exc}", regex.value
@@ -426,20 +426,6 @@ def _absent_labels(selector: Selector) -> Labels:
         else:
             labels.pop(m.name, None)
     return tuple(sorted(labels.items()))
-
-
-@functools.lru_cache(maxsize=256)
-def label_regex(pattern: str) -> Any:
-    """``label_replace``'s regex, anchored as Prometheus anchors it; ValueError if RE2 refuses."""
-    options = re2.Options()
-    options.log_errors = False
-    try:
-        return re2.compile(f"^(?s:{pattern})$", options)
-    except (re2.error, TypeError) as exc:
-        reason = exc.args[0] if exc.args else exc
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
-        raise ValueError(str(reason)) from None
 
 
 def selectors(node: Node) -> list[Selector]:

@@ -6,25 +6,11 @@ import math
 import sys
 
 import pytest
+from test_promql import T0, engine_with
 
-from alerting.promql import Engine, InstantSample, Matrix, PromQLError
+from alerting.promql import InstantSample, Matrix, PromQLError
 from alerting.promql_functions import STALE_NAN
-from siem.memory import MemoryStore
-from siem.model import Sample, Series, make_labels
-
-T0 = 1_700_000_000.0
-
-
-def engine_with(*series: tuple[str, dict[str, str], list[tuple[float, float]]]) -> Engine:
-    store = MemoryStore()
-    store.write(
-        samples=[
-            Sample(make_labels(name, **labels), T0 + offset, value)
-            for name, labels, points in series
-            for offset, value in points
-        ]
-    )
-    return Engine(store)
+from siem.model import Series, make_labels
 
 
 def test_avg_near_float_max_stays_finite() -> None:
