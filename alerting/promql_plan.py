@@ -166,7 +166,7 @@ AGGREGATIONS = frozenset(
 def compile_expr(text: str) -> Node:
     """Check the shape of ``text``, parse it and convert it to a plan, or raise ``PromQLError``."""
     check_shape(text)
-    source = _rename_functions(text)
+    source = _normalise(text)
     try:
         expr = parse(source)
     except ValueError as exc:
@@ -175,17 +175,33 @@ def compile_expr(text: str) -> Node:
     return _Converter(text).convert(expr)
 
 
-def _rename_functions(text: str) -> str:
-    """``holt_winters(`` as ``double_exponential_smoothing(``, outside strings and braces."""
-    if not any(old in text for old in _RENAMED):
+def _normalise(text: str) -> str:
+    """What the parser needs to read ``text`` as Prometheus does.
+
+    Backtick strings are raw in PromQL (``\\d`` is two characters) but the
+    parser reads escapes in them, so they become double-quoted strings with
+    their backslashes escaped; ``holt_winters(`` becomes
+    ``double_exponential_smoothing(``, its Prometheus 3 name.
+    """
+    if "`" not in text and not any(old in text for old in _RENAMED):
         return text
-    pattern = re.compile(
-        r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|`[^`]*`|\{[^}]*\})|\b("
-        + "|".join(_RENAMED)
-        + r")(?=\s*\()",
-        re.DOTALL,
-    )
-    return pattern.sub(lambda m: m.group(1) or _RENAMED[m.group(2)], text)
+    found = tokens(text)
+    out: list[str] = []
+    done = 0
+    for i, (kind_, tok, offset) in enumerate(found):
+        if kind_ == "string" and tok.startswith("`"):
+            raw = tok[1:-1]
+            escaped = raw.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            new = f'"{escaped}"'
+        elif kind_ == "word" and tok in _RENAMED and i + 1 < len(found) and found[i + 1][1] == "(":
+            new = _RENAMED[tok]
+        else:
+            continue
+        out.append(text[done:offset])
+        out.append(new)
+        done = offset + len(tok)
+    out.append(text[done:])
+    return "".join(out)
 
 
 def kind(node: Node) -> Kind:

@@ -218,3 +218,13 @@ def test_range_query_equals_instant_query_at_every_step(expr: str) -> None:
         for labels, value in want.items():
             assert got[labels] == pytest.approx(value, nan_ok=True), (expr, t, labels)
         t += step
+
+
+def test_backtick_strings_are_raw() -> None:
+    engine = engine_with(("m", {"a": "123", "b": 'x\\y"'}, [(0, 1.0)]))
+    assert len(engine.instant(r"m{a=~`\d+`}", T0)) == 1  # type: ignore[arg-type]
+    assert len(engine.instant('m{b=`x\\y"`}', T0)) == 1  # type: ignore[arg-type]
+    [sample] = engine.instant(r'label_replace(m, "c", "$1", "a", `(\d)\d+`)', T0)  # type: ignore[misc]
+    assert dict(sample.labels)["c"] == "1"
+    # the old name is only a function name, not a label or a string
+    assert engine.instant('m{holt_winters="holt_winters("}', T0) == []
