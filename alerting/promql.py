@@ -261,6 +261,7 @@ class _Evaluation:
             count = round((end - start) / step) + 1
             self.steps = [float(start + i * step) for i in range(count)]
         self.batches: dict[int, dict[float, Vector]] = {}
+        self.group_keys: dict[int, dict[Labels, Labels]] = {}  # per aggregation node
         self.budget = budget
         self.cache: dict[tuple[int, int], Value] = {}
         spans: dict[plan.Selector, tuple[float, float]] = {}
@@ -336,7 +337,9 @@ class _Evaluation:
                 value = self.eval(node.param, t)
                 assert isinstance(value, float | str)
                 param = value
-            return aggregate(node.op, self.vector(node.expr, t), node.mode, node.names, param)
+            keys = self.group_keys.setdefault(id(node), {})
+            vector = self.vector(node.expr, t)
+            return aggregate(node.op, vector, node.mode, node.names, param, keys)
         if isinstance(node, plan.Call):
             return self._call(node, t)
         return self._binary(node, t)

@@ -78,8 +78,13 @@ def aggregate(
     mode: str | None,
     names: Sequence[str],
     param: float | str | None = None,
+    keys: dict[Labels, Labels] | None = None,
 ) -> Vector:
-    """``op by|without (names) ([param,] vector)``: the aggregated vector."""
+    """``op by|without (names) ([param,] vector)``: the aggregated vector.
+
+    ``keys`` remembers each series' group across the steps of a range query
+    (the caller keeps one dict per aggregation node).
+    """
     if op in {"topk", "bottomk", "limitk"}:
         assert isinstance(param, float)
         return _select_k(op, vector, mode, names, param)
@@ -87,8 +92,18 @@ def aggregate(
         assert isinstance(param, str)
         return _count_values(vector, mode, names, param)
     groups: dict[Labels, list[float]] = {}
+    if keys is None:
+        keys = {}
+    names = tuple(names)
     for labels, value in vector:
-        groups.setdefault(group_key(labels, mode, tuple(names)), []).append(value)
+        key = keys.get(labels)
+        if key is None:
+            key = keys[labels] = group_key(labels, mode, names)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [value]
+        else:
+            group.append(value)
     if op == "quantile":
         assert isinstance(param, float)
         return [(key, quantile(param, values)) for key, values in groups.items()]
