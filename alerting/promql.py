@@ -196,7 +196,6 @@ class Engine:
         if count > MAX_STEPS:
             raise PromQLError(f"too many steps ({count} > {MAX_STEPS}); use a larger step")
         node = self._compile_instant(expr)
-        end = start + (count - 1) * step
         with self._budget().active() as budget:
             evaluation = _Evaluation(self, node, start, end, budget, step)
             budget.stage = "expression evaluation"
@@ -258,7 +257,7 @@ class _Evaluation:
         self.start, self.end, self.step = start, end, step
         self.steps: list[float] = []
         if step > 0:
-            count = round((end - start) / step) + 1
+            count = math.floor((end - start) / step + 1e-9) + 1
             self.steps = [float(start + i * step) for i in range(count)]
         self.batches: dict[int, dict[float, Vector]] = {}
         self.group_keys: dict[int, dict[Labels, Labels]] = {}  # per aggregation node

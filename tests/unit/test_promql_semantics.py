@@ -81,6 +81,9 @@ def test_at_modifier_with_start_and_end_in_range_query() -> None:
     assert [v for _, v in fixed.points] == [60.0, 60.0, 60.0]
     [first] = engine.range("g @ start()", T0 + 20, T0 + 60, 20)
     assert [v for _, v in first.points] == [20.0, 20.0, 20.0]
+    # end() is the query's end as asked, even off the step grid (steps 20, 40, 60)
+    [unaligned] = engine.range("g @ end()", T0 + 20, T0 + 75, 20)
+    assert [v for _, v in unaligned.points] == [70.0, 70.0, 70.0]
     [pinned] = engine.range(f"g @ {T0 + 100:.0f}", T0 + 20, T0 + 60, 20)
     assert [v for _, v in pinned.points] == [100.0, 100.0, 100.0]
 
