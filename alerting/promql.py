@@ -49,7 +49,15 @@ from alerting import promql_plan as plan
 from alerting import promql_vector_functions as vf
 from alerting.promql_aggregate import aggregate
 from alerting.promql_functions import PromQLError
-from alerting.promql_series import BATCHED, Stored, batch_extrapolated, ms, stored_series
+from alerting.promql_series import (
+    BATCHED,
+    Stored,
+    batch_extrapolated,
+    batch_windows,
+    ms,
+    stored_series,
+    window_of,
+)
 from alerting.promql_syntax import MAX_DEPTH, MAX_LENGTH, check_shape
 from siem import limits
 from siem.model import Labels, Series, Store
@@ -71,7 +79,6 @@ MAX_SUBQUERY_STEPS = 11_000
 
 Vector = fn.Vector
 NO_LABELS: Labels = ()
-_COPY_BELOW = 128
 
 
 @dataclass(frozen=True)
@@ -395,21 +402,7 @@ class _Evaluation:
             lo = bisect.bisect_right(stored.times, start)
             hi = bisect.bisect_right(stored.times, end)
             if lo < hi:
-                # resets strictly inside the window: j in (lo, hi)
-                r_lo = bisect.bisect_right(stored.reset_at, lo)
-                r_hi = bisect.bisect_left(stored.reset_at, hi)
-                # a short window is cheaper copied (in C) than read through a Span
-                short = hi - lo <= _COPY_BELOW
-                window = fn.Window(
-                    stored.labels,
-                    stored.times[lo:hi] if short else fn.Span(stored.times, lo, hi),
-                    stored.values[lo:hi] if short else fn.Span(stored.values, lo, hi),
-                    start,
-                    end,
-                    stored.reset_by[r_lo:r_hi],
-                    t,
-                )
-                rv.append(window)
+                rv.append(window_of(stored, lo, hi, start, end, t))
         return rv
 
     def _subquery(self, node: plan.Subquery, t: float) -> list[fn.Window]:
@@ -537,22 +530,30 @@ class _Evaluation:
 
     def _range_function(self, node: plan.Call, t: float) -> Vector:
         name = node.name
-        selector = node.args[0]
+        index = fn.MATRIX_ARG.get(name, 0)
+        selector = node.args[index]
+        constants = [a for i, a in enumerate(node.args) if i != index]
         if (
             self.steps
-            and name in BATCHED
             and isinstance(selector, plan.Selector)
             and selector.at is None
+            and all(isinstance(a, plan.Number) for a in constants)
         ):
             batch = self.batches.get(id(node))
             if batch is None:
-                batch = self.batches[id(node)] = batch_extrapolated(
-                    name, selector, self.data[selector], self.steps, self.budget
-                )
-            if t in batch:
+                params = [a.value for a in constants if isinstance(a, plan.Number)]
+                if name in BATCHED:
+                    batch = batch_extrapolated(
+                        name, selector, self.data[selector], self.steps, self.budget
+                    )
+                else:
+                    batch = batch_windows(
+                        name, params, selector, self.data[selector], self.steps, self.budget
+                    )
+                self.batches[id(node)] = batch
+            if t in batch:  # not at a subquery's inner steps
                 return batch[t]
         func = fn.RANGE_FUNCTIONS[name]
-        index = fn.MATRIX_ARG.get(name, 0)
         params = [self.scalar(arg, t) for i, arg in enumerate(node.args) if i != index]
         windows = self.eval(node.args[index], t)
         assert isinstance(windows, list)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from alerting import promql_functions as fn
@@ -55,6 +56,45 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000) / 1000
 
 
+def _bounds(selector: plan.Selector, steps: list[float]) -> list[tuple[float, float, float]]:
+    """(step, window start, window end) of ``selector``'s window at each step."""
+    assert selector.range is not None
+    rv = []
+    for t in steps:
+        end = ms(t - selector.offset)
+        rv.append((t, ms(end - selector.range), end))
+    return rv
+
+
+def _spans(
+    times: list[float], bounds: list[tuple[float, float, float]]
+) -> Iterator[tuple[float, float, float, int, int]]:
+    """(step, start, end, lo, hi) with ``times[lo:hi]`` in ``(start, end]``, for each step:
+    two pointers that only move forward, instead of two bisections per step."""
+    n = len(times)
+    lo = hi = 0
+    for t, start, end in bounds:
+        while lo < n and times[lo] <= start:
+            lo += 1
+        while hi < n and times[hi] <= end:
+            hi += 1
+        yield t, start, end, lo, hi
+
+
+def _resets_in(stored: Stored, lo: int, hi: int) -> list[float]:
+    """The value before each counter reset strictly inside ``(lo, hi)``, in order."""
+    r_lo = bisect.bisect_right(stored.reset_at, lo)
+    r_hi = bisect.bisect_left(stored.reset_at, hi)
+    return stored.reset_by[r_lo:r_hi]
+
+
+def _checked(out: dict[float, Vector], labels: list[Labels]) -> dict[float, Vector]:
+    if len(set(labels)) < len(labels):  # series differing only in __name__: check each step
+        for vector in out.values():
+            fn.check_unique(vector)
+    return out
+
+
 def batch_extrapolated(
     name: str,
     selector: plan.Selector,
@@ -64,38 +104,24 @@ def batch_extrapolated(
 ) -> dict[float, Vector]:
     """``rate``/``increase``/``delta`` of every series at every step of a range query.
 
-    The same formula as per step (``fn.extrapolate``), but each series' window
-    bounds move forward with two pointers instead of two bisections per step,
-    and no window object is built.
+    The same formula as per step (``fn.extrapolate``), without building a window.
     """
-    assert selector.range is not None
     is_counter, is_rate = BATCHED[name]
-    bounds = []
-    for t in steps:
-        end = ms(t - selector.offset)
-        bounds.append((t, ms(end - selector.range), end))
+    bounds = _bounds(selector, steps)
     out: dict[float, Vector] = {t: [] for t in steps}
     extrapolate = fn.extrapolate
+    names = []
     for stored in data:
         budget.check()
         labels = fn.drop_name(stored.labels)
+        names.append(labels)
         times, values = stored.times, stored.values
-        reset_at, reset_by = stored.reset_at, stored.reset_by
-        n = len(times)
-        lo = hi = 0
-        for t, start, end in bounds:
-            while lo < n and times[lo] <= start:
-                lo += 1
-            while hi < n and times[hi] <= end:
-                hi += 1
+        for t, start, end, lo, hi in _spans(times, bounds):
             if hi - lo < 2:
                 continue
             result = values[hi - 1] - values[lo]
-            if is_counter and reset_at:
-                # resets strictly inside the window: j in (lo, hi)
-                r_lo = bisect.bisect_right(reset_at, lo)
-                r_hi = bisect.bisect_left(reset_at, hi)
-                for before in reset_by[r_lo:r_hi]:
+            if is_counter and stored.reset_at:
+                for before in _resets_in(stored, lo, hi):
                     result += before
             value = extrapolate(
                 result,
@@ -109,8 +135,50 @@ def batch_extrapolated(
                 is_rate=is_rate,
             )
             out[t].append((labels, value))
-    names = [fn.drop_name(stored.labels) for stored in data]
-    if len(set(names)) < len(names):  # series differing only in __name__: check each step
-        for vector in out.values():
-            fn.check_unique(vector)
-    return out
+    return _checked(out, names)
+
+
+def batch_windows(
+    name: str,
+    params: list[float],
+    selector: plan.Selector,
+    data: list[Stored],
+    steps: list[float],
+    budget: limits.QueryBudget,
+) -> dict[float, Vector]:
+    """Any range function with constant parameters of every series at every step."""
+    func = fn.RANGE_FUNCTIONS[name]
+    keep_name = name in fn.KEEP_NAME
+    bounds = _bounds(selector, steps)
+    out: dict[float, Vector] = {t: [] for t in steps}
+    names = []
+    for stored in data:
+        budget.check()
+        labels = stored.labels if keep_name else fn.drop_name(stored.labels)
+        names.append(labels)
+        for t, start, end, lo, hi in _spans(stored.times, bounds):
+            if lo == hi:
+                continue
+            window = window_of(stored, lo, hi, start, end, t)
+            value = func(window, params)
+            if value is not None:
+                out[t].append((labels, value))
+    return _checked(out, names)
+
+
+COPY_BELOW = 128
+"""Windows up to this many samples are copied (fast, in C) rather than wrapped in a Span."""
+
+
+def window_of(stored: Stored, lo: int, hi: int, start: float, end: float, t: float) -> fn.Window:
+    """The window ``stored[lo:hi]`` over ``(start, end]``, evaluated at ``t``."""
+    short = hi - lo <= COPY_BELOW
+    return fn.Window(
+        stored.labels,
+        stored.times[lo:hi] if short else fn.Span(stored.times, lo, hi),
+        stored.values[lo:hi] if short else fn.Span(stored.values, lo, hi),
+        start,
+        end,
+        _resets_in(stored, lo, hi) if stored.reset_at else [],
+        t,
+    )

@@ -189,6 +189,13 @@ _CONSISTENCY = [
     "absent_over_time(g[30s])",
     "timestamp(g)",
     'label_replace(g, "p", "x$1", "pod", "(.*)")',
+    "sum_over_time(g[1m])",
+    "last_over_time(g[2m] offset 1m)",
+    "quantile_over_time(0.25, c[2m])",
+    "holt_winters(g[3m], 0.3, 0.6)",
+    "present_over_time(c[30s])",
+    "stddev_over_time(g[100s])",
+    "resets(c[2m])",
 ]
 
 
