@@ -140,16 +140,23 @@ def kahan_inc(inc: float, total: float, c: float) -> tuple[float, float]:
     return t, c
 
 
-def kahan_sum(values: Sequence[float]) -> float:
-    """Compensated sum; ``inf + -inf`` is NaN, as in Go."""
+def _kahan(values: Sequence[float]) -> tuple[float, float]:
+    """Compensated sum and its compensation term (``kahan_inc`` inlined: this runs per
+    sample of every ``sum``, ``avg`` and ``*_over_time``)."""
     total = c = 0.0
-    for inc in values:  # kahan_inc inlined: this runs per sample of every sum()
+    for inc in values:
         t = total + inc
         if abs(total) >= abs(inc):
             c += (total - t) + inc
         else:
             c += (inc - t) + total
         total = t
+    return total, c
+
+
+def kahan_sum(values: Sequence[float]) -> float:
+    """Compensated sum; ``inf + -inf`` is NaN, as in Go."""
+    total, c = _kahan(values)
     # once the total is infinite it stays so (or NaN), and the compensation is moot
     return total if math.isinf(total) or math.isnan(total) else total + c
 
@@ -157,6 +164,14 @@ def kahan_sum(values: Sequence[float]) -> float:
 def kahan_mean(values: Sequence[float]) -> float:
     """Mean as Prometheus 3's ``avg``: a compensated sum, switching to an incremental
     mean once the sum would overflow (so values near the float maximum stay finite)."""
+    total, c = _kahan(values)
+    if math.isfinite(total):  # no overflow: the direct mean, as Prometheus computes it
+        count = len(values)
+        return total / count + c / count
+    return _overflowing_mean(values)
+
+
+def _overflowing_mean(values: Sequence[float]) -> float:
     total, c, mean = values[0], 0.0, 0.0
     incremental = False
     count = 1.0
