@@ -155,7 +155,15 @@ def _kahan(values: Sequence[float]) -> tuple[float, float]:
 
 
 def kahan_sum(values: Sequence[float]) -> float:
-    """Compensated sum; ``inf + -inf`` is NaN, as in Go."""
+    """Compensated sum; ``inf + -inf`` is NaN, as in Go.
+
+    Where nothing cancels, ``math.fsum`` (exactly rounded, in C) gives the same
+    number much faster; with cancellation Prometheus' Kahan-Neumaier loop runs, so
+    its answer (even where it is off, as for ``1e220 + 1 - 1e220 + ...``) is kept.
+    """
+    fast = _fast_sum(values)
+    if fast is not None:
+        return fast
     total, c = _kahan(values)
     # once the total is infinite it stays so (or NaN), and the compensation is moot
     return total if math.isinf(total) or math.isnan(total) else total + c
@@ -164,11 +172,28 @@ def kahan_sum(values: Sequence[float]) -> float:
 def kahan_mean(values: Sequence[float]) -> float:
     """Mean as Prometheus 3's ``avg``: a compensated sum, switching to an incremental
     mean once the sum would overflow (so values near the float maximum stay finite)."""
+    fast = _fast_sum(values)
+    if fast is not None:
+        return fast / len(values)
     total, c = _kahan(values)
     if math.isfinite(total):  # no overflow: the direct mean, as Prometheus computes it
         count = len(values)
         return total / count + c / count
     return _overflowing_mean(values)
+
+
+def _fast_sum(values: Sequence[float]) -> float | None:
+    """The sum by ``math.fsum`` when Kahan-Neumaier summation gives the same: finite
+    values that do not cancel (their absolute sum at most twice the sum's), so
+    the compensated sum's error is far below the last bit. Else ``None``."""
+    try:
+        total = math.fsum(values)
+        magnitude = math.fsum(map(abs, values))
+    except (OverflowError, ValueError):  # an intermediate overflow, inf - inf
+        return None
+    if math.isfinite(magnitude) and magnitude <= 2 * abs(total):
+        return total
+    return None
 
 
 def _overflowing_mean(values: Sequence[float]) -> float:
