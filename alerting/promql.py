@@ -426,6 +426,8 @@ class _Evaluation:
             if cached is None:
                 cached = self.eval(node.expr, when_ms / 1000)
                 self.cache[(key, when_ms)] = cached
+                # held for the rest of the query: counts like loaded samples
+                self.budget.take(1 if isinstance(cached, float) else len(cached))
             inner = [(NO_LABELS, cached)] if isinstance(cached, float) else self.as_vector(cached)
             for labels, value in inner:
                 times, values = series.setdefault(labels, ([], []))

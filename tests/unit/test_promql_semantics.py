@@ -10,6 +10,7 @@ from test_promql import T0, engine_with
 
 from alerting.promql import InstantSample, Matrix, PromQLError
 from alerting.promql_functions import STALE_NAN
+from siem import limits
 from siem.model import Series, make_labels
 
 
@@ -238,3 +239,13 @@ def test_backtick_strings_are_raw() -> None:
     assert dict(sample.labels)["c"] == "1"
     # the old name is only a function name, not a label or a string
     assert engine.instant('m{holt_winters="holt_winters("}', T0) == []
+
+
+def test_subquery_results_count_against_the_sample_limit() -> None:
+    engine = engine_with(
+        *[("g", {"i": str(i)}, [(t, 1.0) for t in range(0, 600, 10)]) for i in range(50)]
+    )
+    budget = limits.QueryBudget(max_samples=5_000, timeout_s=10)
+    # 50 series x 60 samples load 3,000; 50 series x 600 one-second inner steps hold 30,000
+    with budget.active(), pytest.raises(limits.TooManySamplesError):
+        engine.instant("max_over_time(g[10m:1s])", T0 + 600)
