@@ -282,7 +282,8 @@ def extrapolate(
         to_end = average / 2
     factor = (sampled + to_start + to_end) / sampled if sampled else 1.0
     if is_rate:
-        factor /= end - start
+        # both edges are on the millisecond grid: the width is the range, exactly
+        factor /= round((end - start) * 1000) / 1000
     return result * factor
 
 
