@@ -105,6 +105,7 @@ class Case:
     expected: list[tuple[Labels | None, list[float | None]]] = field(default_factory=list)
     samples: tuple[Sample, ...] = ()
     skip: str | None = None
+    string: str | None = None
 
     @property
     def name(self) -> str:
@@ -164,8 +165,9 @@ def parse_script(name: str, text: str) -> Iterator[Case]:
                     case.fail = True
                 elif body.startswith("expect ordered"):
                     case.ordered = True
-                elif body.startswith(("expect string", "expect range")):
-                    case.skip = "string results are not compared"
+                elif body.startswith("expect string"):
+                    quoted = body[len("expect string") :].strip()
+                    case.string = _unescape(quoted[1:-1]) if quoted[0] != "`" else quoted[1:-1]
                 continue
             if "{{" in body:
                 case.skip = "native histograms"
@@ -215,7 +217,9 @@ def run(case: Case) -> str | None:
     elif isinstance(result, Matrix):
         return _compare_range(case, list(result.series), matrix=True)
     elif isinstance(result, str):
-        return None
+        return None if result == case.string else f"got string {result!r}, want {case.string!r}"
+    elif case.string is not None:
+        return f"got {result!r}, want the string {case.string!r}"
     elif case.at is None:
         assert isinstance(result, list)
         return _compare_range(case, result, matrix=False)  # type: ignore[arg-type]
