@@ -45,6 +45,7 @@ import math
 from dataclasses import dataclass
 
 from alerting import promql_functions as fn
+from alerting import promql_histograms as hist
 from alerting import promql_plan as plan
 from alerting import promql_vector_functions as vf
 from alerting.promql_aggregate import aggregate
@@ -483,8 +484,15 @@ class _Evaluation:
             return [] if windows else [(node.absent_labels, 1.0)]
         if name == "histogram_quantile":
             return fn.check_unique(
-                fn.histogram_quantile(self.scalar(args[0], t), self.vector(args[1], t))
+                hist.histogram_quantile(self.scalar(args[0], t), self.vector(args[1], t))
             )
+        if name == "histogram_quantiles":
+            phis = [self.scalar(arg, t) for arg in args[2:]]
+            vector = self.vector(args[0], t)
+            return fn.check_unique(hist.histogram_quantiles(vector, self.string(args[1]), phis))
+        if name == "histogram_fraction":
+            low, high = self.scalar(args[0], t), self.scalar(args[1], t)
+            return fn.check_unique(hist.histogram_fraction(low, high, self.vector(args[2], t)))
         if name == "timestamp":
             return self._timestamp(args[0], t)
         return self._vector_call(node, t)

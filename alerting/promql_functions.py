@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
@@ -536,62 +535,6 @@ KEEP_NAME = frozenset({"last_over_time", "first_over_time"})
 """Range functions that keep ``__name__``, as in Prometheus 3 (they act like ``offset``)."""
 MATRIX_ARG = {"quantile_over_time": 1}
 """Position of the range-vector argument where it is not the first one."""
-
-
-def histogram_quantile(phi: float, vector: Vector) -> Vector:
-    """The φ-quantile of classic histograms: buckets grouped by labels except ``le``.
-
-    Interpolates linearly inside the bucket holding the rank; a quantile in the
-    ``+Inf`` bucket is the upper bound of the highest finite bucket; a histogram
-    without a ``+Inf`` bucket or without observations gives NaN.
-    """
-    groups: dict[Labels, list[tuple[float, float]]] = {}
-    for labels, value in vector:
-        as_dict = dict(labels)
-        try:
-            upper = float(as_dict["le"])
-        except (KeyError, ValueError):
-            continue  # Prometheus ignores series without a parsable ``le``.
-        key = tuple(pair for pair in drop_name(labels) if pair[0] != "le")
-        groups.setdefault(key, []).append((upper, value))
-    return [(key, bucket_quantile(phi, buckets)) for key, buckets in groups.items()]
-
-
-def bucket_quantile(phi: float, buckets: list[tuple[float, float]]) -> float:
-    """Quantile ``phi`` of cumulative ``(upper_bound, count)`` buckets (any order)."""
-    if math.isnan(phi):
-        return math.nan
-    if phi < 0:
-        return -math.inf
-    if phi > 1:
-        return math.inf
-    merged: dict[float, float] = {}
-    for upper, count in buckets:
-        merged[upper] = merged.get(upper, 0.0) + count
-    bounds = sorted(merged)
-    if len(bounds) < 2 or bounds[-1] != math.inf:
-        return math.nan
-    counts: list[float] = []
-    for upper in bounds:
-        # Rate noise can make cumulative counts dip; Prometheus forces them monotonic.
-        counts.append(max(merged[upper], counts[-1]) if counts else merged[upper])
-    total = counts[-1]
-    if total == 0 or math.isnan(total):
-        return math.nan
-    rank = phi * total
-    index = bisect_left(counts, rank, hi=len(counts) - 1)
-    if index == len(bounds) - 1:
-        return bounds[-2]
-    if index == 0 and bounds[0] <= 0:
-        return bounds[0]
-    start, count = 0.0, counts[index]
-    if index > 0:
-        start = bounds[index - 1]
-        count -= counts[index - 1]
-        rank -= counts[index - 1]
-    if count == 0:
-        return math.nan  # φ = 0 over an empty first bucket: 0/0 in Prometheus.
-    return start + (bounds[index] - start) * (rank / count)
 
 
 def check_unique(vector: Vector) -> Vector:

@@ -117,7 +117,9 @@ SUPPORTED_FUNCTIONS = (
         "clamp",
         "clamp_max",
         "clamp_min",
+        "histogram_fraction",
         "histogram_quantile",
+        "histogram_quantiles",
         "label_join",
         "max_of",
         "min_of",
@@ -364,6 +366,8 @@ class _Converter:
             absent_labels = _absent_labels(args[0])
         if name == "label_replace":
             self.check_label_replace(args)
+        if name == "histogram_quantiles":
+            self.check_label_name(args[1], name)
         if name == "label_join":
             for arg in (args[1], *args[3:]):
                 self.check_label_name(arg, name)

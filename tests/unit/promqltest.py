@@ -138,6 +138,9 @@ def parse_script(name: str, text: str) -> Iterator[Case]:
                 m = _SERIES.match(body)
                 assert m, body
                 labels = parse_metric(m.group("metric"))
+                metric = dict(labels).get("__name__", "")
+                if line.startswith("load_with_nhcb") and metric.endswith("_bucket"):
+                    histograms.add(metric[: -len("_bucket")])  # also loaded as native
                 for n, value in enumerate(expand_values(m.group("values"))):
                     if value is not None:
                         loaded[(labels, n * interval_ms)] = value

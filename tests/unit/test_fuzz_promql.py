@@ -63,6 +63,8 @@ _SIGNATURES = {
     "clamp_max": "vs",
     "round": "vs",
     "histogram_quantile": "sv",
+    "histogram_quantiles": "vSss",
+    "histogram_fraction": "ssv",
     "label_replace": "vSSSS",
     "label_join": "vSSSS",
     "sort_by_label": "vSS",
