@@ -260,7 +260,6 @@ def extrapolate(
     count: int,
     start: float,
     end: float,
-    *,
     is_counter: bool,
     is_rate: bool,
 ) -> float:

@@ -116,11 +116,12 @@ def batch_extrapolated(
         labels = fn.drop_name(stored.labels)
         names.append(labels)
         times, values = stored.times, stored.values
+        resets = is_counter and stored.reset_at
         for t, start, end, lo, hi in _spans(times, bounds):
             if hi - lo < 2:
                 continue
             result = values[hi - 1] - values[lo]
-            if is_counter and stored.reset_at:
+            if resets:
                 for before in _resets_in(stored, lo, hi):
                     result += before
             value = extrapolate(
@@ -131,8 +132,8 @@ def batch_extrapolated(
                 hi - lo,
                 start,
                 end,
-                is_counter=is_counter,
-                is_rate=is_rate,
+                is_counter,
+                is_rate,
             )
             out[t].append((labels, value))
     return _checked(out, names)
