@@ -4,7 +4,20 @@ Expressions are parsed by ``promql_parser`` and compiled once (cached) into a
 plan of frozen nodes (``alerting.promql_plan``); evaluation selects each
 selector's series from the ``Store`` once for the whole query — the time span
 widened by ranges, offsets, ``@`` and subqueries — and slices them in memory
-per step with ``bisect``.
+per step with ``bisect``. In a range query, a range function of a selector is
+computed for all steps at once (``promql_series``); subquery steps shared by
+outer steps are evaluated once.
+
+Modules: ``promql_plan`` (compile and check), ``promql_functions`` (range
+functions, summation), ``promql_vector_functions`` (math, dates, labels,
+sorting), ``promql_histograms`` (classic histograms), ``promql_aggregate``,
+``promql_ops`` (binary operators), ``promql_series`` (stored series, batches),
+``promql_syntax`` (limits and error positions).
+
+``Engine.instant`` answers vectors and scalars (rules), ``Engine.query`` any
+expression as Prometheus' instant query API does (a ``Matrix`` for a range
+vector, a ``str`` for a string), ``Engine.value_type`` says which, and
+``Engine.range`` answers range queries.
 
 >>> engine = Engine(store)                                          # doctest: +SKIP
 >>> engine.instant('sum by (job) (rate(http_requests_total[1m]))', at=now)  # doctest: +SKIP
@@ -14,7 +27,8 @@ Matrix(series=(Series(labels=..., points=((..., 10.0), ...)),))
 
 Supported: every function of Prometheus' function list except the
 native-histogram ones (``histogram_count``, ``histogram_sum``...; refused
-when compiled, with a position), every aggregation (``limit_ratio`` and
+when compiled, with a position; ``histogram_quantile(s)`` and
+``histogram_fraction`` work on classic buckets), every aggregation (``limit_ratio`` and
 ``info`` excepted), all binary operators with ``bool``, ``on``/``ignoring``,
 ``group_left``/``group_right``, subqueries (steps aligned to absolute
 multiples of the subquery step; default step ``subquery_step``), ``offset``
