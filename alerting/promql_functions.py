@@ -182,9 +182,10 @@ def kahan_mean(values: Sequence[float]) -> float:
 
 
 def _fast_sum(values: Sequence[float]) -> float | None:
-    """The sum by ``math.fsum`` when Kahan-Neumaier summation gives the same: finite
-    values that do not cancel (their absolute sum at most twice the sum's), so
-    the compensated sum's error is far below the last bit. Else ``None``."""
+    """The sum by ``math.fsum`` when Kahan-Neumaier summation gives the same number
+    (but for the last bit in rare cases): finite values that do not cancel (their
+    absolute sum at most twice the sum's), so the compensated sum's error stays
+    below the last bit. Else ``None``: Prometheus' loop must run."""
     try:
         total = math.fsum(values)
         magnitude = math.fsum(map(abs, values))
