@@ -1,14 +1,18 @@
 """PromQL functions, aggregations and operators over evaluated values.
 
 Everything here works on data already selected and sliced by the evaluator in
-``alerting.promql``; nothing touches the store. The formulas follow Prometheus'
-``promql/functions.go``, ``promql/quantile.go`` and ``promql/engine.go``.
+``alerting.promql``; nothing touches the store. The formulas follow Prometheus
+3's ``promql/functions.go`` and ``promql/quantile.go`` (floats only: native
+histograms are refused when an expression is compiled), including its
+compensated (Kahan-Neumaier) summation in ``sum_over_time``, ``avg_over_time``,
+``deriv``/``predict_linear`` and the variance functions.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from bisect import bisect_left
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
@@ -56,9 +60,21 @@ Vector = list[tuple[Labels, float]]
 """An instant vector: (labels, value) per series, at one evaluation time."""
 
 
-@dataclass(frozen=True)
+STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+"""Prometheus' staleness marker: a NaN with this exact bit pattern ends a series."""
+
+
+def is_stale(value: float) -> bool:
+    """Whether ``value`` is the staleness marker (not any other NaN)."""
+    return value != value and struct.pack("<d", value) == _STALE_BYTES
+
+
+_STALE_BYTES = struct.pack("<Q", 0x7FF0000000000002)
+
+
+@dataclass(slots=True)  # not frozen: built per series and step, and frozen init is slower
 class Window:
-    """The points of one series inside a range selector's window ``(start, end]``."""
+    """The points of one series inside a range's window ``(start, end]``, evaluated at ``at``."""
 
     labels: Labels
     times: Sequence[float]
@@ -67,6 +83,8 @@ class Window:
     end: float
     resets: Sequence[float] | None = None
     """The value before each counter reset in the window, in order, when known."""
+    at: float = 0.0
+    """The evaluation time (``predict_linear`` extrapolates from it)."""
 
 
 class Span(Sequence[float]):
@@ -100,205 +118,423 @@ class Span(Sequence[float]):
         return iter(self._data[self._lo : self._hi])
 
 
+@functools.lru_cache(maxsize=65_536)
 def drop_name(labels: Labels) -> Labels:
-    """The labels without ``__name__``, as functions and arithmetic leave them."""
-    return tuple(pair for pair in labels if pair[0] != METRIC_NAME)
+    """The labels without ``__name__``, as functions and arithmetic leave them (cached:
+    a range query asks for the same series' labels at every step)."""
+    if not labels or labels[0][0] != METRIC_NAME:  # sorted: "__name__" comes first if present
+        return tuple(pair for pair in labels if pair[0] != METRIC_NAME)
+    return labels[1:]
 
 
-def _extrapolated(window: Window, *, is_rate: bool) -> float | None:
-    """Counter increase over the window, extrapolated to its edges like Prometheus.
+def kahan_inc(inc: float, total: float, c: float) -> tuple[float, float]:
+    """One step of Kahan-Neumaier summation, as Prometheus' ``kahansum.Inc``."""
+    t = total + inc
+    if math.isinf(t):
+        c = 0.0
+    elif abs(total) >= abs(inc):
+        c += (total - t) + inc
+    else:
+        c += (inc - t) + total
+    return t, c
 
-    Resets (a value lower than the one before) count as a restart from zero.
-    The increase is extrapolated to the window boundary when the first/last
-    sample is within 1.1 average intervals of it, else by half an interval, and
-    never below the counter's zero point.
+
+def _kahan(values: Sequence[float]) -> tuple[float, float]:
+    """Compensated sum and its compensation term (``kahan_inc`` inlined: this runs per
+    sample of every ``sum``, ``avg`` and ``*_over_time``)."""
+    total = c = 0.0
+    for inc in values:
+        t = total + inc
+        if abs(total) >= abs(inc):
+            c += (total - t) + inc
+        else:
+            c += (inc - t) + total
+        total = t
+    return total, c
+
+
+def kahan_sum(values: Sequence[float]) -> float:
+    """Compensated sum; ``inf + -inf`` is NaN, as in Go.
+
+    Where nothing cancels, ``math.fsum`` (exactly rounded, in C) gives the same
+    number much faster; with cancellation Prometheus' Kahan-Neumaier loop runs, so
+    its answer (even where it is off, as for ``1e220 + 1 - 1e220 + ...``) is kept.
+    """
+    fast = _fast_sum(values)
+    if fast is not None:
+        return fast
+    total, c = _kahan(values)
+    # once the total is infinite it stays so (or NaN), and the compensation is moot
+    return total if math.isinf(total) or math.isnan(total) else total + c
+
+
+def kahan_mean(values: Sequence[float]) -> float:
+    """Mean as Prometheus 3's ``avg``: a compensated sum, switching to an incremental
+    mean once the sum would overflow (so values near the float maximum stay finite)."""
+    fast = _fast_sum(values)
+    if fast is not None:
+        return fast / len(values)
+    total, c = _kahan(values)
+    if math.isfinite(total):  # no overflow: the direct mean, as Prometheus computes it
+        count = len(values)
+        return total / count + c / count
+    return _overflowing_mean(values)
+
+
+def _fast_sum(values: Sequence[float]) -> float | None:
+    """The sum by ``math.fsum`` when Kahan-Neumaier summation gives the same number
+    (but for the last bit in rare cases): finite values that do not cancel (their
+    absolute sum at most twice the sum's), so the compensated sum's error stays
+    below the last bit. Else ``None``: Prometheus' loop must run."""
+    try:
+        total = math.fsum(values)
+        magnitude = math.fsum(map(abs, values))
+    except (OverflowError, ValueError):  # an intermediate overflow, inf - inf
+        return None
+    if math.isfinite(magnitude) and magnitude <= 2 * abs(total):
+        return total
+    return None
+
+
+def _overflowing_mean(values: Sequence[float]) -> float:
+    total, c, mean = values[0], 0.0, 0.0
+    incremental = False
+    count = 1.0
+    for i in range(1, len(values)):
+        value = values[i]
+        count = float(i + 1)
+        if not incremental:
+            new_total, new_c = kahan_inc(value, total, c)
+            if not math.isinf(new_total):
+                total, c = new_total, new_c
+                continue
+            incremental = True
+            mean = total / (count - 1)
+            c /= count - 1
+        q = (count - 1) / count
+        mean, c = kahan_inc(value / count, q * mean, q * c)
+    if incremental:
+        return mean + c
+    return total / count + c / count
+
+
+def _extrapolated(window: Window, *, is_counter: bool, is_rate: bool) -> float | None:
+    """``rate``, ``increase`` and ``delta``, extrapolated to the window's edges like Prometheus.
+
+    For counters, resets (a value lower than the one before) count as a restart
+    from zero, and the extrapolation never goes below the counter's zero point.
+    The increase is extrapolated to a boundary when the first/last sample is
+    within 1.1 average intervals of it, else by half an interval.
     """
     times, values = window.times, window.values
     if len(values) < 2:
         return None
     result = values[-1] - values[0]
-    if window.resets is not None:
-        for before in window.resets:
-            result += before
-    else:
-        previous = 0.0
-        for value in values:
-            if value < previous:
-                result += previous
-            previous = value
-    sampled = times[-1] - times[0]
-    if sampled <= 0:
-        return None
-    average = sampled / (len(values) - 1)
+    if is_counter:
+        if window.resets is not None:
+            for before in window.resets:
+                result += before
+        else:
+            previous = values[0]
+            for value in values:
+                if value < previous:
+                    result += previous
+                previous = value
+    return extrapolate(
+        result,
+        times[0],
+        times[-1],
+        values[0],
+        len(values),
+        window.start,
+        window.end,
+        is_counter=is_counter,
+        is_rate=is_rate,
+    )
+
+
+def extrapolate(
+    result: float,
+    first_t: float,
+    last_t: float,
+    first_value: float,
+    count: int,
+    start: float,
+    end: float,
+    is_counter: bool,
+    is_rate: bool,
+) -> float:
+    """Prometheus' ``extrapolatedRate`` for the difference ``result`` of ``count`` >= 2 samples
+    from ``first_t`` to ``last_t`` in the window ``(start, end]``."""
+    sampled = last_t - first_t
+    average = sampled / (count - 1)
     threshold = average * 1.1
-    to_start = times[0] - window.start
-    to_end = window.end - times[-1]
+    to_start = first_t - start
+    to_end = end - last_t
     if to_start >= threshold:
         to_start = average / 2
-    if result > 0 and values[0] >= 0:
-        to_zero = sampled * (values[0] / result)
-        to_start = min(to_start, to_zero)
+    if is_counter and result > 0 and first_value >= 0:
+        to_zero = sampled * (first_value / result)
+        if to_zero < to_start:
+            to_start = to_zero
     if to_end >= threshold:
         to_end = average / 2
-    factor = (sampled + to_start + to_end) / sampled
+    factor = (sampled + to_start + to_end) / sampled if sampled else 1.0
     if is_rate:
-        factor /= window.end - window.start
+        # both edges are on the millisecond grid: the width is the range, exactly
+        factor /= round((end - start) * 1000) / 1000
     return result * factor
 
 
-def rate(window: Window) -> float | None:
+def rate(window: Window, _: Sequence[float] = ()) -> float | None:
     """Per-second increase of a counter over the window (``rate``)."""
-    return _extrapolated(window, is_rate=True)
+    return _extrapolated(window, is_counter=True, is_rate=True)
 
 
-def increase(window: Window) -> float | None:
+def increase(window: Window, _: Sequence[float] = ()) -> float | None:
     """Increase of a counter over the window (``increase``)."""
-    return _extrapolated(window, is_rate=False)
+    return _extrapolated(window, is_counter=True, is_rate=False)
 
 
-def irate(window: Window) -> float | None:
-    """Per-second rate between the last two samples (``irate``); a reset counts from zero."""
+def delta(window: Window, _: Sequence[float] = ()) -> float | None:
+    """Difference of a gauge over the window, extrapolated (``delta``)."""
+    return _extrapolated(window, is_counter=False, is_rate=False)
+
+
+def _instant_value(window: Window, *, is_rate: bool) -> float | None:
+    """``irate``/``idelta``: between the last two samples; for ``irate`` a reset counts from 0."""
     if len(window.values) < 2:
         return None
     last, before = window.values[-1], window.values[-2]
     elapsed = window.times[-1] - window.times[-2]
-    if elapsed <= 0:
+    if elapsed == 0:
         return None
-    delta = last if last < before else last - before
-    return delta / elapsed
+    result = last if is_rate and last < before else last - before
+    return result / elapsed if is_rate else result
 
 
-def _over_time(reduce: Callable[[Sequence[float]], float]) -> Callable[[Window], float | None]:
-    def apply(window: Window) -> float | None:
+def irate(window: Window, _: Sequence[float] = ()) -> float | None:
+    """Per-second rate between the last two samples (``irate``)."""
+    return _instant_value(window, is_rate=True)
+
+
+def idelta(window: Window, _: Sequence[float] = ()) -> float | None:
+    """Difference between the last two samples (``idelta``)."""
+    return _instant_value(window, is_rate=False)
+
+
+def _linear_regression(
+    times: Sequence[float], values: Sequence[float], origin: float
+) -> tuple[float, float]:
+    """Least-squares slope and intercept at ``origin``, as Prometheus' ``linearRegression``."""
+    first = values[0]
+    constant = all(v == first for v in values)
+    if constant:
+        return (math.nan, math.nan) if math.isinf(first) else (0.0, first)
+    n = float(len(values))
+    sum_x = c_x = sum_y = c_y = sum_xy = c_xy = sum_x2 = c_x2 = 0.0
+    for t, y in zip(times, values, strict=True):
+        x = t - origin
+        sum_x, c_x = kahan_inc(x, sum_x, c_x)
+        sum_y, c_y = kahan_inc(y, sum_y, c_y)
+        sum_xy, c_xy = kahan_inc(x * y, sum_xy, c_xy)
+        sum_x2, c_x2 = kahan_inc(x * x, sum_x2, c_x2)
+    sum_x += c_x
+    sum_y += c_y
+    sum_xy += c_xy
+    sum_x2 += c_x2
+    cov_xy = sum_xy - sum_x * sum_y / n
+    var_x = sum_x2 - sum_x * sum_x / n
+    slope = divide(cov_xy, var_x)
+    return slope, sum_y / n - slope * sum_x / n
+
+
+def divide(a: float, b: float) -> float:
+    """``a / b`` with IEEE results for a zero divisor, as in Go."""
+    if b != 0:
+        return a / b
+    if a == 0 or math.isnan(a):
+        return math.nan
+    return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def deriv(window: Window, _: Sequence[float] = ()) -> float | None:
+    """Per-second slope by simple linear regression (``deriv``)."""
+    if len(window.values) < 2:
+        return None
+    return _linear_regression(window.times, window.values, window.times[0])[0]
+
+
+def predict_linear(window: Window, params: Sequence[float]) -> float | None:
+    """Value predicted ``params[0]`` seconds after the evaluation time (``predict_linear``)."""
+    if len(window.values) < 2:
+        return None
+    slope, intercept = _linear_regression(window.times, window.values, window.at)
+    return slope * params[0] + intercept
+
+
+def double_exponential_smoothing(window: Window, params: Sequence[float]) -> float | None:
+    """Holt's linear smoothing (``double_exponential_smoothing``, formerly ``holt_winters``).
+
+    The factors must lie strictly between 0 and 1, else evaluation fails, as in Prometheus.
+    """
+    sf, tf = params
+    if not 0 < sf < 1:
+        raise PromQLError(f"invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:f}")
+    if not 0 < tf < 1:
+        raise PromQLError(f"invalid trend factor. Expected: 0 < tf < 1, got: {tf:f}")
+    values = window.values
+    if len(values) < 2:
+        return None
+    s0, s1, b = 0.0, values[0], values[1] - values[0]
+    for i in range(1, len(values)):
+        x = sf * values[i]
+        if i > 1:
+            b = tf * (s1 - s0) + (1 - tf) * b
+        y = (1 - sf) * (s1 + b)
+        s0, s1 = s1, x + y
+    return s1
+
+
+def changes(window: Window, _: Sequence[float] = ()) -> float | None:
+    """How often the value changed in the window; NaN to NaN is no change."""
+    values = window.values
+    if not values:
+        return None
+    count = 0
+    previous = values[0]
+    for value in values:
+        if value != previous and not (math.isnan(value) and math.isnan(previous)):
+            count += 1
+        previous = value
+    return float(count)
+
+
+def resets(window: Window, _: Sequence[float] = ()) -> float | None:
+    """How often a counter reset (decreased) in the window."""
+    values = window.values
+    if not values:
+        return None
+    if window.resets is not None:
+        return float(len(window.resets))
+    return float(sum(1 for i in range(1, len(values)) if values[i] < values[i - 1]))
+
+
+def quantile(q: float, values: Sequence[float]) -> float:
+    """The ``q``-quantile of ``values`` with linear interpolation, as Prometheus' ``quantile``."""
+    if not values or math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    ordered = sorted(values, key=_nan_first)
+    n = len(ordered)
+    rank = q * (n - 1)
+    lower = max(0, math.floor(rank))
+    upper = min(n - 1, lower + 1)
+    weight = rank - math.floor(rank)
+    return ordered[lower] * (1 - weight) + ordered[upper] * weight
+
+
+def _nan_first(value: float) -> tuple[bool, float]:
+    """Sort key of Go's ``sort.Sort(vectorByValueHeap)``: NaN before every number."""
+    return (not math.isnan(value), value if not math.isnan(value) else 0.0)
+
+
+def variance(values: Sequence[float]) -> float:
+    """Population variance by Welford's method with compensation (``stdvar_over_time``)."""
+    count = mean = c_mean = aux = c_aux = 0.0
+    for value in values:
+        count += 1
+        step = value - (mean + c_mean)
+        mean, c_mean = kahan_inc(step / count, mean, c_mean)
+        aux, c_aux = kahan_inc(step * (value - (mean + c_mean)), aux, c_aux)
+    return (aux + c_aux) / count
+
+
+def _min_max(values: Sequence[float], *, max_: bool) -> float:
+    """Minimum or maximum where NaN loses against any number, as in Prometheus."""
+    rv = values[0]
+    for value in values:
+        if (value > rv if max_ else value < rv) or math.isnan(rv):
+            rv = value
+    return rv
+
+
+def _mad(values: Sequence[float]) -> float:
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    median = quantile(0.5, values)
+    return quantile(0.5, [abs(v - median) for v in values])
+
+
+def _ts_of(values: Sequence[float], times: Sequence[float], *, max_: bool) -> float:
+    best, when = values[0], times[0]
+    for value, t in zip(values, times, strict=True):
+        if (value >= best if max_ else value <= best) or math.isnan(best):
+            best, when = value, t
+    return when
+
+
+RangeFunction = Callable[[Window, Sequence[float]], "float | None"]
+
+
+def _over_time(reduce: Callable[[Sequence[float]], float]) -> RangeFunction:
+    def apply(window: Window, _: Sequence[float] = ()) -> float | None:
         return reduce(window.values) if window.values else None
 
     return apply
 
 
-def _sum(values: Sequence[float]) -> float:
-    """Plain IEEE addition: ``inf + -inf`` is NaN, as in Go (``math.fsum`` would raise)."""
-    return sum(values, 0.0)
+def _with_times(reduce: Callable[[Window], float]) -> RangeFunction:
+    def apply(window: Window, _: Sequence[float] = ()) -> float | None:
+        return reduce(window) if window.values else None
+
+    return apply
 
 
-def _min_max(values: Sequence[float], *, max_: bool) -> float:
-    """Minimum or maximum where NaN loses against any number, as in Prometheus."""
-    rv = math.nan
-    for value in values:
-        if math.isnan(rv) or (value > rv if max_ else value < rv):
-            rv = value
-    return rv
+def _quantile_over_time(window: Window, params: Sequence[float]) -> float | None:
+    return quantile(params[0], window.values) if window.values else None
 
 
-RANGE_FUNCTIONS: dict[str, Callable[[Window], float | None]] = {
+RANGE_FUNCTIONS: dict[str, RangeFunction] = {
     "rate": rate,
     "irate": irate,
     "increase": increase,
-    "avg_over_time": _over_time(lambda vs: _sum(vs) / len(vs)),
-    "sum_over_time": _over_time(_sum),
+    "delta": delta,
+    "idelta": idelta,
+    "deriv": deriv,
+    "predict_linear": predict_linear,
+    "double_exponential_smoothing": double_exponential_smoothing,
+    "changes": changes,
+    "resets": resets,
+    "avg_over_time": _over_time(kahan_mean),
+    "sum_over_time": _over_time(kahan_sum),
     "min_over_time": _over_time(lambda vs: _min_max(vs, max_=False)),
     "max_over_time": _over_time(lambda vs: _min_max(vs, max_=True)),
     "count_over_time": _over_time(lambda vs: float(len(vs))),
+    "last_over_time": _over_time(lambda vs: vs[-1]),
+    "first_over_time": _over_time(lambda vs: vs[0]),
+    "present_over_time": _over_time(lambda vs: 1.0),
+    "quantile_over_time": _quantile_over_time,
+    "stddev_over_time": _over_time(lambda vs: math.sqrt(variance(vs))),
+    "stdvar_over_time": _over_time(variance),
+    "mad_over_time": _over_time(_mad),
+    "ts_of_first_over_time": _with_times(lambda w: w.times[0]),
+    "ts_of_last_over_time": _with_times(lambda w: w.times[-1]),
+    "ts_of_max_over_time": _with_times(lambda w: _ts_of(w.values, w.times, max_=True)),
+    "ts_of_min_over_time": _with_times(lambda w: _ts_of(w.values, w.times, max_=False)),
 }
-"""Functions of one range vector, applied per series; ``None`` means no output sample."""
+"""Functions of one range vector, applied per series; ``None`` means no output sample.
 
-
-def map_values(vector: Vector, func: Callable[[float], float]) -> Vector:
-    """Apply ``func`` to every value and drop ``__name__`` (``abs``, ``clamp_min``...)."""
-    return [(drop_name(labels), func(value)) for labels, value in vector]
-
-
-def clamp_min(vector: Vector, bound: float) -> Vector:
-    return map_values(vector, lambda v: math.nan if math.isnan(bound) else max(v, bound))
-
-
-def clamp_max(vector: Vector, bound: float) -> Vector:
-    return map_values(vector, lambda v: math.nan if math.isnan(bound) else min(v, bound))
-
-
-def group_key(labels: Labels, mode: str | None, names: Sequence[str]) -> Labels:
-    """The output labels of an aggregation group: ``by`` keeps, ``without`` drops names."""
-    if mode == "by":
-        keep = set(names)
-        return tuple(pair for pair in labels if pair[0] in keep)
-    if mode == "without":
-        drop = set(names) | {METRIC_NAME}
-        return tuple(pair for pair in labels if pair[0] not in drop)
-    return ()
-
-
-AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {
-    "sum": _sum,
-    "avg": lambda vs: _sum(vs) / len(vs),
-    "min": lambda vs: _min_max(vs, max_=False),
-    "max": lambda vs: _min_max(vs, max_=True),
-    "count": lambda vs: float(len(vs)),
-}
-"""Aggregation operators by name, each reducing the values of one group."""
-
-
-def aggregate(op: str, vector: Vector, mode: str | None, names: Sequence[str]) -> Vector:
-    """``op by|without (names) (vector)``: one sample per group, in first-seen order."""
-    groups: dict[Labels, list[float]] = {}
-    for labels, value in vector:
-        groups.setdefault(group_key(labels, mode, names), []).append(value)
-    reduce = AGGREGATIONS[op]
-    return [(key, reduce(values)) for key, values in groups.items()]
-
-
-def histogram_quantile(phi: float, vector: Vector) -> Vector:
-    """The φ-quantile of classic histograms: buckets grouped by labels except ``le``.
-
-    Interpolates linearly inside the bucket holding the rank; a quantile in the
-    ``+Inf`` bucket is the upper bound of the highest finite bucket; a histogram
-    without a ``+Inf`` bucket or without observations gives NaN.
-    """
-    groups: dict[Labels, list[tuple[float, float]]] = {}
-    for labels, value in vector:
-        as_dict = dict(labels)
-        try:
-            upper = float(as_dict["le"])
-        except (KeyError, ValueError):
-            continue  # Prometheus ignores series without a parsable ``le``.
-        key = tuple(pair for pair in drop_name(labels) if pair[0] != "le")
-        groups.setdefault(key, []).append((upper, value))
-    return [(key, bucket_quantile(phi, buckets)) for key, buckets in groups.items()]
-
-
-def bucket_quantile(phi: float, buckets: list[tuple[float, float]]) -> float:
-    """Quantile ``phi`` of cumulative ``(upper_bound, count)`` buckets (any order)."""
-    if math.isnan(phi):
-        return math.nan
-    if phi < 0:
-        return -math.inf
-    if phi > 1:
-        return math.inf
-    merged: dict[float, float] = {}
-    for upper, count in buckets:
-        merged[upper] = merged.get(upper, 0.0) + count
-    bounds = sorted(merged)
-    if len(bounds) < 2 or bounds[-1] != math.inf:
-        return math.nan
-    counts: list[float] = []
-    for upper in bounds:
-        # Rate noise can make cumulative counts dip; Prometheus forces them monotonic.
-        counts.append(max(merged[upper], counts[-1]) if counts else merged[upper])
-    total = counts[-1]
-    if total == 0 or math.isnan(total):
-        return math.nan
-    rank = phi * total
-    index = bisect_left(counts, rank, hi=len(counts) - 1)
-    if index == len(bounds) - 1:
-        return bounds[-2]
-    if index == 0 and bounds[0] <= 0:
-        return bounds[0]
-    start, count = 0.0, counts[index]
-    if index > 0:
-        start = bounds[index - 1]
-        count -= counts[index - 1]
-        rank -= counts[index - 1]
-    if count == 0:
-        return math.nan  # φ = 0 over an empty first bucket: 0/0 in Prometheus.
-    return start + (bounds[index] - start) * (rank / count)
+Their scalar parameters (``quantile_over_time``'s φ, ``predict_linear``'s
+seconds, the smoothing factors) come as the second argument, in order.
+"""
+KEEP_NAME = frozenset({"last_over_time", "first_over_time"})
+"""Range functions that keep ``__name__``, as in Prometheus 3 (they act like ``offset``)."""
+MATRIX_ARG = {"quantile_over_time": 1}
+"""Position of the range-vector argument where it is not the first one."""
 
 
 def check_unique(vector: Vector) -> Vector:
@@ -316,167 +552,3 @@ def check_unique(vector: Vector) -> Vector:
 
 def show(labels: Labels) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in labels) + "}"
-
-
-ARITHMETIC = frozenset({"+", "-", "*", "/", "%", "^"})
-COMPARISON = frozenset({"==", "!=", ">", "<", ">=", "<="})
-SET_OPERATORS = frozenset({"and", "or", "unless"})
-
-
-@dataclass(frozen=True)
-class Operation:
-    """A binary operator with its modifiers: ``bool``, ``on``/``ignoring``, ``group_*``."""
-
-    op: str
-    return_bool: bool = False
-    on: bool = False
-    names: tuple[str, ...] = ()
-    card: str = "one-to-one"  # or "many-to-one", "one-to-many", "many-to-many"
-    include: tuple[str, ...] = ()
-
-    def apply(self, a: float, b: float) -> tuple[float, bool]:
-        """``a op b`` with Go float semantics; a comparison gives ``(a, outcome)``."""
-        if self.op in COMPARISON:
-            return a, _COMPARE[self.op](a, b)
-        return _ARITH[self.op](a, b), True
-
-    def scalars(self, a: float, b: float) -> float:
-        """Scalar op scalar; comparisons need ``bool`` (the parser enforces it) and give 0/1."""
-        value, keep = self.apply(a, b)
-        return (1.0 if keep else 0.0) if self.op in COMPARISON else value
-
-    def vector_scalar(self, vector: Vector, scalar: float, *, swapped: bool) -> Vector:
-        """Vector op scalar (or scalar op vector when ``swapped``)."""
-        rv: Vector = []
-        drop = self.op in ARITHMETIC or self.return_bool
-        for labels, sample in vector:
-            a, b = (scalar, sample) if swapped else (sample, scalar)
-            value, keep = self.apply(a, b)
-            if self.op in COMPARISON:
-                value = sample  # a comparison keeps the vector's value, whichever side it is on
-                if self.return_bool:
-                    value, keep = (1.0 if keep else 0.0), True
-            if keep:
-                rv.append((drop_name(labels) if drop else labels, value))
-        return check_unique(rv) if drop else rv
-
-    def signature(self, labels: Labels) -> tuple[str, ...] | Labels:
-        """What two samples must share to match: ``on`` labels, or all but ``ignoring``."""
-        if self.on:
-            as_dict = dict(labels)
-            return tuple(as_dict.get(name, "") for name in self.names)
-        skip = set(self.names) | {METRIC_NAME}
-        return tuple(pair for pair in labels if pair[0] not in skip)
-
-    def set_operation(self, lhs: Vector, rhs: Vector) -> Vector:
-        """``and``, ``or``, ``unless``: many-to-many, keyed by the signature."""
-        right = {self.signature(labels) for labels, _ in rhs}
-        if self.op == "and":
-            return [s for s in lhs if self.signature(s[0]) in right]
-        if self.op == "unless":
-            return [s for s in lhs if self.signature(s[0]) not in right]
-        left = {self.signature(labels) for labels, _ in lhs}
-        return lhs + [s for s in rhs if self.signature(s[0]) not in left]
-
-    def vectors(self, lhs: Vector, rhs: Vector) -> Vector:
-        """Arithmetic or comparison between vectors: one-to-one or group_left/right."""
-        one_to_many = self.card == "one-to-many"
-        many, one = (rhs, lhs) if one_to_many else (lhs, rhs)
-        ones: dict[object, tuple[Labels, float]] = {}
-        for labels, value in one:
-            sig = self.signature(labels)
-            if sig in ones:
-                side = "left" if one_to_many else "right"
-                raise PromQLError(
-                    f"found duplicate series for the match group on the {side} hand-side of "
-                    f"the operation: {show(labels)}; many-to-many matching not allowed: "
-                    "matching labels must be unique on one side"
-                )
-            ones[sig] = (labels, value)
-        matched: dict[object, set[Labels]] = {}
-        rv: Vector = []
-        for labels, value in many:
-            sig = self.signature(labels)
-            if sig not in ones:
-                continue
-            one_labels, other = ones[sig]
-            result, keep = self.apply(*((other, value) if one_to_many else (value, other)))
-            if self.return_bool:
-                result, keep = (1.0 if keep else 0.0), True
-            if not keep:
-                continue
-            metric = self._result_labels(labels, one_labels)
-            seen = matched.setdefault(sig, set())
-            if self.card == "one-to-one" and seen:
-                raise PromQLError(
-                    "multiple matches for labels: many-to-one matching must be explicit "
-                    "(group_left/group_right)"
-                )
-            if metric in seen:
-                raise PromQLError(
-                    "multiple matches for labels: grouping labels must ensure unique matches"
-                )
-            seen.add(metric)
-            rv.append((metric, result))
-        return rv
-
-    def _result_labels(self, many: Labels, one: Labels) -> Labels:
-        """Labels of a vector/vector result, as Prometheus' ``resultMetric`` builds them."""
-        labels = dict(many)
-        if self.op in ARITHMETIC or self.return_bool:
-            labels.pop(METRIC_NAME, None)
-        if self.card == "one-to-one":
-            if self.on:
-                labels = {k: v for k, v in labels.items() if k in self.names}
-            else:
-                for name in self.names:
-                    labels.pop(name, None)
-        one_dict = dict(one)
-        for name in self.include:
-            if one_dict.get(name):
-                labels[name] = one_dict[name]
-            else:
-                labels.pop(name, None)
-        return tuple(sorted(labels.items()))
-
-
-def _divide(a: float, b: float) -> float:
-    if b != 0:
-        return a / b
-    if a == 0 or math.isnan(a):
-        return math.nan
-    return math.copysign(math.inf, a) * math.copysign(1.0, b)
-
-
-def _modulo(a: float, b: float) -> float:
-    try:
-        return math.fmod(a, b)
-    except ValueError:  # fmod(x, 0) and fmod(±inf, y) are NaN in Go
-        return math.nan
-
-
-def _power(a: float, b: float) -> float:
-    try:
-        return math.pow(a, b)
-    except OverflowError:
-        return math.inf
-    except ValueError:  # 0 ** -1 is +Inf in Go; a negative base with a fraction is NaN
-        return math.inf if a == 0 else math.nan
-
-
-_ARITH: dict[str, Callable[[float, float], float]] = {
-    "+": lambda a, b: a + b,
-    "-": lambda a, b: a - b,
-    "*": lambda a, b: a * b,
-    "/": _divide,
-    "%": _modulo,
-    "^": _power,
-}
-_COMPARE: dict[str, Callable[[float, float], bool]] = {
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    ">": lambda a, b: a > b,
-    "<": lambda a, b: a < b,
-    ">=": lambda a, b: a >= b,
-    "<=": lambda a, b: a <= b,
-}

@@ -114,7 +114,7 @@ _PROBES = ("", " 1", " x", "[1m])", ")", "]", "}", " (x)", ' "x"', "1m]", " by (
 _OPENERS = {"(": ")", "{": "}", "[": "]"}
 
 
-def _tokens(text: str) -> list[tuple[str, str, int]]:
+def tokens(text: str) -> list[tuple[str, str, int]]:
     """(kind, text, offset) of each token, enough to point at an error."""
     return [
         (m.lastgroup or "op", m.group(), m.start())
@@ -125,11 +125,11 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
 
 def locate_parse_error(text: str, message: str) -> int:
     """Best offset in ``text`` for the parser's ``message`` (which carries no position)."""
-    tokens = _tokens(text)
+    found = tokens(text)
     lower = message.lower()
     stack: list[tuple[str, int]] = []
     stray: int | None = None
-    for kind, tok, offset in tokens:
+    for kind, tok, offset in found:
         if kind == "open_quote" and "unterminated" in lower:
             return offset
         if tok in _OPENERS:
@@ -151,20 +151,20 @@ def locate_parse_error(text: str, message: str) -> int:
     quoted = re.search(r"'([^']+)'|: (\S+)$|regex for (.+)$", message)
     if quoted:
         needle = next(group for group in quoted.groups() if group).strip("'")
-        for _, tok, offset in tokens:
+        for _, tok, offset in found:
             if tok == needle or tok[1:-1] == needle:
                 return offset
-    return _first_bad_token(text, tokens)
+    return _first_bad_token(text, found)
 
 
 _MAX_PROBES = 2000
 """Parser calls spent locating an error; past it the error points at the end."""
 
 
-def _first_bad_token(text: str, tokens: list[tuple[str, str, int]]) -> int:
+def _first_bad_token(text: str, found: list[tuple[str, str, int]]) -> int:
     """The token after which no continuation can make the expression parse."""
     spent = 0
-    for _, tok, offset in tokens:
+    for _, tok, offset in found:
         prefix = text[: offset + len(tok)]
         for a in _PROBES:
             for b in _PROBES:
@@ -183,7 +183,7 @@ def _first_bad_token(text: str, tokens: list[tuple[str, str, int]]) -> int:
 
 def find_regex(text: str, pattern: str) -> int | None:
     """Offset of the string literal holding ``pattern`` in ``text``, if found."""
-    for kind, tok, offset in _tokens(text):
+    for kind, tok, offset in tokens(text):
         if kind == "string" and (tok[1:-1] == pattern or pattern in tok):
             return offset
     return None

@@ -448,11 +448,10 @@ def test_parse_error_on_second_line() -> None:
 @pytest.mark.parametrize(
     ("expr", "construct"),
     [
-        ("topk(3, x)", "aggregation topk"),
-        ('label_replace(x, "a", "$1", "b", "(.*)")', "function label_replace()"),
-        ("max_over_time(rate(x[1m])[5m:1m])", "subquery"),
-        ("x @ 100", "@ modifier"),
-        ("x atan2 y", "operator atan2"),
+        ("histogram_count(x)", r"native histograms: histogram_count\(\)"),
+        ("sum(histogram_avg(x))", r"native histograms: histogram_avg\(\)"),
+        ("limit_ratio(0.5, x)", "aggregation limit_ratio"),
+        ("info(x)", r"function: info\(\)"),
         ("x[5m]", "range vector"),
     ],
 )
