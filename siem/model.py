@@ -72,12 +72,6 @@ def is_stale(value: float) -> bool:
     return math.isnan(value) and value_bits(value) == STALE_BITS
 
 
-def needs_bits(value: float) -> bool:
-    """True for the values a float column or JSON number does not keep exactly: every
-    NaN (SQLite stores NaN as NULL, JSON has none, and the stale marker is one) and -0.0."""
-    return math.isnan(value) or (value == 0.0 and math.copysign(1.0, value) < 0)
-
-
 def value_text(value: float) -> str:
     """``value`` as text that ``value_from_text`` reads back bit for bit: ``repr`` (``"1.5"``,
     ``"inf"``, ``"-0.0"``, ``"nan"``), and for any other NaN (the stale marker) its bits,

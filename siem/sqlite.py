@@ -39,7 +39,6 @@ from siem.model import (
     Sample,
     Series,
     WriteResult,
-    needs_bits,
 )
 
 BUSY_TIMEOUT_S = 30.0
@@ -728,9 +727,11 @@ def _finite(timestamp: float, what: object) -> float:
 def _to_sql(value: float) -> tuple[float | None, bytes | None]:
     """``(value, special)`` columns: a REAL, and the 8 bytes of the values a REAL does not
     keep (NaN, stored as NULL, and -0.0, stored as 0.0)."""
-    if not needs_bits(value):
-        return value, None
-    return (None if math.isnan(value) else value), struct.pack("<d", value)
+    if math.isnan(value):
+        return None, struct.pack("<d", value)
+    if value == 0.0 and math.copysign(1.0, value) < 0:
+        return value, struct.pack("<d", value)
+    return value, None
 
 
 def _from_sql(value: float | None, special: bytes | None) -> float:
