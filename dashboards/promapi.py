@@ -460,6 +460,11 @@ def _latest(series: Iterable[Series]) -> dict[tuple[str, str], tuple[float, floa
     return rv
 
 
+def _seconds(value: float) -> float:
+    """A duration for JSON, which has no NaN or infinity (a sample may hold them)."""
+    return value if math.isfinite(value) else 0.0
+
+
 @bp.get("/targets")
 @requires("viewer")
 def targets() -> Response:
@@ -495,7 +500,7 @@ def targets() -> Response:
                 "globalUrl": url,
                 "lastError": "" if health != "down" else "scrape failed (see the collector's log)",
                 "lastScrape": _rfc3339(seen[0]) if seen else ZERO_TIME,
-                "lastScrapeDuration": took.get((job, instance), (0.0, 0.0))[1],
+                "lastScrapeDuration": _seconds(took.get((job, instance), (0.0, 0.0))[1]),
                 "health": health,
                 "scrapeInterval": interval,
                 "scrapeTimeout": f"{timeout_s:g}s" if timeout_s else "",

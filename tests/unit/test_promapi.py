@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -560,3 +561,17 @@ def test_targets_skip_a_stale_marker_as_no_value(store: MemoryStore, client: Fla
     after = _ok(client.get("/api/v1/targets"))["activeTargets"]
     assert next(t for t in after if t["labels"]["instance"] == "c:3") == shop
     assert shop["health"] == "up"
+
+
+def test_targets_answer_json_when_a_scrape_duration_is_nan(
+    store: MemoryStore, client: FlaskClient
+) -> None:
+    # A NaN sample (from an odd exposition) is no JSON number: the answer stays JSON.
+    import time
+
+    took = make_labels("scrape_duration_seconds", job="shop", instance="c:3")
+    store.write(samples=[Sample(took, time.time(), math.nan)])
+    body = client.get("/api/v1/targets").get_data(as_text=True)
+    data = json.loads(body, parse_constant=lambda name: pytest.fail(f"{name} in {body}"))
+    shop = next(t for t in data["data"]["activeTargets"] if t["labels"]["instance"] == "c:3")
+    assert shop["lastScrapeDuration"] == 0.0
