@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,14 +36,21 @@ from alerting.promql import Engine, InstantSample
 from alerting.rules import EventCondition, Rule, RuleError, RuleGroup, expand, load_rules
 from alerting.state import AlertBook, Hit, Transition, alert_labels
 from alerting.templates import QuerySample, TemplateContext, TemplateError
-from siem.model import METRIC_NAME, Event, EventQuery, Labels, Sample, Store, event_id, labels_from
+from siem.model import (
+    METRIC_NAME,
+    STALE_NAN,
+    Event,
+    EventQuery,
+    Labels,
+    Sample,
+    Store,
+    event_id,
+    labels_from,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_UNWRITTEN_EVENTS = 10_000
-
-STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
-"""Prometheus' staleness marker (the bit pattern ``alerting.promql_functions`` reads)."""
 
 
 class RuleEvaluationError(Exception):

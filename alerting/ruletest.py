@@ -56,13 +56,13 @@ import promql_parser as pp
 import yaml
 from prometheus_client import CollectorRegistry
 
-from alerting.engine import STALE_NAN, AlertEngine
+from alerting.engine import AlertEngine
 from alerting.promql import Engine, InstantSample
 from alerting.rules import RuleError, RuleGroup, expand, load_rules, parse_duration
 from alerting.state import AlertBook, AlertDB
 from alerting.templates import shortest_digits
 from siem.memory import MemoryStore
-from siem.model import METRIC_NAME, Event, Labels, Sample, event_id, labels_from
+from siem.model import METRIC_NAME, STALE_NAN, Event, Labels, Sample, event_id, labels_from
 from vigil import safeyaml
 from vigil.errors import VigilError
 

@@ -48,7 +48,7 @@ from typing import Any
 from collectors.metrics import CollectorMetrics
 from collectors.spool import Spool
 from siem import SiemError
-from siem.model import Event, Sample, Store, WriteResult
+from siem.model import Event, Sample, Store, WriteResult, value_text
 
 log = logging.getLogger("vigil.collect.sink")
 
@@ -443,7 +443,7 @@ def _escaped(item: Any) -> dict[str, Any] | str:
             return {
                 "labels": dict(item.labels),
                 "timestamp": repr(item.timestamp),
-                "value": repr(item.value),
+                "value": value_text(item.value),
             }
     except (ValueError, TypeError, RecursionError):
         pass

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import struct
 import time
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors.metrics import CollectorMetrics
-from siem.model import Event, Sample
+from siem.model import Event, Sample, value_from_text, value_text
 
 log = logging.getLogger("vigil.collect.spool")
 
@@ -49,10 +50,12 @@ _POSITION = "position"
 
 
 def encode_item(item: Event | Sample) -> list[Any]:
-    """``item`` as JSON: ``["e", id, ts, dataset, doc, text]`` or ``["s", labels, ts, value]``."""
+    """``item`` as JSON: ``["e", id, ts, dataset, doc, text]`` or ``["s", labels, ts, value]``;
+    a NaN value is text (``siem.model.value_text``), so the stale marker stays one."""
     if isinstance(item, Event):
         return ["e", item.id, item.timestamp, item.dataset, item.doc, item.text]
-    return ["s", [list(pair) for pair in item.labels], item.timestamp, item.value]
+    value = value_text(item.value) if math.isnan(item.value) else item.value
+    return ["s", [list(pair) for pair in item.labels], item.timestamp, value]
 
 
 def decode_item(raw: Any) -> Event | Sample:
@@ -76,9 +79,10 @@ def decode_item(raw: Any) -> Event | Sample:
                 for p in labels
             )
             and isinstance(ts, (int, float))
-            and isinstance(value, (int, float))
+            and isinstance(value, (int, float, str))
         ):
-            return Sample(tuple((k, v) for k, v in labels), float(ts), float(value))
+            number = value_from_text(value) if isinstance(value, str) else float(value)
+            return Sample(tuple((k, v) for k, v in labels), float(ts), number)
     raise ValueError("not a spooled event or sample")
 
 

@@ -62,7 +62,7 @@ def format_value(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
+        return "-0" if math.copysign(1.0, value) < 0 and not value else str(int(value))
     return repr(value)
 
 

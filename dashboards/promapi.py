@@ -45,7 +45,7 @@ from dashboards.api import (
 from dashboards.app import context
 from dashboards.events import FiringAlert, active_alerts
 from dashboards.params import DashboardError, parse_duration, parse_time
-from siem.model import METRIC_NAME, Matcher, MatcherError, Series
+from siem.model import METRIC_NAME, Matcher, MatcherError, Series, is_stale
 from vigil.errors import VigilError
 from vigil.webauth import requires
 
@@ -445,17 +445,24 @@ def rules() -> Response:
 
 
 def _latest(series: Iterable[Series]) -> dict[tuple[str, str], tuple[float, float]]:
-    """The newest (time, value) of each (job, instance) among ``series``."""
+    """The newest (time, value) of each (job, instance) among ``series``; a stale
+    marker is no value (the series ended there), so it is skipped."""
     rv: dict[tuple[str, str], tuple[float, float]] = {}
     for s in series:
-        if not s.points:
+        points = [p for p in s.points if not is_stale(p[1])]
+        if not points:
             continue
         labels = dict(s.labels)
         key = (labels.get("job", ""), labels.get("instance", ""))
-        point = s.points[-1]
+        point = points[-1]
         if key not in rv or rv[key][0] < point[0]:
             rv[key] = point
     return rv
+
+
+def _seconds(value: float) -> float:
+    """A duration for JSON, which has no NaN or infinity (a sample may hold them)."""
+    return value if math.isfinite(value) else 0.0
 
 
 @bp.get("/targets")
@@ -493,7 +500,7 @@ def targets() -> Response:
                 "globalUrl": url,
                 "lastError": "" if health != "down" else "scrape failed (see the collector's log)",
                 "lastScrape": _rfc3339(seen[0]) if seen else ZERO_TIME,
-                "lastScrapeDuration": took.get((job, instance), (0.0, 0.0))[1],
+                "lastScrapeDuration": _seconds(took.get((job, instance), (0.0, 0.0))[1]),
                 "health": health,
                 "scrapeInterval": interval,
                 "scrapeTimeout": f"{timeout_s:g}s" if timeout_s else "",

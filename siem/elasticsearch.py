@@ -9,7 +9,10 @@ Layout:
   ``create``, so a re-delivered event answers 409 and is counted as a
   duplicate, never stored twice;
 - samples go to ``<prefix>-samples`` with the id derived from the series and
-  the timestamp, so sample writes are idempotent too;
+  the timestamp, so sample writes are idempotent too; the value is kept as text
+  (``siem.model.value_text``: ``"0.25"``, ``"inf"``, ``"nan"``, and the stale
+  marker as ``"nan:7ff0000000000002"``), which JSON can carry for every double and
+  which reads back bit for bit;
 - an index template (``<prefix>-events-*``) maps the fields the store filters
   and sorts on (``vigil.id``/``vigil.dataset``/``event.dataset`` keyword,
   ``vigil.ts`` double, ``@timestamp`` date) and keeps the ECS document as
@@ -63,6 +66,8 @@ from siem.model import (
     Sample,
     Series,
     WriteResult,
+    value_from_text,
+    value_text,
 )
 
 PAGE_SIZE = 1000
@@ -288,7 +293,7 @@ class ElasticsearchStore(lookups.SeriesLookups):
                     "name": s.name,
                     "series": _labels_key(s.labels),
                     "ts": s.timestamp,
-                    "value": repr(s.value),
+                    "value": value_text(s.value),
                 },
             }
             for s in samples
@@ -487,7 +492,7 @@ class ElasticsearchStore(lookups.SeriesLookups):
             if verdict[key] is None:
                 continue
             try:
-                point = (float(src["ts"]), float(src["value"]))
+                point = (float(src["ts"]), value_from_text(src["value"]))
             except (KeyError, TypeError, ValueError):
                 continue
             limits.take(1)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import math
 import re
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -38,6 +40,64 @@ def labels_from(mapping: Mapping[str, str]) -> Labels:
     return tuple(sorted((str(k), str(v)) for k, v in mapping.items()))
 
 
+def value_bits(value: float) -> int:
+    """The 64 bits of ``value`` as an IEEE 754 double (what tells one NaN from another)."""
+    bits: int = struct.unpack("<Q", struct.pack("<d", value))[0]
+    return bits
+
+
+def from_bits(bits: int) -> float:
+    """The double whose 64 bits are ``bits``; ``struct.error`` outside 0 to 2**64 - 1."""
+    value: float = struct.unpack("<d", struct.pack("<Q", bits))[0]
+    return value
+
+
+STALE_BITS = 0x7FF0000000000002
+STALE_NAN: float = from_bits(STALE_BITS)
+"""Prometheus' staleness marker: a NaN with exactly these bits, written when a series
+ends (a recording rule or ``ALERTS`` series a rule stopped returning). It is not a
+value: PromQL ends the series there. Every backend keeps it apart from an ordinary NaN;
+compare with ``is_stale``, never with ``==`` or ``math.isnan``."""
+
+_PLAIN_NAN_BITS = value_bits(math.nan)
+_BITS_TEXT = re.compile("nan:([0-9a-f]{16})")
+
+
+def is_stale(value: float) -> bool:
+    """True when ``value`` is the staleness marker (by its bits, not as a NaN).
+
+    >>> is_stale(STALE_NAN), is_stale(math.nan), is_stale(1.0)
+    (True, False, False)
+    """
+    return math.isnan(value) and value_bits(value) == STALE_BITS
+
+
+def value_text(value: float) -> str:
+    """``value`` as text that ``value_from_text`` reads back bit for bit: ``repr`` (``"1.5"``,
+    ``"inf"``, ``"-0.0"``, ``"nan"``), and for any other NaN (the stale marker) its bits,
+    ``"nan:7ff0000000000002"``.
+
+    >>> value_text(STALE_NAN), value_text(-math.inf)
+    ('nan:7ff0000000000002', '-inf')
+    """
+    if math.isnan(value):
+        bits = value_bits(value)
+        if bits != _PLAIN_NAN_BITS:
+            return f"nan:{bits:016x}"
+    return repr(value)
+
+
+def value_from_text(text: str) -> float:
+    """The value ``value_text`` wrote; ``ValueError`` when ``text`` is not one."""
+    match = _BITS_TEXT.fullmatch(text)
+    if match is None:
+        return float(text)
+    value = from_bits(int(match.group(1), 16))
+    if not math.isnan(value):
+        raise ValueError(f"{text!r} holds the bits of {value!r}, not of a NaN")
+    return value
+
+
 @dataclass(frozen=True)
 class Sample:
     """One value of one series at one time (seconds since the epoch).
@@ -49,6 +109,8 @@ class Sample:
     labels: Labels
     timestamp: float
     value: float
+    """Any double: NaN, ±Inf and -0.0 included, and ``STALE_NAN`` where the series ends;
+    every backend gives back the same bits."""
 
     @property
     def name(self) -> str:
@@ -283,7 +345,8 @@ class Store(Protocol):
         ...
 
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
-        """Series whose labels match all ``matchers``, with their points in [start, end]."""
+        """Series whose labels match all ``matchers``, with their points in [start, end];
+        each value with the bits written (NaN, ±Inf, -0.0 and ``STALE_NAN`` included)."""
         ...
 
     def prune(self, policy: RetentionPolicy, now: float, *, dry_run: bool = False) -> PruneResult:

@@ -4,6 +4,10 @@ Events keep their ECS document as JSON text and are filtered with SQLite's
 JSON functions (``siem.kql`` compiles KQL to SQL); samples live in a
 ``series`` table (one row per label set) and a ``samples`` table keyed by
 (series, timestamp), so ``INSERT OR IGNORE`` makes every write idempotent.
+A sample's ``value`` is a REAL; the values a REAL does not keep (every NaN, which
+SQLite stores as NULL, among them Prometheus' stale marker; and -0.0, read back as
+0.0) also keep their 8 bytes in the nullable ``special`` column, so reads give back
+the very bits written. A file from before that column gets it when opened.
 Connections come from a small pool, so any thread may call any method.
 """
 
@@ -13,6 +17,7 @@ import json
 import math
 import os
 import sqlite3
+import struct
 import threading
 import time
 from collections import Counter
@@ -57,7 +62,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS series_name ON series (name)",
     """CREATE TABLE IF NOT EXISTS samples (
         series_id INTEGER NOT NULL REFERENCES series (id), ts REAL NOT NULL, value REAL,
-        PRIMARY KEY (series_id, ts)) WITHOUT ROWID""",
+        special BLOB, PRIMARY KEY (series_id, ts)) WITHOUT ROWID""",
 )
 
 _METADATA_SCHEMA = (
@@ -92,6 +97,10 @@ class SqliteStore(lookups.SeriesLookups):
         with self._connection() as conn, _transaction(conn, "IMMEDIATE"):
             for statement in (*_SCHEMA, *_METADATA_SCHEMA):
                 conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(samples)")}
+            if "special" not in columns:
+                # A file from before the column: adding a nullable column rewrites nothing.
+                conn.execute("ALTER TABLE samples ADD COLUMN special BLOB")
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -174,8 +183,9 @@ class SqliteStore(lookups.SeriesLookups):
                 if sample_list:
                     ids = self._series_for(conn, {s.labels for s in sample_list}, new_ids)
                     s_stored = conn.executemany(
-                        "INSERT OR IGNORE INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
-                        [(ids[s.labels], s.timestamp, _to_sql_value(s.value)) for s in sample_list],
+                        "INSERT OR IGNORE INTO samples (series_id, ts, value, special) "
+                        "VALUES (?, ?, ?, ?)",
+                        [(ids[s.labels], s.timestamp, *_to_sql(s.value)) for s in sample_list],
                     ).rowcount
         with self._lock:
             self._series_ids.update(new_ids)
@@ -307,12 +317,12 @@ class SqliteStore(lookups.SeriesLookups):
             for i in range(0, len(ids), _IN_CHUNK):
                 chunk = ids[i : i + _IN_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                for series_id, ts, value in conn.execute(
-                    f"SELECT series_id, ts, value FROM samples WHERE series_id IN ({marks}) "
-                    "AND ts >= ? AND ts <= ? ORDER BY series_id, ts",
+                for series_id, ts, value, special in conn.execute(
+                    "SELECT series_id, ts, value, special FROM samples "
+                    f"WHERE series_id IN ({marks}) AND ts >= ? AND ts <= ? ORDER BY series_id, ts",
                     [*chunk, start, end],
                 ):
-                    points.setdefault(series_id, []).append((ts, _from_sql_value(value)))
+                    points.setdefault(series_id, []).append((ts, _from_sql(value, special)))
                     loaded += 1
                     if loaded == _TAKE_EVERY:
                         # Counted while streaming: too big a query stops before it holds all.
@@ -714,12 +724,22 @@ def _finite(timestamp: float, what: object) -> float:
     return timestamp
 
 
-def _to_sql_value(value: float) -> float | None:
-    # SQLite stores NaN as NULL; read back, NULL becomes NaN again (Prometheus has NaN values).
-    return None if math.isnan(value) else value
+def _to_sql(value: float) -> tuple[float | None, bytes | None]:
+    """``(value, special)`` columns: a REAL, and the 8 bytes of the values a REAL does not
+    keep (NaN, stored as NULL, and -0.0, stored as 0.0)."""
+    if math.isnan(value):
+        return None, struct.pack("<d", value)
+    if value == 0.0 and math.copysign(1.0, value) < 0:
+        return value, struct.pack("<d", value)
+    return value, None
 
 
-def _from_sql_value(value: float | None) -> float:
+def _from_sql(value: float | None, special: bytes | None) -> float:
+    """The value ``_to_sql`` stored; NULL without bytes (a file from before the column)
+    is NaN."""
+    if special is not None and len(special) == 8:
+        rv: float = struct.unpack("<d", special)[0]
+        return rv
     return math.nan if value is None else value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import math
 import urllib.error
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,8 +24,10 @@ from collectors.prometheus import (
     scrape,
     targets_from,
 )
+from collectors.sink import Sink
+from siem.elasticsearch import ElasticsearchStore
 from siem.memory import MemoryStore
-from siem.model import MetricMetadata, Sample
+from siem.model import Matcher, MetricMetadata, Sample, Store, is_stale
 from siem.sqlite import SqliteStore
 from vigil.settings import from_mapping
 
@@ -293,5 +296,47 @@ def test_prometheus_scraper_metadata_write_failure_is_counted_and_retried(
         assert scraper.write_metadata(results) == 1
         assert registry.get_sample_value("vigil_collector_metadata_dropped_total") == 2
         assert len(store.metadata()) == 4
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "elasticsearch"])
+def test_prometheus_scrape_keeps_nan_and_infinities_through_to_the_store(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    exposition = (
+        "# TYPE lat_seconds summary\n"
+        'lat_seconds{quantile="0.99"} NaN\n'
+        "lat_seconds_sum 0.0\n"
+        "lat_seconds_count 0\n"
+        "# TYPE headroom gauge\n"
+        'headroom{side="up"} +Inf\n'
+        'headroom{side="down"} -Inf\n'
+    )
+    store: Store
+    if backend == "memory":
+        store = MemoryStore()
+    elif backend == "sqlite":
+        store = SqliteStore(tmp_path / "siem.db")
+    else:
+        store = ElasticsearchStore(request.getfixturevalue("es_url"), compat_headers=False)
+    metrics = CollectorMetrics(CollectorRegistry())
+    try:
+        with exposition_server(lambda: exposition) as address:
+            targets = [Target("shop", address, f"http://{address}/metrics", 2.0)]
+            batches = Scraper(targets, metrics).collect()
+        sink = Sink(store, metrics)
+        for batch in batches:
+            sink.submit(batch)
+        assert sink.flush(5.0)
+        got = {
+            (s.name, dict(s.labels).get("quantile") or dict(s.labels).get("side")): s.points[0][1]
+            for name in ("lat_seconds", "headroom")
+            for s in store.select([Matcher("__name__", "=", name)], 0, 2e9)
+        }
+        nan = got[("lat_seconds", "0.99")]
+        assert math.isnan(nan) and not is_stale(nan)  # a NaN scraped is a value, not an end
+        assert got[("headroom", "up")] == math.inf
+        assert got[("headroom", "down")] == -math.inf
     finally:
         store.close()

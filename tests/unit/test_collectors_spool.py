@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Iterable
@@ -16,7 +17,7 @@ from collectors.metrics import CollectorMetrics
 from collectors.sink import Backoff, Batch, Sink
 from collectors.spool import Spool, decode_item, encode_item
 from siem.memory import MemoryStore
-from siem.model import Event, Sample, WriteResult, make_labels
+from siem.model import STALE_NAN, Event, Sample, WriteResult, is_stale, make_labels, value_bits
 from vigil.errors import ConfigError
 from vigil.settings import from_mapping
 
@@ -65,6 +66,14 @@ def test_spool_items_round_trip_exactly() -> None:
     assert back == odd and isinstance(back, Event) and back.text == "{}"
     got = decode_item(encode_item(nan))
     assert isinstance(got, Sample) and got.labels == nan.labels and math.isnan(got.value)
+    assert not is_stale(got.value)
+    # Through the JSON of a record: the stale marker stays one, and -0.0 and Inf as written.
+    for value in (STALE_NAN, -0.0, math.inf, -math.inf):
+        raw = json.loads(json.dumps(encode_item(Sample(nan.labels, 3.0, value))))
+        back = decode_item(raw)
+        assert isinstance(back, Sample) and value_bits(back.value) == value_bits(value)
+    with pytest.raises(ValueError):  # bits that are not a NaN's are not a spooled value
+        decode_item(["s", [], 1.0, "nan:3ff0000000000000"])
 
 
 def test_spool_replays_in_order_across_segments_and_deletes_them(tmp_path: Path) -> None:

@@ -317,7 +317,15 @@ def test_overview_page_loads_vendored_chart_library(client: FlaskClient) -> None
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(2.0, "2"), (0.25, "0.25"), (math.nan, "NaN"), (math.inf, "+Inf"), (-math.inf, "-Inf")],
+    [
+        (2.0, "2"),
+        (0.25, "0.25"),
+        (math.nan, "NaN"),
+        (math.inf, "+Inf"),
+        (-math.inf, "-Inf"),
+        (-0.0, "-0"),  # Go's strconv.FormatFloat keeps the sign of zero
+        (0.0, "0"),
+    ],
 )
 def test_format_value_like_prometheus(value: float, text: str) -> None:
     assert format_value(value) == text

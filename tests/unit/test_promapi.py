@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from dashboards.app import EXTENSION, create_app
 from dashboards.params import DashboardError
 from dashboards.promapi import parse_selector
 from siem.memory import MemoryStore
-from siem.model import Event, Matcher, MetricMetadata, Sample, Series, make_labels
+from siem.model import STALE_NAN, Event, Matcher, MetricMetadata, Sample, Series, make_labels
 from vigil.auth import UserStore
 from vigil.settings import from_mapping
 
@@ -546,3 +547,31 @@ def test_targets_configured_and_scraped_with_their_health(app: Flask, client: Fl
         "0001-01-01T00:00:00Z",
     )
     assert set(_ok(client.get("/api/v1/targets?state=dropped"))) == {"droppedTargets"}
+
+
+def test_targets_skip_a_stale_marker_as_no_value(store: MemoryStore, client: FlaskClient) -> None:
+    # A stale marker ends a series; it is not an ``up`` value (a NaN, so "down") nor a scrape.
+    import time
+
+    before = _ok(client.get("/api/v1/targets"))["activeTargets"]
+    shop = next(t for t in before if t["labels"]["instance"] == "c:3")
+    store.write(
+        samples=[Sample(make_labels("up", job="shop", instance="c:3"), time.time(), STALE_NAN)]
+    )
+    after = _ok(client.get("/api/v1/targets"))["activeTargets"]
+    assert next(t for t in after if t["labels"]["instance"] == "c:3") == shop
+    assert shop["health"] == "up"
+
+
+def test_targets_answer_json_when_a_scrape_duration_is_nan(
+    store: MemoryStore, client: FlaskClient
+) -> None:
+    # A NaN sample (from an odd exposition) is no JSON number: the answer stays JSON.
+    import time
+
+    took = make_labels("scrape_duration_seconds", job="shop", instance="c:3")
+    store.write(samples=[Sample(took, time.time(), math.nan)])
+    body = client.get("/api/v1/targets").get_data(as_text=True)
+    data = json.loads(body, parse_constant=lambda name: pytest.fail(f"{name} in {body}"))
+    shop = next(t for t in data["data"]["activeTargets"] if t["labels"]["instance"] == "c:3")
+    assert shop["lastScrapeDuration"] == 0.0

@@ -28,7 +28,8 @@ from alerting.ruletest import (
 from alerting.state import AlertBook, AlertDB
 from alerting.templates import QuerySample, TemplateContext, TemplateError, check_template, render
 from siem.memory import MemoryStore
-from siem.model import Sample, make_labels
+from siem.model import Matcher, Sample, is_stale, make_labels
+from siem.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -210,6 +211,27 @@ def test_engine_writes_staleness_markers_for_series_that_went_away(tmp_path: Pat
     stale_time, stale_value = recorded.points[1]
     assert stale_time == 400.0 and math.isnan(stale_value)
     assert struct.pack("<d", stale_value) == struct.pack("<d", STALE_NAN)
+
+
+def test_engine_staleness_markers_survive_the_sqlite_store(tmp_path: Path) -> None:
+    # Another process (the dashboards) reads the file: the marker is still no plain NaN.
+    store = SqliteStore(tmp_path / "siem.db")
+    store.write(samples=[Sample(make_labels("up", job="a"), 10.0, math.nan)])
+    engine = engine_for(
+        tmp_path, "groups:\n  - name: g\n    rules:\n      - record: r\n        expr: up\n", store
+    )
+    engine.run_once(10.0)
+    engine.run_once(400.0)
+    store.close()
+    reader = SqliteStore(tmp_path / "siem.db")
+    try:
+        (recorded,) = reader.select([Matcher("__name__", "=", "r")], 0, 1000)
+    finally:
+        reader.close()
+    (t1, nan), (t2, stale) = recorded.points
+    assert (t1, t2) == (10.0, 400.0)
+    assert math.isnan(nan) and not is_stale(nan)  # a NaN the rule returned is a value
+    assert is_stale(stale)
 
 
 def test_engine_group_limit_fails_the_rule_and_drops_its_alerts(tmp_path: Path) -> None:

@@ -15,7 +15,18 @@ from siem import SiemError, limits
 from siem import aggregations as agg
 from siem.elasticsearch import ElasticsearchStore
 from siem.memory import MemoryStore
-from siem.model import Event, EventQuery, Matcher, MetricMetadata, Sample, Store, make_labels
+from siem.model import (
+    STALE_NAN,
+    Event,
+    EventQuery,
+    Matcher,
+    MetricMetadata,
+    Sample,
+    Store,
+    is_stale,
+    make_labels,
+    value_bits,
+)
 from siem.sqlite import SqliteStore
 
 T0 = 1_700_000_000.0
@@ -268,6 +279,21 @@ def test_store_select_keeps_special_values(store: Store) -> None:
     (series,) = store.select([Matcher("__name__", "=", "latency_seconds")], T0, T0 + 1)
     assert math.isnan(series.points[0][1])
     assert series.points[1] == (T0 + 1, math.inf)
+
+
+def test_store_keeps_special_values_bit_for_bit(store: Store) -> None:
+    # The stale marker must stay apart from NaN: PromQL ends a series at it, while a NaN
+    # is a value (that poisons a sum for the 5-minute lookback).
+    labels = make_labels("job:requests:rate5m", job="shop")
+    values = [STALE_NAN, math.nan, math.inf, -math.inf, -0.0, 0.0, 1.5, -math.nan]
+    written = [Sample(labels, T0 + n, v) for n, v in enumerate(values)]
+    assert store.write(samples=written).samples == len(values)
+    (series,) = store.select([Matcher("__name__", "=", "job:requests:rate5m")], T0, T0 + 100)
+    assert [t for t, _ in series.points] == [s.timestamp for s in written]
+    assert [value_bits(v) for _, v in series.points] == [value_bits(v) for v in values]
+    assert [is_stale(v) for _, v in series.points] == [True] + [False] * (len(values) - 1)
+    # Written again: every one is a duplicate, whatever its value (NaN is never == NaN).
+    assert store.write(samples=written).duplicate_samples == len(values)
 
 
 def test_store_concurrent_threads_write_and_read(store: Store) -> None:
@@ -587,6 +613,37 @@ def test_sqlite_store_opens_a_file_from_before_metadata(tmp_path: Path) -> None:
         assert reopened.metadata() == [MetricMetadata("up", "gauge")]
     finally:
         reopened.close()
+
+
+def test_sqlite_store_migrates_a_file_from_before_the_special_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "siem.db"
+    labels = make_labels("up", job="shop")
+    with sqlite3.connect(path) as conn:  # the samples table as Vigil made it before
+        conn.execute(
+            "CREATE TABLE series (id INTEGER PRIMARY KEY, labels_key TEXT NOT NULL UNIQUE, "
+            "labels TEXT NOT NULL, name TEXT NOT NULL)"
+        )
+        conn.execute(
+            "CREATE TABLE samples (series_id INTEGER NOT NULL REFERENCES series (id), "
+            "ts REAL NOT NULL, value REAL, PRIMARY KEY (series_id, ts)) WITHOUT ROWID"
+        )
+        conn.execute(
+            "INSERT INTO series VALUES (1, ?, ?, 'up')",
+            ('[["__name__","up"],["job","shop"]]', '{"__name__":"up","job":"shop"}'),
+        )
+        conn.executemany("INSERT INTO samples VALUES (1, ?, ?)", [(T0, 1.0), (T0 + 1, None)])
+    for _ in range(2):  # migrated once; opening it again changes nothing
+        store = SqliteStore(path)
+        try:
+            store.write(samples=[Sample(labels, T0 + 2, STALE_NAN)])
+            (series,) = store.select([Matcher("__name__", "=", "up")], T0, T0 + 2)
+        finally:
+            store.close()
+        old_nan, stale = series.points[1][1], series.points[2][1]
+        assert series.points[0] == (T0, 1.0)
+        assert value_bits(old_nan) == value_bits(math.nan) and is_stale(stale)
 
 
 def test_elasticsearch_series_lookup_pages_through_the_keys(
