@@ -42,7 +42,7 @@ differ, Vigil follows Prometheus 3:
 - ``sum``/``avg``/``*_over_time`` use compensated summation; ``avg`` switches
   to an incremental mean instead of overflowing.
 
-Staleness: a stored staleness marker (the NaN ``promql_functions.STALE_NAN``)
+Staleness: a stored staleness marker (the NaN ``siem.model.STALE_NAN``)
 ends its series — an instant selector past it finds nothing, range windows
 skip it. docs/promql.md lists every remaining difference from Prometheus.
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
@@ -58,18 +57,6 @@ class PromQLError(VigilError):
 
 Vector = list[tuple[Labels, float]]
 """An instant vector: (labels, value) per series, at one evaluation time."""
-
-
-STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
-"""Prometheus' staleness marker: a NaN with this exact bit pattern ends a series."""
-
-
-def is_stale(value: float) -> bool:
-    """Whether ``value`` is the staleness marker (not any other NaN)."""
-    return value != value and struct.pack("<d", value) == _STALE_BYTES
-
-
-_STALE_BYTES = struct.pack("<Q", 0x7FF0000000000002)
 
 
 @dataclass(slots=True)  # not frozen: built per series and step, and frozen init is slower

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from alerting import promql_functions as fn
 from alerting import promql_plan as plan
 from siem import limits
-from siem.model import Labels, Series
+from siem.model import Labels, Series, is_stale
 
 Vector = fn.Vector
 BATCHED = {"rate": (True, True), "increase": (True, False), "delta": (False, False)}
@@ -42,9 +42,9 @@ def stored_series(series: Series) -> Stored:
     values = [p[1] for p in points]
     stale: list[float] = []
     if any(v != v for v in values):  # NaNs: take the staleness markers out
-        stale = [t for t, v in points if v != v and fn.is_stale(v)]
+        stale = [t for t, v in points if v != v and is_stale(v)]
         if stale:
-            kept = [(t, v) for t, v in points if not (v != v and fn.is_stale(v))]
+            kept = [(t, v) for t, v in points if not (v != v and is_stale(v))]
             times = [p[0] for p in kept]
             values = [p[1] for p in kept]
     reset_at = [j for j, (a, b) in enumerate(itertools.pairwise(values), 1) if b < a]

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from alerting.promql import Engine, InstantSample, Matrix, PromQLError
-from alerting.promql_functions import STALE_NAN
 from siem.memory import MemoryStore
-from siem.model import Labels, Sample, Series
+from siem.model import STALE_NAN, Labels, Sample, Series
 
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}

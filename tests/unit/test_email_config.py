@@ -132,7 +132,9 @@ def test_email_settings_section_builds_the_notifier(tmp_path: Path) -> None:
 def test_email_settings_errors_name_the_file_and_key(tmp_path: Path) -> None:
     config = tmp_path / "vigil.yaml"
     config.write_text("alert:\n  email:\n    to: oncall@example.com\n    rate_limit: lots\n")
-    with pytest.raises(ConfigError, match=r"vigil.yaml:4: alert.email.rate_limit: expected a count"):
+    with pytest.raises(
+        ConfigError, match=r"vigil.yaml:4: alert.email.rate_limit: expected a count"
+    ):
         load_settings(config, env={})
     config.write_text("alert:\n  email:\n    to: a@b.c\n    auth_password: hunter2\n")
     with pytest.raises(ConfigError, match=r"vigil.yaml:4: alert.email.auth_password: unknown key"):

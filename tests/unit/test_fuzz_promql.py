@@ -11,10 +11,9 @@ from hypothesis import strategies as st
 from alerting import promql_functions as fn
 from alerting import promql_plan as plan
 from alerting.promql import Engine, PromQLError
-from alerting.promql_functions import STALE_NAN
 from alerting.promql_plan import AGGREGATIONS, SUPPORTED_FUNCTIONS
 from siem.memory import MemoryStore
-from siem.model import Sample, make_labels
+from siem.model import STALE_NAN, Sample, make_labels
 
 NOW = 1_700_000_000.0
 _VALUES = [0.0, 1.0, -1.0, 1e308, -1e308, math.inf, -math.inf, math.nan, 0.5, 3.0, 2.0]

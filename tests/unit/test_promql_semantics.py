@@ -9,9 +9,8 @@ import pytest
 from test_promql import T0, engine_with
 
 from alerting.promql import InstantSample, Matrix, PromQLError
-from alerting.promql_functions import STALE_NAN
 from siem import limits
-from siem.model import Series, make_labels
+from siem.model import STALE_NAN, Series, make_labels
 
 
 def test_avg_near_float_max_stays_finite() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alerting.engine import STALE_NAN, AlertEngine
+from alerting.engine import AlertEngine
 from alerting.promql import Engine
 from alerting.rules import RuleError, load_rules, parse_file
 from alerting.ruletest import (
@@ -28,7 +28,7 @@ from alerting.ruletest import (
 from alerting.state import AlertBook, AlertDB
 from alerting.templates import QuerySample, TemplateContext, TemplateError, check_template, render
 from siem.memory import MemoryStore
-from siem.model import Matcher, Sample, is_stale, make_labels
+from siem.model import STALE_NAN, Matcher, Sample, is_stale, make_labels
 from siem.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[2]
