@@ -113,6 +113,11 @@ class ShopSettings:
     db: str = option(
         "", env="VIGIL_SHOP_DB", help="SQLAlchemy URL; empty means SQLite under the data dir"
     )
+    db_busy_timeout_s: float = option(
+        30.0,
+        env="VIGIL_SHOP_DB_BUSY_TIMEOUT_S",
+        help="how long a SQLite statement waits for a lock before the request gets 503",
+    )
     release: str = option("v1", env="VIGIL_SHOP_RELEASE", help="v1 is healthy, v2 is bad")
     admin_api_key: str = option(
         "", env="VIGIL_SHOP_ADMIN_KEY", help="key for /api/admin; empty disables the admin API"
