@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from siem.model import (
     Series,
     WriteResult,
 )
+
+_log = logging.getLogger("vigil.siem")
 
 BUSY_TIMEOUT_S = 30.0
 WRITE_CACHE_KIB = 65536
@@ -72,18 +75,65 @@ HOT_COLUMNS = {name: "f_" + name.replace(".", "_") for name in HOT_FIELDS}
 def _hot_schema(conn: sqlite3.Connection) -> None:
     """Add the hot-field columns and their (value, ts) indexes; a no-op once there.
 
-    Generated ``VIRTUAL`` columns cost no space and can be added to a table that
-    already holds events (a ``siem.db`` from before they existed): building the
-    indexes then reads every event once, at the first open.
+    The writer fills them from the decoded document (``_hot_values``), cheaper
+    than SQLite's JSON functions; the events of a ``siem.db`` from before they
+    existed get theirs from ``kql.value_sql``, the same values, at the first open.
     """
     have = {row[1] for row in conn.execute("PRAGMA table_xinfo(events)")}
-    for name, column in HOT_COLUMNS.items():
-        if column not in have:
-            conn.execute(f"ALTER TABLE events ADD COLUMN {column} AS {kql.value_sql(name)} VIRTUAL")
+    added = [(name, column) for name, column in HOT_COLUMNS.items() if column not in have]
+    for _, column in added:
+        # No declared type, so no affinity: '503' stays text and 503 a number.
+        conn.execute(f"ALTER TABLE events ADD COLUMN {column}")
+    if added:
+        if conn.execute("SELECT 1 FROM events LIMIT 1").fetchone() is not None:
+            _log.warning("indexing the hot fields of the events already stored (once)")
+        sets = ", ".join(f"{column} = {kql.value_sql(name)}" for name, column in added)
+        conn.execute(f"UPDATE events SET {sets}")
+    for column in HOT_COLUMNS.values():
         conn.execute(f"CREATE INDEX IF NOT EXISTS events_{column} ON events ({column}, ts)")
 
 
-_INSERT_EVENT = "INSERT OR IGNORE INTO events (id, ts, dataset, doc) VALUES (?, ?, ?, ?)"
+_INT64 = (-(2**63), 2**63 - 1)
+_LIST_MARK = b""  # kql.LIST_MARK as a value
+_HOT_PATHS = tuple((name, tuple(name.split("."))) for name in HOT_FIELDS)
+
+
+def _hot_values(doc: Mapping[str, Any]) -> list[Any]:
+    """``kql.value_sql`` of every hot field, computed in Python on the decoded document
+    (the write path's share of the work: plain dict lookups, no JSON parsed again)."""
+    rv: list[Any] = []
+    for flat, parts in _HOT_PATHS:
+        if flat in doc:  # a flat key wins, as in get_field
+            value = doc[flat]
+        else:
+            value = doc
+            for part in parts:
+                if not isinstance(value, Mapping) or part not in value:
+                    value = None
+                    break
+                value = value[part]
+        rv.append(value if value is None or type(value) is str else _hot_value(value))
+    return rv
+
+
+def _hot_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return value if _INT64[0] <= value <= _INT64[1] else float(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)  # as _dumps stores it
+    if isinstance(value, (Mapping, list, tuple)):
+        return _LIST_MARK
+    return str(value)  # _dumps writes other objects as str()
+
+
+_INSERT_EVENT = (
+    f"INSERT OR IGNORE INTO events (id, ts, dataset, doc, {', '.join(HOT_COLUMNS.values())}) "
+    f"VALUES (?, ?, ?, ?{', ?' * len(HOT_COLUMNS)})"
+)
 
 
 class SqliteStore:
@@ -168,6 +218,7 @@ class SqliteStore:
                 _finite(e.timestamp, e.id),
                 e.dataset,
                 e.text if e.text is not None else _dumps(e.doc),
+                *_hot_values(e.doc),
             )
             for e in events
         ]

@@ -81,14 +81,49 @@ def _plan(db: Path, sql: str, args: list[Any]) -> str:
     return " | ".join(row[-1] for row in rows)
 
 
-def test_an_old_siem_db_gets_the_hot_columns_in_place(tmp_path: Path) -> None:
-    db = tmp_path / "siem.db"
+def _old_db(db: Path) -> sqlite3.Connection:
+    """The events table as the store created it before hot fields existed."""
     old = sqlite3.connect(db)
-    # The events table as the store created it before hot fields existed.
     old.execute(
         "CREATE TABLE events (id TEXT PRIMARY KEY, ts REAL NOT NULL, dataset TEXT NOT NULL, "
         "doc TEXT NOT NULL)"
     )
+    return old
+
+
+def _columns(db: Path) -> list[tuple[Any, ...]]:
+    typed = ", ".join(f"typeof({c}), {c}" for c in HOT_COLUMNS.values())
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(f"SELECT id, {typed} FROM events ORDER BY id").fetchall()
+    conn.close()
+    return rows
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.lists(st.tuples(st.just("a"), _field, st.booleans()), max_size=8))
+def test_written_hot_values_equal_the_migrated_ones(
+    tmp_path_factory: Any, values: list[tuple[str, Any, bool]]
+) -> None:
+    """The writer computes the columns in Python, a migration in SQL: the same values."""
+    events = _events(values)
+    written, migrated = (tmp_path_factory.mktemp("hot") / "siem.db" for _ in range(2))
+    store = SqliteStore(written)
+    store.write(events=events)
+    store.close()
+    old = _old_db(migrated)
+    old.executemany(
+        "INSERT INTO events VALUES (?, ?, ?, ?)",
+        [(e.id, e.timestamp, e.dataset, json.dumps(e.doc)) for e in events],
+    )
+    old.commit()
+    old.close()
+    SqliteStore(migrated).close()
+    assert _columns(written) == _columns(migrated)
+
+
+def test_an_old_siem_db_gets_the_hot_columns_in_place(tmp_path: Path) -> None:
+    db = tmp_path / "siem.db"
+    old = _old_db(db)
     docs = [
         {"http": {"response": {"status_code": code}}, "url": {"path": "/x"}} for code in (200, 503)
     ]
