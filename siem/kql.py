@@ -557,17 +557,28 @@ def _each_sql(node: Equals | Like | Range, column: str) -> tuple[str, list[Any]]
 
 def _column_sql(node: Equals | Like | Range, hot: str) -> tuple[str, list[Any]]:
     """``node`` on a column holding ``value_sql()``: indexable where SQLite can use it."""
+    if isinstance(node, Equals):
+        number = _as_number(node.value)
+        if number is None:
+            return f"{hot} = ?", [node.value]
+        # The column has no affinity: text '502' equals only '502', the numbers 502 and
+        # 502.0 only the number; exactly the text-or-number rule of json_each below.
+        return f"{hot} IN (?, ?)", [node.value, number]
+    sql, args = _compare_sql(
+        node, hot, f"typeof({hot}) IN ('integer', 'real')", f"CAST({hot} AS TEXT)"
+    )
+    # A list's mark is a blob: CAST makes it '' and LIKE '%' would match it.
+    return f"(typeof({hot}) != 'blob' AND {sql})", args
+
+
+def _compare_sql(
+    node: Like | Range, value: str, is_number: str, text: str
+) -> tuple[str, list[Any]]:
+    """A range or wildcard over ``value``, given SQL for "it is a number" and its text."""
     if isinstance(node, Range):
-        return f"(typeof({hot}) IN ('integer', 'real') AND {hot} {node.op} ?)", [node.number]
-    if isinstance(node, Like):
-        pattern = "%".join(_escape_like(c) for c in node.chunks)
-        return f"(typeof({hot}) != 'blob' AND CAST({hot} AS TEXT) LIKE ? ESCAPE '\\')", [pattern]
-    number = _as_number(node.value)
-    if number is None:
-        return f"{hot} = ?", [node.value]
-    # The column has no affinity: text '502' equals only '502', the numbers 502 and
-    # 502.0 only the number; exactly the text-or-number rule of json_each above.
-    return f"{hot} IN (?, ?)", [node.value, number]
+        return f"({is_number} AND {value} {node.op} ?)", [node.number]
+    pattern = "%".join(_escape_like(c) for c in node.chunks)
+    return f"{text} LIKE ? ESCAPE '\\'", [pattern]
 
 
 LIST_MARK = "X''"
@@ -598,18 +609,13 @@ def value_sql(dotted: str, column: str = "doc") -> str:
 
 
 def _scalar_sql(node: Equals | Like | Range) -> tuple[str, list[Any]]:
-    if isinstance(node, Range):
-        return f"j.type IN ('integer', 'real') AND j.value {node.op} ?", [node.number]
-    if isinstance(node, Like):
-        pattern = "%".join(_escape_like(c) for c in node.chunks)
-        return f"{_TEXT_SQL} LIKE ? ESCAPE '\\'", [pattern]
+    is_number = "j.type IN ('integer', 'real')"
+    if not isinstance(node, Equals):
+        return _compare_sql(node, "j.value", is_number, _TEXT_SQL)
     number = _as_number(node.value)
     if number is None:
         return f"{_TEXT_SQL} = ?", [node.value]
-    return f"({_TEXT_SQL} = ? OR (j.type IN ('integer', 'real') AND j.value = ?))", [
-        node.value,
-        number,
-    ]
+    return f"({_TEXT_SQL} = ? OR ({is_number} AND j.value = ?))", [node.value, number]
 
 
 def _escape_like(chunk: str) -> str:

@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+import rule_engine
 
-from alerting.engine import AlertEngine
 from alerting.rules import load_rules
-from alerting.state import AlertBook, AlertDB
 from siem.memory import MemoryStore
 from siem.model import Sample, make_labels
 
@@ -29,22 +27,8 @@ def errors(store: MemoryStore, kind: str, end: float, total: Callable[[float], f
 
 
 def firing(tmp_path: Path, store: MemoryStore, times: list[float]) -> list[bool]:
-    engine = AlertEngine(
-        store,
-        load_rules([SHIPPED]),
-        AlertBook(AlertDB(tmp_path / "alerts.db")),
-        [],
-        registry=CollectorRegistry(),
-    )
-    rv = []
-    for at in times:
-        engine.run_once(at=at)
-        rv.append(
-            any(
-                a.name == "ShopDatabaseLocked" and a.state == "firing" for a in engine.book.alerts()
-            )
-        )
-    return rv
+    states = rule_engine.firing(tmp_path, store, SHIPPED, times)
+    return ["ShopDatabaseLocked" in names for names in states]
 
 
 def test_shop_database_locked_rule_has_its_runbook() -> None:
