@@ -88,6 +88,8 @@ DB_ERRORS = Counter(
     "locked, readonly, ioerr, full, other",
     ["kind"],
 )
+for _kind in ("busy", "locked"):  # at 0 from the start: the first error is an increase
+    DB_ERRORS.labels(_kind)
 
 
 class ShopStateCollector:
