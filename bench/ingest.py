@@ -20,7 +20,7 @@ rate on one core, which a shared machine does not distort as much), bytes on
 disk per event (SQLite) and the ratio of events/s to the naive baseline. The
 goal is 150 000 events/s on one core for the shop's lines, never below naive.
 
-    .venv/bin/python bench/ingest.py [--lines 1000000] [--parser-lines 100000] [--es-lines 20000]
+    .venv/bin/python bench/ingest.py [--lines 1000000] [--parser-lines 100000] [--es-lines 5000]
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def main() -> None:
         "--parser-lines", type=int, default=100_000, help="lines per third-party log format"
     )
     parser.add_argument(
-        "--es-lines", type=int, default=20_000, help="access-log lines into Elasticsearch"
+        "--es-lines", type=int, default=5_000, help="access-log lines into Elasticsearch"
     )
     args = parser.parse_args()
     logging.getLogger("vigil").setLevel(logging.WARNING)
