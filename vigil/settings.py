@@ -445,6 +445,8 @@ def check(settings: Settings, file: str) -> Settings:
             fail(f"shop.gateways.{name}.latency_ms", "must not be negative")
     if shop.mail.daily_cap < 0:
         fail("shop.mail.daily_cap", "must not be negative")
+    if not (math.isfinite(shop.db_busy_timeout_s) and 0 <= shop.db_busy_timeout_s <= 3600):
+        fail("shop.db_busy_timeout_s", "must be between 0 and 3600 seconds")
     store = settings.store
     if store.backend == "elasticsearch" and not store.url:
         fail("store.url", "is required with store.backend: elasticsearch")
