@@ -537,6 +537,16 @@ def to_sql(
         return walk, walk_args
     # Never NULL (NOT must stay a negation): the column is NULL exactly when the
     # field is missing or null, and then nothing matches.
+    if isinstance(node, Equals):
+        # One IN over the values and the list mark: a single index lookup, where
+        # an OR would make SQLite merge two.
+        values = _equal_values(node)
+        marks = ", ".join("?" * len(values))
+        return (
+            f"({hot} IS NOT NULL AND {hot} IN ({marks}, {LIST_MARK}) "
+            f"AND ({hot} != {LIST_MARK} OR {walk}))",
+            [*values, *walk_args],
+        )
     cond, args = _column_sql(node, hot)
     return (
         f"({hot} IS NOT NULL AND ({cond} OR ({hot} = {LIST_MARK} AND {walk})))",
@@ -555,15 +565,18 @@ def _each_sql(node: Equals | Like | Range, column: str) -> tuple[str, list[Any]]
     return sql, path_args + args
 
 
-def _column_sql(node: Equals | Like | Range, hot: str) -> tuple[str, list[Any]]:
-    """``node`` on a column holding ``value_sql()``: indexable where SQLite can use it."""
-    if isinstance(node, Equals):
-        number = _as_number(node.value)
-        if number is None:
-            return f"{hot} = ?", [node.value]
-        # The column has no affinity: text '502' equals only '502', the numbers 502 and
-        # 502.0 only the number; exactly the text-or-number rule of json_each below.
-        return f"{hot} IN (?, ?)", [node.value, number]
+def _equal_values(node: Equals) -> list[Any]:
+    """The column values equal to ``node.value`` in KQL's sense.
+
+    The column has no affinity: text '502' equals only '502', the numbers 502 and
+    502.0 only the number; exactly the text-or-number rule of the JSON walk.
+    """
+    number = _as_number(node.value)
+    return [node.value] if number is None else [node.value, number]
+
+
+def _column_sql(node: Like | Range, hot: str) -> tuple[str, list[Any]]:
+    """``node`` on a column holding ``value_sql()``."""
     sql, args = _compare_sql(
         node, hot, f"typeof({hot}) IN ('integer', 'real')", f"CAST({hot} AS TEXT)"
     )

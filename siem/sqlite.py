@@ -268,9 +268,12 @@ class SqliteStore:
     def search(self, query: EventQuery) -> list[Event]:
         """Matching events, newest first, at most ``query.limit``."""
         where, args = _where(query)
+        # The newest rowids first, then their documents: when an index hands over
+        # many matches out of time order, only (rowid, ts, id) gets sorted.
         sql = (
-            f"SELECT id, ts, dataset, doc FROM events WHERE {where} "
-            "ORDER BY ts DESC, id DESC LIMIT ?"
+            "SELECT id, ts, dataset, doc FROM events WHERE rowid IN ("
+            f"SELECT rowid FROM events WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?) "
+            "ORDER BY ts DESC, id DESC"
         )
         with self._connection() as conn:
             rows = conn.execute(sql, [*args, max(query.limit, 0)]).fetchall()
