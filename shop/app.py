@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from shop import metrics
 from shop.context import EXTENSION, ShopContext, resolve_client_ip
-from shop.db import create_schema, make_engine, make_sessionmaker
+from shop.db import create_schema, error_kind, make_engine, make_sessionmaker
 from shop.faults import Faults
 from shop.logs import ShopLogs
 from shop.money import Currencies
@@ -51,6 +52,7 @@ def create_app(
     engine = make_engine(
         settings.shop_db_url,
         slow_db=lambda: faults_holder[0].slow_db_seconds() if faults_holder else 0.0,
+        busy_timeout_s=settings.shop.db_busy_timeout_s,
     )
     sessions = make_sessionmaker(engine)
     faults = Faults(sessions, settings.shop.faults_enabled)
@@ -208,6 +210,23 @@ def _install_error_handlers(app: Flask, shop: ShopContext) -> None:
         for name, value in err.get_headers():
             if name.lower() != "content-type":
                 rv.headers[name] = value
+        return rv
+
+    @app.errorhandler(OperationalError)
+    def _database_busy(err: OperationalError) -> Any:
+        kind = error_kind(err)
+        if kind not in ("busy", "locked"):
+            return _unexpected(err)
+        # Another connection held the database past the busy timeout: the request
+        # changed nothing (its transaction is rolled back), so a retry is safe.
+        shop.logs.app(
+            f"database {kind} on {request.method} {request.path}: {err.orig}",
+            level=logging.WARNING,
+            **{"error.type": f"database_{kind}", "error.message": str(err.orig)},
+        )
+        message = "the database is busy; retry in a moment"
+        rv = app.make_response(render(503, "database_busy", message))
+        rv.headers["Retry-After"] = "1"
         return rv
 
     @app.errorhandler(Exception)

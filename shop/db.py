@@ -6,12 +6,14 @@ fault adds latency here, so a drill slows the database path and nothing else.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, Table, create_engine, event, insert, inspect, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from shop import metrics
@@ -21,15 +23,19 @@ class Base(DeclarativeBase):
     """Declarative base of every shop model."""
 
 
-def make_engine(url: str, *, slow_db: Callable[[], float] | None = None) -> Engine:
-    """Create the engine for ``url`` with query timing.
+def make_engine(
+    url: str, *, slow_db: Callable[[], float] | None = None, busy_timeout_s: float = 30.0
+) -> Engine:
+    """Create the engine for ``url`` with query timing and error counting.
 
     ``slow_db`` returns extra seconds to sleep before each statement (fault
-    injection); None disables it.
+    injection); None disables it. ``busy_timeout_s``: how long a SQLite
+    statement waits for another connection's lock before failing with
+    "database is locked".
     """
     kwargs: dict[str, Any] = {"future": True}
     if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_s}
     else:
         kwargs["pool_pre_ping"] = True
     engine = create_engine(url, **kwargs)
@@ -41,7 +47,7 @@ def make_engine(url: str, *, slow_db: Callable[[], float] | None = None) -> Engi
             # WAL lets the gunicorn workers read while one writes.
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             cur.close()
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -60,7 +66,31 @@ def make_engine(url: str, *, slow_db: Callable[[], float] | None = None) -> Engi
             operation = "other"
         metrics.DB_QUERY_DURATION.labels(operation).observe(time.perf_counter() - started)
 
+    @event.listens_for(engine, "handle_error")
+    def _count_error(context: ExceptionContext) -> None:
+        kind = error_kind(context.sqlalchemy_exception)
+        if kind is not None:
+            metrics.DB_ERRORS.labels(kind).inc()
+
     return engine
+
+
+_SQLITE_KINDS = ("busy", "locked", "readonly", "ioerr", "full")
+
+
+def error_kind(exc: BaseException | None) -> str | None:
+    """The ``shop_db_errors_total`` kind of a database error; None when it is no operational one.
+
+    SQLite names its error (``SQLITE_BUSY_SNAPSHOT``): the kind is the family
+    (``busy``), so the label stays a short fixed list; other drivers' are ``other``.
+    """
+    if not isinstance(exc, OperationalError):
+        return None
+    if isinstance(exc.orig, sqlite3.OperationalError):
+        family = getattr(exc.orig, "sqlite_errorname", "").removeprefix("SQLITE_").lower()
+        family = family.split("_", 1)[0]
+        return family if family in _SQLITE_KINDS else "other"
+    return "other"
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

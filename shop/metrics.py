@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -80,16 +81,34 @@ DB_QUERY_DURATION = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 
+DB_ERRORS = Counter(
+    "shop_db_errors",
+    "Database statements that failed with an operational error, by kind: busy (SQLite's "
+    "'database is locked': another connection held the lock past the busy timeout), "
+    "locked, readonly, ioerr, full, other",
+    ["kind"],
+)
+for _kind in ("busy", "locked"):  # at 0 from the start: the first error is an increase
+    DB_ERRORS.labels(_kind)
+
 
 class ShopStateCollector:
-    """Scrape-time gauges: release info and mail queue depth.
+    """Scrape-time gauges: release info, mail queue depth and the SQLite files' sizes.
 
     ``queue_depth`` is called on every scrape; it returns counts by status.
+    ``sqlite_path`` is the shop's SQLite database (None on PostgreSQL): its size
+    and its write-ahead log's, read from the files, so every worker reports the same.
     """
 
-    def __init__(self, release: str, queue_depth: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self,
+        release: str,
+        queue_depth: Callable[[], dict[str, int]],
+        sqlite_path: Path | None = None,
+    ) -> None:
         self.release = release
         self.queue_depth = queue_depth
+        self.sqlite_path = sqlite_path
 
     def collect(self) -> Iterable[Metric]:
         info = GaugeMetricFamily(
@@ -103,6 +122,19 @@ class ShopStateCollector:
         for status, count in sorted(self.queue_depth().items()):
             depth.add_metric([status], count)
         yield depth
+        if self.sqlite_path is not None:
+            for suffix, name, what in (
+                ("", "shop_sqlite_db_bytes", "Size of the shop's SQLite database file"),
+                ("-wal", "shop_sqlite_wal_bytes", "Size of its write-ahead log (0 when absent)"),
+            ):
+                yield GaugeMetricFamily(name, what, value=_file_size(f"{self.sqlite_path}{suffix}"))
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def exposition(state: ShopStateCollector) -> tuple[bytes, str]:

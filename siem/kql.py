@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -506,20 +506,57 @@ _TEXT_SQL = (
 _SCALAR_SQL = "j.type NOT IN ('null', 'object', 'array') AND typeof(j.key) != 'text'"
 
 
-def to_sql(node: Node, column: str = "doc") -> tuple[str, list[Any]]:
-    """A WHERE fragment over the JSON text ``column`` and its parameters."""
+def to_sql(
+    node: Node, column: str = "doc", columns: Mapping[str, str] | None = None
+) -> tuple[str, list[Any]]:
+    """A WHERE fragment over the JSON text ``column`` and its parameters.
+
+    ``columns`` maps field names to columns holding ``value_sql(field)`` (the
+    SQLite store keeps indexed generated columns for its hot fields): a
+    condition on such a field reads the column, which an index can answer,
+    and walks the document only for the rare list value.
+    """
+    columns = columns or {}
     if isinstance(node, (And, Or)):
         if not node.items:
             return ("1" if isinstance(node, And) else "0"), []
-        parts = [to_sql(item, column) for item in node.items]
+        parts = [to_sql(item, column, columns) for item in node.items]
         joiner = " AND " if isinstance(node, And) else " OR "
         return "(" + joiner.join(p[0] for p in parts) + ")", [a for p in parts for a in p[1]]
     if isinstance(node, Not):
-        sql, args = to_sql(node.item, column)
+        sql, args = to_sql(node.item, column, columns)
         return f"(NOT {sql})", args
-    path_sql, path_args = field_path_sql(node.field, column)
+    hot = columns.get(node.field)
     if isinstance(node, Exists):
+        if hot is not None:
+            return f"({hot} IS NOT NULL)", []
+        path_sql, path_args = field_path_sql(node.field, column)
         return f"(COALESCE(json_type({column}, {path_sql}), 'null') != 'null')", path_args
+    walk, walk_args = _each_sql(node, column)
+    if hot is None:
+        return walk, walk_args
+    # Never NULL (NOT must stay a negation): the column is NULL exactly when the
+    # field is missing or null, and then nothing matches.
+    if isinstance(node, Equals):
+        # One IN over the values and the list mark: a single index lookup, where
+        # an OR would make SQLite merge two.
+        values = _equal_values(node)
+        marks = ", ".join("?" * len(values))
+        return (
+            f"({hot} IS NOT NULL AND {hot} IN ({marks}, {LIST_MARK}) "
+            f"AND ({hot} != {LIST_MARK} OR {walk}))",
+            [*values, *walk_args],
+        )
+    cond, args = _column_sql(node, hot)
+    return (
+        f"({hot} IS NOT NULL AND ({cond} OR ({hot} = {LIST_MARK} AND {walk})))",
+        [*args, *walk_args],
+    )
+
+
+def _each_sql(node: Equals | Like | Range, column: str) -> tuple[str, list[Any]]:
+    """Any scalar (or list element) of the field satisfies ``node``: walks the JSON."""
+    path_sql, path_args = field_path_sql(node.field, column)
     cond, args = _scalar_sql(node)
     sql = (
         f"EXISTS (SELECT 1 FROM json_each({column}, {path_sql}) AS j "
@@ -528,19 +565,70 @@ def to_sql(node: Node, column: str = "doc") -> tuple[str, list[Any]]:
     return sql, path_args + args
 
 
-def _scalar_sql(node: Equals | Like | Range) -> tuple[str, list[Any]]:
+def _equal_values(node: Equals) -> list[Any]:
+    """The column values equal to ``node.value`` in KQL's sense.
+
+    The column has no affinity: text '502' equals only '502', the numbers 502 and
+    502.0 only the number; exactly the text-or-number rule of the JSON walk.
+    """
+    number = _as_number(node.value)
+    return [node.value] if number is None else [node.value, number]
+
+
+def _column_sql(node: Like | Range, hot: str) -> tuple[str, list[Any]]:
+    """``node`` on a column holding ``value_sql()``."""
+    sql, args = _compare_sql(
+        node, hot, f"typeof({hot}) IN ('integer', 'real')", f"CAST({hot} AS TEXT)"
+    )
+    # A list's mark is a blob: CAST makes it '' and LIKE '%' would match it.
+    return f"(typeof({hot}) != 'blob' AND {sql})", args
+
+
+def _compare_sql(
+    node: Like | Range, value: str, is_number: str, text: str
+) -> tuple[str, list[Any]]:
+    """A range or wildcard over ``value``, given SQL for "it is a number" and its text."""
     if isinstance(node, Range):
-        return f"j.type IN ('integer', 'real') AND j.value {node.op} ?", [node.number]
-    if isinstance(node, Like):
-        pattern = "%".join(_escape_like(c) for c in node.chunks)
-        return f"{_TEXT_SQL} LIKE ? ESCAPE '\\'", [pattern]
+        return f"({is_number} AND {value} {node.op} ?)", [node.number]
+    pattern = "%".join(_escape_like(c) for c in node.chunks)
+    return f"{text} LIKE ? ESCAPE '\\'", [pattern]
+
+
+LIST_MARK = "X''"
+"""What ``value_sql`` holds for a list or an object: no scalar ever equals it."""
+
+
+def value_sql(dotted: str, column: str = "doc") -> str:
+    """SQL without parameters (for a generated column) of the scalar value of ``dotted``.
+
+    Text and numbers as they are, booleans as the text ``true``/``false`` (how
+    KQL compares them), NULL when missing, null or ``column`` is not JSON, and
+    ``LIST_MARK`` for a list or an object (conditions then walk the document).
+    """
+    flat, nested = f'$."{dotted}"', json_path(dotted)  # json_path checked the name
+    if "." not in dotted:
+        path = f"'{nested}'"
+    else:
+        path = (
+            f"(CASE WHEN json_type({column}, '{flat}') IS NOT NULL "
+            f"THEN '{flat}' ELSE '{nested}' END)"
+        )
+    return (
+        f"(CASE WHEN json_valid({column}) THEN CASE json_type({column}, {path}) "
+        f"WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+        f"WHEN 'array' THEN {LIST_MARK} WHEN 'object' THEN {LIST_MARK} "
+        f"ELSE json_extract({column}, {path}) END END)"
+    )
+
+
+def _scalar_sql(node: Equals | Like | Range) -> tuple[str, list[Any]]:
+    is_number = "j.type IN ('integer', 'real')"
+    if not isinstance(node, Equals):
+        return _compare_sql(node, "j.value", is_number, _TEXT_SQL)
     number = _as_number(node.value)
     if number is None:
         return f"{_TEXT_SQL} = ?", [node.value]
-    return f"({_TEXT_SQL} = ? OR (j.type IN ('integer', 'real') AND j.value = ?))", [
-        node.value,
-        number,
-    ]
+    return f"({_TEXT_SQL} = ? OR ({is_number} AND j.value = ?))", [node.value, number]
 
 
 def _escape_like(chunk: str) -> str:

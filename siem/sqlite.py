@@ -13,7 +13,9 @@ Connections come from a small pool, so any thread may call any method.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -21,7 +23,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,8 @@ from siem.model import (
     WriteResult,
 )
 
+_log = logging.getLogger("vigil.siem")
+
 BUSY_TIMEOUT_S = 30.0
 WRITE_CACHE_KIB = 65536
 MAX_IDLE_CONNECTIONS = 4
@@ -50,6 +54,8 @@ _TAKE_EVERY = 4096  # rows read between sample-budget checks
 _MAX_HOLD_S = 0.05  # longest a prune transaction keeps the write lock while it seeks series
 _VACUUM_PAGES = 2048  # pages given back per incremental-vacuum transaction (8 MiB of 4 KiB)
 _STATS_SAMPLE_ROWS = 256  # newest documents per dataset whose length estimates its size
+_MANY_EVENTS = 50_000  # a terms aggregation over more walks the hot field's whole index
+_RANGE_BUCKETS = 1000  # histograms up to this many buckets count each with its own range
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -72,7 +78,80 @@ _METADATA_SCHEMA = (
         unit TEXT NOT NULL) WITHOUT ROWID""",
 )
 
-_INSERT_EVENT = "INSERT OR IGNORE INTO events (id, ts, dataset, doc) VALUES (?, ?, ?, ?)"
+HOT_FIELDS = (
+    "event.dataset",
+    "http.response.status_code",
+    "source.ip",
+    "url.path",
+    "log.level",
+    "user.name",
+)
+"""Fields with an indexed generated column: KQL conditions, terms aggregations read it."""
+HOT_COLUMNS = {name: "f_" + name.replace(".", "_") for name in HOT_FIELDS}
+
+
+def _hot_schema(conn: sqlite3.Connection) -> None:
+    """Add the hot-field columns and their (value, ts) indexes; a no-op once there.
+
+    The writer fills them from the decoded document (``_hot_values``), cheaper
+    than SQLite's JSON functions; the events of a ``siem.db`` from before they
+    existed get theirs from ``kql.value_sql``, the same values, at the first open.
+    """
+    have = {row[1] for row in conn.execute("PRAGMA table_xinfo(events)")}
+    added = [(name, column) for name, column in HOT_COLUMNS.items() if column not in have]
+    for _, column in added:
+        # No declared type, so no affinity: '503' stays text and 503 a number.
+        conn.execute(f"ALTER TABLE events ADD COLUMN {column}")
+    if added:
+        if conn.execute("SELECT 1 FROM events LIMIT 1").fetchone() is not None:
+            _log.warning("indexing the hot fields of the events already stored (once)")
+        sets = ", ".join(f"{column} = {kql.value_sql(name)}" for name, column in added)
+        conn.execute(f"UPDATE events SET {sets}")
+    for column in HOT_COLUMNS.values():
+        conn.execute(f"CREATE INDEX IF NOT EXISTS events_{column} ON events ({column}, ts)")
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+_LIST_MARK = b""  # kql.LIST_MARK as a value
+_HOT_PATHS = tuple((name, tuple(name.split("."))) for name in HOT_FIELDS)
+
+
+def _hot_values(doc: Mapping[str, Any]) -> list[Any]:
+    """``kql.value_sql`` of every hot field, computed in Python on the decoded document
+    (the write path's share of the work: plain dict lookups, no JSON parsed again)."""
+    rv: list[Any] = []
+    for flat, parts in _HOT_PATHS:
+        if flat in doc:  # a flat key wins, as in get_field
+            value = doc[flat]
+        else:
+            value = doc
+            for part in parts:
+                if not isinstance(value, Mapping) or part not in value:
+                    value = None
+                    break
+                value = value[part]
+        rv.append(value if value is None or type(value) is str else _hot_value(value))
+    return rv
+
+
+def _hot_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return value if _INT64[0] <= value <= _INT64[1] else float(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)  # as _dumps stores it
+    if isinstance(value, (Mapping, list, tuple)):
+        return _LIST_MARK
+    return str(value)  # _dumps writes other objects as str()
+
+
+_INSERT_EVENT = (
+    f"INSERT OR IGNORE INTO events (id, ts, dataset, doc, {', '.join(HOT_COLUMNS.values())}) "
+    f"VALUES (?, ?, ?, ?{', ?' * len(HOT_COLUMNS)})"
+)
 
 
 class SqliteStore(lookups.SeriesLookups):
@@ -101,6 +180,7 @@ class SqliteStore(lookups.SeriesLookups):
             if "special" not in columns:
                 # A file from before the column: adding a nullable column rewrites nothing.
                 conn.execute("ALTER TABLE samples ADD COLUMN special BLOB")
+            _hot_schema(conn)
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -163,6 +243,7 @@ class SqliteStore(lookups.SeriesLookups):
                 _finite(e.timestamp, e.id),
                 e.dataset,
                 e.text if e.text is not None else _dumps(e.doc),
+                *_hot_values(e.doc),
             )
             for e in events
         ]
@@ -213,9 +294,12 @@ class SqliteStore(lookups.SeriesLookups):
     def search(self, query: EventQuery) -> list[Event]:
         """Matching events, newest first, at most ``query.limit``."""
         where, args = _where(query)
+        # The newest rowids first, then their documents: when an index hands over
+        # many matches out of time order, only (rowid, ts, id) gets sorted.
         sql = (
-            f"SELECT id, ts, dataset, doc FROM events WHERE {where} "
-            "ORDER BY ts DESC, id DESC LIMIT ?"
+            "SELECT id, ts, dataset, doc FROM events WHERE rowid IN ("
+            f"SELECT rowid FROM events WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?) "
+            "ORDER BY ts DESC, id DESC"
         )
         with self._connection() as conn:
             rows = conn.execute(sql, [*args, max(query.limit, 0)]).fetchall()
@@ -225,32 +309,63 @@ class SqliteStore(lookups.SeriesLookups):
     def count_by(self, query: EventQuery, field_name: str) -> dict[str, int]:
         """How many matching events per value of ``field_name``, as ``str()`` of the value."""
         where, args = _where(query)
-        counts, _ = self._value_counts(where, args, field_name)
+        counts, _ = self._value_counts(query, where, args, field_name)
         return counts
 
     def _value_counts(
-        self, where: str, args: list[Any], field_name: str
+        self, query: EventQuery, where: str, args: list[Any], field_name: str
     ) -> tuple[dict[str, int], int]:
         """Events per ``str()`` of the value, and events without it, in one scan."""
-        path_sql, path_args = kql.field_path_sql(field_name)
-        sql = (
-            f"SELECT json_type(doc, {path_sql}) AS t, json_extract(doc, {path_sql}) AS v, "
-            f"COUNT(*) FROM events WHERE {where} GROUP BY t, v"
-        )
+        hot = HOT_COLUMNS.get(field_name)
         counts: Counter[str] = Counter()
         missing = 0
-        with self._connection() as conn:
-            held = 0  # one group per row: a runaway group_by stops at the budget
-            for type_, value, count in conn.execute(sql, [*path_args, *path_args, *args]):
+        # One snapshot: the statements below must see the same events.
+        with self._connection() as conn, _transaction(conn, "DEFERRED"):
+            if hot is not None:
+                # Over many events, walking the whole (value, ts) index beats reading
+                # the JSON of each event in the time range (SQLite, without statistics,
+                # would take the ts index): about ten times faster at a million.
+                table = f"events INDEXED BY events_{hot}" if _many(conn, query) else "events"
+                sql = f"SELECT {hot}, COUNT(*) FROM {table} WHERE {where} GROUP BY {hot}"
+                walk, numbers = [], {}
+                for value, count in _taken(conn.execute(sql, args)):
+                    if value is None:
+                        missing += count
+                    elif isinstance(value, bytes) or value in ("true", "false"):
+                        walk.append(value)  # lists, and booleans next to the text "true"
+                    elif isinstance(value, (int, float)):
+                        numbers[value] = count
+                    else:
+                        counts[value] += count
+                if numbers:
+                    # 502 and 502.0 are one group in SQL but two values in Python: the
+                    # reals, counted apart over the numbers only (they sort before text).
+                    sql = (
+                        f"SELECT {hot}, COUNT(*) FROM {table} WHERE {where} "
+                        f"AND {hot} < '' AND typeof({hot}) = 'real' GROUP BY {hot}"
+                    )
+                    reals = dict(conn.execute(sql, args).fetchall())
+                    for value, count in numbers.items():
+                        real = reals.get(value, 0)
+                        if real < count:
+                            counts[str(int(value))] += count - real
+                        if real:
+                            counts[str(float(value))] += real
+                if not walk:
+                    return dict(counts), missing
+                where = f"({where}) AND {hot} IN ({','.join('?' * len(walk))})"
+                args = [*args, *walk]
+            path_sql, path_args = kql.field_path_sql(field_name)
+            sql = (
+                f"SELECT json_type(doc, {path_sql}) AS t, json_extract(doc, {path_sql}) AS v, "
+                f"COUNT(*) FROM events WHERE {where} GROUP BY t, v"
+            )
+            # One group per row: a runaway group_by stops at the budget.
+            for type_, value, count in _taken(conn.execute(sql, [*path_args, *path_args, *args])):
                 if type_ is not None and type_ != "null":
                     counts[_python_str(type_, value)] += count
                 else:
                     missing += count
-                held += 1
-                if held == _TAKE_EVERY:
-                    _take(held)
-                    held = 0
-            _take(held)
         return dict(counts), missing
 
     def aggregate(self, query: EventQuery, request: agg.Aggregation) -> agg.AggregationResult:
@@ -261,18 +376,7 @@ class SqliteStore(lookups.SeriesLookups):
                 (n,) = conn.execute(f"SELECT COUNT(*) FROM events WHERE {where}", args).fetchone()
             return agg.CountResult(n)
         if isinstance(request, agg.DateHistogram):
-            first = request.first_bucket()
-            # Same arithmetic as MemoryStore: int((ts - first) / interval), never negative.
-            sql = (
-                f"SELECT CAST((ts - ?) / ? AS INTEGER) AS k, COUNT(*) FROM events "
-                f"WHERE {where} AND ts >= ? AND ts < ? GROUP BY k"
-            )
-            with self._connection() as conn:
-                rows = conn.execute(
-                    sql, [first, request.interval_s, *args, request.start, request.end]
-                ).fetchall()
-            _take(len(rows))
-            return agg.histogram_result(request, dict(rows))
+            return self._histogram(query, request)
         if isinstance(request, agg.Percentiles):
             path_sql, path_args = kql.field_path_sql(request.field)
             sql = (
@@ -288,10 +392,39 @@ class SqliteStore(lookups.SeriesLookups):
                         _take(_TAKE_EVERY)
             _take(len(values) % _TAKE_EVERY)
             return agg.percentiles_result(request, [v for v in values if math.isfinite(v)])
-        counts, missing = self._value_counts(where, args, request.field)
+        counts, missing = self._value_counts(query, where, args, request.field)
         if isinstance(request, agg.Cardinality):
             return agg.CardinalityResult(len(counts))
         return agg.terms_result(counts, request.size, sum(counts.values()) + missing)
+
+    def _histogram(self, query: EventQuery, request: agg.DateHistogram) -> agg.HistogramResult:
+        # The query's time range joins the buckets' own: one range per statement, so
+        # SQLite walks just that stretch of the (ts) index.
+        where, args = _where(dataclasses.replace(query, start=None, end=None))
+        lowest = request.start if query.start is None else max(query.start, request.start)
+        highest = request.end if query.end is None else min(query.end, request.end)
+        edges = _bucket_edges(request)
+        counts: dict[int, int] = {}
+        with self._connection() as conn, _transaction(conn, "DEFERRED"):
+            if len(edges) <= _RANGE_BUCKETS:
+                # A COUNT(*) per bucket walks an index range without sorting: about
+                # five times faster than grouping a million rows by bucket.
+                sql = f"SELECT COUNT(*) FROM events WHERE {where} AND ts >= ? AND ts < ?"
+                for k, (lo, hi) in enumerate(zip(edges, [*edges[1:], request.end], strict=True)):
+                    lo, hi = max(lo, lowest), min(hi, highest)
+                    if lo < hi:
+                        (counts[k],) = conn.execute(sql, [*args, lo, hi]).fetchone()
+            else:
+                # Same arithmetic as MemoryStore: int((ts - first) / interval), never negative.
+                sql = (
+                    f"SELECT CAST((ts - ?) / ? AS INTEGER) AS k, COUNT(*) FROM events "
+                    f"WHERE {where} AND ts >= ? AND ts < ? GROUP BY k"
+                )
+                first = request.first_bucket()
+                rows = conn.execute(sql, [first, request.interval_s, *args, lowest, highest])
+                counts = dict(rows.fetchall())
+        _take(len(counts))
+        return agg.histogram_result(request, counts)
 
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
         """Series matching all ``matchers`` with their points in [start, end], sorted by labels."""
@@ -657,6 +790,48 @@ def _sample_bounds(start: float | None, end: float | None) -> tuple[str, list[An
     return clauses, args
 
 
+def _many(conn: sqlite3.Connection, query: EventQuery) -> bool:
+    """Whether ``query``'s time range holds at least ``_MANY_EVENTS`` events (a bounded count)."""
+    sql = "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE ts >= ? AND ts < ? LIMIT ?)"
+    lo = -math.inf if query.start is None else query.start
+    hi = math.inf if query.end is None else query.end
+    (n,) = conn.execute(sql, (lo, hi, _MANY_EVENTS)).fetchone()
+    return bool(n >= _MANY_EVENTS)
+
+
+def _bucket_edges(request: agg.DateHistogram) -> list[float]:
+    """The first timestamp of each bucket: bucket k holds [edges[k], edges[k+1]) (the last
+    ends at ``request.end``), exactly the events that ``int((ts - first) / interval)``
+    (the arithmetic every backend shares) puts in k, found by stepping through the
+    floats next to ``first + k * interval``: that function never decreases with ts."""
+    first, interval = request.first_bucket(), request.interval_s
+
+    def bucket(ts: float) -> int:
+        return int((ts - first) / interval)
+
+    edges = [request.start]
+    for k in range(1, len(request.bucket_starts())):
+        edge = first + k * interval
+        while bucket(edge) >= k:
+            edge = math.nextafter(edge, -math.inf)
+        while bucket(edge) < k:
+            edge = math.nextafter(edge, math.inf)
+        edges.append(max(edge, request.start))
+    return edges
+
+
+def _taken(rows: Iterable[Any]) -> Iterator[Any]:
+    """``rows``, counted against the query's budget every ``_TAKE_EVERY`` rows."""
+    held = 0
+    for row in rows:
+        yield row
+        held += 1
+        if held == _TAKE_EVERY:
+            _take(held)
+            held = 0
+    _take(held)
+
+
 def _take(n: int) -> None:
     budget = limits.current()
     if budget is not None:
@@ -685,7 +860,7 @@ def _where(query: EventQuery) -> tuple[str, list[Any]]:
         clauses.append(sql)
         args.extend(more)
     if query.kql is not None:
-        sql, more = kql.to_sql(kql.parse(query.kql))
+        sql, more = kql.to_sql(kql.parse(query.kql), columns=HOT_COLUMNS)
         clauses.append(sql)
         args.extend(more)
     return " AND ".join(clauses), args

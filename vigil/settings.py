@@ -124,6 +124,11 @@ class ShopSettings:
     db: str = option(
         "", env="VIGIL_SHOP_DB", help="SQLAlchemy URL; empty means SQLite under the data dir"
     )
+    db_busy_timeout_s: float = option(
+        30.0,
+        env="VIGIL_SHOP_DB_BUSY_TIMEOUT_S",
+        help="how long a SQLite statement waits for a lock before the request gets 503",
+    )
     release: str = option("v1", env="VIGIL_SHOP_RELEASE", help="v1 is healthy, v2 is bad")
     admin_api_key: str = option(
         "", env="VIGIL_SHOP_ADMIN_KEY", help="key for /api/admin; empty disables the admin API"
@@ -571,6 +576,8 @@ def check(
             fail(f"shop.gateways.{name}.latency_ms", "must not be negative")
     if shop.mail.daily_cap < 0:
         fail("shop.mail.daily_cap", "must not be negative")
+    if not (math.isfinite(shop.db_busy_timeout_s) and 0 <= shop.db_busy_timeout_s <= 3600):
+        fail("shop.db_busy_timeout_s", "must be between 0 and 3600 seconds")
     store = settings.store
     if store.backend == "elasticsearch" and not store.url:
         fail("store.url", "is required with store.backend: elasticsearch")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -52,8 +53,12 @@ def metrics_endpoint() -> Response:
         depth.update({status: count for status, count in rows})
         return depth
 
+    url = shop.engine.url
+    sqlite_path = (
+        Path(url.database) if url.get_backend_name() == "sqlite" and url.database else None
+    )
     body, content_type = metrics.exposition(
-        metrics.ShopStateCollector(shop.release.name, queue_depth)
+        metrics.ShopStateCollector(shop.release.name, queue_depth, sqlite_path)
     )
     return Response(body, content_type=content_type)
 

@@ -24,6 +24,7 @@ from siem.kql import (
     matches,
     parse,
     to_sql,
+    value_sql,
 )
 from siem.model import EventQuery, get_field
 
@@ -127,37 +128,37 @@ DOC = {
 }
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("labels.gateway:stripe", True),
-        ("labels.gateway:STRIPE", False),  # exact values are case-sensitive
-        ("labels.gateway:STR*", True),  # wildcards ignore ASCII case
-        ("labels.retry:true", True),
-        ("labels.retry:True", False),
-        ("labels.attempt:3", True),
-        ("labels.attempt >= 3", False),  # ranges only match numbers
-        ("http.response.status_code:502", True),
-        ("http.response.status_code:502.0", True),  # numbers compare as numbers
-        ("http.response.status_code > 501.5", True),
-        ("event.duration >= 1500000000", True),
-        ("tags:v2 and tags:7 and tags >= 7", True),
-        ("tags:check*", True),
-        ("source.ip:10.0.0.9", True),  # flat key
-        ("nothing:*", False),
-        ("missing:*", False),
-        ("labels:*", True),
-        ("labels:stripe", False),
-        ("nested:inner", False),
-        ("nested:v", False),
-        ("declined", True),
-        ("card and 4242", True),
-        ('"card 4242"', True),
-        ("payment and not refund", True),
-        ("message:Payment*4242", True),
-        ("message:Payment_DECLINED*", False),  # '_' is no wildcard
-    ],
-)
+DOC_CASES = [
+    ("labels.gateway:stripe", True),
+    ("labels.gateway:STRIPE", False),  # exact values are case-sensitive
+    ("labels.gateway:STR*", True),  # wildcards ignore ASCII case
+    ("labels.retry:true", True),
+    ("labels.retry:True", False),
+    ("labels.attempt:3", True),
+    ("labels.attempt >= 3", False),  # ranges only match numbers
+    ("http.response.status_code:502", True),
+    ("http.response.status_code:502.0", True),  # numbers compare as numbers
+    ("http.response.status_code > 501.5", True),
+    ("event.duration >= 1500000000", True),
+    ("tags:v2 and tags:7 and tags >= 7", True),
+    ("tags:check*", True),
+    ("source.ip:10.0.0.9", True),  # flat key
+    ("nothing:*", False),
+    ("missing:*", False),
+    ("labels:*", True),
+    ("labels:stripe", False),
+    ("nested:inner", False),
+    ("nested:v", False),
+    ("declined", True),
+    ("card and 4242", True),
+    ('"card 4242"', True),
+    ("payment and not refund", True),
+    ("message:Payment*4242", True),
+    ("message:Payment_DECLINED*", False),  # '_' is no wildcard
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), DOC_CASES)
 def test_kql_python_and_sql_agree_on_document(text: str, expected: Any) -> None:
     assert _python(text, DOC) is expected
     assert _sql(text, DOC) is expected
@@ -226,3 +227,37 @@ def test_kql_python_and_sql_agree_on_random_queries(node: Node, doc: dict[str, A
     where, args = to_sql(node)
     row = _DB.execute(f"SELECT {where} FROM (SELECT ? AS doc)", [*args, json.dumps(doc)]).fetchone()
     assert bool(row[0]) is matches(node, lambda name: get_field(doc, name))
+
+
+# The SQLite store keeps generated columns (value_sql) for hot fields and compiles
+# conditions on them to column comparisons: the same answers as walking the JSON.
+def _hot_sql(node: Node, doc: dict[str, Any], fields: list[str]) -> bool:
+    columns = {name: f"c{i}" for i, name in enumerate(fields)}
+    db = sqlite3.connect(":memory:")
+    try:
+        generated = ", ".join(
+            f"{col} AS {value_sql(name)} VIRTUAL" for name, col in columns.items()
+        )
+        db.execute(f"CREATE TABLE t (doc TEXT, {generated})")
+        db.execute("INSERT INTO t (doc) VALUES (?)", [json.dumps(doc)])
+        where, args = to_sql(node, columns=columns)
+        (row,) = db.execute(f"SELECT {where} FROM t", args).fetchall()
+    finally:
+        db.close()
+    return bool(row[0])
+
+
+@pytest.mark.parametrize(("text", "expected"), DOC_CASES)
+def test_kql_hot_columns_agree_on_document(text: str, expected: Any) -> None:
+    fields = ["labels.gateway", "labels.retry", "labels.attempt", "http.response.status_code"]
+    fields += ["event.duration", "tags", "source.ip", "nothing", "missing", "labels", "nested"]
+    assert _hot_sql(parse(text), DOC, [*fields, "message"]) is expected
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(node=_nodes, doc=_docs)
+def test_kql_hot_columns_agree_with_python_on_random_queries(
+    node: Node, doc: dict[str, Any]
+) -> None:
+    expected = matches(node, lambda name: get_field(doc, name))
+    assert _hot_sql(node, doc, ["f", "g.h", "g", "message", "f.g"]) is expected

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+import rule_engine
 
-from alerting.engine import AlertEngine
 from alerting.rules import check_files, load_rules
-from alerting.state import AlertBook, AlertDB
 from siem.memory import MemoryStore
 from siem.model import Sample, make_labels
 
@@ -47,18 +45,7 @@ def connections(store: MemoryStore, end: float, idle: Callable[[float], float]) 
 
 def firing(tmp_path: Path, store: MemoryStore, times: list[float]) -> list[set[str]]:
     """The names of the firing alerts after evaluating at each of ``times``."""
-    engine = AlertEngine(
-        store,
-        load_rules([SHIPPED]),
-        AlertBook(AlertDB(tmp_path / "alerts.db")),
-        [],
-        registry=CollectorRegistry(),
-    )
-    rv = []
-    for at in times:
-        engine.run_once(at=at)
-        rv.append({a.name for a in engine.book.alerts() if a.state == "firing"})
-    return rv
+    return rule_engine.firing(tmp_path, store, SHIPPED, times)
 
 
 def test_postgres_rules_load_with_runbooks() -> None:

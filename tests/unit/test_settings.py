@@ -80,6 +80,7 @@ def test_settings_nested_section_reads_env_when_absent_from_file(tmp_path: Path)
             r"shop.gateways.stripe.decline_rate: must be between 0 and 1",
         ),
         ("shop:\n  port: 70000\n", r"shop.port: must be between 1 and 65535"),
+        ("shop:\n  db_busy_timeout_s: -1\n", r"shop.db_busy_timeout_s: must be between 0 and"),
     ],
 )
 def test_settings_bad_file_names_line_and_key(tmp_path: Path, text: str, message: str) -> None:

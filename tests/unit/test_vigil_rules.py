@@ -6,9 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
+import rule_engine
 
-from alerting.engine import AlertEngine
 from alerting.rules import check_files, load_rules
 from alerting.state import AlertBook, AlertDB
 from siem.memory import MemoryStore
@@ -59,18 +58,7 @@ def put(
 
 def firing(tmp_path: Path, store: MemoryStore, times: list[float]) -> list[set[str]]:
     """The names of the firing alerts after evaluating at each of ``times``."""
-    engine = AlertEngine(
-        store,
-        load_rules([SHIPPED]),
-        AlertBook(AlertDB(tmp_path / "alerts.db")),
-        [],
-        registry=CollectorRegistry(),
-    )
-    rv = []
-    for at in times:
-        engine.run_once(at=at)
-        rv.append({a.name for a in engine.book.alerts() if a.state == "firing"})
-    return rv
+    return rule_engine.firing(tmp_path, store, SHIPPED, times)
 
 
 def test_vigil_rules_load_with_runbooks() -> None:
