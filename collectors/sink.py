@@ -13,7 +13,9 @@ the other way round).
 A failed write is one of two things:
 
 - **the store is down** (locked, read-only, disk full, I/O error: SQLite's
-  error classes for those, an ``OSError``, or any error of unknown kind):
+  error classes for those, a :class:`~siem.StoreUnavailable` such as an
+  Elasticsearch cluster refusing connections, timing out or answering 429/5xx,
+  an ``OSError``, or any error of unknown kind):
   nothing is known to be wrong with the data, so the whole lane backs off and
   retries, dead-lettering nothing (see :func:`store_is_down`);
 - **poison** (a data error: a value the store refuses or cannot encode): the write is
@@ -47,7 +49,7 @@ from typing import Any
 
 from collectors.metrics import CollectorMetrics
 from collectors.spool import Spool
-from siem import SiemError
+from siem import SiemError, StoreUnavailable
 from siem.model import Event, Sample, Store, WriteResult
 
 log = logging.getLogger("vigil.collect.sink")
@@ -90,6 +92,8 @@ def store_is_down(exc: BaseException) -> bool:
     unknown counts as the store being down: retrying is safe, dead-lettering
     every item of a healthy batch is not.
     """
+    if isinstance(exc, StoreUnavailable):
+        return True
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, sqlite3.Error):
@@ -298,8 +302,7 @@ class Sink:
             self._failed(lane, down)
             self._maybe_spool(lane)
             return
-        lane.failures = 0
-        lane.next_try = 0.0
+        self._succeeded(lane)
         self._release(lane, group, len(items))
 
     def _replay_next(self, lane: _Lane) -> None:
@@ -318,9 +321,19 @@ class Sink:
         except _StoreDown as down:
             self._failed(lane, down)
             return
+        self._succeeded(lane)
+        self._spool.popped(lane.kind)
+
+    def _succeeded(self, lane: _Lane) -> None:
+        """``lane`` wrote; when it had been failing, the store is back: the other lane
+        retries now instead of at the end of a backoff of up to ``max_s``."""
+        if lane.failures:
+            for other in self._lanes:
+                if other is not lane and other.failures:
+                    other.failures = 1
+                    other.next_try = min(other.next_try, self._clock())
         lane.failures = 0
         lane.next_try = 0.0
-        self._spool.popped(lane.kind)
 
     def _failed(self, lane: _Lane, down: _StoreDown) -> None:
         lane.failures += 1

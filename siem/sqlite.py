@@ -65,8 +65,11 @@ class SqliteStore:
     WriteResult(events=0, duplicate_events=0, samples=1, duplicate_samples=0)
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_s: float | None = None) -> None:
+        """``busy_timeout_s``: how long a statement waits for a lock another connection
+        holds before it fails with ``database is locked`` (default ``BUSY_TIMEOUT_S``)."""
         self.path = Path(path)
+        self._busy_timeout_s = BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
@@ -83,9 +86,12 @@ class SqliteStore:
     def _open(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                self.path,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
             )
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             # In WAL mode NORMAL is durable against application crashes, and much faster.
             conn.execute("PRAGMA synchronous = NORMAL")
