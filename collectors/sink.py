@@ -17,7 +17,8 @@ A failed write is one of two things:
   Elasticsearch cluster refusing connections, timing out or answering 429/5xx,
   an ``OSError``, or any error of unknown kind):
   nothing is known to be wrong with the data, so the whole lane backs off and
-  retries, dead-lettering nothing (see :func:`store_is_down`);
+  retries, dead-lettering nothing (see :func:`store_is_down`); once a lane
+  writes again, the other lane's backoff ends too (the store is back);
 - **poison** (a data error: a value the store refuses or cannot encode): the write is
   split in halves until the items that fail alone are isolated; those go to a
   dead-letter file ``<dead_letter_dir>/collector-YYYYMMDD.jsonl`` (one JSON
@@ -306,23 +307,25 @@ class Sink:
         self._release(lane, group, len(items))
 
     def _replay_next(self, lane: _Lane) -> None:
-        """Write the oldest spooled record of ``lane``; forget it once stored.
+        """Write the oldest spooled records of ``lane`` (up to ``max_write`` items in one
+        write); forget them once stored.
 
-        A record the store went down in the middle of is written again whole
+        Records the store went down in the middle of are written again whole
         later: the store dedupes what it already has.
         """
         assert self._spool is not None
-        record = self._spool.lane(lane.kind).peek()
-        if record is None:
+        records = self._spool.lane(lane.kind).peek_many(self._max_write)
+        if not records:
             return
         self._handled = 0
         try:
-            self._bisect(lane, record.items)
+            self._bisect(lane, [item for record in records for item in record.items])
         except _StoreDown as down:
             self._failed(lane, down)
             return
         self._succeeded(lane)
-        self._spool.popped(lane.kind)
+        for _ in records:
+            self._spool.popped(lane.kind)
 
     def _succeeded(self, lane: _Lane) -> None:
         """``lane`` wrote; when it had been failing, the store is back: the other lane

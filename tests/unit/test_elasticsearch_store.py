@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import ipaddress
 import json
 import logging
 import math
@@ -22,6 +23,9 @@ from typing import Any
 
 import pytest
 from conftest import free_port
+from fuzz_inputs import FUZZ
+from hypothesis import given
+from hypothesis import strategies as st
 
 from collectors.sink import store_is_down
 from siem import SiemError, StoreUnavailable, kql, kql_es, limits
@@ -512,3 +516,47 @@ def test_elasticsearch_store_ecs_value_of_another_type_is_left_out(
     assert es.write(events=[odd]).events == 1  # no mapping conflict: stored
     (back,) = es.search(EventQuery())
     assert back.doc == odd.doc
+
+
+_ecs_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True)
+    | st.sampled_from(["127.0.0.1", "::1", "fe80::1%eth0", "10.0.0.300", "GET", "/cart"])
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+_ecs_paths = st.sampled_from(sorted({*ECS_FIELDS, "source", "http.response", "url", "event"}))
+
+
+@FUZZ
+@given(st.dictionaries(_ecs_paths, _ecs_values, max_size=8), st.booleans())
+def test_fuzz_ecs_source_keeps_only_values_that_fit(doc: dict[str, Any], nest: bool) -> None:
+    # Dotted keys, or the same nested: any value, of any type, never a mapping conflict.
+    if nest:
+        nested: dict[str, Any] = {}
+        for path, value in doc.items():
+            *parents, leaf = path.split(".")
+            node = nested
+            for part in parents:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    break
+                node = child
+            else:
+                node[leaf] = value
+        doc = nested
+    out = ecs_source(doc)
+    for path, value in _leaves(out):
+        kind = ECS_FIELDS[path]
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if kind == "keyword":
+                assert isinstance(v, str)
+            elif kind == "long":
+                assert type(v) is int and -(2**63) <= v < 2**63
+            else:
+                assert isinstance(v, str) and str(ipaddress.ip_address(v)) and "%" not in v
+        assert get_field(doc, path) == value
