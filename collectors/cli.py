@@ -33,7 +33,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     setup_logging(
         "collect", data_dir=settings.data_dir, log_format=getattr(args, "log_format", None)
     )
-    store = open_store(settings)
+    store = open_store(settings, collector=True)
     try:
         collector = Collector(settings, store)
         tune_gc()

@@ -13,9 +13,12 @@ the other way round).
 A failed write is one of two things:
 
 - **the store is down** (locked, read-only, disk full, I/O error: SQLite's
-  error classes for those, an ``OSError``, or any error of unknown kind):
+  error classes for those, a :class:`~siem.StoreUnavailable` such as an
+  Elasticsearch cluster refusing connections, timing out or answering 429/5xx,
+  an ``OSError``, or any error of unknown kind):
   nothing is known to be wrong with the data, so the whole lane backs off and
-  retries, dead-lettering nothing (see :func:`store_is_down`);
+  retries, dead-lettering nothing (see :func:`store_is_down`); once a lane
+  writes again, the other lane's backoff ends too (the store is back);
 - **poison** (a data error: a value the store refuses or cannot encode): the write is
   split in halves until the items that fail alone are isolated; those go to a
   dead-letter file ``<dead_letter_dir>/collector-YYYYMMDD.jsonl`` (one JSON
@@ -47,7 +50,7 @@ from typing import Any
 
 from collectors.metrics import CollectorMetrics
 from collectors.spool import Spool
-from siem import SiemError
+from siem import SiemError, StoreUnavailable
 from siem.model import Event, Sample, Store, WriteResult, value_text
 
 log = logging.getLogger("vigil.collect.sink")
@@ -90,6 +93,8 @@ def store_is_down(exc: BaseException) -> bool:
     unknown counts as the store being down: retrying is safe, dead-lettering
     every item of a healthy batch is not.
     """
+    if isinstance(exc, StoreUnavailable):
+        return True
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, sqlite3.Error):
@@ -298,29 +303,40 @@ class Sink:
             self._failed(lane, down)
             self._maybe_spool(lane)
             return
-        lane.failures = 0
-        lane.next_try = 0.0
+        self._succeeded(lane)
         self._release(lane, group, len(items))
 
     def _replay_next(self, lane: _Lane) -> None:
-        """Write the oldest spooled record of ``lane``; forget it once stored.
+        """Write the oldest spooled records of ``lane`` (up to ``max_write`` items in one
+        write); forget them once stored.
 
-        A record the store went down in the middle of is written again whole
+        Records the store went down in the middle of are written again whole
         later: the store dedupes what it already has.
         """
         assert self._spool is not None
-        record = self._spool.lane(lane.kind).peek()
-        if record is None:
+        records = self._spool.lane(lane.kind).peek_many(self._max_write)
+        if not records:
             return
         self._handled = 0
         try:
-            self._bisect(lane, record.items)
+            self._bisect(lane, [item for record in records for item in record.items])
         except _StoreDown as down:
             self._failed(lane, down)
             return
+        self._succeeded(lane)
+        for _ in records:
+            self._spool.popped(lane.kind)
+
+    def _succeeded(self, lane: _Lane) -> None:
+        """``lane`` wrote; when it had been failing, the store is back: the other lane
+        retries now instead of at the end of a backoff of up to ``max_s``."""
+        if lane.failures:
+            for other in self._lanes:
+                if other is not lane and other.failures:
+                    other.failures = 1
+                    other.next_try = min(other.next_try, self._clock())
         lane.failures = 0
         lane.next_try = 0.0
-        self._spool.popped(lane.kind)
 
     def _failed(self, lane: _Lane, down: _StoreDown) -> None:
         lane.failures += 1

@@ -210,6 +210,24 @@ class LaneSpool:
                 self._drop_segment(segment)
         return self._head
 
+    def peek_many(self, max_items: int) -> list[SpoolRecord]:
+        """The oldest records not yet popped, in order: the head, then those after it in
+        its segment while they hold at most ``max_items`` items in all (for one write).
+
+        Only clean records are looked ahead at; the head's reading (:meth:`peek`)
+        skips and counts a corrupt one when it gets there.
+        """
+        head = self.peek()
+        if head is None:
+            return []
+        records, total = [head], len(head.items)
+        while True:
+            after = self._read_at(records[-1].segment, records[-1].end, quiet=True)
+            if after is None or total + len(after.items) > max_items:
+                return records
+            records.append(after)
+            total += len(after.items)
+
     def pop(self) -> None:
         """Forget the head record (it is stored); a segment replayed to its end is deleted."""
         head = self.peek()
@@ -233,12 +251,13 @@ class LaneSpool:
                 extra={"file.path": str(self._seg_path(segment)), "error.message": str(error)},
             )
 
-    def _read_at(self, segment: int, offset: int) -> SpoolRecord | None:
+    def _read_at(self, segment: int, offset: int, quiet: bool = False) -> SpoolRecord | None:
         """The first readable record at or after ``offset``; None at the segment's end.
 
         A record whose checksum or JSON is wrong is skipped (its length is still
         trusted when it fits the file); a header or payload cut short ends the
-        segment. Each is counted.
+        segment. Each is counted. With ``quiet``, the first such record ends the
+        read instead, uncounted.
         """
         try:
             with open(self._seg_path(segment), "rb") as f:
@@ -247,14 +266,20 @@ class LaneSpool:
                     header = f.read(_HEADER.size)
                     if not header:
                         return None
+                    if quiet and len(header) < _HEADER.size:
+                        return None
                     if len(header) < _HEADER.size:
                         self._corrupt(segment, offset, "torn record header")
                         return None
                     magic, length, crc = _HEADER.unpack(header)
+                    if quiet and (magic != MAGIC or length > MAX_RECORD_BYTES):
+                        return None
                     if magic != MAGIC or length > MAX_RECORD_BYTES:
                         self._corrupt(segment, offset, "bad record header")
                         return None
                     payload = f.read(length)
+                    if quiet and len(payload) < length:
+                        return None
                     if len(payload) < length:
                         self._corrupt(segment, offset, "torn record")
                         return None
@@ -262,11 +287,13 @@ class LaneSpool:
                     record = None
                     if zlib.crc32(payload) == crc:
                         record = _decode(payload, segment, end)
-                    if record is not None:
+                    if record is not None or quiet:
                         return record
                     self._corrupt(segment, offset, "record checksum or content wrong")
                     offset = end
         except OSError as error:
+            if quiet:
+                return None
             log.error(
                 "cannot read spool segment; skipping it",
                 extra={"file.path": str(self._seg_path(segment)), "error.message": str(error)},

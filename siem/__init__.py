@@ -12,3 +12,11 @@ from vigil.errors import VigilError
 
 class SiemError(VigilError):
     """The store cannot be opened or used, or a query is wrong."""
+
+
+class StoreUnavailable(SiemError):
+    """The store cannot take writes now: unreachable, timed out, overloaded or read-only.
+
+    Nothing is wrong with the data: a writer retries the same write later
+    (the collector's sink backs off and spools, see ``collectors.sink``).
+    """

@@ -16,10 +16,13 @@ Layout:
 - an index template (``<prefix>-events-*``) maps the fields the store filters
   and sorts on (``vigil.id``/``vigil.dataset``/``event.dataset`` keyword,
   ``vigil.ts`` double, ``@timestamp`` date) and keeps the ECS document as
-  text in ``vigil.doc`` (not indexed): an ECS document whose fields change
-  type between events (a status code once a number, once a string) is then
-  never rejected by a mapping conflict, and reads give back exactly what was
-  written (NaN included).
+  text in ``vigil.doc`` (not indexed): reads give back exactly what was
+  written (NaN included). Beside it, the ECS fields the parsers produce
+  (``ECS_FIELDS``: ``source.ip`` ip, ``http.response.status_code`` long,
+  ``url.path`` keyword, ...) are written typed, for Kibana and the cluster's
+  own aggregations; a value that does not fit its type (a status code once a
+  number, once a string) is left out of them, so no event is ever rejected by
+  a mapping conflict.
 
 Reads push the dataset, the time range, KQL (compiled by ``siem.kql_es`` to
 term/wildcard/range queries on keyword arrays indexed beside the document),
@@ -42,18 +45,19 @@ import bisect
 import dataclasses
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from elastic_transport import ConnectionTimeout, HttpHeaders, Urllib3HttpNode
+from elastic_transport import ApiError, ConnectionTimeout, HttpHeaders, Urllib3HttpNode
 from elastic_transport import TransportError as _TransportError
 from elastic_transport._node import NodeApiResponse
 from elastic_transport.client_utils import DEFAULT, DefaultType
 
-from siem import SiemError, kql, kql_es, limits, lookups
+from siem import SiemError, StoreUnavailable, kql, kql_es, limits, lookups
 from siem import aggregations as agg
 from siem import retention as ret
 from siem.model import (
@@ -66,6 +70,7 @@ from siem.model import (
     Sample,
     Series,
     WriteResult,
+    get_field,
     value_from_text,
     value_text,
 )
@@ -82,11 +87,111 @@ _COMPAT_MEDIA_TYPE = re.compile(
     r"application/vnd\.elasticsearch\+([a-z-]+)(?:;\s*compatible-with=\d+)?"
 )
 
+ECS_FIELDS: dict[str, str] = {
+    # field → Elasticsearch type; written beside vigil.doc when the value fits the type.
+    "client.ip": "ip",
+    "destination.ip": "ip",
+    "error.code": "keyword",
+    "error.type": "keyword",
+    "event.action": "keyword",
+    "event.category": "keyword",
+    "event.dataset": "keyword",
+    "event.duration": "long",
+    "event.kind": "keyword",
+    "event.module": "keyword",
+    "event.outcome": "keyword",
+    "event.type": "keyword",
+    "host.name": "keyword",
+    "http.request.id": "keyword",
+    "http.request.method": "keyword",
+    "http.request.referrer": "keyword",
+    "http.response.body.bytes": "long",
+    "http.response.bytes": "long",
+    "http.response.status_code": "long",
+    "http.version": "keyword",
+    "log.file.path": "keyword",
+    "log.level": "keyword",
+    "log.logger": "keyword",
+    "log.offset": "long",
+    "log.syslog.facility.code": "long",
+    "log.syslog.priority": "long",
+    "log.syslog.severity.code": "long",
+    "process.name": "keyword",
+    "process.pid": "long",
+    "process.thread.id": "long",
+    "service.name": "keyword",
+    "source.address": "keyword",
+    "source.ip": "ip",
+    "source.port": "long",
+    "trace.id": "keyword",
+    "transaction.id": "keyword",
+    "url.domain": "keyword",
+    "url.original": "keyword",
+    "url.path": "keyword",
+    "url.query": "keyword",
+    "user.name": "keyword",
+    "user_agent.original": "keyword",
+}
+"""The ECS fields the parsers produce, typed in the events mapping (for Kibana and
+aggregations on the cluster). Free text (``message``, ``event.original``,
+``error.message``, ``error.stack_trace``) and vendor fields (``haproxy.*``,
+``nginx.*``, ``postgresql.*``) are only in ``vigil.doc``, searched through KQL."""
+KEYWORD_MAX = 1024
+"""Longer keyword values are kept in ``_source`` but not indexed (``ignore_above``)."""
+
+
+def _ecs_mapping() -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    for path, kind in ECS_FIELDS.items():
+        node = properties
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {"properties": {}})["properties"]
+        node[leaf] = {"type": kind, **({"ignore_above": KEYWORD_MAX} if kind == "keyword" else {})}
+    return properties
+
+
+def _fits(kind: str, value: Any) -> bool:
+    """True when ``value`` can go into a field of type ``kind`` without a mapping error."""
+    if isinstance(value, list):
+        return kind == "keyword" and all(isinstance(v, str) for v in value)
+    if kind == "keyword":
+        return isinstance(value, str)
+    if kind == "long":
+        return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+    if kind == "ip" and isinstance(value, str) and "%" not in value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def ecs_source(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``ECS_FIELDS`` of ``doc`` (nested or dotted keys) whose values fit their type, nested.
+
+    A value of another type (a status code sent as text) is left out here, never
+    refused by the cluster; the event keeps it in ``vigil.doc``.
+    """
+    rv: dict[str, Any] = {}
+    for path, kind in ECS_FIELDS.items():
+        value = get_field(doc, path)
+        if value is None or not _fits(kind, value):
+            continue
+        node = rv
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return rv
+
+
 _EVENTS_TEMPLATE: dict[str, Any] = {
     "dynamic": False,
     "properties": {
+        **_ecs_mapping(),
         "@timestamp": {"type": "date", "format": "epoch_millis||strict_date_optional_time"},
-        "event": {"properties": {"dataset": {"type": "keyword"}}},
         "vigil": {
             "properties": {
                 "id": {"type": "keyword"},
@@ -184,6 +289,12 @@ def _iso(ts: float) -> str:
 class ElasticsearchStore(lookups.SeriesLookups):
     """``Store`` on an Elasticsearch or OpenSearch-compatible cluster.
 
+    ``refresh`` is the ``refresh`` parameter of each bulk write: ``"true"``
+    makes a write searchable before it returns (what a test reading right
+    after writing needs; costly on a real cluster), ``"wait_for"`` waits for
+    the next periodic refresh, ``"false"`` does not wait (``store.refresh``,
+    default false, for ``vigil`` processes).
+
     >>> store = ElasticsearchStore("http://127.0.0.1:9200", compat_headers=False)
     """
 
@@ -195,13 +306,17 @@ class ElasticsearchStore(lookups.SeriesLookups):
         prefix: str = DEFAULT_PREFIX,
         compat_headers: bool = True,
         request_timeout_s: float = 30.0,
+        refresh: str = "false",
     ) -> None:
         from elasticsearch import Elasticsearch
 
         if _INDEX_BAD.search(prefix) or not prefix:
             raise SiemError(f"store prefix {prefix!r}: use lower-case letters, digits, '.-_'")
+        if refresh not in ("false", "wait_for", "true"):
+            raise SiemError(f"store refresh {refresh!r}: use false, wait_for or true")
         self.prefix = prefix
         self._timeout = request_timeout_s
+        self._refresh = refresh
         kwargs: dict[str, Any] = {"request_timeout": request_timeout_s}
         if api_key:
             kwargs["api_key"] = api_key
@@ -266,23 +381,19 @@ class ElasticsearchStore(lookups.SeriesLookups):
             index = index_for(self.prefix, event.dataset)
             self._ensure_index(index, _EVENTS_TEMPLATE)
             text = event.text if event.text is not None else json.dumps(event.doc)
+            source = ecs_source(event.doc)
+            source["@timestamp"] = _iso(event.timestamp)
+            # The event's dataset decides the index; the document says the same.
+            source.setdefault("event", {})["dataset"] = event.dataset
+            source["vigil"] = {
+                "id": event.id,
+                "ts": event.timestamp,
+                "dataset": event.dataset,
+                "doc": text,
+                **kql_es.index_terms(event.doc),
+            }
             event_actions.append(
-                {
-                    "_op_type": "create",
-                    "_index": index,
-                    "_id": event.id,
-                    "_source": {
-                        "@timestamp": _iso(event.timestamp),
-                        "event": {"dataset": event.dataset},
-                        "vigil": {
-                            "id": event.id,
-                            "ts": event.timestamp,
-                            "dataset": event.dataset,
-                            "doc": text,
-                            **kql_es.index_terms(event.doc),
-                        },
-                    },
-                }
+                {"_op_type": "create", "_index": index, "_id": event.id, "_source": source}
             )
         sample_actions = [
             {
@@ -310,6 +421,7 @@ class ElasticsearchStore(lookups.SeriesLookups):
             return 0, 0
         created = duplicates = 0
         failures: list[str] = []
+        busy: list[str] = []
         try:
             results = helpers.streaming_bulk(
                 self._es,
@@ -317,18 +429,28 @@ class ElasticsearchStore(lookups.SeriesLookups):
                 chunk_size=BULK_CHUNK,
                 raise_on_error=False,
                 raise_on_exception=True,
-                refresh=True,
+                refresh=self._refresh,
             )
             for ok, item in results:
                 info = item.get("create", {})
                 if ok:
                     created += 1
                 elif info.get("status") == 409:
-                    duplicates += 1
+                    duplicates += 1  # stored before: a replay after a lost answer
+                elif _item_unavailable(info):
+                    busy.append(f"{info.get('_id')}: {info.get('error')}")
                 else:
                     failures.append(f"{info.get('_id')}: {info.get('error')}")
         except Exception as exc:
-            raise SiemError(f"elasticsearch: bulk write failed: {exc}") from exc
+            error = _store_error("bulk write", exc)
+            if error is exc:  # not the client's: a document it could not encode
+                error = SiemError(f"elasticsearch: bulk write failed: {exc}")
+            raise error from exc
+        if busy:
+            raise StoreUnavailable(
+                f"elasticsearch: {len(busy)} document(s) not written now (the cluster is"
+                f" busy or read-only), first: {busy[0]}"
+            )
         if failures:
             raise SiemError(
                 f"elasticsearch: {len(failures)} document(s) refused, first: {failures[0]}"
@@ -383,7 +505,7 @@ class ElasticsearchStore(lookups.SeriesLookups):
         except ConnectionTimeout as exc:
             if left is not None and budget is not None:
                 raise limits.QueryTimeoutError(f"query timed out in {budget.stage}") from exc
-            raise SiemError(f"elasticsearch: search failed: {exc}") from exc
+            raise StoreUnavailable(f"elasticsearch: search failed: {exc}") from exc
         except Exception as exc:
             error = _store_error("search", exc)
             if error is exc:
@@ -779,11 +901,44 @@ class ElasticsearchStore(lookups.SeriesLookups):
         self._es.close()
 
 
+UNAVAILABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+"""Answers meaning "not now" (timeout, too many requests, the cluster failing): retry later."""
+_UNAVAILABLE_TYPES = frozenset(
+    {
+        "cluster_block_exception",  # read-only: disk flood stage, or blocked by an operator
+        "es_rejected_execution_exception",  # a full write queue
+        "circuit_breaking_exception",
+        "unavailable_shards_exception",
+        "process_cluster_event_timeout_exception",
+    }
+)
+
+
+def _item_unavailable(info: Mapping[str, Any]) -> bool:
+    """True when a bulk item failed because of the cluster's state, not its document."""
+    error = info.get("error")
+    kind = error.get("type") if isinstance(error, Mapping) else None
+    return info.get("status") in UNAVAILABLE_STATUS or kind in _UNAVAILABLE_TYPES
+
+
 def _store_error(what: str, exc: Exception) -> Exception:
-    """The client's errors (transport, 4xx/5xx answers) as a ``SiemError``; others as they are."""
-    if isinstance(exc, _TransportError | OSError) or type(exc).__module__.startswith(
-        ("elasticsearch", "elastic_transport")
-    ):
+    """The client's errors as a ``SiemError``; others as they are.
+
+    Transport failures (refused, reset, timed out) and "not now" answers
+    (``UNAVAILABLE_STATUS``, a read-only cluster) are a ``StoreUnavailable``:
+    the write is retried, not blamed on its documents.
+    """
+    if isinstance(exc, ApiError):  # elasticsearch.ApiError: an answer with an error status
+        info = getattr(exc, "info", None)
+        error = info.get("error") if isinstance(info, Mapping) else None
+        kind = error.get("type") if isinstance(error, Mapping) else None
+        status = getattr(exc, "status_code", None)
+        if status in UNAVAILABLE_STATUS or kind in _UNAVAILABLE_TYPES:
+            return StoreUnavailable(f"elasticsearch: {what} failed: {exc}")
+        return SiemError(f"elasticsearch: {what} failed: {exc}")
+    if isinstance(exc, _TransportError | OSError):
+        return StoreUnavailable(f"elasticsearch: {what} failed: {exc}")
+    if type(exc).__module__.startswith(("elasticsearch", "elastic_transport")):
         return SiemError(f"elasticsearch: {what} failed: {exc}")
     return exc
 

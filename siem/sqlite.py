@@ -162,8 +162,11 @@ class SqliteStore(lookups.SeriesLookups):
     WriteResult(events=0, duplicate_events=0, samples=1, duplicate_samples=0)
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_s: float | None = None) -> None:
+        """``busy_timeout_s``: how long a statement waits for a lock another connection
+        holds before it fails with ``database is locked`` (default ``BUSY_TIMEOUT_S``)."""
         self.path = Path(path)
+        self._busy_timeout_s = BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
@@ -185,9 +188,12 @@ class SqliteStore(lookups.SeriesLookups):
     def _open(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                self.path,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
             )
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
             # A new file gives pages freed by a prune back with `incremental_vacuum`; this
             # must come before WAL mode writes the header (an older file keeps its mode).
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")

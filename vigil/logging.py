@@ -226,6 +226,8 @@ def setup_logging(
         old.close()
     root.handlers[:] = handlers
     root.setLevel(level)
+    # The Elasticsearch client logs every request (and every node it retries) at INFO.
+    logging.getLogger("elastic_transport").setLevel(max(level, logging.WARNING))
     if problem:
         logging.getLogger("vigil.logging").warning(problem)
     return fmt

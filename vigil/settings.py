@@ -165,6 +165,10 @@ class ShopSettings:
     mail: MailSettings = option(MailSettings())
 
 
+REFRESH_MODES = ("false", "wait_for", "true")
+"""``store.refresh``: Elasticsearch's ``refresh`` parameter of each bulk write."""
+
+
 @dataclass(frozen=True)
 class StoreSettings:
     """The SIEM store (events and samples)."""
@@ -215,6 +219,20 @@ class StoreSettings:
         env="VIGIL_STORE_RETENTION_INTERVAL",
         help="seconds between the collector's retention passes (vigil store prune runs one now);"
         " 0 turns them off",
+    )
+    refresh: str = option(
+        "false",
+        env="VIGIL_STORE_REFRESH",
+        help="Elasticsearch refresh after each bulk write: false (the index refresh interval"
+        " makes writes searchable, ~1 s), wait_for (each write waits for that refresh) or"
+        " true (refresh at once: costly on a real cluster; for tests)",
+    )
+    sqlite_busy_timeout_s: float = option(
+        2.0,
+        env="VIGIL_STORE_SQLITE_BUSY_TIMEOUT",
+        help="how long `vigil collect` waits for a siem.db locked by another process before"
+        " the write fails (it is then retried, and scrapes/syslog spool to disk); other"
+        " processes wait 30 s",
     )
 
 
@@ -601,6 +619,10 @@ def check(
             "applies to the SQLite store only; size an Elasticsearch cluster with ILM"
             " and its disk watermarks, and set 0 here",
         )
+    if store.refresh not in REFRESH_MODES:
+        fail("store.refresh", f"use one of {', '.join(REFRESH_MODES)}")
+    if not math.isfinite(store.sqlite_busy_timeout_s) or store.sqlite_busy_timeout_s < 0:
+        fail("store.sqlite_busy_timeout_s", "must be a number of seconds, 0 or more")
     collect = settings.collect
     if collect.postgres_timeout_s <= 0:
         fail("collect.postgres_timeout_s", "must be positive")
@@ -839,7 +861,9 @@ def _scalar(value: Any, typ: Any, key: str, file: str, line: int | None) -> Any:
             raise bad("a finite decimal number")
         return decimal
     if typ is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML reads unquoted true/false/on/off/yes/no so
+            raise bad("a string (quote it in YAML)")
+        if isinstance(value, (str, int, float)):
             return str(value)
         raise bad("a string")
     raise bad(f"a value of type {typ}")

@@ -261,3 +261,36 @@ def test_sink_store_is_down_tells_store_errors_from_bad_data(tmp_path: Path) -> 
     assert store_is_down(RuntimeError("something unknown"))  # retry, never dead-letter blindly
     holder.close()
     other.close()
+
+
+class SwitchedStore(MemoryStore):
+    """A MemoryStore that is down (every write raises) while ``down`` is True."""
+
+    down = True
+
+    def write(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> WriteResult:
+        if self.down:
+            raise OSError("connection refused")
+        return super().write(events, samples)
+
+
+def test_sink_store_back_ends_the_other_lanes_backoff() -> None:
+    # After a long outage a lane may back off for max_s; once the other lane's write
+    # lands the store is back, and the lane retries at once instead.
+    store = SwitchedStore()
+    fake = FakeTime()
+    sink = Sink(
+        store,
+        CollectorMetrics(CollectorRegistry(), clock=lambda: 1714564810.0),
+        backoff=Backoff(initial_s=1.0, max_s=60.0),
+        clock=lambda: fake.now,
+        sleep=fake.sleep,
+    )
+    sink.submit(Batch(samples=(sample(1),)))
+    assert not sink.flush(timeout_s=40.0)  # fails at 100, 101, 103, 107, 115, 131: next 163
+    sink.submit(Batch(events=(event(1),), on_written=lambda: None))
+    assert not sink.flush(timeout_s=0.0)  # the event fails at 140: next try at 141
+    store.down = False
+    assert sink.flush(timeout_s=60.0)
+    assert fake.now == pytest.approx(141.0)
+    assert len(store.select([Matcher("__name__", "=", "up")], 0.0, 2.0)) == 1

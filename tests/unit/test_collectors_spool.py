@@ -114,17 +114,35 @@ def test_spool_torn_tail_is_skipped_and_counted(tmp_path: Path) -> None:
     assert metric(registry, "vigil_collector_spool_corrupt_records_total") == 1
 
 
-def test_spool_bad_checksum_skips_only_that_record(tmp_path: Path) -> None:
-    spool, _ = make_spool(tmp_path)
+def spool_with_a_bad_second_record(path: Path) -> None:
+    """Three records of one sample each under ``path``; the second with one flipped bit."""
+    spool, _ = make_spool(path)
     for n in range(3):
         spool.append("sample", [sample(n)])
-    (segment,) = (tmp_path / "sample").glob("*.seg")
+    (segment,) = (path / "sample").glob("*.seg")
     data = bytearray(segment.read_bytes())
     third = len(data) // 3
-    data[third + third // 2] ^= 0x20  # one flipped bit in the second record's payload
+    data[third + third // 2] ^= 0x20  # in the second record's payload
     segment.write_bytes(bytes(data))
+
+
+def test_spool_bad_checksum_skips_only_that_record(tmp_path: Path) -> None:
+    spool_with_a_bad_second_record(tmp_path)
     again, registry = make_spool(tmp_path)
     assert drain(again) == [[sample(0)], [sample(2)]]
+    assert metric(registry, "vigil_collector_spool_corrupt_records_total") == 1
+
+
+def test_spool_peek_many_stops_before_a_corrupt_record_and_counts_it_once(
+    tmp_path: Path,
+) -> None:
+    spool_with_a_bad_second_record(tmp_path)
+    again, registry = make_spool(tmp_path)
+    lane = again.lane("sample")
+    assert [r.items for r in lane.peek_many(100)] == [[sample(0)]]
+    assert metric(registry, "vigil_collector_spool_corrupt_records_total") == 0
+    again.popped("sample")  # the head moves on: past the corrupt record, counted once
+    assert [r.items for r in lane.peek_many(100)] == [[sample(2)]]
     assert metric(registry, "vigil_collector_spool_corrupt_records_total") == 1
 
 
@@ -150,16 +168,19 @@ def test_spool_size_cap_drops_and_counts_items(tmp_path: Path) -> None:
 
 
 class DownStore(MemoryStore):
-    """A MemoryStore that raises like a locked database while ``down``; records write order."""
+    """A MemoryStore that raises like a locked database while ``down``; records write
+    order and counts the writes that landed."""
 
     def __init__(self) -> None:
         super().__init__()
         self.down = True
         self.order: list[float] = []
+        self.writes = 0
 
     def write(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> WriteResult:
         if self.down:
             raise OSError("database is locked")
+        self.writes += 1
         samples = list(samples)
         self.order.extend(s.timestamp for s in samples)
         return super().write(events, samples)
@@ -189,14 +210,19 @@ def make_sink(
     return sink, registry
 
 
+def spool_scrapes(sink: Sink, count: int) -> None:
+    """``count`` scrapes (values 0, 1, …) while the store is down: each flush fails."""
+    for n in range(count):
+        sink.submit(Batch(samples=(sample(n),)))
+        assert not sink.flush(0.0)
+
+
 def test_sink_spools_scrapes_while_store_is_down_and_replays_in_order(tmp_path: Path) -> None:
     store = DownStore()
     sink, registry = make_sink(store, tmp_path)
     committed: list[int] = []
     sink.submit(Batch(events=(event(1),), on_written=lambda: committed.append(1)))
-    for n in range(10):
-        sink.submit(Batch(samples=(sample(n),)))
-        assert not sink.flush(0.0)
+    spool_scrapes(sink, 10)
     # The tailer's batch waits in memory with its checkpoint; the scrapes are on disk.
     assert sink.pending_items() == 1
     assert metric(registry, "vigil_collector_spool_bytes") > 0
@@ -286,3 +312,17 @@ def test_collector_spool_setting_turns_it_off_and_is_checked(tmp_path: Path) -> 
     assert not Collector(off, MemoryStore(), registry=CollectorRegistry(), sources=[]).sink.spooling
     with pytest.raises(ConfigError, match=r"collect\.spool_max_bytes: must not be negative"):
         from_mapping({"collect": {"spool_max_bytes": -1}})
+
+
+def test_sink_replays_many_spooled_records_per_write_in_order(tmp_path: Path) -> None:
+    # One scrape per record: replaying them one write each would take a request per
+    # interval of the outage; they go max_write items at a time instead.
+    store = DownStore()
+    sink, registry = make_sink(store, tmp_path, max_write=20)
+    spool_scrapes(sink, 50)
+    store.down = False
+    assert sink.flush(1.0)
+    assert store.order == [float(n) for n in range(50)]
+    assert store.writes == 3  # 20 + 20 + 10
+    assert metric(registry, "vigil_collector_spool_bytes") == 0
+    assert metric(registry, "vigil_collector_samples_total") == 50

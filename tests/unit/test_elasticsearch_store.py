@@ -8,31 +8,42 @@ is tests/unit/test_store_contract.py.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import ipaddress
+import json
+import logging
 import math
 import struct
 import threading
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import free_port
+from fuzz_inputs import FUZZ
+from hypothesis import given
+from hypothesis import strategies as st
 
-from siem import SiemError, kql, kql_es, limits
+from collectors.sink import store_is_down
+from siem import SiemError, StoreUnavailable, kql, kql_es, limits
 from siem import aggregations as agg
 from siem.backends import open_store
-from siem.elasticsearch import ElasticsearchStore, index_for
+from siem.elasticsearch import ECS_FIELDS, ElasticsearchStore, ecs_source, index_for
 from siem.memory import MemoryStore
-from siem.model import Event, EventQuery, Matcher, Sample, make_labels
-from vigil.errors import ConfigError
+from siem.model import Event, EventQuery, Matcher, Sample, get_field, make_labels
+from vigil.errors import ConfigError, VigilError
 from vigil.settings import from_mapping
 
 T0 = 1_700_000_000.0
+FILES = Path(__file__).resolve().parent.parent / "files"
 
 
 @pytest.fixture
 def es(es_url: str) -> Iterator[ElasticsearchStore]:
-    store = ElasticsearchStore(es_url, compat_headers=False)
+    store = ElasticsearchStore(es_url, compat_headers=False, refresh="true")
     yield store
     store.close()
 
@@ -192,7 +203,7 @@ def test_elasticsearch_store_samples_have_deterministic_ids(
     labels = make_labels("up", job="shop")
     assert es.write(samples=[Sample(labels, T0, 1.0)]).samples == 1
     # A second store (another collector process) writing the same sample: a duplicate.
-    other = ElasticsearchStore(es_url, compat_headers=False)
+    other = ElasticsearchStore(es_url, compat_headers=False, refresh="true")
     try:
         rv = other.write(samples=[Sample(labels, T0, 0.0), Sample(labels, T0 + 1, 0.0)])
         assert (rv.samples, rv.duplicate_samples) == (1, 1)
@@ -303,3 +314,249 @@ def test_elasticsearch_store_search_stops_at_the_query_deadline() -> None:
         server.stalled.set()  # type: ignore[attr-defined]
         server.shutdown()
         server.server_close()
+
+
+class _BusyCluster(_StallingCluster):
+    """Answers the store's setup like a cluster, and every bulk write with ``server.bulk``."""
+
+    def _bulk(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        status, body = self.server.bulk  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Elastic-Product", "Elasticsearch")
+        data = json.dumps(body).encode()
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_PUT(self) -> None:
+        if self.path.startswith("/_bulk"):
+            self._bulk()
+        else:
+            super().do_PUT()
+
+    def do_POST(self) -> None:
+        self._bulk()
+
+
+def _item(status: int, kind: str) -> dict[str, Any]:
+    error = {"type": kind, "reason": "test"}
+    return {
+        "took": 1,
+        "errors": True,
+        "items": [{"create": {"_id": "e1", "status": status, "error": error}}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "unavailable"),
+    [
+        (503, {"error": {"type": "unavailable_shards_exception"}, "status": 503}, True),
+        (429, {"error": {"type": "circuit_breaking_exception"}, "status": 429}, True),
+        (200, _item(429, "es_rejected_execution_exception"), True),
+        (200, _item(403, "cluster_block_exception"), True),  # flood stage: read-only
+        (200, _item(400, "mapper_parsing_exception"), False),
+        (400, {"error": {"type": "illegal_argument_exception"}, "status": 400}, False),
+    ],
+)
+def test_elasticsearch_store_busy_cluster_is_unavailable_not_bad_data(
+    status: int, body: dict[str, Any], unavailable: bool
+) -> None:
+    # "Not now" answers make the collector retry the write (and spool); a document the
+    # cluster refuses is the data's fault (the collector isolates it, dead-letters it).
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BusyCluster)
+    server.daemon_threads = True
+    server.stalled = threading.Event()  # type: ignore[attr-defined]
+    server.bulk = (status, body)  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        store = ElasticsearchStore(url, compat_headers=False, request_timeout_s=5.0)
+        with pytest.raises(SiemError) as raised:
+            store.write(events=[_event(1)])
+        store.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert isinstance(raised.value, StoreUnavailable) is unavailable
+    assert store_is_down(raised.value) is unavailable
+
+
+def test_elasticsearch_store_refresh_setting(es_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    settings = from_mapping(
+        {
+            "store": {
+                "backend": "elasticsearch",
+                "url": es_url,
+                "es_compat_headers": False,
+                "refresh": "wait_for",
+            }
+        }
+    )
+    assert from_mapping({}).store.refresh == "false"  # no forced refresh on a real cluster
+    store = open_store(settings)
+    try:
+        with caplog.at_level(logging.INFO, logger="elastic_transport.transport"):
+            assert store.write(events=[_event(1)]).events == 1
+    finally:
+        store.close()
+    bulks = [r.getMessage() for r in caplog.records if "/_bulk" in r.getMessage()]
+    assert bulks and all("refresh=wait_for" in m for m in bulks)
+    with pytest.raises(ConfigError, match=r"store\.refresh: use one of false, wait_for, true"):
+        from_mapping({"store": {"refresh": "sometimes"}})
+    with pytest.raises(ConfigError, match="quote it"):
+        from_mapping({"store": {"refresh": False}})
+
+
+# Parser samples in tests/files, and the parser of each.
+_PARSED_FILES = {
+    "haproxy-httplog-syslog.log": "haproxy",
+    "haproxy-httplog-edge.log": "haproxy",
+    "nginx-access-combined.log": "nginx",
+    "nginx-access-json.log": "nginx",
+    "nginx-error.log": "nginx_error",
+    "postgresql-jsonlog.json": "postgresql",
+    "postgresql-stderr.log": "postgresql_stderr",
+    "gunicorn-error.log": "python",
+}
+# Free text and vendor fields stay in vigil.doc only (searched with KQL); @timestamp is
+# mapped on its own (a date).
+_UNMAPPED = ("@timestamp", "message", "event.original", "error.message", "error.stack_trace")
+_VENDOR = ("haproxy.", "nginx.", "postgresql.")
+
+
+def _leaves(doc: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key, value
+
+
+def _mapped_type(mapping: dict[str, Any], path: str) -> str | None:
+    node: Any = {"properties": mapping}
+    for part in path.split("."):
+        node = node.get("properties", {}).get(part)
+        if node is None:
+            return None
+    return node.get("type")
+
+
+def _parsed_events() -> list[Event]:
+    from collectors.parsers import get_parser
+
+    events = []
+    for name, parser_name in _PARSED_FILES.items():
+        parse = get_parser(parser_name)
+        lines = (FILES / name).read_bytes().splitlines()[:40]
+        for offset, line in enumerate(lines):
+            with contextlib.suppress(VigilError):  # a sample of a bad line
+                events.append(parse(line, source=name, position=offset, offset=offset, now=T0))
+    return events
+
+
+def test_elasticsearch_store_maps_the_ecs_fields_the_parsers_produce(
+    es: ElasticsearchStore, es_url: str
+) -> None:
+    events = _parsed_events()
+    produced = {
+        path
+        for e in events
+        for path, _ in _leaves(e.doc)
+        if path not in _UNMAPPED and not path.startswith(_VENDOR)
+    }
+    assert {"source.ip", "http.response.status_code", "event.duration"} <= produced
+    assert produced <= set(ECS_FIELDS), "a parser field the index template does not map"
+    assert es.write(events=events).events == len(events)
+    # The mapping as the server has it, read back from each events index.
+    with urllib.request.urlopen(f"{es_url}/{es.prefix}-events-*/_mapping", timeout=10) as resp:
+        indices = json.load(resp)
+    assert len(indices) >= 4
+    for index, body in indices.items():
+        properties = body["mappings"]["properties"]
+        for path, kind in [
+            *ECS_FIELDS.items(),
+            ("source.ip", "ip"),
+            ("client.ip", "ip"),
+            ("http.response.status_code", "long"),
+            ("event.duration", "long"),
+            ("url.path", "keyword"),
+            ("@timestamp", "date"),
+        ]:
+            assert _mapped_type(properties, path) == kind, (index, path)
+
+    def server_ids(query: dict[str, Any]) -> set[str]:
+        request = urllib.request.Request(
+            f"{es_url}/{es.prefix}-events-*/_search",
+            data=json.dumps({"query": query, "size": 1000}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return {hit["_id"] for hit in json.load(resp)["hits"]["hits"]}
+
+    # The cluster itself filters on the typed fields: a range on a number, a CIDR on an ip.
+    errors = {e.id for e in events if (get_field(e.doc, "http.response.status_code") or 0) >= 500}
+    local = {e.id for e in events if str(get_field(e.doc, "source.ip") or "").startswith("127.")}
+    assert errors and local
+    assert server_ids({"range": {"http.response.status_code": {"gte": 500}}}) == errors
+    assert server_ids({"term": {"source.ip": "127.0.0.0/8"}}) == local
+
+
+def test_elasticsearch_store_ecs_value_of_another_type_is_left_out(
+    es: ElasticsearchStore,
+) -> None:
+    odd = _event(
+        1,
+        **{"source.ip": "not-an-ip", "url": {"path": {"nested": 1}}},
+        http={"response": {"status_code": "200"}},
+        event={"dataset": "shop.app", "duration": True},
+    )
+    assert ecs_source(odd.doc) == {"event": {"dataset": "shop.app"}}
+    assert es.write(events=[odd]).events == 1  # no mapping conflict: stored
+    (back,) = es.search(EventQuery())
+    assert back.doc == odd.doc
+
+
+_ecs_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True)
+    | st.sampled_from(["127.0.0.1", "::1", "fe80::1%eth0", "10.0.0.300", "GET", "/cart"])
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+_ecs_paths = st.sampled_from(sorted({*ECS_FIELDS, "source", "http.response", "url", "event"}))
+
+
+@FUZZ
+@given(st.dictionaries(_ecs_paths, _ecs_values, max_size=8), st.booleans())
+def test_fuzz_ecs_source_keeps_only_values_that_fit(doc: dict[str, Any], nest: bool) -> None:
+    # Dotted keys, or the same nested: any value, of any type, never a mapping conflict.
+    if nest:
+        nested: dict[str, Any] = {}
+        for path, value in doc.items():
+            *parents, leaf = path.split(".")
+            node = nested
+            for part in parents:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    break
+                node = child
+            else:
+                node[leaf] = value
+        doc = nested
+    out = ecs_source(doc)
+    for path, value in _leaves(out):
+        kind = ECS_FIELDS[path]
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if kind == "keyword":
+                assert isinstance(v, str)
+            elif kind == "long":
+                assert type(v) is int and -(2**63) <= v < 2**63
+            else:
+                assert isinstance(v, str) and str(ipaddress.ip_address(v)) and "%" not in v
+        assert get_field(doc, path) == value

@@ -110,7 +110,7 @@ def test_fuzz_kql_parses_or_raises_kql_error_and_both_backends_agree(
 @pytest.fixture(scope="module")
 def es_store(es_server: Any) -> Iterator[ElasticsearchStore]:
     clone = es_server.clone()
-    store = ElasticsearchStore(clone.url, compat_headers=False)
+    store = ElasticsearchStore(clone.url, compat_headers=False, refresh="true")
     store.write(events=EVENTS)
     yield store
     store.close()

@@ -43,8 +43,11 @@ def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sto
     elif request.param == "sqlite":
         rv = SqliteStore(tmp_path / "siem.db")
     else:
-        # osmem-server (OpenSearch-compatible) refuses the 8.x compatibility media types.
-        rv = ElasticsearchStore(request.getfixturevalue("es_url"), compat_headers=False)
+        # osmem-server (OpenSearch-compatible) refuses the 8.x compatibility media types;
+        # refresh="true": the contract reads right after writing.
+        rv = ElasticsearchStore(
+            request.getfixturevalue("es_url"), compat_headers=False, refresh="true"
+        )
     yield rv
     rv.close()
 
