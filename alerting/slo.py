@@ -278,7 +278,7 @@ class _SloParser(_FileParser):
         if len(self.issues) > errors and any(i.severity == "error" for i in self.issues[errors:]):
             return None
         assert name is not None and objective is not None and sli is not None
-        return Slo(
+        slo = Slo(
             name=name,
             objective=objective,
             total_query=sli["total_query"],
@@ -295,6 +295,12 @@ class _SloParser(_FileParser):
             file=self.file,
             line=_line(node),
         )
+        try:  # each query parses; together they must too (a scalar cannot be compared)
+            self.check_expr(slo.error_ratio_expr("5m"))
+        except Exception as exc:  # any parser failure is the file's problem
+            self.error(keys["sli"], f"{what}: the SLI's error ratio does not parse: {exc}")
+            return None
+        return slo
 
     def objective(self, node: yaml.Node | None, parent: yaml.Node, what: str) -> Decimal | None:
         if node is None:
