@@ -9,6 +9,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, render_template
 
 from alerting.slo import NAME as SLO_NAME
+from dashboards.slos import defined_slos
 from vigil import safeyaml
 from vigil.webauth import requires
 
@@ -41,7 +42,7 @@ def slos() -> str:
 @requires("viewer")
 def slo(name: str) -> str:
     """One SLO: its budget, burn rates per window, alert thresholds and alerts."""
-    if not SLO_NAME.fullmatch(name):
+    if not SLO_NAME.fullmatch(name) or name not in {s.name for s in defined_slos()}:
         abort(404)
     return render_template("slos.html", page="slos", slo=name)
 

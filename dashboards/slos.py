@@ -35,7 +35,7 @@ MAX_SLOS = 100
 """SLOs ``/api/slos`` evaluates per request; more are listed by name only."""
 
 
-def _slos() -> list[Slo]:
+def defined_slos() -> list[Slo]:
     """The SLOs of ``alert.slos``; a file with errors is logged and shows no SLOs (``vigil
     alert`` refuses it too, so there is nothing to show)."""
     try:
@@ -104,7 +104,7 @@ def slo_json(slo: Slo, alerts: Sequence[FiringAlert], at: float) -> dict[str, An
 @requires("viewer")
 def slos() -> Response:
     """Every SLO (the first ``MAX_SLOS`` with their numbers)."""
-    found = _slos()
+    found = defined_slos()
     alerts = active_alerts(context().store)
     now = time.time()
     data = [slo_json(s, alerts, now) for s in found[:MAX_SLOS]]
@@ -119,7 +119,7 @@ def slo(name: str) -> Response:
     """One SLO; 404 when no SLO has that name."""
     if not NAME.fullmatch(name):
         abort(404)
-    for found in _slos():
+    for found in defined_slos():
         if found.name == name:
             return success(slo_json(found, active_alerts(context().store), time.time()))
     abort(404)
