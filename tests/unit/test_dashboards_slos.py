@@ -99,3 +99,15 @@ def test_a_broken_slo_file_shows_no_slos(tmp_path: Path, store: MemoryStore) -> 
     rv = client.get("/api/slos")
     assert rv.status_code == 200
     assert rv.json["data"]["slos"] == []
+
+
+def test_prometheus_rules_api_lists_the_generated_slo_rules(
+    tmp_path: Path, store: MemoryStore
+) -> None:
+    """Grafana's rule list (/api/v1/rules) shows the SLO rules `vigil alert` runs."""
+    client = _client(tmp_path, store, [str(SHIPPED_SLOS)])
+    groups = {g["name"]: g for g in client.get("/api/v1/rules").json["data"]["groups"]}
+    long = groups["slo-checkout-availability-long"]
+    assert long["interval"] == 60
+    ticket = next(r for r in long["rules"] if r["name"] == "CheckoutAvailabilitySlowBurn")
+    assert ticket["state"] == "firing"
