@@ -10,16 +10,14 @@ console error or Content-Security-Policy violation.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import browser_login, watch_console
+from conftest import browser_login, live_server, watch_console
 from slo_data import SHIPPED_SLOS, seed_slo_store
-from werkzeug.serving import make_server
 
 from dashboards.app import create_app
 from siem.memory import MemoryStore
@@ -37,15 +35,8 @@ def live_url(tmp_path: Path) -> Iterator[str]:
     seed_slo_store(store, time.time())
     UserStore(tmp_path / "users.db").add_user(VIEWER, "viewer", PASSWORD)
     settings = from_mapping({"data_dir": str(tmp_path), "alert": {"slos": [str(SHIPPED_SLOS)]}})
-    app = create_app(settings, store=store)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
+    with live_server(create_app(settings, store=store)) as url:
+        yield url
 
 
 def test_slo_page_shows_objective_budget_burn_rates_and_alerts(browser: Any, live_url: str) -> None:

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from conftest import require_server
+from conftest import promtool_path
 
 from alerting.ruletest import run_files
 from vigil.cli import main
@@ -19,14 +19,6 @@ from vigil.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "config" / "slos.yaml"
 RULE_TEST = ROOT / "tests" / "files" / "slo" / "checkout_availability_test.yml"
-
-
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        require_server("promtool", "not installed (scripts/install-system-deps installs it)")
-    assert path is not None
-    return path
 
 
 def _generate(tmp_path: Path, slo_text: str) -> Path:
@@ -40,7 +32,7 @@ def _generate(tmp_path: Path, slo_text: str) -> Path:
 def test_promtool_checks_the_generated_rules(tmp_path: Path) -> None:
     rules = _generate(tmp_path, SHIPPED.read_text(encoding="utf-8"))
     done = subprocess.run(
-        [_promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+        [promtool_path(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 26 rules found" in done.stdout
@@ -48,7 +40,7 @@ def test_promtool_checks_the_generated_rules(tmp_path: Path) -> None:
 
 def _promtool_test(test: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [_promtool(), "test", "rules", str(test)], capture_output=True, text=True, timeout=300
+        [promtool_path(), "test", "rules", str(test)], capture_output=True, text=True, timeout=300
     )
 
 
