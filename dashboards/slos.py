@@ -84,7 +84,7 @@ def slo_json(slo: Slo, alerts: Sequence[FiringAlert], at: float) -> dict[str, An
         "objective": float(slo.objective),
         "window": slo.window,
         "error_budget": budget,
-        "alertname": slo.alert_name,
+        "alertnames": slo.alert_names,
         "series": rows,
         "thresholds": [
             {

@@ -119,7 +119,7 @@
       section.appendChild(el("h3", {}, "Alerts (multiwindow, multi-burn-rate)"));
       section.appendChild(thresholdTable(slo, slo.series[0]));
     }
-    section.appendChild(el("h3", {}, "Alerts of " + slo.alertname));
+    section.appendChild(el("h3", {}, "Pending and firing alerts"));
     section.appendChild(alertList(slo));
     return section;
   }

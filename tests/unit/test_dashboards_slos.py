@@ -59,6 +59,10 @@ def test_slo_api_reports_budget_burn_rates_and_alerts(tmp_path: Path, store: Mem
         ("ticket", 3.0, "1d", "2h"),
         ("ticket", 1.0, "3d", "6h"),
     ]
+    assert slo["alertnames"] == {
+        "page": "CheckoutAvailabilityFastBurn",
+        "ticket": "CheckoutAvailabilitySlowBurn",
+    }
     alerts = {(a["labels"]["alertname"], a["state"]) for a in slo["alerts"]}
     assert alerts == {
         ("CheckoutAvailabilityFastBurn", "firing"),
