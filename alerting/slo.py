@@ -483,6 +483,7 @@ def _default_annotations(
     urgency = "fast" if severity == "page" else "steadily"
     return {
         "summary": f"SLO {slo.name}: the error budget burns {urgency}",
+        "dashboard": f"slos/{slo.name}",
         "description": (
             f"{slo.description or slo.name}: objective {_number(slo.objective)}% over "
             f"{slo.window}, an error budget of {_number(slo.budget * 100)}%. The error ratio "
