@@ -216,3 +216,17 @@ def test_slo_file_problems_have_no_crash_on_missing_file(tmp_path: Path) -> None
     slos, issues = parse_slo_file(tmp_path / "missing.yaml")
     assert slos == []
     assert issues[0].line == 1 and "cannot read the file" in issues[0].message
+
+
+def test_vigil_alert_refuses_to_start_on_a_bad_slo_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _write(tmp_path, GOOD.replace("99.9", "100"))
+    config = tmp_path / "vigil.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\nstore: {{backend: memory}}\n"
+        f"alert: {{rules: [], slos: ['{bad}']}}\n",
+        encoding="utf-8",
+    )
+    assert main(["--config", str(config), "alert", "--once"]) == 2
+    assert f"{bad}:3: error: slo api: objective must be a percentage" in capsys.readouterr().err
