@@ -1,5 +1,6 @@
-"""``vigil alert [--once]`` (the evaluator process), ``vigil rules check FILE...`` and
-``vigil rules test FILE...`` (Prometheus' rule unit tests)."""
+"""``vigil alert [--once]`` (the evaluator process), ``vigil rules check FILE...``,
+``vigil rules test FILE...`` (Prometheus' rule unit tests) and ``vigil slo
+check|generate FILE`` (SLOs to recording rules and burn-rate alerts)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from types import FrameType
 
 from prometheus_client import start_http_server
 
-from alerting.engine import AlertEngine, RuleSource
+from alerting.engine import AlertEngine
 from alerting.notify.base import Notifier
 from alerting.notify.email import EmailNotifier, config_from_settings
 from alerting.notify.slack import SlackNotifier
 from alerting.notify.webhook import WebhookNotifier
 from alerting.promql import Engine
-from alerting.rules import check_files, expand
+from alerting.rules import Issue, check_files, expand
+from alerting.slo import SloRuleSource, check_slo_files, to_yaml
 from alerting.state import AlertBook, AlertDB
 from siem.backends import open_store
 from vigil.logging import setup_logging
@@ -48,6 +50,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     test.add_argument("files", nargs="+", metavar="FILE", help="rule test files")
     test.set_defaults(func=cmd_rules_test)
+    slo = sub.add_parser("slo", help="SLO files: burn-rate alerts and recording rules")
+    slo_sub = slo.add_subparsers(dest="slo_command", required=True)
+    slo_check = slo_sub.add_parser("check", help="validate SLO files (file:line for each issue)")
+    slo_check.add_argument(
+        "files", nargs="*", metavar="FILE", help="SLO files (default: alert.slos globs)"
+    )
+    slo_check.set_defaults(func=cmd_slo_check)
+    generate = slo_sub.add_parser(
+        "generate", help="print the Prometheus rule file generated from SLO files"
+    )
+    generate.add_argument("files", nargs="+", metavar="FILE", help="SLO files")
+    generate.add_argument("-o", "--output", metavar="RULES", help="write to this file")
+    generate.set_defaults(func=cmd_slo_generate)
 
 
 def web_url(settings: Settings) -> str:
@@ -74,7 +89,9 @@ def cmd_alert(args: argparse.Namespace) -> int:
     """Run the evaluator; bad rule files refuse the start (exit 2 with file:line)."""
     settings = load_settings(args.config)
     setup_logging("alert", data_dir=settings.data_dir, log_format=getattr(args, "log_format", None))
-    source = RuleSource(settings.alert.rules, default_interval=settings.alert.interval_s)
+    source = SloRuleSource(
+        settings.alert.rules, settings.alert.slos, default_interval=settings.alert.interval_s
+    )
     groups = source.load()
     store = open_store(settings)
     db = AlertDB(Path(settings.data_dir) / "alerts.db")
@@ -128,12 +145,47 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
         print(f"no rule files match {', '.join(settings.alert.rules)}")
         return 1
     issues = check_files(files, default_interval=settings.alert.interval_s)
+    return _report(issues, len(files))
+
+
+def _report(issues: list[Issue], files: int) -> int:
     for issue in issues:
         print(issue)
     errors = sum(1 for i in issues if i.severity == "error")
     warnings = len(issues) - errors
-    print(f"{len(files)} file(s) checked: {errors} error(s), {warnings} warning(s)")
+    print(f"{files} file(s) checked: {errors} error(s), {warnings} warning(s)")
     return 1 if errors else 0
+
+
+def cmd_slo_check(args: argparse.Namespace) -> int:
+    """Print every issue of the SLO files as ``file:line: severity: message``."""
+    settings = load_settings(args.config)
+    files = [Path(f) for f in args.files] or expand(settings.alert.slos)
+    if not files:
+        print(f"no SLO files match {', '.join(settings.alert.slos)}")
+        return 1
+    slos, issues = check_slo_files(files)
+    code = _report(issues, len(files))
+    if not code:
+        print(f"{len(slos)} SLO(s): {', '.join(s.name for s in slos)}")
+    return code
+
+
+def cmd_slo_generate(args: argparse.Namespace) -> int:
+    """Write the generated rule file to stdout or ``-o``; errors go to stderr (exit 1)."""
+    slos, issues = check_slo_files([Path(f) for f in args.files])
+    errors = [i for i in issues if i.severity == "error"]
+    for issue in issues:
+        print(issue, file=sys.stderr)
+    if errors:
+        return 1
+    text = to_yaml(slos, " ".join(args.files))
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"{args.output}: {len(slos)} SLO(s)", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:

@@ -433,9 +433,24 @@ def parse_file(
 ) -> tuple[list[RuleGroup], list[Issue]]:
     """The groups of one rule file and every issue found in it."""
     file = str(path)
+    try:
+        text = safeyaml.read_text(path)
+    except safeyaml.YamlInputError as exc:
+        return [], [Issue("error", file, exc.line or 1, exc.reason, exc.column)]
+    return parse_text(text, file, default_interval=default_interval, check_expr=check_expr)
+
+
+def parse_text(
+    text: str,
+    file: str,
+    *,
+    default_interval: float = 5.0,
+    check_expr: ExprCheck | None = None,
+) -> tuple[list[RuleGroup], list[Issue]]:
+    """The groups of rule-file text (``file`` names it in issues) and every issue in it."""
     parser = _FileParser(file, default_interval, check_expr or _default_check)
     try:
-        root = safeyaml.compose(safeyaml.read_text(path), file)
+        root = safeyaml.compose(text, file)
     except safeyaml.YamlInputError as exc:
         return [], [Issue("error", file, exc.line or 1, exc.reason, exc.column)]
     groups = parser.parse(root)

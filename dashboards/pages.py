@@ -8,6 +8,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, render_template
 
+from alerting.slo import NAME as SLO_NAME
+from dashboards.slos import defined_slos
 from vigil import safeyaml
 from vigil.webauth import requires
 
@@ -27,6 +29,22 @@ def overview() -> str:
 def events() -> str:
     """The Events page: search events with KQL, as in Kibana's Discover."""
     return render_template("events.html", page="events")
+
+
+@bp.get("/slos")
+@requires("viewer")
+def slos() -> str:
+    """The SLOs: objective, error budget remaining and burn rates of each."""
+    return render_template("slos.html", page="slos", slo="")
+
+
+@bp.get("/slos/<name>")
+@requires("viewer")
+def slo(name: str) -> str:
+    """One SLO: its budget, burn rates per window, alert thresholds and alerts."""
+    if not SLO_NAME.fullmatch(name) or name not in {s.name for s in defined_slos()}:
+        abort(404)
+    return render_template("slos.html", page="slos", slo=name)
 
 
 # Runbooks live in the repository's runbooks/ folder; alert links point here.

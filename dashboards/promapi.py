@@ -329,12 +329,13 @@ def alerts() -> Response:
 
 
 class _RuleCache:
-    """The rule files of ``alert.rules``, read again only when one changes."""
+    """The rule files of ``alert.rules`` and the rules generated from the SLO files of
+    ``alert.slos``, read again only when one changes."""
 
-    def __init__(self, patterns: Sequence[str], interval_s: float) -> None:
-        from alerting.engine import RuleSource
+    def __init__(self, patterns: Sequence[str], slos: Sequence[str], interval_s: float) -> None:
+        from alerting.slo import SloRuleSource
 
-        self._source = RuleSource(patterns, default_interval=interval_s)
+        self._source = SloRuleSource(patterns, slos, default_interval=interval_s)
         self._lock = threading.Lock()
         self._groups: list[RuleGroup] = []
         self._error = ""
@@ -363,7 +364,9 @@ def _rule_cache(app: Flask) -> _RuleCache:
         cache = app.extensions.get(key)
         if cache is None:
             settings = context().settings.alert
-            cache = app.extensions[key] = _RuleCache(settings.rules, settings.interval_s)
+            cache = app.extensions[key] = _RuleCache(
+                settings.rules, settings.slos, settings.interval_s
+            )
     rv: _RuleCache = cache
     return rv
 

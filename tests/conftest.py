@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -186,6 +187,30 @@ def require_server(name: str, reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{name} is required in CI but unavailable: {reason}")
     pytest.skip(f"{name} unavailable: {reason}")
+
+
+def promtool_path() -> str:
+    """Debian's promtool; skips without it, except in CI (CI=true), where that fails."""
+    path = shutil.which("promtool")
+    if path is None:
+        require_server("promtool", "not installed (scripts/install-system-deps installs it)")
+    assert path is not None
+    return path
+
+
+@contextlib.contextmanager
+def live_server(app: Flask) -> Iterator[str]:
+    """``app`` in a real threaded HTTP server on a free port, for a browser; its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="session")

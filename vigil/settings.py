@@ -400,6 +400,10 @@ class AlertSettings:
     """``vigil alert``: rule evaluation and notification."""
 
     rules: list[str] = option(["config/rules/*.yaml"], help="rule file globs")
+    slos: list[str] = option(
+        ["config/slos.yaml"],
+        help="SLO file globs; their recording rules and burn-rate alerts run beside the rules",
+    )
     interval_s: float = option(5.0, env="VIGIL_ALERT_INTERVAL", help="evaluation interval")
     slack: SlackSettings = option(SlackSettings())
     email: EmailSettings = option(EmailSettings())

@@ -107,6 +107,9 @@ def vigil(
     )
 
 
+ALERT = "ShopHighErrorRate"
+
+
 def alert_posts(slack: SlackServer, alertname: str) -> list[Any]:
     return [
         c
@@ -166,7 +169,7 @@ def test_incident_bad_deploy_alert_rollback_resolved(
             replies = [
                 c
                 for c in slack.ok_calls("chat.postMessage")
-                if c.payload.get("thread_ts") and "resolved" in json.dumps(c.payload)
+                if c.payload.get("thread_ts") and f"{ALERT} resolved" in json.dumps(c.payload)
             ]
             return bool(updates and replies)
 
@@ -179,7 +182,12 @@ def test_incident_bad_deploy_alert_rollback_resolved(
     update = next(
         c for c in slack.ok_calls("chat.update") if "ShopHighErrorRate" in json.dumps(c.payload)
     )
-    reply = next(c for c in slack.ok_calls("chat.postMessage") if c.payload.get("thread_ts"))
+    # The SLO burn-rate alerts (config/slos.yaml) post and resolve in threads of their own.
+    reply = next(
+        c
+        for c in slack.ok_calls("chat.postMessage")
+        if c.payload.get("thread_ts") and f"{ALERT} resolved" in json.dumps(c.payload)
+    )
     assert update.payload["channel"] == post.payload["channel"]
     assert reply.payload["thread_ts"] == update.payload["ts"]
 

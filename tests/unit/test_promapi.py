@@ -87,7 +87,7 @@ def app(store: MemoryStore, tmp_path: Path) -> Flask:
     settings = from_mapping(
         {
             "data_dir": str(tmp_path),
-            "alert": {"rules": [str(tmp_path / "rules" / "*.yaml")]},
+            "alert": {"rules": [str(tmp_path / "rules" / "*.yaml")], "slos": []},
             "collect": {"scrape": {"db": {"targets": ["d:4"], "timeout_s": 2.0}}},
             "query": {"max_samples": 2000},
         }
