@@ -34,6 +34,15 @@ server's; the other aggregations are computed from the matching events with
 the arithmetic of ``siem.aggregations`` (exact, where Elasticsearch's
 percentiles and cardinality approximate).
 
+The index template and the samples index are set up lazily, by the first
+operation, so a process starts while the cluster is down: until the setup
+succeeds every operation raises ``StoreUnavailable`` (the collector retries
+and spools, the web API answers 503, the alert engine counts a failed
+evaluation). A failed setup is tried again after a backoff (0.5 s doubling
+to ``SETUP_BACKOFF_MAX_S``), not by every call; one WARNING says the store
+is unavailable and one INFO line when it is ready, and the metrics
+``vigil_store_setup_failures_total`` and ``vigil_store_ready`` show it.
+
 Servers that refuse the 8.x client's ``compatible-with`` media types
 (OpenSearch, osmem-server) need ``compat_headers=False``: requests then carry
 plain ``application/json`` / ``application/x-ndjson``.
@@ -47,8 +56,11 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
+import logging
 import math
 import re
+import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -56,6 +68,7 @@ from elastic_transport import ApiError, ConnectionTimeout, HttpHeaders, Urllib3H
 from elastic_transport import TransportError as _TransportError
 from elastic_transport._node import NodeApiResponse
 from elastic_transport.client_utils import DEFAULT, DefaultType
+from prometheus_client import Counter, Gauge
 
 from siem import SiemError, StoreUnavailable, kql, kql_es, limits, lookups
 from siem import aggregations as agg
@@ -74,6 +87,21 @@ from siem.model import (
     value_from_text,
     value_text,
 )
+
+log = logging.getLogger("vigil.store")
+
+SETUP_FAILURES = Counter(
+    "vigil_store_setup_failures_total",
+    "Failed attempts to set up the Elasticsearch store (index template, samples index):"
+    " the cluster was unreachable or refused; every operation answered unavailable meanwhile",
+)
+SETUP_READY = Gauge(
+    "vigil_store_ready",
+    "1 once the Elasticsearch store is set up on the cluster, 0 while its setup fails",
+)
+SETUP_BACKOFF_INITIAL_S = 0.5
+SETUP_BACKOFF_MAX_S = 10.0
+"""A failed setup is tried again after 0.5 s, doubling up to this."""
 
 PAGE_SIZE = 1000
 """Documents per search request while reading matching events or samples."""
@@ -307,6 +335,7 @@ class ElasticsearchStore(lookups.SeriesLookups):
         compat_headers: bool = True,
         request_timeout_s: float = 30.0,
         refresh: str = "false",
+        clock: Any = time.monotonic,
     ) -> None:
         from elasticsearch import Elasticsearch
 
@@ -323,14 +352,82 @@ class ElasticsearchStore(lookups.SeriesLookups):
         if not compat_headers:
             kwargs["node_class"] = _PlainJsonNode
         try:
-            self._es = Elasticsearch(url, **kwargs)
+            self._client = Elasticsearch(url, **kwargs)
         except ValueError as exc:  # a malformed URL
             raise SiemError(f"elasticsearch: store.url {url!r}: {exc}") from exc
+        self._url = url
         self._samples_index = f"{prefix}-samples"
         self._known_indices: set[str] = set()
-        self._setup()
+        # Lazy setup (see the module's docstring): _ready() runs _setup once it can.
+        self._clock = clock
+        self._set_up = False
+        self._setup_lock = threading.Lock()
+        self._setup_failures = 0
+        self._next_setup = 0.0
+        self._setup_error = ""
 
     # --- setup ------------------------------------------------------------
+
+    @property
+    def _es(self) -> Any:
+        """The client, for an operation: the store is set up first (``_ready``)."""
+        self._ready()
+        return self._client
+
+    @property
+    def ready(self) -> bool:
+        """True once the index template and the samples index are set up on the cluster."""
+        return self._set_up
+
+    def _ready(self) -> None:
+        """Set the store up unless it is; ``StoreUnavailable`` while that fails.
+
+        A failed setup is tried again only after its backoff: calls before then
+        fail at once, without a request, naming the last error.
+        """
+        if self._set_up:
+            return
+        with self._setup_lock:
+            if self._set_up:
+                return
+            now = self._clock()
+            if self._setup_failures and now < self._next_setup:
+                raise StoreUnavailable(
+                    f"elasticsearch store at {self._url} unavailable: {self._setup_error};"
+                    f" next try in {self._next_setup - now:.1f} s"
+                )
+            try:
+                self._setup()
+            except SiemError as exc:
+                # Any setup failure (a refused connection, a 401, a 406) leaves the data
+                # blameless: unavailable, so writers retry and spool, readers answer 503.
+                self._setup_failures += 1
+                delay = min(
+                    SETUP_BACKOFF_MAX_S, SETUP_BACKOFF_INITIAL_S * 2 ** (self._setup_failures - 1)
+                )
+                self._next_setup = self._clock() + delay
+                self._setup_error = str(exc)
+                SETUP_FAILURES.inc()
+                SETUP_READY.set(0)
+                if self._setup_failures == 1:
+                    log.warning(
+                        "elasticsearch store at %s unavailable, retrying with backoff: %s",
+                        self._url,
+                        exc,
+                    )
+                else:
+                    log.debug("elasticsearch store setup failed again: %s", exc)
+                raise StoreUnavailable(
+                    f"elasticsearch store at {self._url} unavailable: {exc}"
+                ) from exc
+            self._set_up = True
+            SETUP_READY.set(1)
+            if self._setup_failures:
+                log.info(
+                    "elasticsearch store at %s ready after %d failed setup attempt(s)",
+                    self._url,
+                    self._setup_failures,
+                )
 
     def _call(self, what: str, fn: Any, /, **kwargs: Any) -> Any:
         """Call the client; its errors become a ``SiemError`` naming what failed."""
@@ -347,7 +444,7 @@ class ElasticsearchStore(lookups.SeriesLookups):
         # a second Vigil) the same mapping; the store also creates each index with it.
         self._call(
             "put index template",
-            self._es.indices.put_index_template,
+            self._client.indices.put_index_template,
             name=f"{self.prefix}-events",
             index_patterns=[f"{self.prefix}-events-*"],
             template={"mappings": _EVENTS_TEMPLATE},
@@ -357,15 +454,18 @@ class ElasticsearchStore(lookups.SeriesLookups):
     def _ensure_index(self, name: str, mappings: Mapping[str, Any]) -> None:
         if name in self._known_indices:
             return
-        exists = self._call("index exists", self._es.indices.exists, index=name)
+        exists = self._call("index exists", self._client.indices.exists, index=name)
         if not exists:
             try:
                 self._call(
-                    f"create index {name}", self._es.indices.create, index=name, mappings=mappings
+                    f"create index {name}",
+                    self._client.indices.create,
+                    index=name,
+                    mappings=mappings,
                 )
             except SiemError as exc:
                 # Another writer may have created it in between.
-                if not self._call("index exists", self._es.indices.exists, index=name):
+                if not self._call("index exists", self._client.indices.exists, index=name):
                     raise exc
         self._known_indices.add(name)
 
@@ -377,6 +477,7 @@ class ElasticsearchStore(lookups.SeriesLookups):
         for ts in [e.timestamp for e in events] + [s.timestamp for s in samples]:
             if not math.isfinite(ts):
                 raise SiemError(f"timestamp {ts!r} is not a finite number")
+        self._ready()  # before the events' indices: the template first
         for event in events:
             index = index_for(self.prefix, event.dataset)
             self._ensure_index(index, _EVENTS_TEMPLATE)
@@ -870,6 +971,7 @@ class ElasticsearchStore(lookups.SeriesLookups):
             operations.append(dataclasses.asdict(item))
         if not operations:
             return 0
+        self._ready()
         self._ensure_index(self._metadata_index, _METADATA_MAPPING)
         rv = self._call("write metadata", self._es.bulk, operations=operations, refresh=True)
         if rv.get("errors"):
@@ -898,7 +1000,7 @@ class ElasticsearchStore(lookups.SeriesLookups):
 
     def close(self) -> None:
         """Close the client's connections."""
-        self._es.close()
+        self._client.close()
 
 
 UNAVAILABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})

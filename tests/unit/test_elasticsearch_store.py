@@ -23,15 +23,23 @@ from typing import Any
 
 import pytest
 from conftest import free_port
+from es_outage import proxy_to
 from fuzz_inputs import FUZZ
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from collectors.sink import store_is_down
 from siem import SiemError, StoreUnavailable, kql, kql_es, limits
 from siem import aggregations as agg
 from siem.backends import open_store
-from siem.elasticsearch import ECS_FIELDS, ElasticsearchStore, ecs_source, index_for
+from siem.elasticsearch import (
+    ECS_FIELDS,
+    SETUP_BACKOFF_MAX_S,
+    ElasticsearchStore,
+    ecs_source,
+    index_for,
+)
 from siem.memory import MemoryStore
 from siem.model import Event, EventQuery, Matcher, Sample, get_field, make_labels
 from vigil.errors import ConfigError, VigilError
@@ -215,8 +223,11 @@ def test_elasticsearch_store_samples_have_deterministic_ids(
 
 def test_elasticsearch_store_compat_headers_option(es_url: str) -> None:
     # osmem-server, like OpenSearch, answers 406 to the 8.x/9.x compatibility media types.
-    with pytest.raises(SiemError, match="406"):
-        ElasticsearchStore(es_url, compat_headers=True)
+    # The setup fails at the first operation: unavailable (the data is not at fault).
+    refused = ElasticsearchStore(es_url, compat_headers=True)
+    with pytest.raises(StoreUnavailable, match="406"):
+        refused.write(events=[_event(1)])
+    refused.close()
     store = ElasticsearchStore(es_url, compat_headers=False)
     try:
         assert store.write(events=[_event(1)]).events == 1
@@ -224,10 +235,80 @@ def test_elasticsearch_store_compat_headers_option(es_url: str) -> None:
         store.close()
 
 
-def test_elasticsearch_store_unreachable_server_is_a_store_error() -> None:
+def test_elasticsearch_store_unreachable_server_is_unavailable() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(SiemError, match=r"elasticsearch: .* failed"):
-        ElasticsearchStore(url, compat_headers=False, request_timeout_s=2.0)
+    store = ElasticsearchStore(url, compat_headers=False, request_timeout_s=2.0)  # no request
+    assert not store.ready
+    with pytest.raises(StoreUnavailable, match=r"elasticsearch: .* failed") as raised:
+        store.write(events=[_event(1)])
+    assert store_is_down(raised.value)
+    store.close()
+
+
+def _setup_failures() -> float:
+    return REGISTRY.get_sample_value("vigil_store_setup_failures_total") or 0.0
+
+
+def test_elasticsearch_store_sets_up_lazily_with_backoff(
+    es_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [100.0]
+    with proxy_to(es_url) as proxy, caplog.at_level(logging.DEBUG, logger="vigil.store"):
+        proxy.set_mode("refuse")
+        store = ElasticsearchStore(
+            proxy.url, compat_headers=False, request_timeout_s=2.0, clock=lambda: now[0]
+        )
+        before = _setup_failures()
+        operations = {
+            "write": lambda: store.write(events=[_event(1)]),
+            "search": lambda: store.search(EventQuery()),
+            "count": lambda: store.aggregate(EventQuery(), agg.Count()),
+            "select": lambda: store.select([Matcher("__name__", "=", "up")], 0, T0),
+            "metadata": lambda: store.metadata(),
+            "stats": lambda: store.stats(),
+        }
+        # Every operation fails as unavailable; only the first tries the cluster, the
+        # others wait for the backoff (0.5 s) and name the last error.
+        for name, operation in operations.items():
+            with pytest.raises(StoreUnavailable, match=f"elasticsearch store at {proxy.url}"):
+                operation()
+            assert _setup_failures() == before + 1, name
+        with pytest.raises(StoreUnavailable, match=r"next try in 0\.5 s"):
+            store.search(EventQuery())
+        # The backoff doubles, up to SETUP_BACKOFF_MAX_S.
+        delays = []
+        for _ in range(7):
+            now[0] += 60
+            with pytest.raises(StoreUnavailable):
+                store.write(events=[_event(1)])
+            with pytest.raises(StoreUnavailable, match="next try in") as raised:
+                store.write(events=[_event(1)])
+            delays.append(float(str(raised.value).rsplit("next try in ", 1)[1].split()[0]))
+        assert delays == [1, 2, 4, 8, SETUP_BACKOFF_MAX_S, SETUP_BACKOFF_MAX_S, SETUP_BACKOFF_MAX_S]
+        assert _setup_failures() == before + 8
+        assert REGISTRY.get_sample_value("vigil_store_ready") == 0
+        # The cluster is back: nothing happens before the backoff ends, then all proceeds.
+        proxy.set_mode("forward")
+        with pytest.raises(StoreUnavailable, match="next try in"):
+            store.write(events=[_event(1)])
+        now[0] += SETUP_BACKOFF_MAX_S
+        assert store.write(events=[_event(1)]).events == 1
+        assert store.ready
+        assert REGISTRY.get_sample_value("vigil_store_ready") == 1
+        assert _setup_failures() == before + 8
+        store.close()
+    records = [r for r in caplog.records if r.name == "vigil.store"]
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "unavailable, retrying with backoff" in warnings[0]
+    assert [r.getMessage() for r in records if r.levelno == logging.INFO] == [
+        f"elasticsearch store at {proxy.url} ready after 8 failed setup attempt(s)"
+    ]
+    # The template was put when the setup succeeded: the event is typed, its index there.
+    direct = ElasticsearchStore(es_url, compat_headers=False, refresh="true")
+    try:
+        assert [e.id for e in direct.search(EventQuery())] == ["e001"]
+    finally:
+        direct.close()
 
 
 def test_elasticsearch_store_opened_from_settings_with_key_from_env(
