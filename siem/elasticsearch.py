@@ -97,7 +97,7 @@ SETUP_FAILURES = Counter(
 )
 SETUP_READY = Gauge(
     "vigil_store_ready",
-    "1 once the Elasticsearch store is set up on the cluster, 0 while its setup fails",
+    "1 once the Elasticsearch store is set up on the cluster, 0 until then (its setup failing)",
 )
 SETUP_BACKOFF_INITIAL_S = 0.5
 SETUP_BACKOFF_MAX_S = 10.0

@@ -218,6 +218,19 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
         time.sleep(1.0)
 
 
+def store_yaml(proxy: Proxy, request_timeout_s: float) -> str:
+    """The ``store:`` section of a config whose store is osmem-server behind ``proxy``."""
+    return textwrap.dedent(
+        f"""\
+        store:
+          backend: elasticsearch
+          url: "{proxy.url}"
+          es_compat_headers: false
+          request_timeout_s: {request_timeout_s}
+        """
+    )
+
+
 class CollectorProcess:
     """``vigil collect`` with its store on osmem-server behind ``proxy``, tailing
     ``data/logs/*.log``, receiving syslog and scraping ``target`` every second."""
@@ -230,13 +243,9 @@ class CollectorProcess:
         self.metrics_port = free_port()
         config = tmp_path / "vigil.yaml"
         config.write_text(
-            textwrap.dedent(
+            store_yaml(proxy, request_timeout_s)
+            + textwrap.dedent(
                 f"""\
-                store:
-                  backend: elasticsearch
-                  url: "{proxy.url}"
-                  es_compat_headers: false
-                  request_timeout_s: {request_timeout_s}
                 collect:
                   interval_s: 1
                   scrape_stack: false

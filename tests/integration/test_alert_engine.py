@@ -340,3 +340,49 @@ def test_alert_engine_run_loop_stops_on_event(tmp_path: Path) -> None:
     assert not thread.is_alive()
     assert registry.get_sample_value("vigil_alerts", {"state": "pending"}) == 1
     assert registry.get_sample_value("vigil_alert_group_evaluations_total", {"group": "shop"}) >= 1
+
+
+def test_alert_engine_counts_failed_evaluations_while_elasticsearch_is_down(
+    tmp_path: Path, es_url: str
+) -> None:
+    # `vigil alert` started before the cluster: every rule's evaluation fails (counted,
+    # the engine goes on); once the cluster answers, the rules fire as usual.
+    from es_outage import proxy_to
+
+    from siem.elasticsearch import ElasticsearchStore
+
+    now = [0.0]  # the store's clock: one setup attempt while down, then past its backoff
+    registry = CollectorRegistry()
+    with proxy_to(es_url) as proxy:
+        proxy.set_mode("refuse")
+        store = ElasticsearchStore(
+            proxy.url, compat_headers=False, refresh="true", clock=lambda: now[0]
+        )
+        rules = load_rules([SHIPPED])
+        engine = engine_for(tmp_path, store, rules, [], registry)
+        assert engine.run_once(at=T0) == []
+        failed = {
+            s.labels["alertname"]
+            for metric in registry.collect()
+            for s in metric.samples
+            if s.name == "vigil_alert_rule_evaluation_failures_total" and s.value == 1
+        }
+        assert failed == {rule.name for group in rules for rule in group.rules}
+        proxy.set_mode("forward")
+        now[0] += 60
+        failures = [
+            Event.from_doc(
+                {
+                    "@timestamp": dt.datetime.fromtimestamp(T0 - 60 + i, tz=dt.UTC).isoformat(),
+                    "event": {"dataset": "shop.auth", "outcome": "failure"},
+                    "source": {"ip": "1.2.3.4"},
+                },
+                source="auth.log",
+                position=i,
+            )
+            for i in range(11)
+        ]
+        assert store.write(events=failures).events == 11
+        changes = engine.run_once(at=T0 + 1)
+        store.close()
+    assert [c.alert.name for c in changes if c.after == "firing"] == ["BruteForceLogin"]

@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from es_outage import (
     assert_each_item_once,
     count,
     proxy_to,
+    store_yaml,
     wait_caught_up,
     wait_for,
 )
@@ -116,17 +116,7 @@ def test_es_start_web_answers_503_until_the_cluster_is_up(
     data.mkdir()
     _, token = UserStore(data / "users.db").create_token("reader", "viewer")
     config = tmp_path / "vigil.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            store:
-              backend: elasticsearch
-              url: "{down_proxy.url}"
-              es_compat_headers: false
-              request_timeout_s: 5
-            """
-        )
-    )
+    config.write_text(store_yaml(down_proxy, request_timeout_s=5))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, VIGIL_DATA_DIR=str(data))
