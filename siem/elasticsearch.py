@@ -61,7 +61,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from elastic_transport import ApiError, ConnectionTimeout, HttpHeaders, Urllib3HttpNode
@@ -323,6 +323,10 @@ class ElasticsearchStore(lookups.SeriesLookups):
     the next periodic refresh, ``"false"`` does not wait (``store.refresh``,
     default false, for ``vigil`` processes).
 
+    Opening the store sends no request: the first operation sets it up, and a
+    cluster that is down then makes it raise ``StoreUnavailable`` (see the
+    module's docstring). ``clock`` times the setup's backoff (tests pass their own).
+
     >>> store = ElasticsearchStore("http://127.0.0.1:9200", compat_headers=False)
     """
 
@@ -335,7 +339,7 @@ class ElasticsearchStore(lookups.SeriesLookups):
         compat_headers: bool = True,
         request_timeout_s: float = 30.0,
         refresh: str = "false",
-        clock: Any = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         from elasticsearch import Elasticsearch
 
