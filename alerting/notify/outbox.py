@@ -44,7 +44,15 @@ def absolute_url(url: str, base: str) -> str:
     return urllib.parse.urljoin(base if base.endswith("/") else base + "/", url)
 
 
-class _Metrics:
+def backoff_delay(base_s: float, failures: int, max_s: float) -> float:
+    """The wait after ``failures`` failures in a row: exponential, 25% jitter, capped."""
+    base = base_s * 2 ** min(failures - 1, 16)
+    return float(min(base * (1 + random.random() * 0.25), max_s))
+
+
+class OutboxMetrics:
+    """The queue and delivery metrics every receiver's worker reports to."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.notifications = Counter(
             "vigil_alert_notifications",
@@ -80,7 +88,7 @@ class Outbox:
         self,
         notifier: Notifier,
         book: AlertBook,
-        metrics: _Metrics,
+        metrics: OutboxMetrics,
         *,
         max_items: int = DEFAULT_QUEUE_SIZE,
         backoff_s: float = DEFAULT_BACKOFF_S,
@@ -184,8 +192,7 @@ class Outbox:
             self._stop.wait(wait)
 
     def _backoff(self, failures: int) -> float:
-        base = self.backoff_s * 2 ** min(failures - 1, 16)
-        return float(min(base * (1 + random.random() * 0.25), self.max_backoff_s))
+        return backoff_delay(self.backoff_s, failures, self.max_backoff_s)
 
     def _deliver(self, fps: Sequence[str]) -> bool:
         """Tell the receiver about ``fps`` as they stand in the book now; record outcomes."""
@@ -255,9 +262,11 @@ class Outboxes:
         max_items: int = DEFAULT_QUEUE_SIZE,
         backoff_s: float = DEFAULT_BACKOFF_S,
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+        metrics: OutboxMetrics | None = None,
     ) -> None:
         self.book = book
-        metrics = _Metrics(registry)
+        metrics = metrics or OutboxMetrics(registry)
+        self.metrics = metrics
         self.boxes = [
             Outbox(
                 n,
