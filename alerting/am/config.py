@@ -41,6 +41,7 @@ DEFAULT_GROUP_INTERVAL_S = 300.0
 DEFAULT_REPEAT_INTERVAL_S = 4 * 3600.0
 DEFAULT_RESOLVE_TIMEOUT_S = 300.0
 GROUP_BY_ALL = "..."
+SLACK_APP_URL = "https://slack.com/api/chat.postMessage"
 
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -62,6 +63,52 @@ OTHER_INTEGRATIONS = (
     "wechat_configs",
 )
 """Alertmanager integrations Vigil accepts in a file but does not deliver to."""
+
+REQUIRED_ONE_OF: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
+    "opsgenie_configs": (
+        ("api_key", "api_key_file"),
+        ("opsgenie_api_key", "opsgenie_api_key_file"),
+        "no global OpsGenie API Key set either inline or in a file",
+    ),
+    "victorops_configs": (
+        ("api_key", "api_key_file"),
+        ("victorops_api_key", "victorops_api_key_file"),
+        "no global VictorOps API Key set",
+    ),
+    "wechat_configs": (
+        ("api_secret", "api_secret_file"),
+        ("wechat_api_secret", "wechat_api_secret_file"),
+        "no global Wechat ApiSecret set",
+    ),
+    "telegram_configs": (
+        ("bot_token", "bot_token_file"),
+        ("telegram_bot_token", "telegram_bot_token_file"),
+        "missing bot_token on telegram_config",
+    ),
+    "sns_configs": (
+        ("target_arn", "topic_arn", "phone_number"),
+        (),
+        "must provide either a Target ARN, Topic ARN, or Phone Number for SNS config",
+    ),
+    "mattermost_configs": (
+        ("webhook_url", "webhook_url_file"),
+        ("mattermost_webhook_url", "mattermost_webhook_url_file"),
+        "missing webhook_url or webhook_url_file on mattermost_config",
+    ),
+    "rocketchat_configs": (
+        ("token", "token_file"),
+        ("rocketchat_token", "rocketchat_token_file"),
+        "no global Rocketchat Token set either inline or in a file",
+    ),
+    "pagerduty_configs": (
+        ("routing_key", "routing_key_file", "service_key", "service_key_file"),
+        (),
+        "missing service or routing key in PagerDuty config",
+    ),
+}
+"""Per integration Vigil does not deliver to: the keys of which one must be set (in the
+entry, or globally) and Alertmanager's message when none is, so such files fail as in
+``amtool check-config``."""
 
 GLOBAL_KEYS = (
     "resolve_timeout",
@@ -597,10 +644,20 @@ class _Parser:
                 raw[key] = self.string(value, f"global.{key}")
                 if key.endswith("_url") and raw[key]:
                     self.url(value, raw[key], f"global.{key}")
-        if raw.get("slack_api_url") and raw.get("slack_api_url_file"):
+        app_url = raw.get("slack_app_url") or SLACK_APP_URL
+        if (
+            (raw.get("slack_app_token") or raw.get("slack_app_token_file"))
+            and (raw.get("slack_api_url") or raw.get("slack_api_url_file"))
+            and raw.get("slack_api_url") != app_url
+        ):
             raise self.fail(
-                node, "at most one of slack_api_url & slack_api_url_file must be configured"
+                node,
+                "at most one of slack_app_token/slack_app_token_file & "
+                "slack_api_url/slack_api_url_file must be configured",
             )
+        for key in sorted(raw):
+            if raw.get(key) and raw.get(f"{key}_file"):
+                raise self.fail(node, f"at most one of {key} & {key}_file must be configured")
         if raw.get("smtp_auth_password") and raw.get("smtp_auth_password_file"):
             raise self.fail(
                 node,
@@ -733,9 +790,23 @@ class _Parser:
             for item in self.items(keys.get(key), key):
                 if not isinstance(item, yaml.MappingNode):
                     raise self.fail(item, f"each of {key} must be a mapping")
-                self.value(item)
+                entry = self.value(item)
+                self.required(item, key, entry if isinstance(entry, dict) else {}, glob)
                 unsupported.append(key)
         return Receiver(name, slack, webhook, email, tuple(unsupported))
+
+    def required(
+        self, node: yaml.Node, kind: str, entry: Mapping[str, Any], glob: GlobalConfig
+    ) -> None:
+        """The checks Alertmanager makes on an integration Vigil only accepts."""
+        for key in entry:
+            if entry.get(key) and entry.get(f"{key}_file"):
+                raise self.fail(node, f"at most one of {key} & {key}_file must be configured")
+        if kind not in REQUIRED_ONE_OF:
+            return
+        local, glob_keys, message = REQUIRED_ONE_OF[kind]
+        if not any(entry.get(k) for k in local) and not any(glob.raw.get(k) for k in glob_keys):
+            raise self.fail(node, message)
 
     def items(self, node: yaml.Node | None, what: str) -> list[yaml.Node]:
         if node is None or self.is_null(node):
@@ -781,6 +852,21 @@ class _Parser:
         )
         if rv.get("api_url"):
             self.url(node, rv["api_url"], "slack_config.api_url")
+        if (rv.get("api_url") or rv.get("api_url_file")) and (
+            rv.get("app_token") or rv.get("app_token_file")
+        ):
+            raise self.fail(
+                node,
+                "at most one of api_url/api_url_file & app_token/app_token_file must be configured",
+            )
+        app = rv.get("app_token") or rv.get("app_token_file") or glob.raw.get("slack_app_token")
+        effective = rv.get("api_url") or glob.raw.get("slack_api_url", "")
+        if rv.get("update_message") and not app and effective != SLACK_APP_URL:
+            raise self.fail(
+                node,
+                "update_message can only be used with bot tokens. api_url must be set to"
+                " https://slack.com/api/chat.postMessage",
+            )
         if not api_url and not glob.slack_api_url:
             raise self.fail(node, "no global Slack API URL set either inline or in a file")
         return SlackConfig(
