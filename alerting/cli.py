@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from alerting.am.cli import add_commands as am_commands
 from alerting.am.config import AMConfig, load_config
@@ -120,7 +120,9 @@ def integrations(cfg: AMConfig, settings: Settings) -> dict[str, list[GroupNotif
     return rv
 
 
-def alert_manager(settings: Settings) -> AlertManager | None:
+def alert_manager(
+    settings: Settings, registry: CollectorRegistry = REGISTRY
+) -> AlertManager | None:
     """The alert manager when ``alert.alertmanager_config`` names a file; a bad file
     raises ``AMConfigError`` (the process refuses to start)."""
     path = settings.alert.alertmanager_config
@@ -136,6 +138,7 @@ def alert_manager(settings: Settings) -> AlertManager | None:
         max_backoff_s=settings.alert.notify_max_backoff_s,
         config_path=path,
         build_integrations=lambda c: integrations(c, settings),
+        registry=registry,
     )
 
 
