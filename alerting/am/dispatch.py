@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,9 +54,9 @@ from alerting.notify.outbox import (
     DEFAULT_MAX_BACKOFF_S,
     DEFAULT_QUEUE_SIZE,
     OutboxMetrics,
-    backoff_delay,
+    QueueWorker,
 )
-from alerting.state import Alert, fingerprint
+from alerting.state import Alert, fingerprint, open_db
 
 log = logging.getLogger("vigil.alertmanager")
 
@@ -185,12 +184,8 @@ class _AMStore:
     """Groups, the notification log and API-posted alerts, in SQLite (WAL)."""
 
     def __init__(self, path: str | Path) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = open_db(path)
         for table in ("am_groups", "am_nflog", "am_posted"):
             self._db.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, data TEXT NOT NULL)"
@@ -270,9 +265,9 @@ class AlertManager:
         self.store = _AMStore(db_path)
         self.silences = SilenceStore(db_path)
         self._lock = threading.RLock()
-        self._queue_size = queue_size
-        self._backoff_s = backoff_s
-        self._max_backoff_s = max_backoff_s
+        self.queue_size = queue_size
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
         self._build = build_integrations
         self.config_path = str(config_path) if config_path is not None else None
         self._config_mtime = self._mtime()
@@ -492,7 +487,7 @@ class AlertManager:
                     g.pending.append(iid)
                 box = self.outboxes.get(iid)
                 if box is not None:
-                    box.offer(g.key)
+                    box.offer([g.key])
         if not wanted:
             self._collect(g)
 
@@ -698,83 +693,31 @@ def api_alert(
     )
 
 
-class GroupOutbox:
-    """One integration's bounded queue of group keys and the worker that delivers them."""
+class GroupOutbox(QueueWorker):
+    """One integration's bounded queue of group keys and the worker that delivers them;
+    a key refused when full stays owed by its group and is offered at its next flush."""
+
+    what = "group(s)"
 
     def __init__(
         self, iid: str, receiver: str, notifier: GroupNotifier, manager: AlertManager
     ) -> None:
+        super().__init__(
+            iid,
+            manager.outbox_metrics,
+            max_items=manager.queue_size,
+            backoff_s=manager.backoff_s,
+            max_backoff_s=manager.max_backoff_s,
+        )
         self.iid = iid
         self.receiver = receiver
         self.notifier = notifier
         self.manager = manager
-        self.metrics = manager.outbox_metrics
-        self.max_items = max(1, manager._queue_size)
-        self._queue: dict[str, None] = {}
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._failures = 0
-        self.metrics.queue_items.labels(iid).set(0)
-
-    def offer(self, key: str) -> bool:
-        """Queue ``key`` unless queued; never blocks. False (and counted) when full: the group
-        keeps the integration as owing and offers it again at its next flush."""
-        with self._cond:
-            if key not in self._queue:
-                if len(self._queue) >= self.max_items:
-                    self.metrics.dropped.labels(self.iid).inc()
-                    return False
-                self._queue[key] = None
-            self.metrics.queue_items.labels(self.iid).set(len(self._queue))
-            self._cond.notify()
-        return True
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._work, name=f"am-{self.iid}", daemon=True)
-        self._thread.start()
-
-    def request_stop(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-
-    def stop(self, timeout: float) -> None:
-        self.request_stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def deliver_now(self) -> bool:
-        with self._cond:
-            keys = list(self._queue)
-        return self._deliver(keys)
-
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            with self._cond:
-                while not self._queue and not self._stop.is_set():
-                    self._cond.wait(1.0)
-                keys = list(self._queue)
-            if self._stop.is_set():
-                return
-            try:
-                ok = self._deliver(keys)
-            except Exception:  # e.g. alerts.db on a full disk: never kill the worker
-                log.exception("integration %s: delivery pass failed", self.iid)
-                ok = False
-            if ok:
-                self._failures = 0
-                continue
-            self._failures += 1
-            self._stop.wait(
-                backoff_delay(self.manager._backoff_s, self._failures, self.manager._max_backoff_s)
-            )
 
     def _deliver(self, keys: Sequence[str]) -> bool:
         failed: set[str] = set()
         for key in keys:
-            if self._stop.is_set() and self._thread is not None:
+            if self._stopping():
                 failed.add(key)
                 continue
             n = self.manager.notification(key, self.iid)
@@ -797,9 +740,4 @@ class GroupOutbox:
                 self.metrics.failures.labels(self.iid).inc()
                 self.manager.metrics.failed.labels(kind, self.receiver).inc()
                 log.warning("integration %s: group %s failed: %s", self.iid, key, d.error)
-        with self._cond:
-            for key in keys:
-                if key not in failed:
-                    self._queue.pop(key, None)
-            self.metrics.queue_items.labels(self.iid).set(len(self._queue))
-        return not failed
+        return self._done(keys, failed)

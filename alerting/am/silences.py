@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 import threading
 import time
 import uuid
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from alerting.am.matchers import MatcherSyntaxError, format_matcher, matches_all, parse_matchers
+from alerting.state import open_db
 from siem.model import Matcher
 from vigil.errors import VigilError
 
@@ -118,12 +118,8 @@ class SilenceStore:
     """Silences in SQLite; every method is safe from several threads and processes."""
 
     def __init__(self, path: str | Path) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = open_db(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, ends_at REAL NOT NULL,"
             " data TEXT NOT NULL)"
