@@ -355,11 +355,18 @@ class AlertManager:
     # -- alerts in -------------------------------------------------------------------------
 
     def post_alerts(self, alerts: Sequence[Alert]) -> int:
-        """Take alerts from the API (``state`` firing, or resolved with ``resolved_at``);
-        returns how many were refused because the store is full (counted)."""
+        """Take alerts from the API: ``resolved_at`` is the alert's ``endsAt`` (in the future:
+        it fires until then; None: until ``resolve_timeout`` from now, renewed by each
+        post, as Alertmanager does). Returns how many were refused because the store is
+        full (counted)."""
         refused = 0
+        now = self.clock()
         with self._lock:
             for a in alerts:
+                if a.resolved_at is None:  # no endsAt: firing until resolve_timeout from now
+                    a = dataclasses.replace(
+                        a, resolved_at=now + self.config.global_.resolve_timeout_s
+                    )
                 old = self.posted.get(a.fingerprint)
                 if old is None and len(self.posted) >= MAX_POSTED_ALERTS:
                     refused += 1
@@ -377,9 +384,7 @@ class AlertManager:
         rv: list[Alert] = []
         timeout = self.config.global_.resolve_timeout_s
         for fp, a in list(self.posted.items()):
-            end = a.resolved_at
-            if end is None:
-                end = a.active_at + timeout
+            end = a.resolved_at if a.resolved_at is not None else now
             if a.state == "firing" and end <= now:
                 a = dataclasses.replace(a, state="resolved", resolved_at=end)
             if a.state == "resolved" and (a.resolved_at or now) < now - timeout:

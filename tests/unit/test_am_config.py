@@ -152,3 +152,18 @@ def test_shipped_config_pages_critical_at_once() -> None:
     (warn,) = cfg.route.match({"alertname": "BruteForceLogin", "severity": "warning"})
     assert warn.group_wait_s == 30 and warn.group_by == ("alertname", "team")
     assert all(s.send_resolved for r in cfg.receivers.values() for s in r.slack)
+
+
+def test_vigil_alert_refuses_to_start_on_a_bad_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vigil.cli import main
+
+    bad = tmp_path / "am.yml"
+    bad.write_text("route:\n  receiver: team\n  group_wait: soon\nreceivers: [{name: team}]\n")
+    monkeypatch.setenv("VIGIL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("VIGIL_ALERTMANAGER_CONFIG", str(bad))
+    monkeypatch.chdir(ROOT)
+    assert main(["alert", "--once"]) == 2
+    assert f"{bad}:3:15: group_wait: bad duration 'soon'" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "alerts.db").exists()  # refused before touching state

@@ -315,3 +315,14 @@ def test_posted_alerts_fire_until_ends_at(make, team) -> None:
     assert team.summary() == [("firing", [("", "firing")])]
     step(m, [], 330)
     assert team.summary()[-1] == ("resolved", [("", "resolved")])
+    # without endsAt an alert fires for resolve_timeout (5m), renewed by every post
+    other = {"alertname": "Heartbeat", "severity": "warning"}
+    m.clock = lambda: 1000.0
+    m.post_alerts([api_alert(other, {}, 1000, None, 1000)])
+    step(m, [], 1030)
+    m.clock = lambda: 1200.0
+    m.post_alerts([api_alert(other, {}, 1000, None, 1200)])
+    step(m, [], 1400)  # 1000 + 5m passed, but the second post renewed it
+    assert m.alerts(1400)[0].alert.labels["alertname"] == "Heartbeat"
+    step(m, [], 1600)
+    assert m.alerts(1600) == []
