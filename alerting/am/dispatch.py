@@ -46,8 +46,8 @@ from typing import Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from alerting.am.config import AMConfig, AMConfigError, Route, load_config
-from alerting.am.silences import SilenceStore
+from alerting.am.config import AMConfig, AMConfigError, InhibitRule, Route, load_config
+from alerting.am.silences import Silence, SilenceStore
 from alerting.notify.base import GroupDelivery, GroupNotification, GroupNotifier
 from alerting.notify.outbox import (
     DEFAULT_BACKOFF_S,
@@ -426,10 +426,12 @@ class AlertManager:
                         # gone from the source while firing (rule removed, alert deleted)
                         g.alerts[fp] = dataclasses.replace(a, state="resolved", resolved_at=now)
                         changed.add(g.key)
-            for g in list(self.groups.values()):
-                if g.next_flush <= now:
-                    self._flush(g, now)
-                    changed.add(g.key)
+            due = [g for g in self.groups.values() if g.next_flush <= now]
+            sup = self.suppressor(now) if due else None
+            for g in due:
+                assert sup is not None
+                self._flush(g, now, sup)
+                changed.add(g.key)
             for key in changed:
                 self._save(key)
             self._update_gauges(now)
@@ -451,29 +453,16 @@ class AlertManager:
                     seen[fp] = a
         return list(seen.values())
 
-    def _suppression(
-        self, alert: Alert, now: float, firing: Sequence[Alert] | None = None
-    ) -> tuple[list[str], list[str]]:
-        """(ids of the silences that silence ``alert``, fingerprints that inhibit it)."""
-        silenced = [s.id for s in self.silences.active(now) if s.mutes(alert.labels)]
-        inhibited: list[str] = []
-        sources = self._firing_alerts() if firing is None else firing
-        for rule in self.config.inhibit_rules:
-            if not all(m.matches(alert.labels) for m in rule.target):
-                continue
-            for src in sources:
-                if src.fingerprint == alert.fingerprint:
-                    continue
-                if not all(m.matches(src.labels) for m in rule.source):
-                    continue
-                if all(src.labels.get(k, "") == alert.labels.get(k, "") for k in rule.equal):
-                    inhibited.append(src.fingerprint)
-                    break
-        return silenced, inhibited
+    def suppressor(self, now: float) -> Suppressor:
+        """The active silences and the firing alerts as of ``now``, for many lookups."""
+        with self._lock:
+            return Suppressor(
+                self.silences.active(now), self.config.inhibit_rules, self._firing_alerts()
+            )
 
     # -- notifying -------------------------------------------------------------------------
 
-    def _flush(self, g: Group, now: float) -> None:
+    def _flush(self, g: Group, now: float, sup: Suppressor) -> None:
         route = self.routes.get(g.route_id)
         if route is None:  # the route went away in a reload
             log.info("dropping group %s: its route is no longer in the config", g.key)
@@ -486,7 +475,7 @@ class AlertManager:
         wanted = False
         for i, notifier in enumerate(self.integrations.get(g.receiver, [])):
             iid = integration_id(g.receiver, notifier.integration, i)
-            if iid in g.pending or self._needs(g, iid, notifier, route, now):
+            if iid in g.pending or self._needs(g, iid, notifier, route, now, sup):
                 wanted = True
                 if iid not in g.pending:
                     g.pending.append(iid)
@@ -506,22 +495,29 @@ class AlertManager:
         if not g.alerts:
             self.groups.pop(g.key, None)
 
-    def _sets(self, g: Group, now: float) -> tuple[list[Alert], list[Alert]]:
-        firing_all = self._firing_alerts()
+    def _sets(self, g: Group, sup: Suppressor) -> tuple[list[Alert], list[Alert]]:
         firing: list[Alert] = []
         resolved: list[Alert] = []
         for a in sorted(g.alerts.values(), key=lambda a: sorted(a.labels.items())):
             if a.state == "resolved":
                 resolved.append(a)
                 continue
-            silenced, inhibited = self._suppression(a, now, firing_all)
+            silenced, inhibited = sup.check(a)
             if not silenced and not inhibited:
                 firing.append(a)
         return firing, resolved
 
-    def _needs(self, g: Group, iid: str, notifier: GroupNotifier, route: Route, now: float) -> bool:
+    def _needs(
+        self,
+        g: Group,
+        iid: str,
+        notifier: GroupNotifier,
+        route: Route,
+        now: float,
+        sup: Suppressor,
+    ) -> bool:
         """Alertmanager's ``DedupStage.needsUpdate``."""
-        firing, resolved = self._sets(g, now)
+        firing, resolved = self._sets(g, sup)
         f = {a.fingerprint for a in firing}
         r = {a.fingerprint for a in resolved}
         entry = self.nflog.get(_log_key(g.key, iid))
@@ -545,7 +541,7 @@ class AlertManager:
             if notifier is None:
                 g.pending.remove(iid)
                 return None
-            firing, resolved = self._sets(g, self.clock())
+            firing, resolved = self._sets(g, self.suppressor(self.clock()))
             entry = self.nflog.get(_log_key(key, iid))
             alerts = firing + (resolved if notifier.send_resolved else [])
             return GroupNotification(
@@ -597,7 +593,7 @@ class AlertManager:
         """Every alert the manager holds, with its state and receivers."""
         now = self.clock() if now is None else now
         with self._lock:
-            firing_all = self._firing_alerts()
+            sup = self.suppressor(now)
             by_fp: dict[str, tuple[Alert, set[str]]] = {}
             for g in self.groups.values():
                 for fp, a in g.alerts.items():
@@ -606,7 +602,7 @@ class AlertManager:
             for a, receivers in by_fp.values():
                 if a.state != "firing":
                     continue
-                silenced, inhibited = self._suppression(a, now, firing_all)
+                silenced, inhibited = sup.check(a)
                 state: AlertState = "suppressed" if silenced or inhibited else "active"
                 rv.append(
                     AlertView(a, state, tuple(sorted(receivers)), tuple(silenced), tuple(inhibited))
@@ -657,6 +653,42 @@ class AlertManager:
     def close(self) -> None:
         self.store.close()
         self.silences.close()
+
+
+class Suppressor:
+    """Silences and inhibition as of one moment: each inhibit rule's firing sources are
+    indexed by their ``equal`` labels, so checking an alert is one lookup per rule."""
+
+    def __init__(
+        self, silences: Sequence[Silence], rules: Sequence[InhibitRule], firing: Sequence[Alert]
+    ) -> None:
+        self.silences = list(silences)
+        self.rules: list[tuple[InhibitRule, dict[tuple[str, ...], list[str]]]] = []
+        for rule in rules:
+            index: dict[tuple[str, ...], list[str]] = {}
+            for src in firing:
+                if all(m.matches(src.labels) for m in rule.source):
+                    sources = index.setdefault(_equal(rule, src.labels), [])
+                    if len(sources) < 2:  # one besides the target itself is enough
+                        sources.append(src.fingerprint)
+            self.rules.append((rule, index))
+
+    def check(self, alert: Alert) -> tuple[list[str], list[str]]:
+        """(ids of the silences that silence ``alert``, fingerprints that inhibit it)."""
+        silenced = [s.id for s in self.silences if s.mutes(alert.labels)]
+        inhibited: list[str] = []
+        for rule, index in self.rules:
+            if not all(m.matches(alert.labels) for m in rule.target):
+                continue
+            sources = index.get(_equal(rule, alert.labels), [])
+            inhibitor = next((fp for fp in sources if fp != alert.fingerprint), None)
+            if inhibitor is not None:
+                inhibited.append(inhibitor)
+        return silenced, inhibited
+
+
+def _equal(rule: InhibitRule, labels: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(labels.get(k, "") for k in rule.equal)
 
 
 def integration_id(receiver: str, kind: str, index: int) -> str:

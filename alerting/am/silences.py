@@ -175,12 +175,16 @@ class SilenceStore:
             rows = self._db.execute("SELECT data FROM silences ORDER BY ends_at DESC").fetchall()
         return [Silence.from_json(r[0]) for r in rows]
 
-    def active(self, now: float) -> list[Silence]:
+    def unexpired(self, now: float) -> list[Silence]:
+        """Pending and active silences."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT data FROM silences WHERE ends_at > ?", (now,)
             ).fetchall()
-        return [s for s in (Silence.from_json(r[0]) for r in rows) if s.state(now) == "active"]
+        return [Silence.from_json(r[0]) for r in rows]
+
+    def active(self, now: float) -> list[Silence]:
+        return [s for s in self.unexpired(now) if s.state(now) == "active"]
 
     def query(
         self, matchers: Sequence[Matcher] = (), *, expired: bool = False, now: float | None = None
@@ -198,9 +202,15 @@ class SilenceStore:
         return rv
 
     def counts(self, now: float) -> dict[SilenceState, int]:
+        """Silences per state; expired ones are counted in SQL, not loaded."""
         rv: dict[SilenceState, int] = {"active": 0, "pending": 0, "expired": 0}
-        for s in self.all():
+        for s in self.unexpired(now):
             rv[s.state(now)] += 1
+        with self._lock:
+            (expired,) = self._db.execute(
+                "SELECT COUNT(*) FROM silences WHERE ends_at <= ?", (now,)
+            ).fetchone()
+        rv["expired"] = int(expired)
         return rv
 
     def close(self) -> None:

@@ -326,3 +326,36 @@ def test_posted_alerts_fire_until_ends_at(make, team) -> None:
     assert m.alerts(1400)[0].alert.labels["alertname"] == "Heartbeat"
     step(m, [], 1600)
     assert m.alerts(1600) == []
+
+
+def test_metrics_use_alertmanagers_names(tmp_path: Path, team: Recorder, pager: Recorder) -> None:
+    registry = CollectorRegistry()
+    m = AlertManager(
+        parse_config(CONFIG, "am.yml"),
+        tmp_path / "alerts.db",
+        {"team": [team], "pager": [pager]},
+        registry=registry,
+        clock=lambda: 0.0,
+    )
+    try:
+        m.silences.add(new_silence("instance=b", created_by="ana", comment="x", now=0.0), now=0.0)
+        a = alert("DiskFull", instance="a", severity="warning")
+        b = alert("DiskFull", instance="b", severity="warning")
+        step(m, [a, b], 0)
+        step(m, [a, b], 30)
+        team.fail = True
+        step(m, [a, b, alert("DiskFull", instance="c", severity="warning")], 330)
+
+        def value(name: str, **labels: str) -> float | None:
+            return registry.get_sample_value(name, labels)
+
+        sent = {"integration": "webhook", "receiver": "team"}
+        assert value("alertmanager_notifications_total", **sent) == 2
+        assert value("alertmanager_notifications_failed_total", **sent) == 1
+        assert value("alertmanager_alerts", state="active") == 2
+        assert value("alertmanager_alerts", state="suppressed") == 1
+        assert value("alertmanager_silences", state="active") == 1
+        assert value("alertmanager_dispatcher_aggregation_groups") == 1
+        assert value("vigil_notifier_queue_items", receiver="team/webhook/0") == 1
+    finally:
+        m.close()
