@@ -518,6 +518,8 @@ class AlertManager:
     ) -> bool:
         """Alertmanager's ``DedupStage.needsUpdate``."""
         firing, resolved = self._sets(g, sup)
+        if not firing and not resolved:
+            return False  # everything silenced or inhibited: nothing to say, the log stays
         f = {a.fingerprint for a in firing}
         r = {a.fingerprint for a in resolved}
         entry = self.nflog.get(_log_key(g.key, iid))

@@ -205,6 +205,14 @@ def test_silence_suppresses_until_it_expires(make, team) -> None:
     assert team.summary() == [("firing", [("a", "firing")])]
     assert m.alerts(330)[0].state == "active"
     assert m.silences.query(expired=True, now=400)[0].id == sid  # kept for history
+    # silencing an alert that was already sent neither resolves nor re-sends it
+    sid2 = m.silences.add(
+        new_silence("instance=a", created_by="ana", comment="again", now=400), now=400
+    )
+    step(m, [a], 630)
+    m.silences.expire(sid2, now=700)
+    step(m, [a], 930)
+    assert len(team.sent) == 1
 
 
 def test_inhibition_needs_a_firing_source_with_equal_labels(make, team, pager) -> None:
