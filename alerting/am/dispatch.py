@@ -85,6 +85,9 @@ class Group:
     next_flush: float
     pending: list[str] = field(default_factory=list)
     """Integrations that owe a notification (queued, not yet delivered)."""
+    flushed_resolved: list[str] = field(default_factory=list)
+    """Resolved alerts as of the last flush: forgotten once every integration is done with
+    that flush (one that resolved since waits for the next)."""
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -469,6 +472,7 @@ class AlertManager:
             del self.groups[g.key]
             return
         g.next_flush = now + route.group_interval_s
+        g.flushed_resolved = sorted(fp for fp, a in g.alerts.items() if a.state == "resolved")
         if self.config.muted(route, now):
             self.metrics.muted.labels("time_interval").inc()
             return
@@ -489,9 +493,11 @@ class AlertManager:
         """Forget resolved alerts every integration has dealt with; an empty group goes."""
         if g.pending:
             return
-        for fp, a in list(g.alerts.items()):
-            if a.state == "resolved":
+        for fp in g.flushed_resolved:
+            a = g.alerts.get(fp)
+            if a is not None and a.state == "resolved":
                 del g.alerts[fp]
+        g.flushed_resolved = []
         if not g.alerts:
             self.groups.pop(g.key, None)
 
@@ -546,6 +552,8 @@ class AlertManager:
             firing, resolved = self._sets(g, self.suppressor(self.clock()))
             entry = self.nflog.get(_log_key(key, iid))
             alerts = firing + (resolved if notifier.send_resolved else [])
+            if not firing and not (entry is not None and entry.firing):
+                alerts = []  # it never heard these fire: nothing to say (logged, not sent)
             return GroupNotification(
                 receiver=g.receiver,
                 group_key=key,
@@ -567,19 +575,14 @@ class AlertManager:
             entry = self.nflog.get(_log_key(key, iid))
             receipt = {**(entry.receipt if entry else {}), **delivery.receipt}
             if not delivery.ok:
-                if entry is not None and delivery.receipt:
-                    kept = dataclasses.replace(entry, receipt=receipt)
+                if delivery.receipt:  # e.g. posted, then the thread reply failed: keep the ts
+                    base = entry or LogEntry(frozenset(), frozenset(), 0.0)
+                    kept = dataclasses.replace(base, receipt=receipt)
                     self.nflog[_log_key(key, iid)] = kept
                     self.store.put("am_nflog", _log_key(key, iid), _entry_json(kept))
                 return
             firing = frozenset(a.fingerprint for a in sent.alerts if a.state == "firing")
-            resolved = (
-                frozenset(
-                    a.fingerprint for a in self.groups[key].alerts.values() if a.state == "resolved"
-                )
-                if key in self.groups
-                else frozenset()
-            )
+            resolved = frozenset(a.fingerprint for a in sent.alerts if a.state == "resolved")
             new = LogEntry(firing, resolved, self.clock(), receipt)
             self.nflog[_log_key(key, iid)] = new
             self.store.put("am_nflog", _log_key(key, iid), _entry_json(new))

@@ -367,3 +367,35 @@ def test_metrics_use_alertmanagers_names(tmp_path: Path, team: Recorder, pager: 
         assert value("vigil_notifier_queue_items", receiver="team/webhook/0") == 1
     finally:
         m.close()
+
+
+def test_alert_resolving_while_the_notification_is_queued_is_not_lost(make, team) -> None:
+    m = make()
+    a = alert("DiskFull", instance="a", severity="warning")
+    b = alert("DiskFull", instance="b", severity="warning")
+    step(m, [a], 0)
+    step(m, [a], 30)
+    m.process([a, b], 330)  # flush: b joined, queued for delivery
+    m.process([resolved(a, 331), b], 331)  # a resolves before the worker delivers
+    m.clock = lambda: 332.0
+    m.deliver_now()
+    step(m, [b], 630)
+    step(m, [resolved(b, 700)], 700)
+    step(m, [], 930)
+    assert team.summary() == [
+        ("firing", [("a", "firing")]),
+        ("firing", [("b", "firing"), ("a", "resolved")]),
+        ("resolved", [("b", "resolved")]),
+    ]
+
+
+def test_alert_that_fired_and_resolved_unheard_sends_nothing(make, team) -> None:
+    m = make()
+    a = alert("DiskFull", instance="a", severity="warning")
+    step(m, [a], 0)
+    m.process([a], 30)  # queued
+    m.process([resolved(a, 31)], 31)
+    m.clock = lambda: 32.0
+    m.deliver_now()
+    step(m, [], 330)
+    assert team.sent == [] and m.groups == {}
