@@ -289,9 +289,6 @@ class AlertManager:
         self.config = config
         self._apply(config, integrations)
         now = clock()
-        for g in self.groups.values():
-            if g.pending:  # owed before the restart: send as soon as we run
-                g.next_flush = min(g.next_flush, now)
         self.metrics.reload_ok.set(1)
         self.metrics.reload_at.set(now)
 
@@ -309,8 +306,13 @@ class AlertManager:
             for i, notifier in enumerate(notifiers):
                 iid = integration_id(receiver, notifier.integration, i)
                 self.outboxes[iid] = GroupOutbox(iid, receiver, notifier, self)
+        now = self.clock()
+        for g in self.groups.values():  # what was owed is offered to the new workers at once
+            g.pending = [iid for iid in g.pending if iid in self.outboxes]
+            if g.pending:
+                g.next_flush = min(g.next_flush, now)
         for box in old.values():
-            box.stop(5.0)
+            box.request_stop()  # joined by the caller, outside the lock
         if self._running:
             for box in self.outboxes.values():
                 box.start()
@@ -338,8 +340,11 @@ class AlertManager:
             self.metrics.reload_ok.set(0)
             log.error("alertmanager config reload refused, keeping the last good one: %s", exc)
             return False
+        old = list(self.outboxes.values())
         with self._lock:
             self._apply(config, self._build(config))
+        for box in old:  # an in-flight delivery finishes; what it owed is owed by the new one
+            box.stop(5.0)
         self.metrics.reload_ok.set(1)
         self.metrics.reload_at.set(self.clock())
         log.info("alertmanager config reloaded from %s", self.config_path)

@@ -296,6 +296,8 @@ def test_bad_reload_keeps_last_good_config(tmp_path: Path, team, pager) -> None:
         build_integrations=lambda c: {"team": [team], "pager": [pager]},
     )
     try:
+        a = alert("DiskFull", instance="a", severity="warning")
+        step(m, [a], 0)
         path.write_text(CONFIG.replace("group_wait: 30s", "group_wait: soon"))
         import os
 
@@ -308,6 +310,8 @@ def test_bad_reload_keeps_last_good_config(tmp_path: Path, team, pager) -> None:
         assert m.reload_if_changed() is True
         assert m.config.route.group_wait_s == 10
         assert registry.get_sample_value("alertmanager_config_last_reload_successful") == 1
+        step(m, [a], 30)  # the group formed before the reload is notified through the new one
+        assert team.summary() == [("firing", [("a", "firing")])]
     finally:
         m.close()
 
