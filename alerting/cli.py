@@ -129,6 +129,12 @@ def alert_manager(
     if not path:
         return None
     cfg = load_config(path)
+    if settings.alert.webhooks:
+        log.warning(
+            "alert.webhooks are not used with alert.alertmanager_config: add them to %s"
+            " as webhook_configs",
+            path,
+        )
     return AlertManager(
         cfg,
         Path(settings.data_dir) / "alerts.db",
