@@ -6,22 +6,20 @@ start imports the stack)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alert_process import metric as read_metric
+from alert_process import start_alert, stop_alert
 from conftest import free_port, wait_until
 from slack_server import SlackServer
 
 from siem.model import Sample, make_labels
 from siem.sqlite import SqliteStore
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "xoxb-am-restarts"
 GROUP_WAIT_S = 12
 RULES = """\
@@ -77,28 +75,13 @@ def test_restart_during_group_wait_and_while_firing(tmp_path: Path, slack: Slack
         env.pop(key, None)
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "vigil.cli", "--config", str(config), "alert"],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        return start_alert(config, env)
 
     def stop(proc: subprocess.Popen[bytes]) -> None:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        stop_alert(proc)
 
     def metric(name: str) -> float:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
-                text = r.read().decode()
-        except OSError:
-            return -1.0
-        for line in text.splitlines():
-            if line.startswith(name):
-                return float(line.rsplit(" ", 1)[1])
-        return -1.0
+        return read_metric(port, name)
 
     def posts() -> list[object]:
         """Top-level messages (thread replies left out)."""
