@@ -275,6 +275,7 @@ class AlertManager:
         self.config_path = str(config_path) if config_path is not None else None
         self._config_mtime = self._mtime()
         self.started_at = clock()
+        self._last_gc = 0.0
         self.groups: dict[str, Group] = {
             k: Group.from_json(v) for k, v in self.store.rows("am_groups")
         }
@@ -633,6 +634,9 @@ class AlertManager:
             ]
 
     def _update_gauges(self, now: float) -> None:
+        if now - self._last_gc >= 60:
+            self._last_gc = now
+            self.silences.forget_expired(now)
         views = self.alerts(now)
         self.metrics.alerts.labels("active").set(sum(v.state == "active" for v in views))
         self.metrics.alerts.labels("suppressed").set(sum(v.state == "suppressed" for v in views))

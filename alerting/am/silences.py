@@ -2,8 +2,9 @@
 
 A silence is *pending* before ``starts_at``, *active* until ``ends_at``, then
 *expired* — and stays in the table for the history (``vigil silence query
---expired``). Expiring an active silence moves its end to now; a pending one is
-ended before it starts. Silences live in SQLite (WAL) in the same file as the
+--expired``) for ``RETENTION_S`` (120 h, as Alertmanager keeps them).
+Expiring an active silence moves its end to now; a pending one is ended before
+it starts. Silences live in SQLite (WAL) in the same file as the
 alert states (``<data_dir>/alerts.db``), so ``vigil silence add`` in one
 process is seen by ``vigil alert`` in another on its next pass. Example::
 
@@ -31,6 +32,9 @@ from siem.model import Matcher
 from vigil.errors import VigilError
 
 SilenceState = Literal["pending", "active", "expired"]
+RETENTION_S = 120 * 3600.0
+"""Expired silences are kept this long for the history, then deleted (Alertmanager's
+``--data.retention`` default)."""
 MAX_SILENCE_MATCHERS = 64
 MAX_COMMENT = 4096
 
@@ -124,6 +128,7 @@ class SilenceStore:
             "CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, ends_at REAL NOT NULL,"
             " data TEXT NOT NULL)"
         )
+        self._db.execute("CREATE INDEX IF NOT EXISTS silences_ends_at ON silences (ends_at)")
 
     def add(self, silence: Silence, *, now: float | None = None) -> str:
         """Store a new silence (or replace the one with ``silence.id``, as the API's POST
@@ -212,6 +217,12 @@ class SilenceStore:
             ).fetchone()
         rv["expired"] = int(expired)
         return rv
+
+    def forget_expired(self, now: float, retention_s: float = RETENTION_S) -> int:
+        """Delete silences that ended more than ``retention_s`` ago; returns how many."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM silences WHERE ends_at < ?", (now - retention_s,))
+        return cur.rowcount
 
     def close(self) -> None:
         with self._lock:

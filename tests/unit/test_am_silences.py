@@ -27,9 +27,11 @@ def test_states_and_expiry_keep_history(tmp_path: Path) -> None:
     assert [s.id for s in store.query(expired=True, now=131)] == [sid]
     with pytest.raises(SilenceError, match="already expired"):
         store.expire(sid, now=140)
+    assert store.forget_expired(130 + 119 * 3600) == 0  # kept 120 h for the history
     store.close()
     again = SilenceStore(tmp_path / "alerts.db")  # another process sees it
     assert again.get(sid).comment == "deploy"
+    assert again.forget_expired(131 + 120 * 3600) == 1 and again.all() == []
     again.close()
 
 
