@@ -13,10 +13,13 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
+from alerting.am.cli import add_commands as am_commands
+from alerting.am.config import AMConfig, load_config
+from alerting.am.dispatch import AlertManager
 from alerting.engine import AlertEngine
-from alerting.notify.base import Notifier
+from alerting.notify.base import GroupNotifier, Notifier
 from alerting.notify.email import EmailNotifier, config_from_settings
 from alerting.notify.slack import SlackNotifier
 from alerting.notify.webhook import WebhookNotifier
@@ -63,6 +66,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     generate.add_argument("files", nargs="+", metavar="FILE", help="SLO files")
     generate.add_argument("-o", "--output", metavar="RULES", help="write to this file")
     generate.set_defaults(func=cmd_slo_generate)
+    am_commands(sub)
 
 
 def web_url(settings: Settings) -> str:
@@ -85,6 +89,86 @@ def notifiers(settings: Settings) -> list[Notifier]:
     return rv
 
 
+def integrations(cfg: AMConfig, settings: Settings) -> dict[str, list[GroupNotifier]]:
+    """The notifiers of each receiver of an Alertmanager configuration.
+
+    Slack posts through the Web API with ``alert.slack``'s token and API URL (so the
+    message can be edited as the group changes) to the entry's ``channel``; a webhook
+    gets the v4 payload. E-mail and the other integrations are not delivered yet: they
+    are logged once at start."""
+    rv: dict[str, list[GroupNotifier]] = {}
+    slack = settings.alert.slack
+    for receiver in cfg.receivers.values():
+        items: list[GroupNotifier] = []
+        for i, sc in enumerate(receiver.slack):
+            if not slack.token:
+                log.warning(
+                    "receiver %s: no Slack token (VIGIL_SLACK_TOKEN); skipped", receiver.name
+                )
+                continue
+            items.append(
+                SlackNotifier(
+                    slack.token,
+                    sc.channel or slack.channel,
+                    api_url=slack.api_url,
+                    name=f"{receiver.name}/slack/{i}",
+                    send_resolved=sc.send_resolved,
+                )
+            )
+        for i, wc in enumerate(receiver.webhook):
+            url = wc.url
+            if not url and wc.url_file:
+                try:
+                    url = Path(wc.url_file).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    log.error("receiver %s: cannot read url_file: %s", receiver.name, exc)
+                    continue
+            items.append(
+                WebhookNotifier(
+                    url,
+                    name=f"{receiver.name}/webhook/{i}",
+                    external_url=web_url(settings),
+                    timeout_s=wc.timeout_s or 10.0,
+                    send_resolved=wc.send_resolved,
+                    max_alerts=wc.max_alerts,
+                )
+            )
+        others = [*(["email_configs"] if receiver.email else []), *receiver.unsupported]
+        if others:
+            kinds = ", ".join(sorted(set(others)))
+            log.warning("receiver %s: %s not delivered by this version", receiver.name, kinds)
+        rv[receiver.name] = items
+    return rv
+
+
+def alert_manager(
+    settings: Settings, registry: CollectorRegistry = REGISTRY
+) -> AlertManager | None:
+    """The alert manager when ``alert.alertmanager_config`` names a file; a bad file
+    raises ``AMConfigError`` (the process refuses to start)."""
+    path = settings.alert.alertmanager_config
+    if not path:
+        return None
+    cfg = load_config(path)
+    if settings.alert.webhooks:
+        log.warning(
+            "alert.webhooks are not used with alert.alertmanager_config: add them to %s"
+            " as webhook_configs",
+            path,
+        )
+    return AlertManager(
+        cfg,
+        Path(settings.data_dir) / "alerts.db",
+        integrations(cfg, settings),
+        external_url=web_url(settings),
+        queue_size=settings.alert.notify_queue_size,
+        max_backoff_s=settings.alert.notify_max_backoff_s,
+        config_path=path,
+        build_integrations=lambda c: integrations(c, settings),
+        registry=registry,
+    )
+
+
 def cmd_alert(args: argparse.Namespace) -> int:
     """Run the evaluator; bad rule files refuse the start (exit 2 with file:line)."""
     settings = load_settings(args.config)
@@ -93,6 +177,7 @@ def cmd_alert(args: argparse.Namespace) -> int:
         settings.alert.rules, settings.alert.slos, default_interval=settings.alert.interval_s
     )
     groups = source.load()
+    manager = alert_manager(settings)
     store = open_store(settings)
     db = AlertDB(Path(settings.data_dir) / "alerts.db")
     try:
@@ -100,7 +185,7 @@ def cmd_alert(args: argparse.Namespace) -> int:
             store,
             groups,
             AlertBook(db),
-            notifiers(settings),
+            notifiers(settings) if manager is None else [],
             evaluator=Engine(
                 store, max_samples=settings.query.max_samples, timeout_s=settings.query.timeout_s
             ),
@@ -109,6 +194,7 @@ def cmd_alert(args: argparse.Namespace) -> int:
             queue_size=settings.alert.notify_queue_size,
             max_backoff_s=settings.alert.notify_max_backoff_s,
             external_url=web_url(settings),
+            manager=manager,
         )
         log.info(
             "alerting: %d rules in %d groups",
@@ -135,6 +221,8 @@ def cmd_alert(args: argparse.Namespace) -> int:
     finally:
         db.close()
         store.close()
+        if manager is not None:
+            manager.close()
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:

@@ -12,7 +12,10 @@ alerts as they are and is counted; a store that refuses the ``vigil.alert``
 events gets them again next pass. Notifications leave the loop: each pass only
 offers undelivered alerts to per-receiver outboxes (``alerting.notify.outbox``),
 whose worker threads deliver and retry with their own backoff, so a receiver
-that is down never delays evaluation. Nothing here stops the loop. Example::
+that is down never delays evaluation. With an Alertmanager configuration the
+alerts go to an ``alerting.am.dispatch.AlertManager`` instead, which routes,
+groups, silences and inhibits them and has its own per-integration outboxes.
+Nothing here stops the loop. Example::
 
     engine = AlertEngine(store, load_rules(files), AlertBook(AlertDB(path)), [slack])
     engine.run(stop_event)
@@ -30,6 +33,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from alerting.am.dispatch import AlertManager
 from alerting.notify.base import Notifier
 from alerting.notify.outbox import DEFAULT_MAX_BACKOFF_S, DEFAULT_QUEUE_SIZE, Outboxes
 from alerting.promql import Engine, InstantSample
@@ -149,8 +153,12 @@ class AlertEngine:
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
         external_labels: dict[str, str] | None = None,
         external_url: str = "",
+        manager: AlertManager | None = None,
     ) -> None:
         self.store = store
+        self.manager = manager
+        """With an Alertmanager configuration: routes, groups, silences and notifies;
+        ``notifiers`` are then usually empty."""
         self.book = book
         self.notifiers = list(notifiers)
         self.evaluator = evaluator or Engine(store)
@@ -161,6 +169,7 @@ class AlertEngine:
             runbook_base_url=runbook_base_url,
             max_items=queue_size,
             max_backoff_s=max_backoff_s,
+            metrics=manager.outbox_metrics if manager is not None else None,
         )
         self.clock = clock
         self.source = source
@@ -349,6 +358,8 @@ class AlertEngine:
         """Offer each receiver what it has not been told yet (never blocks); forget resolved
         alerts every receiver knows about."""
         self.outboxes.offer_pending()
+        if self.manager is not None:
+            self.manager.process(self.book.alerts(), self.clock())
         self.book.forget_delivered(self.outboxes.receivers)
 
     def run_once(self, at: float | None = None) -> list[Transition]:
@@ -358,6 +369,9 @@ class AlertEngine:
         changes = [c for g in self.groups for c in self.evaluate_group(g, at)]
         self.outboxes.offer_pending()
         self.outboxes.deliver_now()
+        if self.manager is not None:
+            self.manager.process(self.book.alerts(), at)
+            self.manager.deliver_now()
         self.book.forget_delivered(self.outboxes.receivers)
         self._update_gauges()
         return changes
@@ -387,10 +401,14 @@ class AlertEngine:
         """Evaluate each group every ``interval_s`` until ``stop`` is set; the receivers'
         workers run meanwhile and get ``drain_timeout_s`` to finish an in-flight delivery."""
         self.outboxes.start()
+        if self.manager is not None:
+            self.manager.start()
         try:
             self._loop(stop)
         finally:
             self.outboxes.stop(drain_timeout_s)
+            if self.manager is not None:
+                self.manager.stop(drain_timeout_s)
 
     def _loop(self, stop: threading.Event) -> None:
         due: dict[str, float] = {}
@@ -408,6 +426,8 @@ class AlertEngine:
             try:
                 if self.reload_if_changed():
                     due.clear()
+                if self.manager is not None:
+                    self.manager.reload_if_changed()
             except Exception:  # e.g. a rule directory that vanished: keep the last good rules
                 log.exception("rule reload failed; keeping the last good rules")
             next_due = min((due.get(g.name, now) for g in self.groups), default=now + 1.0)

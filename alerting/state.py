@@ -99,15 +99,23 @@ def alert_labels(rule: Rule, hit: Hit, context: TemplateContext | None = None) -
     return labels
 
 
+def open_db(path: str | Path) -> sqlite3.Connection:
+    """A connection to ``alerts.db`` (created with its directory) in WAL mode, shared by
+    threads (callers lock) and waiting up to 5 s for another process's write."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
 class AlertDB:
     """Alert states in SQLite (WAL), one JSON row per fingerprint."""
 
     def __init__(self, path: str | Path) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_db(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS alerts (fingerprint TEXT PRIMARY KEY, rule TEXT NOT NULL,"
             " data TEXT NOT NULL)"

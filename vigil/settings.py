@@ -416,6 +416,12 @@ class AlertSettings:
         help="prefix for relative runbook_url annotations; empty means the web UI",
     )
     port: int = option(8092, env="VIGIL_ALERT_PORT", help="the evaluator's own /metrics")
+    alertmanager_config: str = option(
+        "",
+        env="VIGIL_ALERTMANAGER_CONFIG",
+        help="Alertmanager configuration file (routes, grouping, inhibition, receivers);"
+        " empty: every alert goes to alert.slack and alert.webhooks, one message per alert",
+    )
     notify_queue_size: int = option(
         1000,
         env="VIGIL_ALERT_NOTIFY_QUEUE_SIZE",

@@ -39,3 +39,50 @@ class Notifier(Protocol):
     def notify(self, alerts: Sequence[Alert]) -> list[Delivery]:
         """Tell the receiver about ``alerts`` (all of one rule); one ``Delivery`` each."""
         ...
+
+
+@dataclass(frozen=True)
+class GroupNotification:
+    """What one integration is told about one aggregation group (Alertmanager's unit).
+
+    ``alerts`` holds the group's firing alerts and, when the integration sends
+    resolved notifications, its resolved ones; ``receipt`` is what the last
+    delivery of this group to this integration returned (Slack: ``channel`` and
+    ``ts`` of the group's message), empty for a group it has not heard of yet.
+    """
+
+    receiver: str
+    group_key: str
+    group_labels: Mapping[str, str]
+    alerts: Sequence[Alert]
+    receipt: Mapping[str, str] = field(default_factory=dict)
+    external_url: str = ""
+
+    @property
+    def firing(self) -> list[Alert]:
+        return [a for a in self.alerts if a.state == "firing"]
+
+    @property
+    def status(self) -> str:
+        return "firing" if self.firing else "resolved"
+
+
+@dataclass(frozen=True)
+class GroupDelivery:
+    """The outcome of one group notification; ``receipt`` is kept even when it failed."""
+
+    ok: bool
+    receipt: Mapping[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
+class GroupNotifier(Protocol):
+    """An integration of an Alertmanager receiver (a ``slack_configs`` or ``webhook_configs``
+    entry, …). ``integration`` names its kind for metrics (``slack``, ``webhook``,
+    ``email``); ``notify_group`` never raises. An e-mail notifier implements this."""
+
+    name: str
+    integration: str
+    send_resolved: bool
+
+    def notify_group(self, notification: GroupNotification) -> GroupDelivery: ...

@@ -44,7 +44,15 @@ def absolute_url(url: str, base: str) -> str:
     return urllib.parse.urljoin(base if base.endswith("/") else base + "/", url)
 
 
-class _Metrics:
+def backoff_delay(base_s: float, failures: int, max_s: float) -> float:
+    """The wait after ``failures`` failures in a row: exponential, 25% jitter, capped."""
+    base = base_s * 2 ** min(failures - 1, 16)
+    return float(min(base * (1 + random.random() * 0.25), max_s))
+
+
+class OutboxMetrics:
+    """The queue and delivery metrics every receiver's worker reports to."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.notifications = Counter(
             "vigil_alert_notifications",
@@ -74,29 +82,32 @@ class _Metrics:
         )
 
 
-class Outbox:
-    """One receiver's bounded queue of alert fingerprints and the worker that drains it."""
+class QueueWorker:
+    """A bounded, de-duplicated queue of keys and the thread that delivers them.
+
+    ``offer`` never blocks; the worker takes everything queued, calls ``_deliver``
+    (which subclasses implement, returning True when all went out) and on failure
+    waits with exponential back-off before it tries again. ``deliver_now`` makes
+    one attempt in the caller's thread (``--once`` and tests)."""
+
+    what = "item(s)"
+    """How the log names what is queued."""
 
     def __init__(
         self,
-        notifier: Notifier,
-        book: AlertBook,
-        metrics: _Metrics,
+        name: str,
+        metrics: OutboxMetrics,
         *,
         max_items: int = DEFAULT_QUEUE_SIZE,
         backoff_s: float = DEFAULT_BACKOFF_S,
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
-        runbook_base_url: str = "",
     ) -> None:
-        self.notifier = notifier
-        self.name = notifier.name
-        self.book = book
+        self.name = name
         self.metrics = metrics
         self.max_items = max(1, max_items)
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self.runbook_base_url = runbook_base_url
-        # Insertion-ordered and de-duplicated: offering the same alert every pass
+        # Insertion-ordered and de-duplicated: offering the same key every pass
         # while it waits does not grow the queue.
         self._queue: dict[str, None] = {}
         self._cond = threading.Condition()
@@ -106,17 +117,17 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self.metrics.queue_items.labels(self.name).set(0)
 
-    def offer(self, fingerprints: Sequence[str]) -> int:
+    def offer(self, keys: Sequence[str]) -> int:
         """Queue what is not queued yet; never blocks. Returns how many were refused (full)."""
         refused = 0
         with self._cond:
-            for fp in fingerprints:
-                if fp in self._queue:
+            for key in keys:
+                if key in self._queue:
                     continue
                 if len(self._queue) >= self.max_items:
                     refused += 1
                     continue
-                self._queue[fp] = None
+                self._queue[key] = None
             self.metrics.queue_items.labels(self.name).set(len(self._queue))
             self._cond.notify()
         if refused:
@@ -125,10 +136,11 @@ class Outbox:
             level = logging.DEBUG if self._refusing else logging.WARNING
             log.log(
                 level,
-                "notifier %s: queue full (%d), %d alert(s) wait in alerts.db for a later pass",
+                "notifier %s: queue full (%d), %d %s wait in alerts.db for a later pass",
                 self.name,
                 self.max_items,
                 refused,
+                self.what,
             )
         self._refusing = refused > 0
         return refused
@@ -151,28 +163,30 @@ class Outbox:
 
     def stop(self, timeout: float) -> None:
         """Let an in-flight delivery finish (so its receipt is saved), then end the worker."""
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
 
     def deliver_now(self) -> bool:
         """One attempt at everything queued, in the caller's thread; True when all went out."""
         with self._cond:
-            fps = list(self._queue)
-        return self._deliver(fps)
+            keys = list(self._queue)
+        return self._deliver(keys)
+
+    def _stopping(self) -> bool:
+        """True when the worker thread was asked to stop (not for ``deliver_now``)."""
+        return self._stop.is_set() and self._thread is not None
 
     def _work(self) -> None:
         while not self._stop.is_set():
             with self._cond:
                 while not self._queue and not self._stop.is_set():
                     self._cond.wait(1.0)
-                fps = list(self._queue)
+                keys = list(self._queue)
             if self._stop.is_set():
                 return
             try:
-                ok = self._deliver(fps)
+                ok = self._deliver(keys)
             except Exception:  # e.g. alerts.db on a full disk: never kill the worker
                 log.exception("notifier %s: delivery pass failed", self.name)
                 ok = False
@@ -180,13 +194,49 @@ class Outbox:
                 self._failures_in_a_row = 0
                 continue
             self._failures_in_a_row += 1
-            wait = self._backoff(self._failures_in_a_row)
+            wait = backoff_delay(self.backoff_s, self._failures_in_a_row, self.max_backoff_s)
             log.info("notifier %s: retrying in %.1f s", self.name, wait)
             self._stop.wait(wait)
 
-    def _backoff(self, failures: int) -> float:
-        base = self.backoff_s * 2 ** min(failures - 1, 16)
-        return float(min(base * (1 + random.random() * 0.25), self.max_backoff_s))
+    def _done(self, keys: Sequence[str], failed: set[str]) -> bool:
+        """Take the delivered keys off the queue; True when none failed."""
+        with self._cond:
+            for key in keys:
+                if key not in failed:
+                    self._queue.pop(key, None)
+            self.metrics.queue_items.labels(self.name).set(len(self._queue))
+        return not failed
+
+    def _deliver(self, keys: Sequence[str]) -> bool:
+        raise NotImplementedError
+
+
+class Outbox(QueueWorker):
+    """One receiver's bounded queue of alert fingerprints and the worker that drains it."""
+
+    what = "alert(s)"
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        book: AlertBook,
+        metrics: OutboxMetrics,
+        *,
+        max_items: int = DEFAULT_QUEUE_SIZE,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+        max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+        runbook_base_url: str = "",
+    ) -> None:
+        super().__init__(
+            notifier.name,
+            metrics,
+            max_items=max_items,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+        )
+        self.notifier = notifier
+        self.book = book
+        self.runbook_base_url = runbook_base_url
 
     def _deliver(self, fps: Sequence[str]) -> bool:
         """Tell the receiver about ``fps`` as they stand in the book now; record outcomes."""
@@ -205,18 +255,13 @@ class Outbox:
             by_rule.setdefault(alert.name, []).append(alert)
         failed: set[str] = set()
         for alerts in by_rule.values():
-            if self._stop.is_set() and self._thread is not None:
+            if self._stopping():
                 failed.update(a.fingerprint for a in alerts)
                 continue
             for d in self._notify(alerts):
                 if not d.ok:
                     failed.add(d.fingerprint)
-        with self._cond:
-            for fp in fps:
-                if fp not in failed:
-                    self._queue.pop(fp, None)
-            self.metrics.queue_items.labels(self.name).set(len(self._queue))
-        return not failed
+        return self._done(fps, failed)
 
     def _with_absolute_runbook(self, alert: Alert) -> Alert:
         if "runbook_url" not in alert.annotations:
@@ -257,9 +302,11 @@ class Outboxes:
         max_items: int = DEFAULT_QUEUE_SIZE,
         backoff_s: float = DEFAULT_BACKOFF_S,
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+        metrics: OutboxMetrics | None = None,
     ) -> None:
         self.book = book
-        metrics = _Metrics(registry)
+        metrics = metrics or OutboxMetrics(registry)
+        self.metrics = metrics
         self.boxes = [
             Outbox(
                 n,

@@ -1,4 +1,4 @@
-"""Slack: one Block Kit message per alert, updated in place and answered in thread on resolve.
+"""Slack: one Block Kit message per alert (or per alert group), updated in place on resolve.
 
 Firing posts ``chat.postMessage`` and keeps the message's ``channel`` and
 ``ts``; resolving edits that message (green, marked resolved) with
@@ -23,7 +23,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from alerting.notify.base import Delivery
+from alerting.notify.base import Delivery, GroupDelivery, GroupNotification
 from alerting.state import Alert
 from alerting.templates import go_float, humanize, humanize_duration
 
@@ -114,6 +114,8 @@ def _fmt_value(value: float) -> str:
 class SlackNotifier:
     """Posts alerts to one Slack channel through the Web API (``slack_sdk.WebClient``)."""
 
+    integration = "slack"
+
     def __init__(
         self,
         token: str,
@@ -123,9 +125,11 @@ class SlackNotifier:
         name: str = "slack",
         timeout_s: float = 10.0,
         backoff_s: float = 0.5,
+        send_resolved: bool = True,
     ) -> None:
         self.name = name
         self.channel = channel
+        self.send_resolved = send_resolved
         base = api_url if api_url.endswith("/") else api_url + "/"
         self.client = WebClient(
             token=token,
@@ -146,6 +150,35 @@ class SlackNotifier:
                 log.warning("slack: %s %s failed: %s", alert.state, alert.name, exc)
                 rv.append(Delivery(alert.fingerprint, False, error=str(exc)))
         return rv
+
+    def notify_group(self, n: GroupNotification) -> GroupDelivery:
+        """One message per aggregation group: posted when the group first fires, edited
+        with ``chat.update`` as alerts join and resolve; when the whole group resolves the
+        message turns green and its thread says so. A group that fires again after that
+        gets a new message. The receipt keeps ``channel`` and ``ts`` so a retry edits
+        instead of posting twice."""
+        receipt = dict(n.receipt)
+        open_message = bool(receipt.get("ts")) and receipt.get("closed") != "1"
+        body = group_message(n)
+        try:
+            if not open_message:
+                if not n.firing:
+                    return GroupDelivery(True, receipt)  # never posted: nothing to resolve
+                rv = self.client.chat_postMessage(channel=self.channel, **body)
+                receipt = {"channel": str(rv["channel"]), "ts": str(rv["ts"])}
+                return GroupDelivery(True, receipt)
+            self.client.chat_update(channel=receipt["channel"], ts=receipt["ts"], **body)
+            if not n.firing:
+                self.client.chat_postMessage(
+                    channel=receipt["channel"],
+                    thread_ts=receipt["ts"],
+                    text=f"✅ {group_title(n)} resolved.",
+                )
+                receipt["closed"] = "1"
+        except Exception as exc:  # Slack being down must never stop the engine
+            log.warning("slack: group %s failed: %s", n.group_key, exc)
+            return GroupDelivery(False, receipt, str(exc))
+        return GroupDelivery(True, receipt)
 
     def _fire(self, alert: Alert) -> Delivery:
         receipt = alert.receipts.get(self.name, {})
@@ -248,4 +281,51 @@ def message(alert: Alert) -> dict[str, Any]:
         "text": text,
         "blocks": blocks,
         "attachments": [{"color": color, "fallback": note, "text": note}],
+    }
+
+
+MAX_GROUP_ALERTS_SHOWN = 20
+"""Alerts listed in one group message; Slack allows 50 blocks."""
+
+
+def group_title(n: GroupNotification) -> str:
+    """``[FIRING:2] HighLatency (service=checkout)`` as Alertmanager's default title."""
+    names = sorted({a.name for a in n.alerts}) or ["alerts"]
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(n.group_labels.items()) if k != "alertname")
+    status = f"FIRING:{len(n.firing)}" if n.firing else "RESOLVED"
+    return f"[{status}] {', '.join(names)}" + (f" ({extra})" if extra else "")
+
+
+def group_message(n: GroupNotification) -> dict[str, Any]:
+    """The Slack body for a group: one alert renders as before; more list each alert."""
+    if len(n.alerts) == 1:
+        return message(n.alerts[0])
+    firing = n.firing
+    worst = next((a.severity for a in firing if a.severity in SEVERITY_COLOR), "")
+    emoji = SEVERITY_EMOJI.get(worst, "⚪") if firing else "✅"
+    title = f"{emoji} {group_title(n)}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}}
+    ]
+    for alert in n.alerts[:MAX_GROUP_ALERTS_SHOWN]:
+        mark = "✅" if alert.state == "resolved" else SEVERITY_EMOJI.get(alert.severity, "⚪")
+        summary = alert.annotations.get("summary") or alert.name
+        labels = ", ".join(
+            f"{k}={v}" for k, v in sorted(alert.labels.items()) if k not in _HIDDEN_LABELS
+        )
+        runbook = alert.annotations.get("runbook_url", "")
+        line = f"{mark} *{summary}*" + (f"\n{labels}" if labels else "")
+        if runbook:
+            line += f"\n<{runbook}|runbook>"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": line[:3000]}})
+    if len(n.alerts) > MAX_GROUP_ALERTS_SHOWN:
+        more = len(n.alerts) - MAX_GROUP_ALERTS_SHOWN
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"… and {more} more"}]}
+        )
+    color = SEVERITY_COLOR.get(worst, "#888888") if firing else RESOLVED_COLOR
+    return {
+        "text": title,
+        "blocks": blocks,
+        "attachments": [{"color": color, "fallback": title, "text": ""}],
     }

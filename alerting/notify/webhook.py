@@ -5,7 +5,8 @@ Per Alertmanager's ``webhook_config``, the body is ``receiver``, ``status``
 ``status``, ``labels``, ``annotations``, ``startsAt``, ``endsAt``,
 ``generatorURL``, ``fingerprint``), ``groupLabels``, ``commonLabels``,
 ``commonAnnotations``, ``externalURL``, ``version`` "4", ``groupKey`` and
-``truncatedAlerts``. Vigil groups by ``alertname``.
+``truncatedAlerts``. Without the alert manager Vigil groups by ``alertname``;
+with it (``notify_group``) one POST carries one aggregation group.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
-from alerting.notify.base import Delivery
+from alerting.notify.base import Delivery, GroupDelivery, GroupNotification
 from alerting.state import Alert
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,16 @@ def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:
 
 
 def payload(
-    alerts: Sequence[Alert], *, receiver: str, external_url: str, max_alerts: int = 0
+    alerts: Sequence[Alert],
+    *,
+    receiver: str,
+    external_url: str,
+    max_alerts: int = 0,
+    group_labels: Mapping[str, str] | None = None,
+    group_key: str = "",
 ) -> WebhookPayload:
-    """The v4 body for ``alerts`` of one rule; ``max_alerts`` > 0 truncates like Alertmanager."""
+    """The v4 body for ``alerts`` of one group (by default: of one rule, grouped by
+    ``alertname``); ``max_alerts`` > 0 truncates like Alertmanager."""
     shown = list(alerts[:max_alerts]) if max_alerts > 0 else list(alerts)
     name = alerts[0].name if alerts else ""
     items: list[WebhookAlert] = [
@@ -83,17 +91,19 @@ def payload(
         }
         for a in shown
     ]
-    group_labels = {"alertname": name}
+    if group_labels is None:
+        group_labels = {"alertname": name}
+    inner = ", ".join(f'{k}="{v}"' for k, v in group_labels.items())
     return {
         "receiver": receiver,
         "status": "firing" if any(a.state == "firing" for a in alerts) else "resolved",
         "alerts": items,
-        "groupLabels": group_labels,
+        "groupLabels": dict(group_labels),
         "commonLabels": _common([a.labels for a in alerts]),
         "commonAnnotations": _common([a.annotations for a in alerts]),
         "externalURL": external_url,
         "version": "4",
-        "groupKey": "{}:" + "{" + ", ".join(f'{k}="{v}"' for k, v in group_labels.items()) + "}",
+        "groupKey": group_key or "{}:{" + inner + "}",
         "truncatedAlerts": len(alerts) - len(shown),
     }
 
@@ -107,13 +117,41 @@ def generator_url(external_url: str, expr: str) -> str:
 class WebhookNotifier:
     """POSTs the Alertmanager v4 payload to ``url``; any 2xx answer is a delivery."""
 
+    integration = "webhook"
+
     def __init__(
-        self, url: str, *, name: str = "", external_url: str = "", timeout_s: float = 10.0
+        self,
+        url: str,
+        *,
+        name: str = "",
+        external_url: str = "",
+        timeout_s: float = 10.0,
+        send_resolved: bool = True,
+        max_alerts: int = 0,
     ) -> None:
         self.url = url
         self.name = name or f"webhook:{url}"
         self.external_url = external_url
         self.timeout_s = timeout_s
+        self.send_resolved = send_resolved
+        self.max_alerts = max_alerts
+
+    def notify_group(self, n: GroupNotification) -> GroupDelivery:
+        """One POST for the whole aggregation group (Alertmanager's behaviour)."""
+        body = payload(
+            n.alerts,
+            receiver=n.receiver,
+            external_url=n.external_url or self.external_url,
+            max_alerts=self.max_alerts,
+            group_labels=n.group_labels,
+            group_key=n.group_key,
+        )
+        try:
+            self._post(body)
+        except Exception as exc:  # a dead receiver must never stop the engine
+            log.warning("webhook %s failed: %s", self.url, exc)
+            return GroupDelivery(False, error=str(exc))
+        return GroupDelivery(True)
 
     def notify(self, alerts: Sequence[Alert]) -> list[Delivery]:
         if not alerts:

@@ -9,22 +9,19 @@ the stop during the outage waits for the in-flight retries (up to 10 s).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alert_process import metric, start_alert, stop_alert
 from conftest import free_port, wait_until
 from slack_server import SlackServer
 
 from siem.model import Sample, make_labels
 from siem.sqlite import SqliteStore
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "xoxb-restarts"
 RESTARTS = 12
 RULES = """\
@@ -69,45 +66,27 @@ def test_alert_restarts_while_firing_post_once(tmp_path: Path, slack: SlackServe
     env.pop("VIGIL_ALERT_INTERVAL", None)
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "vigil.cli", "--config", str(config), "alert"],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def stop(proc: subprocess.Popen[bytes]) -> None:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        return start_alert(config, env)
 
     def posted() -> int:
         return len(slack.ok_calls("chat.postMessage"))
 
     def evaluated() -> bool:
         """This process has run an evaluation pass (its own /metrics says so)."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
-                text = r.read().decode()
-        except OSError:
-            return False
-        for line in text.splitlines():
-            if line.startswith("vigil_alert_group_evaluations_total{"):
-                return float(line.rsplit(" ", 1)[1]) >= 1
-        return False
+        return metric(port, "vigil_alert_group_evaluations_total{") >= 1
 
     slack.outage(500)
     proc = start()
     try:
         wait_until("a refused post", lambda: len(slack.calls) > 0, 30)
         assert posted() == 0
-        stop(proc)  # the notification was still queued: it must survive
+        stop_alert(proc)  # the notification was still queued: it must survive
         slack.outage(None)
         for _ in range(RESTARTS):
             proc = start()
             wait_until("an evaluation pass", evaluated, 30)
             wait_until("the alert in Slack", lambda: posted() >= 1, 30)
-            stop(proc)
+            stop_alert(proc)
     finally:
         if proc.poll() is None:
             proc.kill()

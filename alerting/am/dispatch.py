@@ -1,0 +1,794 @@
+"""The alert manager: routing, grouping, deduplication, inhibition, silences, time muting.
+
+``AlertManager`` takes the alerts of the rule engine (and, through
+``post_alerts``, of the HTTP API) and works as Alertmanager's dispatcher does:
+
+* each alert goes down the route tree (``AMConfig.route.match``) to one or more
+  routes; per route its ``group_by`` labels pick its *aggregation group*;
+* a new group waits ``group_wait`` before its first notification, then is
+  looked at every ``group_interval``; an unchanged group is re-sent after
+  ``repeat_interval``;
+* per group and integration a *notification log* entry remembers which alerts
+  were last sent as firing and resolved, and Alertmanager's rule
+  (``DedupStage.needsUpdate``) decides whether anything is worth sending —
+  one notification per change of the group, resolved ones per ``send_resolved``;
+* an alert matched by an active silence or inhibited by a firing alert (inhibit
+  rules) is left out of the notification and shown as *suppressed*; a route
+  inside a ``mute_time_intervals`` window or outside its
+  ``active_time_intervals`` sends nothing.
+
+Deliveries leave the evaluation loop: each integration (a ``slack_configs`` or
+``webhook_configs`` entry) has a ``GroupOutbox`` worker with its own bounded
+queue and back-off. Groups and the notification log live in SQLite
+(``alerts.db``): a restart during ``group_wait`` sends at the planned time, a
+restart while a group fires sends nothing twice. Example::
+
+    manager = AlertManager(load_config(path), "data/alerts.db", integrations)
+    manager.process(book.alerts(), now)  # after every evaluation pass
+    manager.start(); ...; manager.stop()
+
+What the HTTP API (``/api/v2``) and the UI need is here: ``alerts()``,
+``groups()``, ``post_alerts()``, ``silences`` (a ``SilenceStore``),
+``receivers()``, ``status()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+from alerting.am.config import AMConfig, AMConfigError, InhibitRule, Route, load_config
+from alerting.am.silences import Silence, SilenceStore
+from alerting.notify.base import GroupDelivery, GroupNotification, GroupNotifier
+from alerting.notify.outbox import (
+    DEFAULT_BACKOFF_S,
+    DEFAULT_MAX_BACKOFF_S,
+    DEFAULT_QUEUE_SIZE,
+    OutboxMetrics,
+    QueueWorker,
+)
+from alerting.state import Alert, fingerprint, open_db
+
+log = logging.getLogger("vigil.alertmanager")
+
+MAX_POSTED_ALERTS = 10_000
+"""Alerts the API may hold at once (``post_alerts`` refuses and counts more)."""
+
+AlertState = Literal["active", "suppressed", "unprocessed"]
+
+
+def group_key(route: Route, labels: Mapping[str, str]) -> str:
+    """Alertmanager's group key: the route's id, then the group labels."""
+    inner = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{route.id}:{{{inner}}}"
+
+
+@dataclass
+class Group:
+    """One aggregation group and the alerts it holds (as last seen)."""
+
+    key: str
+    route_id: str
+    receiver: str
+    labels: dict[str, str]
+    alerts: dict[str, Alert]
+    created_at: float
+    next_flush: float
+    pending: list[str] = field(default_factory=list)
+    """Integrations that owe a notification (queued, not yet delivered)."""
+    flushed_resolved: list[str] = field(default_factory=list)
+    """Resolved alerts as of the last flush: forgotten once every integration is done with
+    that flush (one that resolved since waits for the next)."""
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["alerts"] = {fp: dataclasses.asdict(a) for fp, a in self.alerts.items()}
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Group:
+        data = json.loads(text)
+        data["alerts"] = {fp: Alert(**a) for fp, a in data["alerts"].items()}
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """The notification log: what an integration was last told about a group."""
+
+    firing: frozenset[str]
+    resolved: frozenset[str]
+    at: float
+    receipt: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlertView:
+    """An alert as the API shows it: state, and what suppresses it."""
+
+    alert: Alert
+    state: AlertState
+    receivers: tuple[str, ...]
+    silenced_by: tuple[str, ...] = ()
+    inhibited_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupView:
+    key: str
+    receiver: str
+    labels: Mapping[str, str]
+    alerts: tuple[AlertView, ...]
+
+
+class _Metrics:
+    """Alertmanager's own metric names, so its dashboards and alerts work on Vigil."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.notifications = Counter(
+            "alertmanager_notifications",
+            "Notifications sent, by integration",
+            ["integration", "receiver"],
+            registry=registry,
+        )
+        self.failed = Counter(
+            "alertmanager_notifications_failed",
+            "Notifications that failed (retried with back-off), by integration",
+            ["integration", "receiver"],
+            registry=registry,
+        )
+        self.alerts = Gauge(
+            "alertmanager_alerts",
+            "Alerts by state (active, suppressed)",
+            ["state"],
+            registry=registry,
+        )
+        self.silences = Gauge(
+            "alertmanager_silences", "Silences by state", ["state"], registry=registry
+        )
+        self.groups = Gauge(
+            "alertmanager_dispatcher_aggregation_groups",
+            "Aggregation groups being tracked",
+            registry=registry,
+        )
+        self.muted = Counter(
+            "alertmanager_notifications_suppressed",
+            "Group flushes that sent nothing because of a time interval",
+            ["reason"],
+            registry=registry,
+        )
+        self.reload_ok = Gauge(
+            "alertmanager_config_last_reload_successful",
+            "1 when the last configuration (re)load worked, 0 when the last good one is kept",
+            registry=registry,
+        )
+        self.reload_at = Gauge(
+            "alertmanager_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully",
+            registry=registry,
+        )
+        self.posted_dropped = Counter(
+            "vigil_alertmanager_posted_alerts_dropped",
+            f"Alerts posted to the API refused because {MAX_POSTED_ALERTS} are held already",
+            registry=registry,
+        )
+
+
+class _AMStore:
+    """Groups, the notification log and API-posted alerts, in SQLite (WAL)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._lock = threading.Lock()
+        self._db = open_db(path)
+        for table in ("am_groups", "am_nflog", "am_posted"):
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, data TEXT NOT NULL)"
+            )
+
+    def rows(self, table: str) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._db.execute(f"SELECT key, data FROM {table}").fetchall())
+
+    def put(self, table: str, key: str, data: str) -> None:
+        with self._lock:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO {table} (key, data) VALUES (?, ?)",
+                (key, data),
+            )
+
+    def delete(self, table: str, key: str) -> None:
+        with self._lock:
+            self._db.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _entry_json(e: LogEntry) -> str:
+    return json.dumps(
+        {
+            "firing": sorted(e.firing),
+            "resolved": sorted(e.resolved),
+            "at": e.at,
+            "receipt": dict(e.receipt),
+        }
+    )
+
+
+def _entry_from(text: str) -> LogEntry:
+    d = json.loads(text)
+    return LogEntry(frozenset(d["firing"]), frozenset(d["resolved"]), d["at"], d["receipt"])
+
+
+def _same(a: Alert, b: Alert) -> bool:
+    """Equal for notification purposes (the value changes every pass and does not count)."""
+    return (a.state, a.active_at, a.fired_at, a.resolved_at, dict(a.annotations)) == (
+        b.state,
+        b.active_at,
+        b.fired_at,
+        b.resolved_at,
+        dict(b.annotations),
+    )
+
+
+class AlertManager:
+    """Routes, groups and notifies; holds silences; the object the HTTP API calls."""
+
+    def __init__(
+        self,
+        config: AMConfig,
+        db_path: str | Path,
+        integrations: Mapping[str, Sequence[GroupNotifier]],
+        *,
+        registry: CollectorRegistry = REGISTRY,
+        outbox_metrics: OutboxMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+        external_url: str = "",
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+        max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+        config_path: str | Path | None = None,
+        build_integrations: Callable[[AMConfig], Mapping[str, Sequence[GroupNotifier]]]
+        | None = None,
+    ) -> None:
+        self.clock = clock
+        self.external_url = external_url
+        self.metrics = _Metrics(registry)
+        self.outbox_metrics = outbox_metrics or OutboxMetrics(registry)
+        self.store = _AMStore(db_path)
+        self.silences = SilenceStore(db_path)
+        self._lock = threading.RLock()
+        self.queue_size = queue_size
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._build = build_integrations
+        self.config_path = str(config_path) if config_path is not None else None
+        self._config_mtime = self._mtime()
+        self.started_at = clock()
+        self._last_gc = 0.0
+        self.groups: dict[str, Group] = {
+            k: Group.from_json(v) for k, v in self.store.rows("am_groups")
+        }
+        self.nflog: dict[str, LogEntry] = {
+            k: _entry_from(v) for k, v in self.store.rows("am_nflog")
+        }
+        self.posted: dict[str, Alert] = {
+            k: Alert.from_json(v) for k, v in self.store.rows("am_posted")
+        }
+        self.outboxes: dict[str, GroupOutbox] = {}
+        self._running = False
+        self.config = config
+        self._apply(config, integrations)
+        now = clock()
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_at.set(now)
+
+    # -- configuration -------------------------------------------------------------------
+
+    def _apply(self, config: AMConfig, integrations: Mapping[str, Sequence[GroupNotifier]]) -> None:
+        old = self.outboxes
+        self.config = config
+        self.routes = {r.id: r for r in config.route.walk()}
+        self.integrations: dict[str, list[GroupNotifier]] = {
+            name: list(integrations.get(name, ())) for name in config.receivers
+        }
+        self.outboxes = {}
+        for receiver, notifiers in self.integrations.items():
+            for i, notifier in enumerate(notifiers):
+                iid = integration_id(receiver, notifier.integration, i)
+                self.outboxes[iid] = GroupOutbox(iid, receiver, notifier, self)
+        now = self.clock()
+        for g in self.groups.values():  # what was owed is offered to the new workers at once
+            g.pending = [iid for iid in g.pending if iid in self.outboxes]
+            if g.pending:
+                g.next_flush = min(g.next_flush, now)
+        for box in old.values():
+            box.request_stop()  # joined by the caller, outside the lock
+        if self._running:
+            for box in self.outboxes.values():
+                box.start()
+
+    def _mtime(self) -> float:
+        if self.config_path is None:
+            return 0.0
+        try:
+            return Path(self.config_path).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def reload_if_changed(self) -> bool:
+        """Load the configuration file again when it changed; a bad one keeps the last good
+        configuration, logs why and sets ``alertmanager_config_last_reload_successful`` 0."""
+        if self.config_path is None or self._build is None:
+            return False
+        mtime = self._mtime()
+        if mtime == self._config_mtime:
+            return False
+        self._config_mtime = mtime
+        try:
+            config = load_config(self.config_path)
+        except AMConfigError as exc:
+            self.metrics.reload_ok.set(0)
+            log.error("alertmanager config reload refused, keeping the last good one: %s", exc)
+            return False
+        old = list(self.outboxes.values())
+        with self._lock:
+            self._apply(config, self._build(config))
+        for box in old:  # an in-flight delivery finishes; what it owed is owed by the new one
+            box.stop(5.0)
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_at.set(self.clock())
+        log.info("alertmanager config reloaded from %s", self.config_path)
+        return True
+
+    def receivers(self) -> list[str]:
+        return sorted(self.config.receivers)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "config": self.config.text,
+            "uptime": self.started_at,
+            "receivers": self.receivers(),
+        }
+
+    # -- alerts in -------------------------------------------------------------------------
+
+    def post_alerts(self, alerts: Sequence[Alert]) -> int:
+        """Take alerts from the API: ``resolved_at`` is the alert's ``endsAt`` (in the future:
+        it fires until then; None: until ``resolve_timeout`` from now, renewed by each
+        post, as Alertmanager does). Returns how many were refused because the store is
+        full (counted)."""
+        refused = 0
+        now = self.clock()
+        with self._lock:
+            for a in alerts:
+                if a.resolved_at is None:  # no endsAt: firing until resolve_timeout from now
+                    a = dataclasses.replace(
+                        a, resolved_at=now + self.config.global_.resolve_timeout_s
+                    )
+                old = self.posted.get(a.fingerprint)
+                if old is None and len(self.posted) >= MAX_POSTED_ALERTS:
+                    refused += 1
+                    continue
+                if old is not None and old.state == "firing":
+                    a = dataclasses.replace(a, active_at=min(a.active_at, old.active_at))
+                self.posted[a.fingerprint] = a
+                self.store.put("am_posted", a.fingerprint, a.to_json())
+        if refused:
+            self.metrics.posted_dropped.inc(refused)
+        return refused
+
+    def _posted_now(self, now: float) -> list[Alert]:
+        """API alerts as of ``now``: one past its end is resolved; long-resolved ones go."""
+        rv: list[Alert] = []
+        timeout = self.config.global_.resolve_timeout_s
+        for fp, a in list(self.posted.items()):
+            end = a.resolved_at if a.resolved_at is not None else now
+            if a.state == "firing" and end <= now:
+                a = dataclasses.replace(a, state="resolved", resolved_at=end)
+            if a.state == "resolved" and (a.resolved_at or now) < now - timeout:
+                del self.posted[fp]
+                self.store.delete("am_posted", fp)
+                continue
+            rv.append(a)
+        return rv
+
+    def process(self, alerts: Sequence[Alert], now: float | None = None) -> None:
+        """Take the current alerts (firing and resolved; pending ones are ignored), file
+        them into groups, and queue notifications for the groups that are due."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            everything = [a for a in alerts if a.state != "pending"] + self._posted_now(now)
+            seen: set[tuple[str, str]] = set()
+            changed: set[str] = set()
+            for alert in everything:
+                for route in self.config.route.match(alert.labels):
+                    labels = route.group_labels(alert.labels)
+                    key = group_key(route, labels)
+                    seen.add((key, alert.fingerprint))
+                    g = self.groups.get(key)
+                    if g is None:
+                        if alert.state != "firing":
+                            continue
+                        g = Group(
+                            key, route.id, route.receiver, labels, {}, now, now + route.group_wait_s
+                        )
+                        self.groups[key] = g
+                        changed.add(key)
+                    old = g.alerts.get(alert.fingerprint)
+                    if old is None or not _same(old, alert):
+                        g.alerts[alert.fingerprint] = _bare(alert)
+                        changed.add(key)
+            for g in self.groups.values():
+                for fp, a in list(g.alerts.items()):
+                    if (g.key, fp) not in seen and a.state == "firing":
+                        # gone from the source while firing (rule removed, alert deleted)
+                        g.alerts[fp] = dataclasses.replace(a, state="resolved", resolved_at=now)
+                        changed.add(g.key)
+            due = [g for g in self.groups.values() if g.next_flush <= now]
+            sup = self.suppressor(now) if due else None
+            for g in due:
+                assert sup is not None
+                self._flush(g, now, sup)
+                changed.add(g.key)
+            for key in changed:
+                self._save(key)
+            self._update_gauges(now)
+
+    def _save(self, key: str) -> None:
+        g = self.groups.get(key)
+        if g is None:
+            self.store.delete("am_groups", key)
+        else:
+            self.store.put("am_groups", key, g.to_json())
+
+    # -- suppression -----------------------------------------------------------------------
+
+    def _firing_alerts(self) -> list[Alert]:
+        seen: dict[str, Alert] = {}
+        for g in self.groups.values():
+            for fp, a in g.alerts.items():
+                if a.state == "firing":
+                    seen[fp] = a
+        return list(seen.values())
+
+    def suppressor(self, now: float) -> Suppressor:
+        """The active silences and the firing alerts as of ``now``, for many lookups."""
+        with self._lock:
+            return Suppressor(
+                self.silences.active(now), self.config.inhibit_rules, self._firing_alerts()
+            )
+
+    # -- notifying -------------------------------------------------------------------------
+
+    def _flush(self, g: Group, now: float, sup: Suppressor) -> None:
+        route = self.routes.get(g.route_id)
+        if route is None:  # the route went away in a reload
+            log.info("dropping group %s: its route is no longer in the config", g.key)
+            del self.groups[g.key]
+            return
+        g.next_flush = now + route.group_interval_s
+        g.flushed_resolved = sorted(fp for fp, a in g.alerts.items() if a.state == "resolved")
+        if self.config.muted(route, now):
+            self.metrics.muted.labels("time_interval").inc()
+            return
+        wanted = False
+        for i, notifier in enumerate(self.integrations.get(g.receiver, [])):
+            iid = integration_id(g.receiver, notifier.integration, i)
+            if iid in g.pending or self._needs(g, iid, notifier, route, now, sup):
+                wanted = True
+                if iid not in g.pending:
+                    g.pending.append(iid)
+                box = self.outboxes.get(iid)
+                if box is not None:
+                    box.offer([g.key])
+        if not wanted:
+            self._collect(g)
+
+    def _collect(self, g: Group) -> None:
+        """Forget resolved alerts every integration has dealt with; an empty group goes."""
+        if g.pending:
+            return
+        for fp in g.flushed_resolved:
+            a = g.alerts.get(fp)
+            if a is not None and a.state == "resolved":
+                del g.alerts[fp]
+        g.flushed_resolved = []
+        if not g.alerts:
+            self.groups.pop(g.key, None)
+
+    def _sets(self, g: Group, sup: Suppressor) -> tuple[list[Alert], list[Alert]]:
+        firing: list[Alert] = []
+        resolved: list[Alert] = []
+        for a in sorted(g.alerts.values(), key=lambda a: sorted(a.labels.items())):
+            if a.state == "resolved":
+                resolved.append(a)
+                continue
+            silenced, inhibited = sup.check(a)
+            if not silenced and not inhibited:
+                firing.append(a)
+        return firing, resolved
+
+    def _needs(
+        self,
+        g: Group,
+        iid: str,
+        notifier: GroupNotifier,
+        route: Route,
+        now: float,
+        sup: Suppressor,
+    ) -> bool:
+        """Alertmanager's ``DedupStage.needsUpdate``."""
+        firing, resolved = self._sets(g, sup)
+        if not firing and not resolved:
+            return False  # everything silenced or inhibited: nothing to say, the log stays
+        f = {a.fingerprint for a in firing}
+        r = {a.fingerprint for a in resolved}
+        entry = self.nflog.get(_log_key(g.key, iid))
+        if entry is None:
+            return bool(f)
+        if not f <= entry.firing:
+            return True
+        if not f:
+            return bool(entry.firing)
+        if notifier.send_resolved and not r <= entry.resolved:
+            return True
+        return entry.at < now - route.repeat_interval_s
+
+    def notification(self, key: str, iid: str) -> GroupNotification | None:
+        """What integration ``iid`` is to be told about group ``key`` now (None: nothing)."""
+        with self._lock:
+            g = self.groups.get(key)
+            if g is None or iid not in g.pending:
+                return None
+            notifier = self._notifier(g.receiver, iid)
+            if notifier is None:
+                g.pending.remove(iid)
+                return None
+            firing, resolved = self._sets(g, self.suppressor(self.clock()))
+            entry = self.nflog.get(_log_key(key, iid))
+            alerts = firing + (resolved if notifier.send_resolved else [])
+            if not firing and not (entry is not None and entry.firing):
+                alerts = []  # it never heard these fire: nothing to say (logged, not sent)
+            return GroupNotification(
+                receiver=g.receiver,
+                group_key=key,
+                group_labels=dict(g.labels),
+                alerts=alerts,
+                receipt=dict(entry.receipt) if entry else {},
+                external_url=self.external_url,
+            )
+
+    def _notifier(self, receiver: str, iid: str) -> GroupNotifier | None:
+        for i, n in enumerate(self.integrations.get(receiver, [])):
+            if integration_id(receiver, n.integration, i) == iid:
+                return n
+        return None
+
+    def record(self, key: str, iid: str, sent: GroupNotification, delivery: GroupDelivery) -> None:
+        """Write what ``iid`` now knows about group ``key`` into the notification log."""
+        with self._lock:
+            entry = self.nflog.get(_log_key(key, iid))
+            receipt = {**(entry.receipt if entry else {}), **delivery.receipt}
+            if not delivery.ok:
+                if delivery.receipt:  # e.g. posted, then the thread reply failed: keep the ts
+                    base = entry or LogEntry(frozenset(), frozenset(), 0.0)
+                    kept = dataclasses.replace(base, receipt=receipt)
+                    self.nflog[_log_key(key, iid)] = kept
+                    self.store.put("am_nflog", _log_key(key, iid), _entry_json(kept))
+                return
+            firing = frozenset(a.fingerprint for a in sent.alerts if a.state == "firing")
+            resolved = frozenset(a.fingerprint for a in sent.alerts if a.state == "resolved")
+            new = LogEntry(firing, resolved, self.clock(), receipt)
+            self.nflog[_log_key(key, iid)] = new
+            self.store.put("am_nflog", _log_key(key, iid), _entry_json(new))
+            g = self.groups.get(key)
+            if g is not None and iid in g.pending:
+                g.pending.remove(iid)
+                self._collect(g)
+                self._save(key)
+
+    # -- views for the API and the UI -----------------------------------------------------
+
+    def alerts(self, now: float | None = None) -> list[AlertView]:
+        """Every alert the manager holds, with its state and receivers."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            sup = self.suppressor(now)
+            by_fp: dict[str, tuple[Alert, set[str]]] = {}
+            for g in self.groups.values():
+                for fp, a in g.alerts.items():
+                    by_fp.setdefault(fp, (a, set()))[1].add(g.receiver)
+            rv = []
+            for a, receivers in by_fp.values():
+                if a.state != "firing":
+                    continue
+                silenced, inhibited = sup.check(a)
+                state: AlertState = "suppressed" if silenced or inhibited else "active"
+                rv.append(
+                    AlertView(a, state, tuple(sorted(receivers)), tuple(silenced), tuple(inhibited))
+                )
+        return sorted(rv, key=lambda v: sorted(v.alert.labels.items()))
+
+    def groups_view(self, now: float | None = None) -> list[GroupView]:
+        views = {v.alert.fingerprint: v for v in self.alerts(now)}
+        with self._lock:
+            return [
+                GroupView(
+                    g.key,
+                    g.receiver,
+                    dict(g.labels),
+                    tuple(views[fp] for fp in sorted(g.alerts) if fp in views),
+                )
+                for g in sorted(self.groups.values(), key=lambda g: g.key)
+            ]
+
+    def _update_gauges(self, now: float) -> None:
+        if now - self._last_gc >= 60:
+            self._last_gc = now
+            self.silences.forget_expired(now)
+        views = self.alerts(now)
+        self.metrics.alerts.labels("active").set(sum(v.state == "active" for v in views))
+        self.metrics.alerts.labels("suppressed").set(sum(v.state == "suppressed" for v in views))
+        for state, n in self.silences.counts(now).items():
+            self.metrics.silences.labels(state).set(n)
+        self.metrics.groups.set(len(self.groups))
+
+    # -- running -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._running = True
+        for box in self.outboxes.values():
+            box.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._running = False
+        deadline = time.monotonic() + timeout
+        for box in self.outboxes.values():
+            box.request_stop()
+        for box in self.outboxes.values():
+            box.stop(max(0.0, deadline - time.monotonic()))
+
+    def deliver_now(self) -> None:
+        """One delivery attempt of everything queued, in this thread (``--once``, tests)."""
+        for box in list(self.outboxes.values()):
+            box.deliver_now()
+
+    def close(self) -> None:
+        self.store.close()
+        self.silences.close()
+
+
+class Suppressor:
+    """Silences and inhibition as of one moment: each inhibit rule's firing sources are
+    indexed by their ``equal`` labels, so checking an alert is one lookup per rule."""
+
+    def __init__(
+        self, silences: Sequence[Silence], rules: Sequence[InhibitRule], firing: Sequence[Alert]
+    ) -> None:
+        self.silences = list(silences)
+        self.rules: list[tuple[InhibitRule, dict[tuple[str, ...], list[str]]]] = []
+        for rule in rules:
+            index: dict[tuple[str, ...], list[str]] = {}
+            for src in firing:
+                if all(m.matches(src.labels) for m in rule.source):
+                    sources = index.setdefault(_equal(rule, src.labels), [])
+                    if len(sources) < 2:  # one besides the target itself is enough
+                        sources.append(src.fingerprint)
+            self.rules.append((rule, index))
+
+    def check(self, alert: Alert) -> tuple[list[str], list[str]]:
+        """(ids of the silences that silence ``alert``, fingerprints that inhibit it)."""
+        silenced = [s.id for s in self.silences if s.mutes(alert.labels)]
+        inhibited: list[str] = []
+        for rule, index in self.rules:
+            if not all(m.matches(alert.labels) for m in rule.target):
+                continue
+            sources = index.get(_equal(rule, alert.labels), [])
+            inhibitor = next((fp for fp in sources if fp != alert.fingerprint), None)
+            if inhibitor is not None:
+                inhibited.append(inhibitor)
+        return silenced, inhibited
+
+
+def _equal(rule: InhibitRule, labels: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(labels.get(k, "") for k in rule.equal)
+
+
+def integration_id(receiver: str, kind: str, index: int) -> str:
+    """``team-pager/slack/0``: the receiver, the integration kind and its position."""
+    return f"{receiver}/{kind}/{index}"
+
+
+def _log_key(key: str, iid: str) -> str:
+    return f"{iid}\x00{key}"
+
+
+def _bare(alert: Alert) -> Alert:
+    """The alert without the per-receiver bookkeeping of the legacy notifiers."""
+    if not alert.delivered and not alert.receipts:
+        return alert
+    return dataclasses.replace(alert, delivered={}, receipts={})
+
+
+def api_alert(
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    starts_at: float,
+    ends_at: float | None,
+    now: float,
+    generator_url: str = "",
+) -> Alert:
+    """An alert posted to the API as the manager holds it: firing until ``ends_at``."""
+    resolved = ends_at is not None and ends_at <= now
+    return Alert(
+        fingerprint(labels),
+        dict(labels),
+        dict(annotations),
+        "resolved" if resolved else "firing",
+        0.0,
+        starts_at,
+        fired_at=starts_at,
+        resolved_at=ends_at,
+        expr=generator_url,
+    )
+
+
+class GroupOutbox(QueueWorker):
+    """One integration's bounded queue of group keys and the worker that delivers them;
+    a key refused when full stays owed by its group and is offered at its next flush."""
+
+    what = "group(s)"
+
+    def __init__(
+        self, iid: str, receiver: str, notifier: GroupNotifier, manager: AlertManager
+    ) -> None:
+        super().__init__(
+            iid,
+            manager.outbox_metrics,
+            max_items=manager.queue_size,
+            backoff_s=manager.backoff_s,
+            max_backoff_s=manager.max_backoff_s,
+        )
+        self.iid = iid
+        self.receiver = receiver
+        self.notifier = notifier
+        self.manager = manager
+
+    def _deliver(self, keys: Sequence[str]) -> bool:
+        failed: set[str] = set()
+        for key in keys:
+            if self._stopping():
+                failed.add(key)
+                continue
+            n = self.manager.notification(key, self.iid)
+            if n is None:
+                continue
+            if not n.alerts:  # e.g. all resolved and send_resolved off: log it, send nothing
+                self.manager.record(key, self.iid, n, GroupDelivery(True))
+                continue
+            try:
+                d = self.notifier.notify_group(n)
+            except Exception as exc:  # the protocol says never raise; be sure anyway
+                d = GroupDelivery(False, error=str(exc))
+            self.manager.record(key, self.iid, n, d)
+            kind = self.notifier.integration
+            outcome = "success" if d.ok else "failure"
+            self.metrics.notifications.labels(self.iid, outcome).inc()
+            self.manager.metrics.notifications.labels(kind, self.receiver).inc()
+            if not d.ok:
+                failed.add(key)
+                self.metrics.failures.labels(self.iid).inc()
+                self.manager.metrics.failed.labels(kind, self.receiver).inc()
+                log.warning("integration %s: group %s failed: %s", self.iid, key, d.error)
+        return self._done(keys, failed)

@@ -1,0 +1,405 @@
+"""The alert manager groups, waits, deduplicates, silences, inhibits and mutes as
+Alertmanager does, and survives restarts without losing or repeating a notification."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from alerting.am.config import parse_config
+from alerting.am.dispatch import AlertManager
+from alerting.am.silences import new_silence
+from alerting.notify.base import GroupDelivery, GroupNotification
+from alerting.state import Alert, fingerprint
+
+CONFIG = """
+route:
+  receiver: team
+  group_by: [alertname]
+  group_wait: 30s
+  group_interval: 5m
+  repeat_interval: 4h
+  routes:
+    - matchers: ['severity="critical"']
+      receiver: pager
+      group_by: [alertname, instance]
+      group_wait: 0s
+      group_interval: 1m
+    - matchers: ['team="night"']
+      receiver: team
+      mute_time_intervals: [always]
+time_intervals:
+  - name: always
+    time_intervals:
+      - times: [{start_time: '00:00', end_time: '24:00'}]
+inhibit_rules:
+  - source_matchers: ['alertname="InstanceDown"']
+    target_matchers: ['severity="warning"']
+    equal: [instance]
+receivers:
+  - name: team
+    webhook_configs:
+      - url: http://127.0.0.1:9/team
+  - name: pager
+    webhook_configs:
+      - url: http://127.0.0.1:9/pager
+        send_resolved: false
+"""
+
+
+class Recorder:
+    """A receiver that keeps what it was told (the notification is the thing under test)."""
+
+    integration = "webhook"
+
+    def __init__(self, name: str, send_resolved: bool = True) -> None:
+        self.name = name
+        self.send_resolved = send_resolved
+        self.sent: list[GroupNotification] = []
+        self.fail = False
+
+    def notify_group(self, n: GroupNotification) -> GroupDelivery:
+        if self.fail:
+            return GroupDelivery(False, error="down")
+        self.sent.append(n)
+        return GroupDelivery(True, {"n": str(len(self.sent))})
+
+    def summary(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        return [
+            (n.status, [(a.labels.get("instance", ""), a.state) for a in n.alerts])
+            for n in self.sent
+        ]
+
+
+def alert(name: str, state: str = "firing", at: float = 0.0, **labels: str) -> Alert:
+    all_labels = {"alertname": name, **labels}
+    return Alert(
+        fingerprint(all_labels),
+        all_labels,
+        {"summary": name},
+        state,  # type: ignore[arg-type]
+        1.0,
+        at,
+        fired_at=at,
+        resolved_at=None,
+    )
+
+
+def resolved(a: Alert, at: float) -> Alert:
+    return dataclasses.replace(a, state="resolved", resolved_at=at)
+
+
+@pytest.fixture
+def team() -> Recorder:
+    return Recorder("team")
+
+
+@pytest.fixture
+def pager() -> Recorder:
+    return Recorder("pager", send_resolved=False)
+
+
+@pytest.fixture
+def make(tmp_path: Path, team: Recorder, pager: Recorder) -> Iterator:
+    managers: list[AlertManager] = []
+
+    def build(text: str = CONFIG) -> AlertManager:
+        m = AlertManager(
+            parse_config(text, "am.yml"),
+            tmp_path / "alerts.db",
+            {"team": [team], "pager": [pager]},
+            registry=CollectorRegistry(),
+            clock=lambda: now[0],
+        )
+        managers.append(m)
+        return m
+
+    now = [0.0]
+    build.now = now  # type: ignore[attr-defined]
+    yield build
+    for m in managers:
+        m.close()
+
+
+def step(m: AlertManager, alerts: list[Alert], at: float) -> None:
+    m.clock = lambda: at
+    m.process(alerts, at)
+    m.deliver_now()
+
+
+def test_group_wait_batches_alerts_into_one_notification(make, team: Recorder) -> None:
+    m = make()
+    a = alert("DiskFull", instance="a", severity="warning")
+    b = alert("DiskFull", instance="b", severity="warning")
+    step(m, [a], 0)
+    step(m, [a, b], 10)
+    assert team.sent == []  # still within group_wait
+    step(m, [a, b], 30)
+    assert team.summary() == [("firing", [("a", "firing"), ("b", "firing")])]
+    step(m, [a, b], 60)
+    step(m, [a, b], 330)
+    assert len(team.sent) == 1  # nothing changed: no repeat before repeat_interval
+
+
+def test_joining_alert_waits_for_group_interval_then_resolved_is_sent(make, team) -> None:
+    m = make()
+    a = alert("DiskFull", instance="a", severity="warning")
+    b = alert("DiskFull", instance="b", severity="warning")
+    step(m, [a], 0)
+    step(m, [a], 30)
+    step(m, [a, b], 60)
+    assert len(team.sent) == 1
+    step(m, [a, b], 330)  # 30s + 5m
+    assert team.summary()[-1] == ("firing", [("a", "firing"), ("b", "firing")])
+    step(m, [resolved(a, 400), b], 400)
+    step(m, [b], 630)
+    assert team.summary()[-1] == ("firing", [("b", "firing"), ("a", "resolved")])
+    step(m, [resolved(b, 700)], 700)
+    step(m, [], 930)
+    assert team.summary()[-1] == ("resolved", [("b", "resolved")])
+    assert len(team.sent) == 4
+    step(m, [], 5000)
+    assert len(team.sent) == 4 and m.groups == {}  # the resolved group is forgotten
+
+
+def test_repeat_interval_resends_an_unchanged_group(make, team) -> None:
+    m = make()
+    a = alert("DiskFull", instance="a", severity="warning")
+    for t in range(0, 4 * 3600 + 700, 300):
+        step(m, [a], t)
+    assert len(team.sent) == 2
+
+
+def test_critical_route_pages_at_once_per_instance_without_resolved(make, pager) -> None:
+    m = make()
+    a = alert("ShopDown", instance="a", severity="critical")
+    b = alert("ShopDown", instance="b", severity="critical")
+    step(m, [a, b], 0)
+    assert sorted(n.group_labels["instance"] for n in pager.sent) == ["a", "b"]
+    step(m, [resolved(a, 10), b], 10)
+    step(m, [b], 100)
+    assert len(pager.sent) == 2  # send_resolved: false → no resolved notification
+    assert [k for k in m.groups if 'instance="a"' in k] == []  # resolved, logged, forgotten
+    key = next(k for k in m.groups if 'instance="b"' in k)
+    assert key.startswith('{}/{severity="critical"}:')
+
+
+def test_silence_suppresses_until_it_expires(make, team) -> None:
+    m = make()
+    a = alert("DiskFull", instance="a", severity="warning")
+    sid = m.silences.add(
+        new_silence('alertname="DiskFull"', created_by="ana", comment="disk swap", now=0),
+        now=0,
+    )
+    step(m, [a], 0)
+    step(m, [a], 30)
+    assert team.sent == []
+    (view,) = m.alerts(30)
+    assert view.state == "suppressed" and view.silenced_by == (sid,)
+    m.silences.expire(sid, now=40)
+    step(m, [a], 330)
+    assert team.summary() == [("firing", [("a", "firing")])]
+    assert m.alerts(330)[0].state == "active"
+    assert m.silences.query(expired=True, now=400)[0].id == sid  # kept for history
+    # silencing an alert that was already sent neither resolves nor re-sends it
+    sid2 = m.silences.add(
+        new_silence("instance=a", created_by="ana", comment="again", now=400), now=400
+    )
+    step(m, [a], 630)
+    m.silences.expire(sid2, now=700)
+    step(m, [a], 930)
+    assert len(team.sent) == 1
+
+
+def test_inhibition_needs_a_firing_source_with_equal_labels(make, team, pager) -> None:
+    m = make()
+    down = alert("InstanceDown", instance="a", severity="critical")
+    slow_a = alert("Slow", instance="a", severity="warning")
+    slow_b = alert("Slow", instance="b", severity="warning")
+    step(m, [down, slow_a, slow_b], 0)
+    step(m, [down, slow_a, slow_b], 30)
+    slow = [n for n in team.sent if n.group_labels["alertname"] == "Slow"]
+    assert [[a.labels["instance"] for a in n.alerts] for n in slow] == [["b"]]
+    states = {v.alert.labels["instance"]: v for v in m.alerts(30) if v.alert.name == "Slow"}
+    assert states["a"].inhibited_by == (down.fingerprint,) and states["b"].state == "active"
+
+
+def test_mute_time_interval_sends_nothing(make, team) -> None:
+    m = make()
+    a = alert("Backup", team="night")
+    step(m, [a], 0)
+    step(m, [a], 30)
+    step(m, [a], 400)
+    assert team.sent == []
+
+
+def test_restart_during_group_wait_sends_once_at_the_planned_time(make, team) -> None:
+    m = make()
+    a = alert("DiskFull", instance="a", severity="warning")
+    step(m, [a], 0)
+    m.close()
+    m2 = make()
+    step(m2, [a], 20)
+    assert team.sent == []
+    step(m2, [a], 30)
+    step(m2, [a], 40)
+    assert len(team.sent) == 1
+
+
+def test_restart_while_firing_sends_no_duplicate_and_resolves(make, team) -> None:
+    m = make()
+    a = alert("DiskFull", instance="a", severity="warning")
+    step(m, [a], 0)
+    step(m, [a], 30)
+    m.close()
+    m2 = make()
+    step(m2, [a], 35)
+    step(m2, [a], 330)
+    assert len(team.sent) == 1
+    step(m2, [resolved(a, 400)], 400)
+    m2.close()
+    m3 = make()
+    step(m3, [], 630)  # the rule engine forgot the resolved alert; the group did not
+    assert team.summary()[-1] == ("resolved", [("a", "resolved")])
+    assert team.sent[-1].receipt == {"n": "1"}  # the receipt of the first message came back
+
+
+def test_failed_delivery_is_retried_not_lost(make, team) -> None:
+    m = make()
+    a = alert("DiskFull", instance="a", severity="warning")
+    team.fail = True
+    step(m, [a], 0)
+    step(m, [a], 30)
+    m.close()
+    team.fail = False
+    m2 = make()  # restarted while the notification was owed
+    step(m2, [a], 31)
+    assert len(team.sent) == 1
+
+
+def test_bad_reload_keeps_last_good_config(tmp_path: Path, team, pager) -> None:
+    path = tmp_path / "am.yml"
+    path.write_text(CONFIG)
+    from alerting.am.config import load_config
+
+    registry = CollectorRegistry()
+    m = AlertManager(
+        load_config(path),
+        tmp_path / "alerts.db",
+        {"team": [team], "pager": [pager]},
+        registry=registry,
+        config_path=path,
+        build_integrations=lambda c: {"team": [team], "pager": [pager]},
+    )
+    try:
+        a = alert("DiskFull", instance="a", severity="warning")
+        step(m, [a], 0)
+        path.write_text(CONFIG.replace("group_wait: 30s", "group_wait: soon"))
+        import os
+
+        os.utime(path, (1, 1))
+        assert m.reload_if_changed() is False
+        assert registry.get_sample_value("alertmanager_config_last_reload_successful") == 0
+        assert m.config.route.group_wait_s == 30
+        path.write_text(CONFIG.replace("group_wait: 30s", "group_wait: 10s"))
+        os.utime(path, (2, 2))
+        assert m.reload_if_changed() is True
+        assert m.config.route.group_wait_s == 10
+        assert registry.get_sample_value("alertmanager_config_last_reload_successful") == 1
+        step(m, [a], 30)  # the group formed before the reload is notified through the new one
+        assert team.summary() == [("firing", [("a", "firing")])]
+    finally:
+        m.close()
+
+
+def test_posted_alerts_fire_until_ends_at(make, team) -> None:
+    from alerting.am.dispatch import api_alert
+
+    m = make()
+    labels = {"alertname": "External", "severity": "warning"}
+    m.post_alerts([api_alert(labels, {}, 0, 100, 0)])
+    step(m, [], 0)
+    step(m, [], 30)
+    assert team.summary() == [("firing", [("", "firing")])]
+    step(m, [], 330)
+    assert team.summary()[-1] == ("resolved", [("", "resolved")])
+    # without endsAt an alert fires for resolve_timeout (5m), renewed by every post
+    other = {"alertname": "Heartbeat", "severity": "warning"}
+    m.clock = lambda: 1000.0
+    m.post_alerts([api_alert(other, {}, 1000, None, 1000)])
+    step(m, [], 1030)
+    m.clock = lambda: 1200.0
+    m.post_alerts([api_alert(other, {}, 1000, None, 1200)])
+    step(m, [], 1400)  # 1000 + 5m passed, but the second post renewed it
+    assert m.alerts(1400)[0].alert.labels["alertname"] == "Heartbeat"
+    step(m, [], 1600)
+    assert m.alerts(1600) == []
+
+
+def test_metrics_use_alertmanagers_names(tmp_path: Path, team: Recorder, pager: Recorder) -> None:
+    registry = CollectorRegistry()
+    m = AlertManager(
+        parse_config(CONFIG, "am.yml"),
+        tmp_path / "alerts.db",
+        {"team": [team], "pager": [pager]},
+        registry=registry,
+        clock=lambda: 0.0,
+    )
+    try:
+        m.silences.add(new_silence("instance=b", created_by="ana", comment="x", now=0.0), now=0.0)
+        a = alert("DiskFull", instance="a", severity="warning")
+        b = alert("DiskFull", instance="b", severity="warning")
+        step(m, [a, b], 0)
+        step(m, [a, b], 30)
+        team.fail = True
+        step(m, [a, b, alert("DiskFull", instance="c", severity="warning")], 330)
+
+        def value(name: str, **labels: str) -> float | None:
+            return registry.get_sample_value(name, labels)
+
+        sent = {"integration": "webhook", "receiver": "team"}
+        assert value("alertmanager_notifications_total", **sent) == 2
+        assert value("alertmanager_notifications_failed_total", **sent) == 1
+        assert value("alertmanager_alerts", state="active") == 2
+        assert value("alertmanager_alerts", state="suppressed") == 1
+        assert value("alertmanager_silences", state="active") == 1
+        assert value("alertmanager_dispatcher_aggregation_groups") == 1
+        assert value("vigil_notifier_queue_items", receiver="team/webhook/0") == 1
+    finally:
+        m.close()
+
+
+def test_alert_resolving_while_the_notification_is_queued_is_not_lost(make, team) -> None:
+    m = make()
+    a = alert("DiskFull", instance="a", severity="warning")
+    b = alert("DiskFull", instance="b", severity="warning")
+    step(m, [a], 0)
+    step(m, [a], 30)
+    m.process([a, b], 330)  # flush: b joined, queued for delivery
+    m.process([resolved(a, 331), b], 331)  # a resolves before the worker delivers
+    m.clock = lambda: 332.0
+    m.deliver_now()
+    step(m, [b], 630)
+    step(m, [resolved(b, 700)], 700)
+    step(m, [], 930)
+    assert team.summary() == [
+        ("firing", [("a", "firing")]),
+        ("firing", [("b", "firing"), ("a", "resolved")]),
+        ("resolved", [("b", "resolved")]),
+    ]
+
+
+def test_alert_that_fired_and_resolved_unheard_sends_nothing(make, team) -> None:
+    m = make()
+    a = alert("DiskFull", instance="a", severity="warning")
+    step(m, [a], 0)
+    m.process([a], 30)  # queued
+    m.process([resolved(a, 31)], 31)
+    m.clock = lambda: 32.0
+    m.deliver_now()
+    step(m, [], 330)
+    assert team.sent == [] and m.groups == {}
