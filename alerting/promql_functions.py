@@ -253,11 +253,14 @@ def extrapolate(
 ) -> float:
     """Prometheus' ``extrapolatedRate`` for the difference ``result`` of ``count`` >= 2 samples
     from ``first_t`` to ``last_t`` in the window ``(start, end]``."""
-    sampled = last_t - first_t
+    # durations from integer milliseconds, as Prometheus keeps timestamps: float seconds
+    # near 1.7e9 differ by ~1e-7 s from the exact difference
+    first_ms, last_ms = round(first_t * 1000), round(last_t * 1000)
+    sampled = (last_ms - first_ms) / 1000
     average = sampled / (count - 1)
     threshold = average * 1.1
-    to_start = first_t - start
-    to_end = end - last_t
+    to_start = (first_ms - round(start * 1000)) / 1000
+    to_end = (round(end * 1000) - last_ms) / 1000
     if to_start >= threshold:
         to_start = average / 2
     if is_counter and result > 0 and first_value >= 0:
@@ -293,11 +296,11 @@ def _instant_value(window: Window, *, is_rate: bool) -> float | None:
     if len(window.values) < 2:
         return None
     last, before = window.values[-1], window.values[-2]
-    elapsed = window.times[-1] - window.times[-2]
-    if elapsed == 0:
+    elapsed_ms = round(window.times[-1] * 1000) - round(window.times[-2] * 1000)
+    if elapsed_ms == 0:
         return None
     result = last if is_rate and last < before else last - before
-    return result / elapsed if is_rate else result
+    return result / (elapsed_ms / 1000) if is_rate else result
 
 
 def irate(window: Window, _: Sequence[float] = ()) -> float | None:
@@ -313,15 +316,17 @@ def idelta(window: Window, _: Sequence[float] = ()) -> float | None:
 def _linear_regression(
     times: Sequence[float], values: Sequence[float], origin: float
 ) -> tuple[float, float]:
-    """Least-squares slope and intercept at ``origin``, as Prometheus' ``linearRegression``."""
+    """Least-squares slope and intercept at ``origin``, as Prometheus' ``linearRegression``:
+    each x is the sample's distance from ``origin`` in whole milliseconds, in seconds."""
     first = values[0]
     constant = all(v == first for v in values)
     if constant:
         return (math.nan, math.nan) if math.isinf(first) else (0.0, first)
     n = float(len(values))
+    origin_ms = round(origin * 1000)
     sum_x = c_x = sum_y = c_y = sum_xy = c_xy = sum_x2 = c_x2 = 0.0
     for t, y in zip(times, values, strict=True):
-        x = t - origin
+        x = (round(t * 1000) - origin_ms) / 1e3
         sum_x, c_x = kahan_inc(x, sum_x, c_x)
         sum_y, c_y = kahan_inc(y, sum_y, c_y)
         sum_xy, c_xy = kahan_inc(x * y, sum_xy, c_xy)

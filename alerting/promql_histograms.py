@@ -7,6 +7,7 @@ histograms are refused when an expression is compiled.
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_left
 from collections.abc import Sequence
 
@@ -116,6 +117,41 @@ def _interpolate(v: float, rank: float, count: float, below: float, bound: float
     return rank + (count - rank) * (v - below) / (bound - below)
 
 
+SMALL_DELTA = 1e-12
+"""Relative difference below which two cumulative counts are taken as equal (Prometheus 3's
+``smallDeltaTolerance``): float noise from ``rate`` and ``sum`` is not a real bucket."""
+MIN_NORMAL = 2.2250738585072014e-308
+
+
+def _monotonic(counts: list[float]) -> list[float]:
+    """``counts`` made non-decreasing as Prometheus 3's ``ensureMonotonicAndIgnoreSmallDeltas``:
+    a count that dips (rate noise, inconsistent scrapes) or differs from the one before by
+    a relative 1e-12 or less takes that one's value."""
+    prev = counts[0]
+    for i in range(1, len(counts)):
+        curr = counts[i]
+        if curr == prev:
+            continue
+        if curr < prev or _almost_equal(prev, curr):
+            counts[i] = prev
+            continue
+        prev = curr
+    return counts
+
+
+def _almost_equal(a: float, b: float) -> bool:
+    """Prometheus' ``almost.Equal(a, b, 1e-12)`` (NaN equals NaN)."""
+    if a != a or b != b:
+        return a != a and b != b
+    if a == b:
+        return True
+    abs_sum = abs(a) + abs(b)
+    diff = abs(a - b)
+    if a == 0 or b == 0 or abs_sum < MIN_NORMAL:
+        return diff < SMALL_DELTA * MIN_NORMAL
+    return diff / min(abs_sum, sys.float_info.max) < SMALL_DELTA
+
+
 def bucket_quantile(phi: float, buckets: list[tuple[float, float]]) -> float:
     """Quantile ``phi`` of cumulative ``(upper_bound, count)`` buckets (any order)."""
     if math.isnan(phi):
@@ -130,10 +166,7 @@ def bucket_quantile(phi: float, buckets: list[tuple[float, float]]) -> float:
     bounds = sorted(merged)
     if len(bounds) < 2 or bounds[-1] != math.inf:
         return math.nan
-    counts: list[float] = []
-    for upper in bounds:
-        # Rate noise can make cumulative counts dip; Prometheus forces them monotonic.
-        counts.append(max(merged[upper], counts[-1]) if counts else merged[upper])
+    counts = _monotonic([merged[upper] for upper in bounds])
     total = counts[-1]
     if total == 0 or math.isnan(total):
         return math.nan

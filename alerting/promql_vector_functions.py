@@ -151,10 +151,25 @@ def clamp(vector: Vector, low: float, high: float) -> Vector:
     """``clamp(v, low, high)``; nothing when ``high < low``; NaN bounds give NaN."""
     if high < low:
         return []
-    return map_values(
-        vector,
-        lambda v: math.nan if math.isnan(low) or math.isnan(high) else max(low, min(high, v)),
-    )
+    return map_values(vector, lambda v: go_max(low, go_min(high, v)))
+
+
+def go_min(a: float, b: float) -> float:
+    """Go's ``math.Min``: NaN if either is NaN (Python's ``min`` keeps the first argument)."""
+    if a != a or b != b:
+        return math.nan
+    if a == b == 0:  # -0 is the smaller zero, as in Go
+        return a if math.copysign(1.0, a) < 0 else b
+    return a if a < b else b
+
+
+def go_max(a: float, b: float) -> float:
+    """Go's ``math.Max``: NaN if either is NaN."""
+    if a != a or b != b:
+        return math.nan
+    if a == b == 0:
+        return b if math.copysign(1.0, a) < 0 else a
+    return a if a > b else b
 
 
 def sort_by_value(vector: Vector, *, descending: bool) -> Vector:

@@ -33,7 +33,7 @@ from vigil.settings import Settings
 from vigil.webauth import AuthConfig, install, public, session_secret
 
 if TYPE_CHECKING:
-    from alerting.promql import InstantSample
+    from alerting.promql import InstantSample, QueryResult
 
 EXTENSION = "vigil.dashboards"
 log = logging.getLogger("vigil.web")
@@ -48,6 +48,11 @@ class QueryEngine(Protocol):
     def instant(
         self, expr: str, at: float
     ) -> Sequence[InstantSample] | Sequence[Series] | float: ...
+
+    def query(self, expr: str, at: float) -> QueryResult:
+        """Any expression, as Prometheus' instant query API answers it: a vector, a
+        scalar, a ``Matrix`` for a range vector, or a string."""
+        ...
 
     def range(self, expr: str, start: float, end: float, step: float) -> list[Series]: ...
 

@@ -30,6 +30,7 @@ from typing import Any
 import promql_parser as pp
 from flask import Blueprint, Flask, Response, current_app, request
 
+from alerting.promql import Matrix
 from alerting.promql_functions import PromQLError
 from alerting.promql_syntax import check_shape, locate_parse_error, parse
 from alerting.rules import Rule, RuleError, RuleGroup
@@ -37,7 +38,7 @@ from collectors.prometheus import all_targets
 from dashboards.api import (
     format_value,
     install_errors,
-    instant_query,
+    instant_data,
     limited,
     range_query,
     success,
@@ -105,10 +106,20 @@ def _query() -> str:
 @bp.route("/query", methods=QUERY_METHODS)
 @requires("viewer")
 def query() -> Response:
-    """``query`` at ``time`` (default now): a vector, scalar, string or matrix."""
+    """``query`` at ``time`` (default now), as Prometheus answers it (``Engine.query``): a
+    vector, a scalar, a string literal as ``string``, a range vector (``up[5m]``, a
+    subquery) as a ``matrix`` of its raw points — empty or not."""
     expr = _query()
     at = _time("time", time.time())
-    return instant_query(expr, at, timeout_s=_timeout(), limit=_limit())
+    timeout_s, limit = _timeout(), _limit()
+    with limited(timeout_s):
+        rv = context().engine.query(expr, at)
+    if isinstance(rv, Matrix):
+        data, warnings = instant_data(list(rv.series), at, limit)
+        data["resultType"] = "matrix"  # also when no series is in the window
+        return success(data, warnings)
+    data, warnings = instant_data(rv, at, limit)
+    return success(data, warnings)
 
 
 @bp.route("/query_range", methods=QUERY_METHODS)
@@ -380,20 +391,28 @@ def _rule_query(rule: Rule) -> str:
 
 
 def _rule_json(rule: Rule, alerts: list[FiringAlert], error: str) -> dict[str, Any]:
-    states = {a.state for a in alerts}
-    state = "firing" if "firing" in states else "pending" if states else "inactive"
-    return {
-        "state": state,
+    """A rule as Prometheus' ``/api/v1/rules`` shows it: an alerting rule with its
+    state and alerts, or a recording rule (``type: recording``)."""
+    common = {
         "name": rule.name,
         "query": _rule_query(rule),
-        "duration": rule.for_s,
         "labels": dict(rule.labels),
-        "annotations": dict(rule.annotations),
-        "alerts": [_alert_json(a) for a in alerts],
         "health": "err" if error else "unknown",
         "lastError": error,
         "evaluationTime": 0,
         "lastEvaluation": ZERO_TIME,
+    }
+    if rule.kind == "record":
+        return {**common, "type": "recording"}
+    states = {a.state for a in alerts}
+    state = "firing" if "firing" in states else "pending" if states else "inactive"
+    return {
+        "state": state,
+        **common,
+        "duration": rule.for_s,
+        "keepFiringFor": rule.keep_firing_for_s,
+        "annotations": dict(rule.annotations),
+        "alerts": [_alert_json(a) for a in alerts],
         "type": "alerting",
     }
 
@@ -401,12 +420,14 @@ def _rule_json(rule: Rule, alerts: list[FiringAlert], error: str) -> dict[str, A
 @bp.get("/rules")
 @requires("viewer")
 def rules() -> Response:
-    """The groups of the rule files with each alerting rule's current alerts.
+    """The groups of the rule files: alerting rules with their current alerts, and
+    recording rules (``type: recording``).
 
     Rule files are read by this process (``alert.rules``); the alerts come from
     the ``vigil.alert`` events. ``health`` is ``unknown`` (the evaluator's
     results are not shared), or ``err`` with the files' error while they do not
-    load. ``type=record`` answers no rules: Vigil's rules are all alerting rules.
+    load. ``type=alert`` / ``type=record`` keep only that kind of rule, and a
+    group left without rules by a filter is left out, as in Prometheus.
     """
     kind = _param("type") or ""
     if kind not in ("", "alert", "record"):
@@ -429,7 +450,7 @@ def rules() -> Response:
         rules_json = [
             _rule_json(rule, by_name.get(rule.name, []), error)
             for rule in group.rules
-            if kind != "record" and (not wanted_rules or rule.name in wanted_rules)
+            if kind in ("", rule.kind) and (not wanted_rules or rule.name in wanted_rules)
         ]
         if not rules_json and (wanted_rules or kind):
             continue
@@ -439,7 +460,7 @@ def rules() -> Response:
                 "file": group.file,
                 "rules": rules_json,
                 "interval": group.interval_s,
-                "limit": 0,
+                "limit": group.limit,
                 "evaluationTime": 0,
                 "lastEvaluation": ZERO_TIME,
             }

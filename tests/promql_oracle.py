@@ -42,7 +42,7 @@ from pathlib import Path
 
 from conftest import free_port
 
-from alerting.promql import Engine, PromQLError
+from alerting.promql import Engine, Matrix, PromQLError
 from siem.model import Labels, Sample, Series, labels_from
 from siem.sqlite import SqliteStore
 
@@ -381,9 +381,9 @@ def _from_vigil(result: object, at: float) -> Answer:
         return Answer("string", {(): ((at, math.nan),)}, detail=result)
     if isinstance(result, float | int):
         return Answer("scalar", {(): ((at, float(result)),)})
+    if isinstance(result, Matrix):
+        return _matrix(list(result.series))
     assert isinstance(result, list)
-    if result and isinstance(result[0], Series):
-        return _matrix(result)
     series: dict[Labels, Points] = {}
     for item in result:
         if item.labels in series:
@@ -402,8 +402,10 @@ def _matrix(result: list[Series]) -> Answer:
 
 
 def vigil_instant(engine: Engine, expr: str, at: float) -> Answer:
+    """``expr`` at ``at`` as Prometheus' instant query API answers it (``Engine.query``):
+    a vector, a scalar, a matrix for a range vector, or a string."""
     try:
-        return _from_vigil(engine.instant(expr, at), at)
+        return _from_vigil(engine.query(expr, at), at)
     except PromQLError as exc:
         return Answer("error", detail=str(exc))
     except Exception as exc:  # a crash is an answer that never matches

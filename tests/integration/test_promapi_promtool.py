@@ -155,6 +155,17 @@ def test_promtool_query_instant_vector_and_scalar(promtool: str, web: Web) -> No
     assert scalar.strip() == "scalar: 2 @[4]"
 
 
+def test_promtool_query_instant_range_vector(promtool: str, web: Web) -> None:
+    """A range vector answers a matrix of raw points, which promtool prints as such."""
+    at = str(int(T0 + 300))
+    out = _promtool(promtool, "instant", "--time", at, web.basic_url, 'up{instance="b:2"}[30s]')
+    assert out.splitlines() == [
+        'up{instance="b:2", job="shop"} =>',
+        "0 @[1700000285]",
+        "0 @[1700000300]",
+    ]
+
+
 def test_promtool_query_instant_json_output_rfc3339_time(promtool: str, web: Web) -> None:
     out = _promtool(
         promtool, "instant", "-o", "json", "--time", "2023-11-14T22:17:50Z", web.basic_url, "up"
@@ -222,6 +233,10 @@ SAME_ANSWER = [
     "/api/v1/query?query=-1/0&time=4",
     "/api/v1/query?query=0/0&time=4",
     "/api/v1/query?query=no_such_metric&time=4",
+    "/api/v1/query?query=up[5m]&time=4",
+    "/api/v1/query?query=vector(1)[1m:30s]&time=100",
+    "/api/v1/query?query=sum(no_such_metric)[5m:1m]&time=400",
+    "/api/v1/query?query=%22a%20string%22&time=4",
     "/api/v1/query_range?query=no_such_metric&start=1&end=100&step=15s",
     "/api/v1/series?match[]=no_such_metric&start=1&end=100",
     "/api/v1/label/no_such_label/values?start=1&end=100",
@@ -295,6 +310,16 @@ def _get(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
 def test_same_answer_as_prometheus(prometheus: str, web: Web, path: str) -> None:
     want = _get(prometheus + path)
     assert _get(web.url + path, web.token) == want
+
+
+def test_promtool_fails_on_a_string_answer_as_with_prometheus(
+    promtool: str, prometheus: str, web: Web
+) -> None:
+    """promtool 2.42 cannot decode a string result; it fails the same way on both."""
+    theirs = _promtool_error(promtool, "instant", "--time", "4", prometheus, '"a string"')
+    ours = _promtool_error(promtool, "instant", "--time", "4", web.basic_url, '"a string"')
+    assert ours == theirs
+    assert 'unexpected value type "string"' in ours
 
 
 @pytest.mark.parametrize("path", SAME_ERROR)

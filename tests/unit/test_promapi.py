@@ -68,6 +68,12 @@ groups:
         annotations: {summary: "{{ $labels.instance }} is down"}
       - alert: TooManyRequests
         expr: rate(shop_http_requests_total[1m]) > 100
+  - name: aggregates
+    limit: 5
+    rules:
+      - record: job:up:sum
+        expr: sum by (job) (up)
+        labels: {team: sre}
 """
 
 
@@ -285,6 +291,35 @@ def test_values_as_prometheus_writes_them(client: FlaskClient) -> None:
     assert scalar == {"resultType": "scalar", "result": [4.123, "0.25"]}
 
 
+def test_instant_query_of_a_range_vector_or_a_string_as_prometheus(client: FlaskClient) -> None:
+    """``up[30s]`` answers a matrix of the raw points, a subquery a matrix of its steps,
+    an empty window still a matrix, and a string literal a string."""
+    query = {"query": 'up{instance="b:2"}[30s]', "time": T0 + 160}
+    data = _ok(client.get("/api/v1/query", query_string=query))
+    assert data == {
+        "resultType": "matrix",
+        "result": [
+            {
+                "metric": {"__name__": "up", "instance": "b:2", "job": "shop"},
+                "values": [[1700000135, "1"], [1700000150, "0"]],
+            }
+        ],
+    }
+    # steps at multiples of 20 s in (T0 + 130, T0 + 170]: T0 + 140 and T0 + 160
+    subquery = {"query": 'sum(up{job="shop"})[40s:20s]', "time": T0 + 170}
+    sub = _ok(client.get("/api/v1/query", query_string=subquery))
+    assert sub == {
+        "resultType": "matrix",
+        "result": [{"metric": {}, "values": [[1700000140, "2"], [1700000160, "1"]]}],
+    }
+    empty = _ok(client.get("/api/v1/query", query_string={"query": "up[1m]", "time": T0 - 3600}))
+    assert empty == {"resultType": "matrix", "result": []}
+    text = _ok(
+        client.post("/api/v1/query", data={"query": '"a string"', "time": "4"}, headers=FORM)
+    )
+    assert text == {"resultType": "string", "result": [4, "a string"]}
+
+
 def test_serializer_takes_a_matrix_from_an_instant_query() -> None:
     # An instant query of a range vector (up[1m]) answers Series: a matrix, as in Prometheus.
     series = [Series(make_labels("up", **SHOP_A), ((T0 - 15, 1.0), (T0, math.nan)))]
@@ -491,7 +526,7 @@ def test_alerts_pending_and_firing_as_prometheus_lists_them(client: FlaskClient)
 @pytest.mark.usefixtures("alerting")
 def test_rules_from_the_rule_files_with_their_alerts(client: FlaskClient, tmp_path: Path) -> None:
     groups = _ok(client.get("/api/v1/rules"))["groups"]
-    assert [g["name"] for g in groups] == ["availability"]
+    assert [g["name"] for g in groups] == ["availability", "aggregates"]
     group = groups[0]
     assert group["file"] == str(tmp_path / "rules" / "a.yaml")
     assert group["interval"] == 10
@@ -506,15 +541,43 @@ def test_rules_from_the_rule_files_with_their_alerts(client: FlaskClient, tmp_pa
     assert sorted(a["state"] for a in down["alerts"]) == ["firing", "pending"]
     assert down["labels"] == {"severity": "critical"}
     assert (busy["state"], busy["alerts"]) == ("inactive", [])
-    assert _ok(client.get("/api/v1/rules?type=record")) == {"groups": []}
     named = _ok(client.get("/api/v1/rules?rule_name[]=TooManyRequests"))["groups"]
     assert [r["name"] for r in named[0]["rules"]] == ["TooManyRequests"]
+
+
+def test_recording_rules_as_prometheus_shows_them(client: FlaskClient) -> None:
+    """A recording rule is ``type: recording`` with Prometheus' fields (no state, no
+    alerts); ``type=record`` and ``type=alert`` keep one kind, dropping emptied groups."""
+    groups = _ok(client.get("/api/v1/rules"))["groups"]
+    aggregates = groups[1]
+    assert (aggregates["name"], aggregates["limit"]) == ("aggregates", 5)
+    assert aggregates["rules"] == [
+        {
+            "name": "job:up:sum",
+            "query": "sum by (job) (up)",
+            "labels": {"team": "sre"},
+            "health": "unknown",
+            "lastError": "",
+            "evaluationTime": 0,
+            "lastEvaluation": "0001-01-01T00:00:00Z",
+            "type": "recording",
+        }
+    ]
+    recorded = _ok(client.get("/api/v1/rules", query_string={"type": "record"}))["groups"]
+    assert [(g["name"], [r["name"] for r in g["rules"]]) for g in recorded] == [
+        ("aggregates", ["job:up:sum"])
+    ]
+    alerting = _ok(client.get("/api/v1/rules", query_string={"type": "alert"}))["groups"]
+    assert [(g["name"], [r["type"] for r in g["rules"]]) for g in alerting] == [
+        ("availability", ["alerting", "alerting"])
+    ]
+    assert alerting[0]["rules"][0]["keepFiringFor"] == 0
 
 
 def test_rules_keep_the_last_good_files_and_report_the_error(
     client: FlaskClient, tmp_path: Path
 ) -> None:
-    assert len(_ok(client.get("/api/v1/rules"))["groups"]) == 1
+    assert len(_ok(client.get("/api/v1/rules"))["groups"]) == 2
     path = tmp_path / "rules" / "a.yaml"
     path.write_text(RULES.replace("up == 0", "up ==== 0"), encoding="utf-8")
     import os

@@ -248,3 +248,54 @@ def test_subquery_results_count_against_the_sample_limit() -> None:
     # 50 series x 60 samples load 3,000; 50 series x 600 one-second inner steps hold 30,000
     with budget.active(), pytest.raises(limits.TooManySamplesError):
         engine.instant("max_over_time(g[10m:1s])", T0 + 600)
+
+
+def test_durations_are_whole_milliseconds_as_prometheus_takes_them() -> None:
+    """Times near 1.7e9 s are float seconds in Vigil, whose differences are off by up to
+    ~2e-7 s; every duration is a difference of whole milliseconds, as Prometheus takes it
+    from its int64 timestamps, so the answers are Prometheus' to the last bit."""
+    points = [(0.321, 100.0), (15.654, 115.333), (29.987, 129.666)]
+    line = [(offset, 2 * offset) for offset, _ in points]
+    engine = engine_with(("c", {}, points), ("g", {}, line))
+
+    def value(expr: str) -> float:
+        [sample] = engine.instant(expr, T0 + 30.2)  # type: ignore[misc]
+        return sample.value
+
+    # 14.333 s between the last two; the difference of the float times is 14.3329999...
+    assert value("irate(c[1m])") == (129.666 - 115.333) / 14.333
+    assert value("idelta(c[1m])") == 129.666 - 115.333
+    # window (T0 + 0.2, T0 + 30.2]: 29.666 s sampled, 0.121 s to the start, 0.213 s to the end
+    increase = 129.666 - 100.0
+    assert value("rate(c[30s])") == increase * ((29.666 + 0.121 + 0.213) / 29.666 / 30)
+    assert value("deriv(g[1m])") == pytest.approx(2.0, rel=1e-15, abs=0)
+    # the regression's x is relative to the evaluation time (T0 + 30.2)
+    assert value("predict_linear(g[1m], 10)") == pytest.approx(2 * 40.2, rel=1e-15, abs=0)
+
+
+def test_clamp_of_nan_is_nan_as_go_math_min_max() -> None:
+    engine = engine_with(("g", {"v": "nan"}, [(0, math.nan)]), ("g", {"v": "2"}, [(0, 2.0)]))
+    for expr in ("clamp_max(g, 1)", "clamp_min(g, 3)", "clamp(g, 0, 1)"):
+        got = {dict(s.labels)["v"]: s.value for s in engine.instant(expr, T0)}  # type: ignore[union-attr]
+        assert math.isnan(got["nan"]), expr  # Python's min(1, nan) would give 1
+        assert (
+            got["2"]
+            == {"clamp_max(g, 1)": 1.0, "clamp_min(g, 3)": 3.0, "clamp(g, 0, 1)": 1.0}[expr]
+        )
+    [bounded] = engine.instant('clamp(g{v="2"}, nan, 5)', T0)  # type: ignore[misc]
+    assert math.isnan(bounded.value)
+
+
+def test_histogram_quantile_ignores_float_noise_between_buckets() -> None:
+    """Counts within a relative 1e-12 of the bucket below are taken as equal (Prometheus 3's
+    small-delta tolerance): φ = 1 ends in the first bucket, not in float noise above it."""
+    noisy = 10.000000000001
+    engine = engine_with(
+        ("h_bucket", {"le": "1"}, [(0, 10.0)]),
+        ("h_bucket", {"le": "2"}, [(0, noisy)]),
+        ("h_bucket", {"le": "+Inf"}, [(0, noisy)]),
+    )
+    [top] = engine.instant("histogram_quantile(1, h_bucket)", T0)  # type: ignore[misc]
+    assert top.value == 1.0  # without the tolerance: 2.0, the second bucket's bound
+    [median] = engine.instant("histogram_quantile(0.5, h_bucket)", T0)  # type: ignore[misc]
+    assert median.value == 0.5
