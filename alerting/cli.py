@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -28,6 +29,8 @@ from alerting.rules import Issue, check_files, expand
 from alerting.slo import SloRuleSource, check_slo_files, to_yaml
 from alerting.state import AlertBook, AlertDB
 from siem.backends import open_store
+from siem.model import Store
+from vigil.auth import UserStore, users_path
 from vigil.logging import setup_logging
 from vigil.settings import Settings, load_settings
 
@@ -169,6 +172,24 @@ def alert_manager(
     )
 
 
+def serve(settings: Settings, manager: AlertManager | None, store: Store) -> Callable[[], None]:
+    """Serve ``/metrics`` on ``alert.port`` (127.0.0.1) — with the alert manager, also its
+    Alertmanager API v2 (``alerting.am.api``); returns the function that stops it."""
+    if manager is None:
+        server, _ = start_http_server(settings.alert.port, addr="127.0.0.1")
+        return server.shutdown
+    from werkzeug.serving import make_server
+
+    from alerting.am.api import create_app
+
+    users = UserStore(users_path(settings))
+    app = create_app(manager, users, audit=lambda event: store.write(events=[event]))
+    http = make_server("127.0.0.1", settings.alert.port, app, threaded=True)
+    threading.Thread(target=http.serve_forever, name="am-api", daemon=True).start()
+    log.info("Alertmanager API v2 on http://127.0.0.1:%d/api/v2/", settings.alert.port)
+    return http.shutdown
+
+
 def cmd_alert(args: argparse.Namespace) -> int:
     """Run the evaluator; bad rule files refuse the start (exit 2 with file:line)."""
     settings = load_settings(args.config)
@@ -204,7 +225,7 @@ def cmd_alert(args: argparse.Namespace) -> int:
         if args.once:
             engine.run_once()
             return 0
-        server, _ = start_http_server(settings.alert.port, addr="127.0.0.1")
+        shutdown = serve(settings, manager, store)
         stop = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -216,7 +237,7 @@ def cmd_alert(args: argparse.Namespace) -> int:
         try:
             engine.run(stop)
         finally:
-            server.shutdown()
+            shutdown()
         return 0
     finally:
         db.close()

@@ -415,7 +415,12 @@ class AlertSettings:
         env="VIGIL_RUNBOOK_BASE_URL",
         help="prefix for relative runbook_url annotations; empty means the web UI",
     )
-    port: int = option(8092, env="VIGIL_ALERT_PORT", help="the evaluator's own /metrics")
+    port: int = option(
+        8092,
+        env="VIGIL_ALERT_PORT",
+        help="127.0.0.1 port of the evaluator's /metrics and, with alert.alertmanager_config,"
+        " the Alertmanager API v2 (/api/v2/..., as Alertmanager's 9093)",
+    )
     alertmanager_config: str = option(
         "",
         env="VIGIL_ALERTMANAGER_CONFIG",

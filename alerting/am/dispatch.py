@@ -620,6 +620,17 @@ class AlertManager:
                 )
         return sorted(rv, key=lambda v: sorted(v.alert.labels.items()))
 
+    def unprocessed(self, now: float | None = None) -> list[AlertView]:
+        """Alerts posted through the API that no evaluation pass has filed into a group yet."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            grouped = {fp for g in self.groups.values() for fp in g.alerts}
+            return [
+                AlertView(a, "unprocessed", ())
+                for a in self._posted_now(now)
+                if a.state == "firing" and a.fingerprint not in grouped
+            ]
+
     def groups_view(self, now: float | None = None) -> list[GroupView]:
         views = {v.alert.fingerprint: v for v in self.alerts(now)}
         with self._lock:

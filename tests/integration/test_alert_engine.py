@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import free_port
 from prometheus_client import CollectorRegistry
 from slack_server import SlackServer
+from webhook_receiver import Receiver
 
 from alerting.engine import AlertEngine, RuleSource
 from alerting.notify.base import Notifier
@@ -27,35 +24,6 @@ from siem.model import Event, EventQuery, Sample, make_labels
 SHIPPED = Path(__file__).parents[2] / "config" / "rules" / "shop.yaml"
 T0 = 1_700_000_000.0
 TOKEN = "xoxb-engine"
-
-
-class Receiver:
-    """A webhook endpoint that records the JSON bodies it gets."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

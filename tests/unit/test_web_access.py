@@ -1,8 +1,9 @@
 """Every route of every Vigil web app declares a role, and callers get exactly that.
 
-The walk covers each Flask ``url_map`` (the dashboards and the supervisor's
-control API) and compares it with the route table in docs/security.md, so a
-new route without a rule, or a table that drifted, fails here.
+The walk covers each Flask ``url_map`` (the dashboards, the supervisor's
+control API and ``vigil alert``'s Alertmanager API) and compares it with the
+route table in docs/security.md, so a new route without a rule, or a table that
+drifted, fails here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import CollectorRegistry
 from werkzeug.routing import Rule
 
+from alerting.am.api import create_app as create_am_app
+from alerting.am.config import parse_config
+from alerting.am.dispatch import AlertManager
 from dashboards.app import create_app
 from siem.memory import MemoryStore
 from vigil.auth import PUBLIC, ROLES, UserStore, rank
@@ -25,7 +30,7 @@ from vigil.webauth import SECURITY_HEADERS, route_role
 
 SECURITY_MD = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 # Values for route arguments when the walk calls a route.
-ARGS = {"name": "no-such-thing", "filename": "overview.css"}
+ARGS = {"name": "no-such-thing", "filename": "overview.css", "sid": "no-such-silence"}
 REFUSED = (401, 403)
 # Public forms answer 401/403 themselves for a wrong password or a missing CSRF
 # token (test_dashboards_auth.py covers them); the walk only proves the guard lets them be.
@@ -41,7 +46,14 @@ def _apps(tmp_path: Path) -> dict[str, Flask]:
     settings = _settings(tmp_path)
     dashboards = create_app(settings, store=MemoryStore())
     supervisor = Supervisor(settings).control_app()
-    return {"dashboards": dashboards, "supervisor": supervisor}
+    manager = AlertManager(
+        parse_config("route: {receiver: r}\nreceivers: [{name: r}]\n", "am.yaml"),
+        tmp_path / "alerts.db",
+        {},
+        registry=CollectorRegistry(),
+    )
+    alert = create_am_app(manager, UserStore(tmp_path / "users.db"), registry=CollectorRegistry())
+    return {"dashboards": dashboards, "supervisor": supervisor, "alert": alert}
 
 
 def _base_url(app_name: str) -> str:
@@ -62,7 +74,9 @@ def _routes(app: Flask) -> Iterator[tuple[Rule, str]]:
 def _documented() -> set[tuple[str, str, str, str]]:
     """(app, route, method, role) rows of the route table in docs/security.md."""
     rows = set()
-    pattern = re.compile(r"^\| (dashboards|supervisor) \| `([^`]+)` \| ([A-Z, ]+) \| (\w+) \|$")
+    pattern = re.compile(
+        r"^\| (dashboards|supervisor|alert) \| `([^`]+)` \| ([A-Z, ]+) \| (\w+) \|$"
+    )
     for line in SECURITY_MD.read_text(encoding="utf-8").splitlines():
         found = pattern.match(line)
         if found:

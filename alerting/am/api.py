@@ -1,0 +1,533 @@
+"""Alertmanager's HTTP API v2 on ``vigil alert``'s port, so ``amtool``, Grafana's
+Alertmanager data source and Prometheus' ``alerting.alertmanagers`` work against Vigil.
+
+The routes and JSON shapes are Alertmanager 0.25's (``api/v2/openapi.yaml``):
+``/api/v2/status``, ``/api/v2/receivers``, ``/api/v2/alerts`` (GET with
+``filter``, ``receiver``, ``active``/``silenced``/``inhibited``/``unprocessed``;
+POST in Prometheus' push format), ``/api/v2/alerts/groups``, ``/api/v2/silences``
+(GET with ``filter``; POST creates, or replaces the silence named by ``id``),
+``/api/v2/silence/<id>`` (GET, DELETE expires), and ``/-/healthy``,
+``/-/ready``; the process' ``/metrics`` is on the same port. Errors are
+Alertmanager's: a JSON string body with 400 (bad input) or 404.
+
+Who may call what (``vigil.webauth``): reading is ``viewer``; posting alerts and
+creating or expiring silences is ``operator`` — Prometheus sends an operator
+token as ``authorization: {credentials: ...}``. Each silence change is a
+``vigil.audit`` event with the caller as the actor. Example::
+
+    app = create_app(manager, users, audit=store_writer)
+    make_server("127.0.0.1", 8092, app, threaded=True).serve_forever()
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
+from typing import Any, Literal
+
+from flask import Flask, Response, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    generate_latest,
+)
+
+from alerting.am.dispatch import AlertManager, AlertView, api_alert
+from alerting.am.matchers import parse_matchers
+from alerting.am.silences import Silence, SilenceError, new_silence
+from siem.model import Matcher
+from vigil.auth import UserStore, audit_event
+from vigil.errors import VigilError
+from vigil.webauth import AuthConfig, current_principal, install, public, requires
+
+log = logging.getLogger("vigil.alertmanager")
+
+EXTENSION = "vigil.am_api"
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Largest request body (Prometheus posts at most 64 alerts at a time)."""
+MAX_POST_ALERTS = 1000
+"""Alerts one POST may carry."""
+MAX_FILTERS = 64
+"""``filter`` parameters one request may give."""
+MAX_LABELS = 128
+"""Labels (or annotations) one posted alert may have."""
+MAX_TEXT = 16 * 1024
+"""Longest label or annotation value accepted."""
+GO_ZERO_YEAR = 1
+"""Go's zero time (``0001-01-01T00:00:00Z``) means "not set"."""
+
+
+class APIError(VigilError):
+    """A request the API refuses; ``status`` is the HTTP status, the message says why."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- times -------------------------------------------------------------------------------------
+def format_time(ts: float) -> str:
+    """Go's ``strfmt.DateTime``: ``2024-05-01T10:00:00.000Z``."""
+    at = dt.datetime.fromtimestamp(ts, dt.UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def parse_time(field: str, value: object) -> float | None:
+    """An RFC 3339 time (None when absent or Go's zero time); ``APIError`` otherwise."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise APIError(f"{field}: expected an RFC 3339 date-time string")
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise APIError(f"{field}: {value!r} is not an RFC 3339 date-time") from None
+    if at.tzinfo is None:
+        raise APIError(f"{field}: {value!r} has no time zone (add Z or +00:00)")
+    if at.year == GO_ZERO_YEAR:
+        return None
+    return at.timestamp()
+
+
+# -- parsing posted bodies ---------------------------------------------------------------------
+def _label_set(field: str, value: object, *, names_checked: bool) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise APIError(f"{field}: expected an object of strings")
+    if len(value) > MAX_LABELS:
+        raise APIError(f"{field}: at most {MAX_LABELS} entries")
+    rv: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(v, str) or len(v) > MAX_TEXT:
+            raise APIError(f"{field}.{k}: expected a string of at most {MAX_TEXT} characters")
+        if names_checked and (not k or not _label_name(k)):
+            raise APIError(f'invalid label set: invalid name "{k}"')
+        if v or not names_checked:  # Alertmanager drops empty labels before validating
+            rv[k] = v
+    return rv
+
+
+def _label_name(name: str) -> bool:
+    return (
+        name[0].isascii()
+        and (name[0].isalpha() or name[0] == "_")
+        and all(c.isascii() and (c.isalnum() or c == "_") for c in name)
+    )
+
+
+def parse_alerts(body: object, now: float) -> tuple[list[Any], list[str]]:
+    """Prometheus' alert push (a JSON array) to manager alerts; invalid entries are left
+    out and described (Alertmanager stores the valid ones and answers 400 for the rest)."""
+    if not isinstance(body, list):
+        raise APIError("expected a JSON array of alerts")
+    if len(body) > MAX_POST_ALERTS:
+        raise APIError(f"at most {MAX_POST_ALERTS} alerts per request")
+    alerts, errors = [], []
+    for i, item in enumerate(body):
+        try:
+            if not isinstance(item, dict):
+                raise APIError("expected an object")
+            labels = _label_set("labels", item.get("labels"), names_checked=True)
+            if not labels:
+                raise APIError("at least one label pair required")
+            annotations = _label_set("annotations", item.get("annotations"), names_checked=False)
+            starts = parse_time("startsAt", item.get("startsAt"))
+            ends = parse_time("endsAt", item.get("endsAt"))
+            url = item.get("generatorURL", "")
+            if not isinstance(url, str) or len(url) > MAX_TEXT:
+                raise APIError("generatorURL: expected a URL string")
+            if starts is None:
+                starts = now if ends is None else ends
+            if ends is not None and ends < starts:
+                raise APIError("end time must not be before start time")
+            alerts.append(api_alert(labels, annotations, starts, ends, now, generator_url=url))
+        except APIError as exc:
+            errors.append(f"alert {i}: {exc}")
+    return alerts, errors
+
+
+def parse_silence(body: object, now: float) -> Silence:
+    """A posted silence (``matchers`` of ``{name, value, isRegex, isEqual}``)."""
+    if not isinstance(body, dict):
+        raise APIError("expected a JSON object (a silence)")
+    raw = body.get("matchers")
+    if not isinstance(raw, list) or not raw:
+        raise APIError("matchers: at least one matcher is required")
+    matchers = []
+    for i, m in enumerate(raw[: MAX_FILTERS + 1]):
+        if not isinstance(m, dict):
+            raise APIError(f"matchers[{i}]: expected an object")
+        name, value = m.get("name"), m.get("value")
+        is_regex, is_equal = m.get("isRegex"), m.get("isEqual", True)
+        if not isinstance(name, str) or not isinstance(value, str) or not name:
+            raise APIError(f"matchers[{i}]: name and value must be strings")
+        if not isinstance(is_regex, bool) or not isinstance(is_equal, bool):
+            raise APIError(f"matchers[{i}]: isRegex (required) and isEqual must be booleans")
+        if len(value) > MAX_TEXT:
+            raise APIError(f"matchers[{i}]: value longer than {MAX_TEXT} characters")
+        op: Literal["=", "!=", "=~", "!~"] = (
+            ("=~" if is_equal else "!~") if is_regex else ("=" if is_equal else "!=")
+        )
+        try:
+            matchers.append(Matcher(name, op, value))
+        except VigilError as exc:
+            raise APIError(f"matchers[{i}]: {exc}") from None
+    sid = body.get("id", "")
+    created_by, comment = body.get("createdBy"), body.get("comment")
+    if not isinstance(sid, str) or not isinstance(created_by, str) or not isinstance(comment, str):
+        raise APIError("id, createdBy and comment must be strings")
+    starts = parse_time("startsAt", body.get("startsAt"))
+    ends = parse_time("endsAt", body.get("endsAt"))
+    if starts is None or ends is None:
+        raise APIError("startsAt and endsAt are required")
+    if starts >= ends:
+        raise APIError("failed to create silence: start time must be before end time")
+    if ends < now:
+        raise APIError("failed to create silence: end time can't be in the past")
+    try:
+        silence = new_silence(
+            matchers,
+            created_by=created_by,
+            comment=comment,
+            starts_at=starts,
+            ends_at=ends,
+            now=now,
+        )
+    except SilenceError as exc:
+        raise APIError(str(exc)) from None
+    # As Alertmanager: a start in the past is now.
+    return Silence(
+        sid, silence.matchers, max(starts, now), ends, silence.created_by, silence.comment, now
+    )
+
+
+def parse_filters(values: Sequence[str]) -> list[Matcher]:
+    """``filter=`` parameters (``alertname="X"``, ``{a=~"b"}``) as matchers."""
+    if len(values) > MAX_FILTERS:
+        raise APIError(f"at most {MAX_FILTERS} filter parameters")
+    rv: list[Matcher] = []
+    for value in values:
+        try:
+            rv.extend(parse_matchers(value))
+        except VigilError as exc:
+            raise APIError(f"bad matcher format: {exc}") from None
+    return rv
+
+
+def _receiver_filter(value: str | None) -> Matcher | None:
+    if not value:
+        return None
+    try:
+        return Matcher("receiver", "=~", value)
+    except VigilError as exc:
+        raise APIError(f"failed to parse receiver param: {exc}") from None
+
+
+def _flag(name: str) -> bool:
+    raw = request.args.get(name)
+    if raw is None:
+        return True
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise APIError(f"{name}: expected true or false, not {raw!r}")
+
+
+# -- JSON shapes -------------------------------------------------------------------------------
+def alert_json(view: AlertView, now: float, resolve_timeout_s: float) -> dict[str, Any]:
+    """A ``gettableAlert``."""
+    a = view.alert
+    ends = a.resolved_at if a.resolved_at is not None else now + resolve_timeout_s
+    return {
+        "annotations": dict(a.annotations),
+        "endsAt": format_time(ends),
+        "fingerprint": a.fingerprint,
+        "receivers": [{"name": r} for r in view.receivers],
+        "startsAt": format_time(a.fired_at if a.fired_at is not None else a.active_at),
+        "status": {
+            "inhibitedBy": list(view.inhibited_by),
+            "silencedBy": list(view.silenced_by),
+            "state": view.state,
+        },
+        "updatedAt": format_time(now),
+        "generatorURL": a.expr if a.expr.startswith(("http://", "https://")) else "",
+        "labels": dict(a.labels),
+    }
+
+
+def silence_json(s: Silence, now: float) -> dict[str, Any]:
+    """A ``gettableSilence``."""
+    return {
+        "id": s.id,
+        "status": {"state": s.state(now)},
+        "updatedAt": format_time(s.updated_at),
+        "comment": s.comment,
+        "createdBy": s.created_by,
+        "endsAt": format_time(s.ends_at),
+        "matchers": [
+            {
+                "isEqual": m.op in ("=", "=~"),
+                "isRegex": m.op in ("=~", "!~"),
+                "name": m.name,
+                "value": m.value,
+            }
+            for m in s.matchers
+        ],
+        "startsAt": format_time(s.starts_at),
+    }
+
+
+def _silence_order(s: Silence, now: float) -> tuple[int, float]:
+    """Alertmanager's order: active (ending first), pending (starting first), expired
+    (ended last first)."""
+    state = s.state(now)
+    if state == "active":
+        return (0, s.ends_at)
+    if state == "pending":
+        return (1, s.starts_at)
+    return (2, -s.ends_at)
+
+
+def _json(data: object, status: int = 200) -> Response:
+    from flask import json
+
+    return Response(json.dumps(data), status=status, mimetype="application/json")
+
+
+# -- the app -----------------------------------------------------------------------------------
+class _APIMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.received = Counter(
+            "alertmanager_alerts_received_total",
+            "Alerts received through the API, by status.",
+            ["version", "status"],
+            registry=registry,
+        )
+        self.invalid = Counter(
+            "alertmanager_alerts_invalid_total",
+            "Posted alerts refused as invalid.",
+            ["version"],
+            registry=registry,
+        )
+
+
+def create_app(
+    manager: AlertManager,
+    users: UserStore | None,
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    audit: Callable[[Any], object] | None = None,
+    static_tokens: Mapping[str, Any] | None = None,
+) -> Flask:
+    """The API app for ``manager``; ``audit`` receives each ``vigil.audit`` event."""
+    app = Flask("vigil.alertmanager", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    metrics = _APIMetrics(registry)
+    install(app, AuthConfig(users=users, static_tokens=dict(static_tokens or {})))
+
+    def record(action: str, sid: str, message: str) -> None:
+        who = current_principal()
+        actor = who.name if who else "?"
+        log.info("%s (%s)", message, actor, extra={"user.name": actor})
+        if audit is None:
+            return
+        event = audit_event(
+            action,
+            actor=actor,
+            category="configuration",
+            source_ip=request.remote_addr,
+            message=f"{actor}: {message}",
+            labels={"silence": sid},
+        )
+        try:
+            audit(event)
+        except VigilError as exc:  # the change is made; the log says the trail misses it
+            log.error("could not record the audit event for silence %s: %s", sid, exc)
+
+    @app.errorhandler(APIError)
+    def _api_error(exc: APIError) -> Response:
+        return _json(str(exc), exc.status)
+
+    @app.errorhandler(413)
+    def _too_large(exc: Exception) -> Response:
+        return _json(f"request body larger than {MAX_BODY_BYTES} bytes", 413)
+
+    def body() -> object:
+        data = request.get_json(silent=True, cache=False)
+        if data is None:
+            raise APIError("the body must be JSON (Content-Type: application/json)")
+        return data
+
+    def views(receiver_wanted: bool = True) -> tuple[list[AlertView], float]:
+        now = manager.clock()
+        filters = parse_filters(request.args.getlist("filter"))
+        receiver = _receiver_filter(request.args.get("receiver")) if receiver_wanted else None
+        active, silenced, inhibited = _flag("active"), _flag("silenced"), _flag("inhibited")
+        unprocessed = _flag("unprocessed")
+        rv = []
+        for v in [*manager.alerts(now), *manager.unprocessed(now)]:
+            if v.alert.resolved_at is not None and v.alert.resolved_at <= now:
+                continue  # ended: Alertmanager no longer lists it
+            if receiver and not any(receiver.matches({"receiver": r}) for r in v.receivers):
+                continue
+            if not all(m.matches(v.alert.labels) for m in filters):
+                continue
+            if (v.state == "active" and not active) or (
+                v.state == "unprocessed" and not unprocessed
+            ):
+                continue
+            if (v.silenced_by and not silenced) or (v.inhibited_by and not inhibited):
+                continue
+            rv.append(v)
+        return rv, now
+
+    timeout = lambda: manager.config.global_.resolve_timeout_s  # noqa: E731
+
+    @app.get("/api/v2/status")
+    @requires("viewer")
+    def status() -> Response:
+        try:
+            version = metadata.version("vigil")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        return _json(
+            {
+                "cluster": {"status": "disabled", "peers": []},
+                "versionInfo": {
+                    "branch": "",
+                    "buildDate": "",
+                    "buildUser": "",
+                    "goVersion": "",
+                    "revision": "",
+                    "version": f"vigil-{version}",
+                },
+                "config": {"original": manager.config.text},
+                "uptime": format_time(manager.started_at),
+            }
+        )
+
+    @app.get("/api/v2/receivers")
+    @requires("viewer")
+    def receivers() -> Response:
+        return _json([{"name": r} for r in manager.receivers()])
+
+    @app.get("/api/v2/alerts")
+    @requires("viewer")
+    def get_alerts() -> Response:
+        found, now = views()
+        found.sort(key=lambda v: v.alert.fingerprint)
+        return _json([alert_json(v, now, timeout()) for v in found])
+
+    @app.post("/api/v2/alerts")
+    @requires("operator")
+    def post_alerts() -> Response:
+        now = manager.clock()
+        alerts, errors = parse_alerts(body(), now)
+        refused = manager.post_alerts(alerts) if alerts else 0
+        for a in alerts:
+            metrics.received.labels("v2", a.state).inc()
+        if errors:
+            metrics.invalid.labels("v2").inc(len(errors))
+            raise APIError("; ".join(errors[:10]))
+        if refused:
+            return _json(f"{refused} alert(s) refused: the alert store is full", 503)
+        return Response(status=200)
+
+    @app.get("/api/v2/alerts/groups")
+    @requires("viewer")
+    def alert_groups() -> Response:
+        found, now = views(receiver_wanted=False)
+        receiver = _receiver_filter(request.args.get("receiver"))
+        wanted = {v.alert.fingerprint: v for v in found if v.state != "unprocessed"}
+        rv = []
+        for g in manager.groups_view(now):
+            if receiver and not receiver.matches({"receiver": g.receiver}):
+                continue
+            members = [
+                wanted[v.alert.fingerprint] for v in g.alerts if v.alert.fingerprint in wanted
+            ]
+            if members:
+                rv.append(
+                    {
+                        "alerts": [alert_json(v, now, timeout()) for v in members],
+                        "labels": dict(g.labels),
+                        "receiver": {"name": g.receiver},
+                    }
+                )
+        return _json(rv)
+
+    @app.get("/api/v2/silences")
+    @requires("viewer")
+    def get_silences() -> Response:
+        now = manager.clock()
+        filters = parse_filters(request.args.getlist("filter"))
+        rv = []
+        for s in manager.silences.all():
+            # As Alertmanager: the filter matches the silence's matchers as labels.
+            as_labels = {m.name: m.value for m in s.matchers}
+            if all(f.matches(as_labels) for f in filters):
+                rv.append(s)
+        rv.sort(key=lambda s: _silence_order(s, now))
+        return _json([silence_json(s, now) for s in rv])
+
+    @app.post("/api/v2/silences")
+    @requires("operator")
+    def post_silence() -> Response:
+        now = manager.clock()
+        silence = parse_silence(body(), now)
+        if silence.id:
+            _existing(silence.id)
+        try:
+            sid = manager.silences.add(silence, now=now)
+        except SilenceError as exc:
+            raise APIError(str(exc)) from None
+        what = "replaced " + silence.id + " by" if silence.id else "added"
+        record("silence-add", sid, f"silence {sid} {what}: {silence.describe()}")
+        return _json({"silenceID": sid})
+
+    def _existing(sid: str) -> Silence:
+        if len(sid) > 64:
+            raise APIError("silence not found", 404)
+        try:
+            return manager.silences.get(sid)
+        except SilenceError:
+            raise APIError("silence not found", 404) from None
+
+    @app.get("/api/v2/silence/<sid>")
+    @requires("viewer")
+    def get_silence(sid: str) -> Response:
+        return _json(silence_json(_existing(sid), manager.clock()))
+
+    @app.delete("/api/v2/silence/<sid>")
+    @requires("operator")
+    def delete_silence(sid: str) -> Response:
+        _existing(sid)
+        try:
+            manager.silences.expire(sid, now=manager.clock())
+        except SilenceError as exc:
+            raise APIError(str(exc)) from None
+        record("silence-expire", sid, f"silence {sid} expired")
+        return Response(status=200)
+
+    @app.route("/-/healthy", methods=["GET", "HEAD"])
+    @public
+    def healthy() -> Response:
+        return Response("OK", mimetype="text/plain")
+
+    @app.route("/-/ready", methods=["GET", "HEAD"])
+    @public
+    def ready() -> Response:
+        return Response("OK", mimetype="text/plain")
+
+    @app.get("/metrics")
+    @public
+    def metrics_page() -> Response:
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,373 @@
+"""The Alertmanager API v2 of ``vigil alert`` answers the requests Grafana's Alertmanager
+data source, amtool and Prometheus send, in Alertmanager's JSON shapes, for the
+roles docs/security.md states; silence changes leave a ``vigil.audit`` event."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from alerting.am.api import create_app, format_time, parse_time
+from alerting.am.config import parse_config
+from alerting.am.dispatch import AlertManager
+from alerting.notify.base import GroupDelivery, GroupNotification
+from vigil.auth import UserStore
+
+CONFIG = """
+route:
+  receiver: team
+  group_by: [alertname]
+  group_wait: 0s
+  routes:
+    - matchers: ['severity="critical"']
+      receiver: pager
+      group_by: [alertname, instance]
+      group_wait: 0s
+inhibit_rules:
+  - source_matchers: ['alertname="InstanceDown"']
+    target_matchers: ['severity="warning"']
+    equal: [instance]
+receivers:
+  - name: team
+    webhook_configs:
+      - url: http://127.0.0.1:9/team
+  - name: pager
+    webhook_configs:
+      - url: http://127.0.0.1:9/pager
+"""
+T0 = 1_700_000_000.0
+
+
+class Recorder:
+    integration = "webhook"
+    send_resolved = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sent: list[GroupNotification] = []
+
+    def notify_group(self, n: GroupNotification) -> GroupDelivery:
+        self.sent.append(n)
+        return GroupDelivery(True)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Env:
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = Clock()
+        self.team, self.pager = Recorder("team"), Recorder("pager")
+        self.manager = AlertManager(
+            parse_config(CONFIG, "am.yaml"),
+            tmp_path / "alerts.db",
+            {"team": [self.team], "pager": [self.pager]},
+            registry=CollectorRegistry(),
+            clock=self.clock,
+        )
+        users = UserStore(tmp_path / "users.db")
+        self.tokens = {r: users.create_token(f"{r}-bot", r)[1] for r in ("viewer", "operator")}
+        self.audit: list[Any] = []
+        self.registry = CollectorRegistry()
+        app = create_app(self.manager, users, registry=self.registry, audit=self.audit.append)
+        self.client: FlaskClient = app.test_client()
+
+    def h(self, role: str = "operator") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def get(self, url: str, role: str = "viewer") -> Any:
+        rv = self.client.get(url, headers=self.h(role))
+        assert rv.status_code == 200, (url, rv.status_code, rv.data)
+        return rv.json
+
+    def post_alerts(self, alerts: list[dict[str, Any]]) -> Any:
+        return self.client.post("/api/v2/alerts", json=alerts, headers=self.h())
+
+    def process(self) -> None:
+        self.manager.process([], self.clock.now)
+        self.manager.deliver_now()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    e.manager.close()
+
+
+def prom_alert(name: str, **labels: str) -> dict[str, Any]:
+    """An alert as Prometheus 2.42 pushes it (``notifier.Alert`` JSON)."""
+    return {
+        "labels": {"alertname": name, **labels},
+        "annotations": {"summary": f"{name} fires"},
+        "startsAt": "2023-11-14T22:13:20.123456789Z",
+        "endsAt": format_time(T0 + 60),
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=vector%281%29",
+    }
+
+
+def test_times_round_trip_as_go_writes_them() -> None:
+    assert format_time(T0) == "2023-11-14T22:13:20.000Z"
+    assert parse_time("t", "2023-11-14T22:13:20.5+01:00") == T0 - 3600 + 0.5
+    assert parse_time("t", "0001-01-01T00:00:00Z") is None
+
+
+def test_prometheus_push_is_held_unprocessed_then_routed_grouped_and_notified(env: Env) -> None:
+    rv = env.post_alerts(
+        [
+            prom_alert("DiskFull", severity="critical", instance="db1"),
+            prom_alert("SlowPage", severity="warning", instance="web1"),
+        ]
+    )
+    assert rv.status_code == 200 and rv.data == b""
+    before = env.get("/api/v2/alerts")
+    assert [a["status"]["state"] for a in before] == ["unprocessed", "unprocessed"]
+    env.process()
+    alerts = env.get("/api/v2/alerts")
+    by_name = {a["labels"]["alertname"]: a for a in alerts}
+    disk = by_name["DiskFull"]
+    assert disk["receivers"] == [{"name": "pager"}]
+    assert disk["status"] == {"inhibitedBy": [], "silencedBy": [], "state": "active"}
+    assert disk["startsAt"] == "2023-11-14T22:13:20.123Z"
+    assert disk["endsAt"] == format_time(T0 + 60)
+    assert disk["generatorURL"].startswith("http://prometheus:9090/graph")
+    assert disk["annotations"] == {"summary": "DiskFull fires"}
+    assert set(disk) >= {"fingerprint", "updatedAt", "labels"}
+    assert by_name["SlowPage"]["receivers"] == [{"name": "team"}]
+    assert [a.labels["alertname"] for n in env.pager.sent for a in n.alerts] == ["DiskFull"]
+    assert [a.labels["alertname"] for n in env.team.sent for a in n.alerts] == ["SlowPage"]
+    received = env.registry.get_sample_value(
+        "alertmanager_alerts_received_total", {"version": "v2", "status": "firing"}
+    )
+    assert received == 2
+
+
+def test_push_validation_errors_are_400_strings_and_valid_alerts_are_kept(env: Env) -> None:
+    bad_end = {**prom_alert("Early"), "endsAt": "2023-11-14T22:00:00Z"}
+    rv = env.post_alerts([prom_alert("Good"), {"labels": {}}, bad_end, {"labels": {"1x": "y"}}])
+    assert rv.status_code == 400
+    message = rv.json
+    assert isinstance(message, str)
+    assert "at least one label pair required" in message
+    assert "end time must not be before start time" in message
+    assert 'invalid label set: invalid name "1x"' in message
+    env.process()
+    assert [a["labels"]["alertname"] for a in env.get("/api/v2/alerts")] == ["Good"]
+    invalid = env.registry.get_sample_value("alertmanager_alerts_invalid_total", {"version": "v2"})
+    assert invalid == 3
+    assert env.client.post("/api/v2/alerts", data="{", headers=env.h()).status_code == 400
+    obj = env.client.post("/api/v2/alerts", json={"labels": {}}, headers=env.h())
+    assert obj.status_code == 400 and "array" in obj.json
+
+
+def test_grafana_alert_list_filters_flags_and_receiver(env: Env) -> None:
+    env.post_alerts(
+        [
+            prom_alert("InstanceDown", severity="critical", instance="web1"),
+            prom_alert("SlowPage", severity="warning", instance="web1"),
+            prom_alert("SlowPage", severity="warning", instance="web2"),
+        ]
+    )
+    env.process()
+    # Grafana: fetchAlerts(matchers, silenced, active, inhibited)
+    flt = quote('alertname="SlowPage"')
+    slow = env.get(f"/api/v2/alerts?filter={flt}&silenced=true&active=true&inhibited=true")
+    assert {a["labels"]["instance"] for a in slow} == {"web1", "web2"}
+    web1 = next(a for a in slow if a["labels"]["instance"] == "web1")
+    assert web1["status"]["state"] == "suppressed" and len(web1["status"]["inhibitedBy"]) == 1
+    shown = env.get(f"/api/v2/alerts?filter={flt}&inhibited=false")
+    assert [a["labels"]["instance"] for a in shown] == ["web2"]
+    regex = quote('instance=~"web.*"')
+    assert len(env.get(f"/api/v2/alerts?filter={regex}&filter={flt}")) == 2
+    assert [a["labels"]["alertname"] for a in env.get("/api/v2/alerts?receiver=pag.*")] == [
+        "InstanceDown"
+    ]
+    assert env.get("/api/v2/alerts?receiver=pag") == []  # anchored, as Alertmanager
+    assert env.get("/api/v2/alerts?active=false") == [web1]
+    bad = env.client.get("/api/v2/alerts?filter=%7Balertname%3D%22x%22", headers=env.h("viewer"))
+    assert bad.status_code == 400 and "bad matcher format" in bad.json
+
+
+def test_grafana_groups_status_and_receivers(env: Env) -> None:
+    env.post_alerts(
+        [prom_alert("SlowPage", severity="warning", instance=i) for i in ("a", "b")]
+        + [prom_alert("DiskFull", severity="critical", instance="db1")]
+    )
+    env.process()
+    groups = env.get("/api/v2/alerts/groups")
+    shape = sorted((g["receiver"]["name"], g["labels"], len(g["alerts"])) for g in groups)
+    assert shape == [
+        ("pager", {"alertname": "DiskFull", "instance": "db1"}, 1),
+        ("team", {"alertname": "SlowPage"}, 2),
+    ]
+    assert [g["receiver"]["name"] for g in env.get("/api/v2/alerts/groups?receiver=team")] == [
+        "team"
+    ]
+    flt = quote('instance="a"')
+    only_a = env.get(f"/api/v2/alerts/groups?filter={flt}")
+    assert [[a["labels"]["instance"] for a in g["alerts"]] for g in only_a] == [["a"]]
+    status = env.get("/api/v2/status")
+    assert status["cluster"]["status"] == "disabled"
+    assert set(status["versionInfo"]) == {
+        "branch",
+        "buildDate",
+        "buildUser",
+        "goVersion",
+        "revision",
+        "version",
+    }
+    assert status["config"]["original"] == CONFIG
+    assert status["uptime"] == format_time(T0)
+    assert env.get("/api/v2/receivers") == [{"name": "pager"}, {"name": "team"}]
+    for path in ("/-/healthy", "/-/ready"):
+        assert env.client.get(path).status_code == 200
+
+
+def _silence(**over: Any) -> dict[str, Any]:
+    """What Grafana's silence editor posts."""
+    body = {
+        "matchers": [{"name": "alertname", "value": "SlowPage", "isRegex": False, "isEqual": True}],
+        "startsAt": format_time(T0),
+        "endsAt": format_time(T0 + 7200),
+        "createdBy": "ana",
+        "comment": "deploy window",
+    }
+    return {**body, **over}
+
+
+def test_grafana_silence_create_list_update_and_expire_with_audit(env: Env) -> None:
+    env.post_alerts([prom_alert("SlowPage", severity="warning", instance="a")])
+    rv = env.client.post("/api/v2/silences", json=_silence(), headers=env.h())
+    assert rv.status_code == 200
+    sid = rv.json["silenceID"]
+    env.process()
+    alert = env.get("/api/v2/alerts")[0]
+    assert alert["status"] == {"inhibitedBy": [], "silencedBy": [sid], "state": "suppressed"}
+    assert env.team.sent == []
+    got = env.get(f"/api/v2/silence/{sid}")
+    assert got == {
+        "id": sid,
+        "status": {"state": "active"},
+        "updatedAt": format_time(T0),
+        "comment": "deploy window",
+        "createdBy": "ana",
+        "endsAt": format_time(T0 + 7200),
+        "matchers": [{"isEqual": True, "isRegex": False, "name": "alertname", "value": "SlowPage"}],
+        "startsAt": format_time(T0),
+    }
+    flt = quote('alertname="SlowPage"')
+    assert [s["id"] for s in env.get(f"/api/v2/silences?filter={flt}")] == [sid]
+    other = quote('alertname="Other"')
+    assert env.get(f"/api/v2/silences?filter={other}") == []
+    # Update: Grafana posts the id; the old one ends, a new one replaces it.
+    env.clock.now += 10
+    rv = env.client.post(
+        "/api/v2/silences", json=_silence(id=sid, comment="longer"), headers=env.h()
+    )
+    new = rv.json["silenceID"]
+    states = {s["id"]: s["status"]["state"] for s in env.get("/api/v2/silences")}
+    assert states == {new: "active", sid: "expired"}
+    assert env.client.delete(f"/api/v2/silence/{new}", headers=env.h()).status_code == 200
+    assert env.get(f"/api/v2/silence/{new}")["status"]["state"] == "expired"
+    actions = [(e.doc["event"]["action"], e.doc["user"]["name"]) for e in env.audit]
+    assert actions == [
+        ("silence-add", "operator-bot"),
+        ("silence-add", "operator-bot"),
+        ("silence-expire", "operator-bot"),
+    ]
+    assert env.audit[0].doc["labels"]["silence"] == sid
+
+
+def test_silence_errors_as_alertmanager(env: Env) -> None:
+    def post(body: Any) -> Any:
+        return env.client.post("/api/v2/silences", json=body, headers=env.h())
+
+    past = post(_silence(endsAt=format_time(T0 - 1), startsAt=format_time(T0 - 60)))
+    assert past.status_code == 400 and "end time can't be in the past" in past.json
+    reversed_ = post(_silence(endsAt=format_time(T0 + 1), startsAt=format_time(T0 + 60)))
+    assert "start time must be before end time" in reversed_.json
+    empty = post(_silence(matchers=[{"name": "a", "value": "", "isRegex": False}]))
+    assert empty.status_code == 400 and "must not match the empty string" in empty.json
+    assert post(_silence(matchers=[])).status_code == 400
+    regex = post(_silence(matchers=[{"name": "a", "value": "(", "isRegex": True}]))
+    assert regex.status_code == 400
+    unknown = "6f1c1c54-5f34-4b51-9d08-6d9d9d1e1234"
+    assert post(_silence(id=unknown)).status_code == 404
+    assert env.client.get(f"/api/v2/silence/{unknown}", headers=env.h()).status_code == 404
+    assert env.client.delete(f"/api/v2/silence/{unknown}", headers=env.h()).status_code == 404
+    assert env.audit == []
+
+
+def test_roles_viewer_reads_operator_writes(env: Env) -> None:
+    assert env.client.get("/api/v2/alerts").status_code == 401
+    assert (
+        env.client.post(
+            "/api/v2/alerts", json=[prom_alert("X")], headers=env.h("viewer")
+        ).status_code
+        == 403
+    )
+    assert (
+        env.client.post("/api/v2/silences", json=_silence(), headers=env.h("viewer")).status_code
+        == 403
+    )
+    # Prometheus' basic_auth / Grafana's basic auth: any user name, the token as password.
+    import base64
+
+    basic = base64.b64encode(f"prometheus:{env.tokens['operator']}".encode()).decode()
+    rv = env.client.post(
+        "/api/v2/alerts", json=[prom_alert("X")], headers={"Authorization": f"Basic {basic}"}
+    )
+    assert rv.status_code == 200
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "labels",
+                        "annotations",
+                        "startsAt",
+                        "endsAt",
+                        "generatorURL",
+                        "matchers",
+                        "name",
+                        "value",
+                        "isRegex",
+                        "isEqual",
+                        "createdBy",
+                        "comment",
+                        "id",
+                        "a",
+                    ]
+                ),
+                inner,
+                max_size=6,
+            )
+        ),
+        max_leaves=12,
+    )
+)
+def test_fuzz_hostile_bodies_get_200_or_400_never_500(env: Env, body: Any) -> None:
+    for path in ("/api/v2/alerts", "/api/v2/silences"):
+        rv = env.client.post(path, json=body, headers=env.h())
+        assert rv.status_code in (200, 400, 404), (path, body, rv.data)
