@@ -22,6 +22,8 @@ from alert_process import start_alert, stop_alert
 from conftest import free_port, require_server, wait_until
 from webhook_receiver import Receiver
 
+from siem.model import EventQuery
+from siem.sqlite import SqliteStore
 from vigil.auth import UserStore
 
 AM = """\
@@ -43,6 +45,12 @@ class Vigil:
     viewer: str
     http_config: Path
     receiver: Receiver
+    data: Path
+
+    def notified(self, alertname: str) -> bool:
+        """Whether the webhook receiver got a notification with this alert."""
+        bodies = list(self.receiver.bodies)
+        return any(a["labels"]["alertname"] == alertname for b in bodies for a in b["alerts"])
 
     def api(self, path: str) -> Any:
         req = urllib.request.Request(
@@ -94,7 +102,7 @@ def vigil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vigil]:
 
     try:
         wait_until("vigil alert's API", ready, 30)
-        yield Vigil(url, token, viewer, http_config, receiver)
+        yield Vigil(url, token, viewer, http_config, receiver, data)
     finally:
         if proc.poll() is None:
             stop_alert(proc)
@@ -134,15 +142,7 @@ def test_amtool_alert_add_and_query(vigil: Vigil) -> None:
     assert alert["receivers"] == [{"name": "hook"}]
     simple = amtool(vigil, "alert", "query")
     assert "AmtoolAdded" in simple.stdout and "added by amtool" in simple.stdout
-    wait_until(
-        "the webhook notification",
-        lambda: any(
-            a["labels"]["alertname"] == "AmtoolAdded"
-            for b in vigil.receiver.bodies
-            for a in b["alerts"]
-        ),
-        15,
-    )
+    wait_until("the webhook notification", lambda: vigil.notified("AmtoolAdded"), 15)
     refused = amtool(vigil, "alert", "query", auth=False)
     assert refused.returncode != 0 and "401" in refused.stderr + refused.stdout
 
@@ -172,6 +172,16 @@ def test_amtool_silence_add_query_expire(vigil: Vigil) -> None:
     assert expired.returncode == 0, expired.stderr
     assert amtool(vigil, "silence", "query", "-q").stdout.split() == []
     assert sid in amtool(vigil, "silence", "query", "--expired", "-q").stdout.split()
+    store = SqliteStore(vigil.data / "siem.db")
+    try:
+        audits = store.search(EventQuery(dataset="vigil.audit"))
+    finally:
+        store.close()
+    trail = {
+        (e.doc["event"]["action"], e.doc["user"]["name"], e.doc["labels"]["silence"])
+        for e in audits
+    }
+    assert trail == {("silence-add", "prometheus", sid), ("silence-expire", "prometheus", sid)}
 
 
 def test_amtool_reads_status_config_and_route_tree(vigil: Vigil) -> None:
@@ -239,11 +249,7 @@ def test_real_prometheus_sends_alerts_to_vigil(vigil: Vigil, tmp_path: Path) -> 
         assert alert["generatorURL"].startswith("http://")
         wait_until(
             "the webhook notification of Prometheus' alert",
-            lambda: any(
-                a["labels"]["alertname"] == "FromPrometheus"
-                for b in vigil.receiver.bodies
-                for a in b["alerts"]
-            ),
+            lambda: vigil.notified("FromPrometheus"),
             15,
         )
     finally:
