@@ -371,3 +371,21 @@ def test_fuzz_hostile_bodies_get_200_or_400_never_500(env: Env, body: Any) -> No
     for path in ("/api/v2/alerts", "/api/v2/silences"):
         rv = env.client.post(path, json=body, headers=env.h())
         assert rv.status_code in (200, 400, 404), (path, body, rv.data)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    flt=st.text(alphabet='a_=~!"{},.*()[]|\\ x1', max_size=24),
+    receiver=st.text(alphabet="ab.*()[]|\\+?{}", max_size=12),
+    flag=st.sampled_from(["true", "false", "1", "0", "yes", ""]),
+)
+def test_fuzz_hostile_query_parameters_get_200_or_400(
+    env: Env, flt: str, receiver: str, flag: str
+) -> None:
+    q = f"filter={quote(flt)}&receiver={quote(receiver)}&silenced={quote(flag)}"
+    for path in ("/api/v2/alerts", "/api/v2/alerts/groups", "/api/v2/silences"):
+        rv = env.client.get(f"{path}?{q}", headers=env.h("viewer"))
+        assert rv.status_code in (200, 400), (path, q, rv.data)
+        assert isinstance(rv.json, list if rv.status_code == 200 else str)
