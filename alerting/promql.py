@@ -70,7 +70,7 @@ from alerting.promql_series import (
     batch_extrapolated,
     batch_windows,
     ms,
-    stored_series,
+    select,
     window_of,
 )
 from alerting.promql_syntax import MAX_DEPTH, MAX_LENGTH, check_shape
@@ -290,8 +290,7 @@ class _Evaluation:
         self.data: dict[plan.Selector, list[Stored]] = {}
         for selector, (lo, hi) in spans.items():
             limits.check()
-            found = engine.store.select(selector.matchers, lo, hi)
-            self.data[selector] = [stored_series(s) for s in found]
+            self.data[selector] = select(engine.store, selector.matchers, lo, hi)
 
     def _at(self, at: plan.At, t: float) -> float:
         if at is None:

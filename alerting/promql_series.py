@@ -9,46 +9,80 @@ out, counter resets indexed); a range query then computes ``rate``,
 from __future__ import annotations
 
 import bisect
-import itertools
-from collections.abc import Iterator
-from dataclasses import dataclass
+import functools
+from collections.abc import Iterator, Sequence
+
+import numpy as np
 
 from alerting import promql_functions as fn
 from alerting import promql_plan as plan
 from siem import limits
-from siem.model import Labels, Series, is_stale
+from siem.model import STALE_BITS, Columns, Labels, Matcher, Series, Store
 
 Vector = fn.Vector
 BATCHED = {"rate": (True, True), "increase": (True, False), "delta": (False, False)}
 """Range functions a range query computes for all its steps at once: (is_counter, is_rate)."""
 
 
-@dataclass(frozen=True)
 class Stored:
-    labels: Labels
-    times: list[float]
-    values: list[float]
-    stale: list[float]  # times of staleness markers, which are not in times/values
-    # Counter resets, found once per query: index j where values[j] < values[j - 1],
-    # and values[j - 1]. A window then adds its resets without walking every sample,
-    # so rate(x[1d]) at short steps costs per reset, not per sample and step.
-    reset_at: list[int]
-    reset_by: list[float]
+    """One selected series: staleness markers taken out, counter resets indexed.
+
+    ``t``/``v`` are numpy arrays (the vectorised range path reads them);
+    ``times``/``values`` the same as lists, made when first asked for (the
+    per-step path bisects and slices them).
+    """
+
+    def __init__(self, labels: Labels, t: np.ndarray, v: np.ndarray) -> None:
+        self.labels = labels
+        self.stale: list[float] = []  # times of staleness markers, not in times/values
+        nan = np.isnan(v)
+        if nan.any():
+            marker = nan & (v.view(np.uint64) == STALE_BITS)
+            if marker.any():
+                self.stale = t[marker].tolist()
+                t, v = t[~marker], v[~marker]
+        self.t, self.v = t, v
+        # Counter resets: index j where v[j] < v[j - 1]. A window then adds its resets
+        # without walking every sample, so rate(x[1d]) at short steps costs per reset.
+        self.reset_idx = np.flatnonzero(v[1:] < v[:-1]) + 1
+
+    @functools.cached_property
+    def times(self) -> list[float]:
+        return self.t.tolist()  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def values(self) -> list[float]:
+        return self.v.tolist()  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def reset_at(self) -> list[int]:
+        return self.reset_idx.tolist()  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def reset_by(self) -> list[float]:
+        """The value before each reset."""
+        return self.v[self.reset_idx - 1].tolist()  # type: ignore[no-any-return]
 
 
 def stored_series(series: Series) -> Stored:
     points = series.points
-    times = [p[0] for p in points]
-    values = [p[1] for p in points]
-    stale: list[float] = []
-    if any(v != v for v in values):  # NaNs: take the staleness markers out
-        stale = [t for t, v in points if v != v and is_stale(v)]
-        if stale:
-            kept = [(t, v) for t, v in points if not (v != v and is_stale(v))]
-            times = [p[0] for p in kept]
-            values = [p[1] for p in kept]
-    reset_at = [j for j, (a, b) in enumerate(itertools.pairwise(values), 1) if b < a]
-    return Stored(series.labels, times, values, stale, reset_at, [values[j - 1] for j in reset_at])
+    t = np.fromiter((p[0] for p in points), dtype=np.float64, count=len(points))
+    v = np.fromiter((p[1] for p in points), dtype=np.float64, count=len(points))
+    return Stored(series.labels, t, v)
+
+
+def stored_columns(columns: Columns) -> Stored:
+    """A series read by a store's ``select_columns`` (no copy of its arrays)."""
+    labels, times, values = columns
+    return Stored(labels, np.frombuffer(times, dtype=np.float64), np.frombuffer(values))
+
+
+def select(store: Store, matchers: Sequence[Matcher], start: float, end: float) -> list[Stored]:
+    """The series ``store`` holds for ``matchers`` in [start, end], by columns where it can."""
+    by_columns = getattr(store, "select_columns", None)
+    if by_columns is not None:
+        return [stored_columns(c) for c in by_columns(matchers, start, end)]
+    return [stored_series(s) for s in store.select(matchers, start, end)]
 
 
 def ms(seconds: float) -> float:

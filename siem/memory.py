@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import json
 import threading
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -17,6 +18,7 @@ from siem import limits, lookups
 from siem import retention as ret
 from siem.model import (
     METRIC_NAME,
+    Columns,
     Event,
     EventQuery,
     Labels,
@@ -85,22 +87,38 @@ class MemoryStore(lookups.SeriesLookups):
         return agg.aggregate_events(self._matching(query), request)
 
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
-        rv: list[Series] = []
+        return [
+            Series(labels, tuple(zip(times, values, strict=True)))
+            for labels, times, values in self._columns(matchers, start, end)
+        ]
+
+    def select_columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
+        """``select`` as columns: (labels, times, values) per series, sorted by labels."""
+        return self._columns(matchers, start, end)
+
+    def _columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
         with self._lock:
-            items = [(labels, dict(points)) for labels, points in self._series.items()]
-        for n, (labels, points) in enumerate(items):
+            names = list(self._series)
+        found = []
+        for n, labels in enumerate(names):
             if n % _CHECK_EVERY == 0:
                 limits.check()
             as_dict = dict(labels)
-            if not all(m.matches(as_dict) for m in matchers):
-                continue
+            if all(m.matches(as_dict) for m in matchers):
+                found.append(labels)
+        rv: list[Columns] = []
+        for labels in found:
+            limits.check()
+            with self._lock:  # only the matching series are copied
+                points = dict(self._series.get(labels, {}))
             times = sorted(points)
             lo = bisect.bisect_left(times, start)
             hi = bisect.bisect_right(times, end)
             if lo < hi:
                 limits.take(hi - lo)
-                rv.append(Series(labels, tuple((t, points[t]) for t in times[lo:hi])))
-        rv.sort(key=lambda s: s.labels)
+                kept = times[lo:hi]
+                rv.append((labels, array("d", kept), array("d", map(points.__getitem__, kept))))
+        rv.sort(key=lambda c: c[0])
         return rv
 
     def prune(

@@ -13,6 +13,7 @@ import hashlib
 import math
 import re
 import struct
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -127,6 +128,10 @@ class Series:
     @property
     def name(self) -> str:
         return dict(self.labels).get(METRIC_NAME, "")
+
+
+Columns = tuple[Labels, "array[float]", "array[float]"]
+"""A series read back as columns: labels, times and values (``select_columns``)."""
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
