@@ -74,6 +74,8 @@ from alerting.promql_series import (
     window_of,
 )
 from alerting.promql_syntax import MAX_DEPTH, MAX_LENGTH, check_shape
+from alerting.promql_vectorized import Vectorizer
+from alerting.promql_vectorized import series as vectorized_series
 from siem import limits
 from siem.model import Labels, Series, Store
 
@@ -91,6 +93,9 @@ MAX_STEPS = 11_000
 """Most points a range evaluation computes per series, as Prometheus limits it."""
 MAX_SUBQUERY_STEPS = 11_000
 """Most inner evaluations one subquery window may take."""
+VECTORIZED = True
+"""Range queries the vectorised path covers run there (``promql_vectorized``); tests
+turn it off to compare with the per-step path."""
 
 Vector = fn.Vector
 NO_LABELS: Labels = ()
@@ -221,6 +226,10 @@ class Engine:
         with self._budget().active() as budget:
             evaluation = _Evaluation(self, node, start, end, budget, step)
             budget.stage = "expression evaluation"
+            vectorizer = Vectorizer(evaluation.steps, evaluation.data, budget)
+            block = vectorizer.block(node) if VECTORIZED else None
+            if block is not None:  # every step at once
+                return vectorized_series(block, evaluation.steps, budget)
             points: dict[Labels, list[tuple[float, float]]] = {}
             try:
                 for i in range(count):

@@ -90,7 +90,7 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000) / 1000
 
 
-def _bounds(selector: plan.Selector, steps: list[float]) -> list[tuple[float, float, float]]:
+def bounds(selector: plan.Selector, steps: list[float]) -> list[tuple[float, float, float]]:
     """(step, window start, window end) of ``selector``'s window at each step."""
     assert selector.range is not None
     rv = []
@@ -141,7 +141,7 @@ def batch_extrapolated(
     The same formula as per step (``fn.extrapolate``), without building a window.
     """
     is_counter, is_rate = BATCHED[name]
-    bounds = _bounds(selector, steps)
+    bounds_ = bounds(selector, steps)
     out: dict[float, Vector] = {t: [] for t in steps}
     extrapolate = fn.extrapolate
     names = []
@@ -151,7 +151,7 @@ def batch_extrapolated(
         names.append(labels)
         times, values = stored.times, stored.values
         resets = is_counter and stored.reset_at
-        for t, start, end, lo, hi in _spans(times, bounds):
+        for t, start, end, lo, hi in _spans(times, bounds_):
             if hi - lo < 2:
                 continue
             result = values[hi - 1] - values[lo]
@@ -184,14 +184,14 @@ def batch_windows(
     """Any range function with constant parameters of every series at every step."""
     func = fn.RANGE_FUNCTIONS[name]
     keep_name = name in fn.KEEP_NAME
-    bounds = _bounds(selector, steps)
+    bounds_ = bounds(selector, steps)
     out: dict[float, Vector] = {t: [] for t in steps}
     names = []
     for stored in data:
         budget.check()
         labels = stored.labels if keep_name else fn.drop_name(stored.labels)
         names.append(labels)
-        for t, start, end, lo, hi in _spans(stored.times, bounds):
+        for t, start, end, lo, hi in _spans(stored.times, bounds_):
             if lo == hi:
                 continue
             window = window_of(stored, lo, hi, start, end, t)

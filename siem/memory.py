@@ -92,7 +92,9 @@ class MemoryStore(lookups.SeriesLookups):
             for labels, times, values in self._columns(matchers, start, end)
         ]
 
-    def select_columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
+    def select_columns(
+        self, matchers: Sequence[Matcher], start: float, end: float
+    ) -> list[Columns]:
         """``select`` as columns: (labels, times, values) per series, sorted by labels."""
         return self._columns(matchers, start, end)
 

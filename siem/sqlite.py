@@ -35,9 +35,9 @@ from siem import aggregations as agg
 from siem import retention as ret
 from siem.model import (
     METRIC_NAME,
+    Columns,
     Event,
     EventQuery,
-    Columns,
     Labels,
     Matcher,
     MetricMetadata,
@@ -51,7 +51,6 @@ _log = logging.getLogger("vigil.siem")
 BUSY_TIMEOUT_S = 30.0
 WRITE_CACHE_KIB = 65536
 MAX_IDLE_CONNECTIONS = 4
-_IN_CHUNK = 500  # series ids per ``IN (...)``; well below SQLite's variable limit
 _PROGRESS_STEPS = 10_000  # SQLite VM steps between deadline/cancellation checks
 _TAKE_EVERY = 4096  # rows read between sample-budget checks
 _MAX_HOLD_S = 0.05  # longest a prune transaction keeps the write lock while it seeks series
@@ -73,6 +72,12 @@ _SCHEMA = (
         series_id INTEGER NOT NULL REFERENCES series (id), ts REAL NOT NULL, value REAL,
         special BLOB, PRIMARY KEY (series_id, ts)) WITHOUT ROWID""",
 )
+
+_SPECIAL_INDEX = (
+    "CREATE INDEX IF NOT EXISTS samples_special ON samples (series_id, ts) "
+    "WHERE special IS NOT NULL"
+)
+"""The few samples whose value needs ``special`` (NaN, -0.0): a read finds them apart."""
 
 _METADATA_SCHEMA = (
     # One row per metric family: the latest # TYPE / # HELP / # UNIT scraped.
@@ -186,6 +191,7 @@ class SqliteStore(lookups.SeriesLookups):
             if "special" not in columns:
                 # A file from before the column: adding a nullable column rewrites nothing.
                 conn.execute("ALTER TABLE samples ADD COLUMN special BLOB")
+            conn.execute(_SPECIAL_INDEX)
             _hot_schema(conn)
 
     def _open(self) -> sqlite3.Connection:
@@ -442,13 +448,13 @@ class SqliteStore(lookups.SeriesLookups):
             for labels, times, values in self._columns(matchers, start, end)
         ]
 
-    def select_columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
+    def select_columns(
+        self, matchers: Sequence[Matcher], start: float, end: float
+    ) -> list[Columns]:
         """``select`` as columns: (labels, times, values) per series, sorted by labels.
 
-        One query per 500 series in primary-key order reads (series, ts, value)
-        rows in batches and turns them into two ``array('d')`` per series without a
-        Python object per point; the values a REAL does not keep (NaN, -0.0) are read
-        from ``special`` by a second query that only returns those rows.
+        Each series' rows are read in primary-key order into two ``array('d')``,
+        without a Python object kept per point (``_read_columns``).
         """
         return self._columns(matchers, start, end)
 
@@ -469,11 +475,11 @@ class SqliteStore(lookups.SeriesLookups):
                 as_dict = dict(labels)
                 if all(m.matches(as_dict) for m in matchers):
                     wanted[series_id] = labels
-            ids = sorted(wanted)
             rv: list[Columns] = []
-            for i in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[i : i + _IN_CHUNK]
-                rv.extend(_read_columns(conn, chunk, wanted, start, end))
+            for series_id, labels in wanted.items():
+                found = _read_columns(conn, series_id, start, end)
+                if found is not None:
+                    rv.append((labels, *found))
         rv.sort(key=lambda c: c[0])
         return rv
 
@@ -788,46 +794,41 @@ def _transaction(conn: sqlite3.Connection, mode: str) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-
 def _read_columns(
-    conn: sqlite3.Connection, chunk: list[int], wanted: dict[int, Labels], start: float, end: float
-) -> list[Columns]:
-    """The samples of the series ``chunk`` (ascending ids) in [start, end], as columns."""
-    marks = ",".join("?" * len(chunk))
-    where = f"series_id IN ({marks}) AND ts >= ? AND ts <= ?"
-    params = [*chunk, start, end]
+    conn: sqlite3.Connection, series_id: int, start: float, end: float
+) -> tuple[array[float], array[float]] | None:
+    """The times and values of one series in [start, end], or ``None`` if it has none there.
+
+    Rows come in primary-key order, a batch at a time, into two ``array('d')``
+    (no Python object kept per sample); the values a REAL does not keep (NaN,
+    -0.0) are then read from ``special`` through its partial index.
+    """
+    params = (series_id, start, end)
     cursor = conn.execute(
-        f"SELECT series_id, ts, value FROM samples WHERE {where} ORDER BY series_id, ts", params
+        "SELECT ts, value FROM samples WHERE series_id = ? AND ts >= ? AND ts <= ? ORDER BY ts",
+        params,
     )
-    sids: list[int] = []
     times = array("d")
     values: list[float | None] = []
     while batch := cursor.fetchmany(_TAKE_EVERY):
         # Counted while reading: too big a query stops before it holds all.
         _take(len(batch))
-        batch_ids, batch_times, batch_values = zip(*batch, strict=True)
-        sids.extend(batch_ids)
+        batch_times, batch_values = zip(*batch, strict=True)
         times.extend(batch_times)
         values.extend(batch_values)
+    if not times:
+        return None
     if None in values:  # NaN is NULL; a file from before ``special`` has no bytes for it
         values = [math.nan if v is None else v for v in values]
     column = array("d", values)  # type: ignore[arg-type]
-    for series_id, ts, value, special in conn.execute(
-        f"SELECT series_id, ts, value, special FROM samples WHERE {where} "
-        "AND special IS NOT NULL",
+    for ts, value, special in conn.execute(
+        "SELECT ts, value, special FROM samples INDEXED BY samples_special "
+        "WHERE series_id = ? AND ts >= ? AND ts <= ? AND special IS NOT NULL",
         params,
     ):
-        lo = bisect.bisect_left(sids, series_id)
-        hi = bisect.bisect_right(sids, series_id, lo)
-        column[bisect.bisect_left(times, ts, lo, hi)] = _from_sql(value, special)
-    rv: list[Columns] = []
-    lo = 0
-    while lo < len(sids):
-        series_id = sids[lo]
-        hi = bisect.bisect_right(sids, series_id, lo)
-        rv.append((wanted[series_id], times[lo:hi], column[lo:hi]))
-        lo = hi
-    return rv
+        column[bisect.bisect_left(times, ts)] = _from_sql(value, special)
+    return times, column
+
 
 def _sample_bounds(start: float | None, end: float | None) -> tuple[str, list[Any]]:
     """`` AND ts >= ? AND ts <= ?`` for the bounds given, and their arguments."""

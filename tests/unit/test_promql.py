@@ -33,7 +33,9 @@ class CountingStore(MemoryStore):
         self.selects += 1
         return super().select(matchers, start, end)
 
-    def select_columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
+    def select_columns(
+        self, matchers: Sequence[Matcher], start: float, end: float
+    ) -> list[Columns]:
         self.selects += 1
         return super().select_columns(matchers, start, end)
 
