@@ -32,19 +32,22 @@ class Stored:
     per-step path bisects and slices them).
     """
 
-    def __init__(self, labels: Labels, t: np.ndarray, v: np.ndarray) -> None:
+    def __init__(self, labels: Labels, t: np.ndarray, v: np.ndarray, nan: bool = True) -> None:
+        """``nan=False``: the caller found no NaN in ``v``, so no staleness marker either."""
         self.labels = labels
         self.stale: list[float] = []  # times of staleness markers, not in times/values
-        nan = np.isnan(v)
-        if nan.any():
-            marker = nan & (v.view(np.uint64) == STALE_BITS)
+        if nan and np.isnan(v).any():
+            marker = np.isnan(v) & (v.view(np.uint64) == STALE_BITS)
             if marker.any():
                 self.stale = t[marker].tolist()
                 t, v = t[~marker], v[~marker]
         self.t, self.v = t, v
-        # Counter resets: index j where v[j] < v[j - 1]. A window then adds its resets
-        # without walking every sample, so rate(x[1d]) at short steps costs per reset.
-        self.reset_idx = np.flatnonzero(v[1:] < v[:-1]) + 1
+
+    @functools.cached_property
+    def reset_idx(self) -> np.ndarray:
+        """Counter resets: index j where v[j] < v[j - 1]. A window then adds its resets
+        without walking every sample, so rate(x[1d]) at short steps costs per reset."""
+        return np.flatnonzero(self.v[1:] < self.v[:-1]) + 1
 
     @functools.cached_property
     def times(self) -> list[float]:
@@ -71,18 +74,16 @@ def stored_series(series: Series) -> Stored:
     return Stored(series.labels, t, v)
 
 
-def stored_columns(columns: Columns) -> Stored:
-    """A series read by a store's ``select_columns`` (no copy of its arrays)."""
-    labels, times, values = columns
-    return Stored(labels, np.frombuffer(times, dtype=np.float64), np.frombuffer(values))
-
-
 def select(store: Store, matchers: Sequence[Matcher], start: float, end: float) -> list[Stored]:
-    """The series ``store`` holds for ``matchers`` in [start, end], by columns where it can."""
+    """The series ``store`` holds for ``matchers`` in [start, end], by columns where it can
+    (a store's ``select_columns``: its arrays are used without a copy)."""
     by_columns = getattr(store, "select_columns", None)
-    if by_columns is not None:
-        return [stored_columns(c) for c in by_columns(matchers, start, end)]
-    return [stored_series(s) for s in store.select(matchers, start, end)]
+    if by_columns is None:
+        return [stored_series(s) for s in store.select(matchers, start, end)]
+    found: list[Columns] = by_columns(matchers, start, end)
+    arrays = [(labels, np.frombuffer(t), np.frombuffer(v)) for labels, t, v in found]
+    nan = bool(arrays) and bool(np.isnan(np.concatenate([v for _, _, v in arrays])).any())
+    return [Stored(labels, t, v, nan) for labels, t, v in arrays]
 
 
 def ms(seconds: float) -> float:

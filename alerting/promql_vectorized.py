@@ -141,7 +141,7 @@ class Vectorizer:
             result = values[last] - values[first]
             is_counter, is_rate = BATCHED[name]
             if is_counter:
-                self._add_resets(data, result, lo, hi)
+                _add_resets(values, data, result, lo, hi)
             widths = np.array([round((end - start) * 1000) / 1000 for _, start, end in spans])
             out = _extrapolate(
                 result,
@@ -174,21 +174,6 @@ class Vectorizer:
             assert name == "first_over_time"
             out = values[first]
         return Block(labels, out, present)
-
-    def _add_resets(
-        self, data: list[Stored], result: np.ndarray, lo: np.ndarray, hi: np.ndarray
-    ) -> None:
-        """Add the value before each counter reset to the windows holding it (``lo < j < hi``),
-        resets in ascending order, as the per-step path adds them."""
-        offset = 0
-        for i, stored in enumerate(data):
-            for j in stored.reset_idx.tolist():
-                at = j + offset
-                k0 = int(np.searchsorted(hi[i], at, "right"))  # first window with hi > j
-                k1 = int(np.searchsorted(lo[i], at, "left"))  # first window with lo >= j
-                if k0 < k1:
-                    result[i, k0:k1] += stored.v[j - 1]
-            offset += len(stored.t)
 
     # ---- aggregations and histograms --------------------------------------------
 
@@ -257,6 +242,23 @@ class Vectorizer:
                     out[g, k] = hist.bucket_quantile(phi, buckets)
                     present[g, k] = True
         return Block(list(groups), out, present)
+
+
+def _add_resets(
+    values: np.ndarray, data: list[Stored], result: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> None:
+    """Add the value before each counter reset (``values[j] < values[j - 1]``, in the series'
+    flat concatenation) to the windows holding it (``lo < j < hi``), in ascending order of
+    the resets, as the per-step path adds them."""
+    firsts = np.cumsum([0, *(len(s.t) for s in data)])[:-1]
+    drops = np.flatnonzero(values[1:] < values[:-1]) + 1
+    drops = drops[~np.isin(drops, firsts)]  # a series' first sample follows another series
+    owners = np.searchsorted(firsts, drops, "right") - 1
+    for at, i in zip(drops.tolist(), owners.tolist(), strict=True):
+        k0 = int(np.searchsorted(hi[i], at, "right"))  # first window with hi > at
+        k1 = int(np.searchsorted(lo[i], at, "left"))  # first window with lo >= at
+        if k0 < k1:
+            result[i, k0:k1] += values[at - 1]
 
 
 def _kahan_step(

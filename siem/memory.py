@@ -39,6 +39,8 @@ class MemoryStore(lookups.SeriesLookups):
         self._lock = threading.Lock()
         self._events: dict[str, Event] = {}
         self._series: dict[Labels, dict[float, float]] = {}
+        # Each series' points as sorted columns, made by a read, dropped by a change.
+        self._sorted: dict[Labels, tuple[array[float], array[float]]] = {}
         self._sizes: dict[str, int] = {}  # estimated bytes of events, by id, once asked for
         self._metadata: dict[str, MetricMetadata] = {}
 
@@ -57,6 +59,7 @@ class MemoryStore(lookups.SeriesLookups):
                     s_dup += 1
                 else:
                     points[sample.timestamp] = sample.value
+                    self._sorted.pop(sample.labels, None)
                     s_stored += 1
         return WriteResult(stored, dup, s_stored, s_dup)
 
@@ -111,17 +114,25 @@ class MemoryStore(lookups.SeriesLookups):
         rv: list[Columns] = []
         for labels in found:
             limits.check()
-            with self._lock:  # only the matching series are copied
-                points = dict(self._series.get(labels, {}))
-            times = sorted(points)
+            with self._lock:
+                times, values = self._sorted_columns(labels)
             lo = bisect.bisect_left(times, start)
             hi = bisect.bisect_right(times, end)
             if lo < hi:
                 limits.take(hi - lo)
-                kept = times[lo:hi]
-                rv.append((labels, array("d", kept), array("d", map(points.__getitem__, kept))))
+                rv.append((labels, times[lo:hi], values[lo:hi]))
         rv.sort(key=lambda c: c[0])
         return rv
+
+    def _sorted_columns(self, labels: Labels) -> tuple[array[float], array[float]]:
+        """The points of series ``labels`` as sorted columns (cached); under the lock."""
+        columns = self._sorted.get(labels)
+        if columns is None:
+            points = self._series.get(labels, {})
+            times = sorted(points)
+            columns = array("d", times), array("d", map(points.__getitem__, times))
+            self._sorted[labels] = columns
+        return columns
 
     def prune(
         self, policy: ret.RetentionPolicy, now: float, *, dry_run: bool = False
@@ -181,6 +192,8 @@ class MemoryStore(lookups.SeriesLookups):
                 if not dry_run:
                     for t in old:
                         del points[t]
+            if removed and not dry_run:
+                self._sorted.clear()
         return removed
 
     def _size(self, event: Event) -> int:
