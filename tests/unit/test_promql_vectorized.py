@@ -131,6 +131,16 @@ def same(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-12 * max(abs(a), abs(b))
 
 
+def assert_same(fast: list[Series], slow: list[Series]) -> None:
+    assert [s.labels for s in fast] == [s.labels for s in slow]
+    for f, s in zip(fast, slow, strict=True):
+        assert [t for t, _ in f.points] == [t for t, _ in s.points], f.labels
+        wrong = [
+            (t, a, b) for (t, a), (_, b) in zip(f.points, s.points, strict=True) if not same(a, b)
+        ]
+        assert not wrong, (f.labels, wrong[:3])
+
+
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("expr", VECTORISED)
 def test_vectorised_range_gives_the_per_step_answer(
@@ -138,11 +148,7 @@ def test_vectorised_range_gives_the_per_step_answer(
 ) -> None:
     fast, slow, used = both(engine, monkeypatch, expr, step)
     assert used == 1, "the vectorised path did not run"
-    assert [s.labels for s in fast] == [s.labels for s in slow]
-    for f, s in zip(fast, slow, strict=True):
-        assert [t for t, _ in f.points] == [t for t, _ in s.points], f.labels
-        wrong = [(t, a, b) for (t, a), (_, b) in zip(f.points, s.points) if not same(a, b)]
-        assert not wrong, (f.labels, wrong[:3])
+    assert_same(fast, slow)
     if "no_such" not in expr and step < HOUR:
         assert any(s.points for s in slow)  # not vacuous
 
@@ -150,18 +156,23 @@ def test_vectorised_range_gives_the_per_step_answer(
 @pytest.mark.parametrize(
     "expr",
     [
-        "rate(http_requests_total[5m]) * 2",  # binary operators: per step
+        "rate(http_requests_total[5m]) * 2",  # binary operators: per step, over a vectorised rate
+        'sum by (job) (rate(http_requests_total{code="500"}[5m]))'
+        " / sum by (job) (rate(http_requests_total[5m]))",
+        "topk(3, rate(http_requests_total[5m]))",
         "quantile(0.5, rate(http_requests_total[5m]))",
+        "max_over_time(sum(rate(http_requests_total[5m]))[10m:1m])",  # inner steps: per step
         "rate(http_requests_total[5m] @ end())",
         "sum_over_time(node_temperature_celsius[5m])",
     ],
 )
-def test_other_expressions_take_the_per_step_path(
+def test_expressions_with_vectorised_parts_give_the_per_step_answer(
     engine: Engine, monkeypatch: pytest.MonkeyPatch, expr: str
 ) -> None:
     fast, slow, used = both(engine, monkeypatch, expr, 60.0)
-    assert used == 0
-    assert fast == slow and fast
+    assert used == 0  # the whole expression is not vectorised
+    assert fast
+    assert_same(fast, slow)
 
 
 def test_colliding_labels_fail_as_on_the_per_step_path(engine: Engine) -> None:
