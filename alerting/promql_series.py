@@ -51,20 +51,20 @@ class Stored:
 
     @functools.cached_property
     def times(self) -> list[float]:
-        return self.t.tolist()  # type: ignore[no-any-return]
+        return self.t.tolist()
 
     @functools.cached_property
     def values(self) -> list[float]:
-        return self.v.tolist()  # type: ignore[no-any-return]
+        return self.v.tolist()
 
     @functools.cached_property
     def reset_at(self) -> list[int]:
-        return self.reset_idx.tolist()  # type: ignore[no-any-return]
+        return self.reset_idx.tolist()
 
     @functools.cached_property
     def reset_by(self) -> list[float]:
         """The value before each reset."""
-        return self.v[self.reset_idx - 1].tolist()  # type: ignore[no-any-return]
+        return self.v[self.reset_idx - 1].tolist()
 
 
 def stored_series(series: Series) -> Stored:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -194,9 +195,9 @@ class Vectorizer:
         with np.errstate(all="ignore"):
             for r in range(size):
                 self.budget.check()
-                rows = members[:, r]
-                taken = inner.present[rows] & (rows >= 0)[:, None]
-                inc = inner.values[rows]
+                member = members[:, r]
+                taken = inner.present[member] & (member >= 0)[:, None]
+                inc = inner.values[member]
                 count += taken
                 if op in {"sum", "avg"}:
                     total, c = _kahan_step(total, c, inc, taken)
@@ -298,13 +299,13 @@ def _extrapolate(
         factor = np.where(sampled != 0, (sampled + to_start + to_end) / sampled, 1.0)
         if widths is not None:
             factor = factor / widths
-        return result * factor  # type: ignore[no-any-return]
+        return result * factor
 
 
 def series(block: Block, steps: Sequence[float], budget: limits.QueryBudget) -> list[Series]:
     """The range query's result: one Series per label set with its points, sorted."""
     rv = []
-    full = block.present.all(axis=1).tolist()
+    full = cast(list[bool], block.present.all(axis=1).tolist())
     budget.take(int(block.present.sum()))
     for labels, row, there, complete in zip(
         block.labels, block.values.tolist(), block.present.tolist(), full, strict=True

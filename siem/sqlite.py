@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from siem import SiemError, kql, limits, lookups
 from siem import aggregations as agg
@@ -51,6 +51,7 @@ _log = logging.getLogger("vigil.siem")
 BUSY_TIMEOUT_S = 30.0
 WRITE_CACHE_KIB = 65536
 MAX_IDLE_CONNECTIONS = 4
+_IN_CHUNK = 500  # series ids per ``IN (...)``; well below SQLite's variable limit
 _PROGRESS_STEPS = 10_000  # SQLite VM steps between deadline/cancellation checks
 _TAKE_EVERY = 4096  # rows read between sample-budget checks
 _MAX_HOLD_S = 0.05  # longest a prune transaction keeps the write lock while it seeks series
@@ -475,9 +476,10 @@ class SqliteStore(lookups.SeriesLookups):
                 as_dict = dict(labels)
                 if all(m.matches(as_dict) for m in matchers):
                     wanted[series_id] = labels
+            specials = _specials(conn, list(wanted), start, end)
             rv: list[Columns] = []
             for series_id, labels in wanted.items():
-                found = _read_columns(conn, series_id, start, end)
+                found = _read_columns(conn, series_id, start, end, specials.get(series_id, ()))
                 if found is not None:
                     rv.append((labels, *found))
         rv.sort(key=lambda c: c[0])
@@ -794,19 +796,40 @@ def _transaction(conn: sqlite3.Connection, mode: str) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
+def _specials(
+    conn: sqlite3.Connection, ids: list[int], start: float, end: float
+) -> dict[int, list[tuple[float, float]]]:
+    """(ts, value) of the samples of series ``ids`` in [start, end] whose value a REAL does
+    not keep (NaN, -0.0), read through the partial index on ``special``."""
+    rv: dict[int, list[tuple[float, float]]] = {}
+    for i in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[i : i + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for series_id, ts, value, special in conn.execute(
+            "SELECT series_id, ts, value, special FROM samples INDEXED BY samples_special "
+            f"WHERE series_id IN ({marks}) AND ts >= ? AND ts <= ? AND special IS NOT NULL",
+            [*chunk, start, end],
+        ):
+            rv.setdefault(series_id, []).append((ts, _from_sql(value, special)))
+    return rv
+
+
 def _read_columns(
-    conn: sqlite3.Connection, series_id: int, start: float, end: float
+    conn: sqlite3.Connection,
+    series_id: int,
+    start: float,
+    end: float,
+    specials: Iterable[tuple[float, float]],
 ) -> tuple[array[float], array[float]] | None:
     """The times and values of one series in [start, end], or ``None`` if it has none there.
 
     Rows come in primary-key order, a batch at a time, into two ``array('d')``
-    (no Python object kept per sample); the values a REAL does not keep (NaN,
-    -0.0) are then read from ``special`` through its partial index.
+    (no Python object kept per sample); ``specials`` (from ``_specials``) then
+    put back the values a REAL does not keep.
     """
-    params = (series_id, start, end)
     cursor = conn.execute(
         "SELECT ts, value FROM samples WHERE series_id = ? AND ts >= ? AND ts <= ? ORDER BY ts",
-        params,
+        (series_id, start, end),
     )
     times = array("d")
     values: list[float | None] = []
@@ -820,13 +843,9 @@ def _read_columns(
         return None
     if None in values:  # NaN is NULL; a file from before ``special`` has no bytes for it
         values = [math.nan if v is None else v for v in values]
-    column = array("d", values)  # type: ignore[arg-type]
-    for ts, value, special in conn.execute(
-        "SELECT ts, value, special FROM samples INDEXED BY samples_special "
-        "WHERE series_id = ? AND ts >= ? AND ts <= ? AND special IS NOT NULL",
-        params,
-    ):
-        column[bisect.bisect_left(times, ts)] = _from_sql(value, special)
+    column: array[float] = array("d", cast(list[float], values))
+    for ts, value in specials:
+        column[bisect.bisect_left(times, ts)] = value
     return times, column
 
 
