@@ -25,14 +25,14 @@ from siem.model import (
     Matcher,
     MetricMetadata,
     Sample,
-    Series,
+    SelectsColumns,
     WriteResult,
 )
 
 _CHECK_EVERY = 1024  # items between deadline/cancellation checks
 
 
-class MemoryStore(lookups.SeriesLookups):
+class MemoryStore(lookups.SeriesLookups, SelectsColumns):
     """``Store`` in dictionaries, safe for several threads."""
 
     def __init__(self) -> None:
@@ -88,18 +88,6 @@ class MemoryStore(lookups.SeriesLookups):
     def aggregate(self, query: EventQuery, request: agg.Aggregation) -> agg.AggregationResult:
         """``request`` over the matching events; the reference semantics."""
         return agg.aggregate_events(self._matching(query), request)
-
-    def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
-        return [
-            Series(labels, tuple(zip(times, values, strict=True)))
-            for labels, times, values in self._columns(matchers, start, end)
-        ]
-
-    def select_columns(
-        self, matchers: Sequence[Matcher], start: float, end: float
-    ) -> list[Columns]:
-        """``select`` as columns: (labels, times, values) per series, sorted by labels."""
-        return self._columns(matchers, start, end)
 
     def _columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
         with self._lock:

@@ -134,6 +134,26 @@ Columns = tuple[Labels, "array[float]", "array[float]"]
 """A series read back as columns: labels, times and values (``select_columns``)."""
 
 
+class SelectsColumns:
+    """``Store.select`` and ``select_columns`` for a backend that reads a series' samples
+    as columns (``_columns``), which the PromQL evaluator takes without a copy."""
+
+    def _columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
+        raise NotImplementedError
+
+    def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
+        return [
+            Series(labels, tuple(zip(times, values, strict=True)))
+            for labels, times, values in self._columns(matchers, start, end)
+        ]
+
+    def select_columns(
+        self, matchers: Sequence[Matcher], start: float, end: float
+    ) -> list[Columns]:
+        """``select`` as columns: (labels, times, values) per series, sorted by labels."""
+        return self._columns(matchers, start, end)
+
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 MAX_REGEX_LENGTH = 4096

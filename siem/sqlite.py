@@ -42,7 +42,7 @@ from siem.model import (
     Matcher,
     MetricMetadata,
     Sample,
-    Series,
+    SelectsColumns,
     WriteResult,
 )
 
@@ -163,7 +163,7 @@ _INSERT_EVENT = (
 )
 
 
-class SqliteStore(lookups.SeriesLookups):
+class SqliteStore(lookups.SeriesLookups, SelectsColumns):
     """``Store`` in one SQLite file; several processes may open the same file.
 
     >>> store = SqliteStore("data/siem.db")
@@ -442,24 +442,12 @@ class SqliteStore(lookups.SeriesLookups):
         _take(len(counts))
         return agg.histogram_result(request, counts)
 
-    def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
-        """Series matching all ``matchers`` with their points in [start, end], sorted by labels."""
-        return [
-            Series(labels, tuple(zip(times, values, strict=True)))
-            for labels, times, values in self._columns(matchers, start, end)
-        ]
-
-    def select_columns(
-        self, matchers: Sequence[Matcher], start: float, end: float
-    ) -> list[Columns]:
-        """``select`` as columns: (labels, times, values) per series, sorted by labels.
+    def _columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
+        """Series matching all ``matchers`` with their points in [start, end], by labels.
 
         Each series' rows are read in primary-key order into two ``array('d')``,
         without a Python object kept per point (``_read_columns``).
         """
-        return self._columns(matchers, start, end)
-
-    def _columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
         name = next((m.value for m in matchers if m.name == METRIC_NAME and m.op == "="), None)
         with self._connection() as conn, _transaction(conn, "DEFERRED"):
             if name is None:
