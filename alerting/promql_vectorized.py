@@ -12,7 +12,9 @@ adds them. Aggregations iterate over the members of all groups at once, with
 the same Kahan-Neumaier compensation as ``promql_functions.kahan_sum`` (which
 takes ``math.fsum`` where nothing cancels: the two may differ in the last bit).
 
-``Vectorizer.block`` answers ``None`` for anything it does not cover — other
+Each block counts its (series × steps) points against the query's sample
+budget while it is held, before its arrays are made. ``Vectorizer.block``
+answers ``None`` for anything it does not cover — other
 functions, binary operators, ``@``, subqueries, series whose labels collide
 after ``__name__`` is dropped — and the evaluator then runs its per-step path,
 which stays the reference.
@@ -86,13 +88,17 @@ class Vectorizer:
                 inner = self.block(node.args[1])
                 if inner is None:
                     return None
-                return self._histogram_quantile(node.args[0].value, inner)
+                rv = self._histogram_quantile(node.args[0].value, inner)
+                self.budget.give_back(inner.values.size)  # the inner block is dropped
+                return rv
             return None
         if isinstance(node, plan.Aggregate) and node.op in AGGREGATIONS and node.param is None:
             inner = self.block(node.expr)
             if inner is None:
                 return None
-            return self._aggregate(node, inner)
+            rv = self._aggregate(node, inner)
+            self.budget.give_back(inner.values.size)  # the inner block is dropped
+            return rv
         return None
 
     # ---- range functions of a selector ------------------------------------------
@@ -104,6 +110,7 @@ class Vectorizer:
         if len(set(labels)) < len(labels):
             return None  # the per-step path names the step where they collide
         n, steps = len(data), len(self.steps)
+        self.budget.take(n * steps)  # the block's points, counted before they are made
         spans = bounds(selector, self.steps)
         starts = np.array([start for _, start, _ in spans])
         ends = np.array([end for _, _, end in spans])
@@ -188,6 +195,7 @@ class Vectorizer:
         for g, rows in enumerate(groups.values()):
             members[g, : len(rows)] = rows
         shape = (len(groups), steps)
+        self.budget.take(len(groups) * steps)
         total, c = np.zeros(shape), np.zeros(shape)
         extreme = np.full(shape, math.nan)
         count = np.zeros(shape)
@@ -231,6 +239,7 @@ class Vectorizer:
             key = tuple(pair for pair in fn.drop_name(labels) if pair[0] != "le")
             groups.setdefault(key, []).append((upper, i))
         shape = (len(groups), len(self.steps))
+        self.budget.take(len(groups) * len(self.steps))
         out = np.zeros(shape)
         present = np.zeros(shape, dtype=bool)
         columns = inner.values.T.tolist()
@@ -303,8 +312,10 @@ def _extrapolate(
 
 
 def series(block: Block, steps: Sequence[float], budget: limits.QueryBudget) -> list[Series]:
-    """The range query's result: one Series per label set with its points, sorted."""
+    """The range query's result: one Series per label set with its points, sorted
+    (they replace the block in the sample budget)."""
     rv = []
+    budget.give_back(block.values.size)
     full = cast(list[bool], block.present.all(axis=1).tolist())
     budget.take(int(block.present.sum()))
     for labels, row, there, complete in zip(

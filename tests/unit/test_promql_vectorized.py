@@ -191,3 +191,19 @@ def test_vectorised_range_counts_its_points_against_the_sample_limit(engine: Eng
     small = Engine(engine.store, max_samples=budget.samples - 1)
     with pytest.raises(limits.TooManySamplesError):
         small.range(expr, T0 + 1800, T0 + 1800 + HOUR, 15)
+
+
+def test_vectorised_blocks_count_against_the_sample_limit_while_held(engine: Engine) -> None:
+    """``sum(rate(x[5m]))`` holds a 24 × 241 block of rates before it sums them: a limit
+    that the loaded samples and the 241 result points fit in, but not that block, fails."""
+    expr = "sum(rate(http_requests_total[5m]))"
+    with limits.QueryBudget(10**9, 30).active() as budget:
+        Engine(engine.store).range(expr, T0 + 1800, T0 + 1800 + HOUR, 15)
+    held_at_the_end = budget.samples  # loaded samples + 241 points
+    with pytest.raises(limits.TooManySamplesError):
+        Engine(engine.store, max_samples=held_at_the_end + 1000).range(
+            expr, T0 + 1800, T0 + 1800 + HOUR, 15
+        )
+    assert Engine(engine.store, max_samples=held_at_the_end + 24 * 241 + 241).range(
+        expr, T0 + 1800, T0 + 1800 + HOUR, 15
+    )
