@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -460,7 +461,7 @@ class SqliteStore(lookups.SeriesLookups, SelectsColumns):
             for n, (series_id, key) in enumerate(rows):
                 if n % _TAKE_EVERY == 0:
                     limits.check()
-                labels: Labels = tuple((k, v) for k, v in json.loads(key))
+                labels = _labels_of(key)
                 as_dict = dict(labels)
                 if all(m.matches(as_dict) for m in matchers):
                     wanted[series_id] = labels
@@ -782,6 +783,12 @@ def _transaction(conn: sqlite3.Connection, mode: str) -> Iterator[None]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+@functools.lru_cache(maxsize=65_536)
+def _labels_of(key: str) -> Labels:
+    """The labels of a ``series.labels_key`` (cached: a query reads the same series often)."""
+    return tuple((k, v) for k, v in json.loads(key))
 
 
 def _specials(

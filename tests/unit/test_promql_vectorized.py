@@ -28,6 +28,7 @@ from alerting.promql import Engine, PromQLError
 from siem import limits
 from siem.memory import MemoryStore
 from siem.model import STALE_NAN, Sample, Series, make_labels
+from siem.retention import RetentionPolicy
 from siem.sqlite import SqliteStore
 
 VECTORISED = [
@@ -207,3 +208,28 @@ def test_vectorised_blocks_count_against_the_sample_limit_while_held(engine: Eng
     assert Engine(engine.store, max_samples=held_at_the_end + 24 * 241 + 241).range(
         expr, T0 + 1800, T0 + 1800 + HOUR, 15
     )
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_reads_see_writes_and_deletions_after_an_earlier_read(kind: str, tmp_path: Path) -> None:
+    """The in-memory store keeps sorted columns per series between reads: a write and a
+    deletion must show in the next query, on either store."""
+    store: MemoryStore | SqliteStore = (
+        MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "siem.db")
+    )
+    labels = make_labels("c_total", job="x")
+    store.write(samples=[Sample(labels, T0 + 15 * i, float(i)) for i in range(20)])
+    engine = Engine(store)
+    before = engine.range("increase(c_total[10m])", T0 + 300, T0 + 300, 60)
+    assert [v for _, v in before[0].points] == [pytest.approx(20.0)]  # 19, extrapolated
+    store.write(samples=[Sample(labels, T0 + 15 * 20, 100.0), Sample(labels, T0 + 15 * 21, -0.0)])
+    (series,) = store.select([], T0 + 15 * 20, T0 + 15 * 21)
+    assert series.points[0] == (T0 + 300, 100.0) and math.copysign(1, series.points[1][1]) < 0
+    after = engine.range("max_over_time(c_total[10m])", T0 + 300, T0 + 300, 60)
+    assert after[0].points == ((T0 + 300, 100.0),)
+    store.delete_before(T0 + 300, RetentionPolicy())
+    assert engine.range("count_over_time(c_total[10m])", T0 + 315, T0 + 315, 60)[0].points == (
+        (T0 + 315, 2.0),
+    )
+    if isinstance(store, SqliteStore):
+        store.close()
