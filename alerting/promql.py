@@ -58,6 +58,8 @@ import bisect
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from alerting import promql_functions as fn
 from alerting import promql_histograms as hist
 from alerting import promql_plan as plan
@@ -70,10 +72,12 @@ from alerting.promql_series import (
     batch_extrapolated,
     batch_windows,
     ms,
-    stored_series,
+    select,
     window_of,
 )
 from alerting.promql_syntax import MAX_DEPTH, MAX_LENGTH, check_shape
+from alerting.promql_vectorized import Block, Vectorizer
+from alerting.promql_vectorized import series as vectorized_series
 from siem import limits
 from siem.model import Labels, Series, Store
 
@@ -91,6 +95,9 @@ MAX_STEPS = 11_000
 """Most points a range evaluation computes per series, as Prometheus limits it."""
 MAX_SUBQUERY_STEPS = 11_000
 """Most inner evaluations one subquery window may take."""
+VECTORIZED = True
+"""Range queries the vectorised path covers run there (``promql_vectorized``); tests
+turn it off to compare with the per-step path."""
 
 Vector = fn.Vector
 NO_LABELS: Labels = ()
@@ -221,6 +228,9 @@ class Engine:
         with self._budget().active() as budget:
             evaluation = _Evaluation(self, node, start, end, budget, step)
             budget.stage = "expression evaluation"
+            block = evaluation.block(node)
+            if block is not None:  # every step at once
+                return vectorized_series(block, evaluation.steps, budget)
             points: dict[Labels, list[tuple[float, float]]] = {}
             try:
                 for i in range(count):
@@ -282,6 +292,9 @@ class _Evaluation:
             count = math.floor((end - start) / step + 1e-9) + 1
             self.steps = [float(start + i * step) for i in range(count)]
         self.batches: dict[int, dict[float, Vector]] = {}
+        self.step_index = {t: k for k, t in enumerate(self.steps)}
+        self.blocks: dict[int, Block | None] = {}  # per node, vectorised or not
+        self.vectorizer: Vectorizer | None = None
         self.group_keys: dict[int, dict[Labels, Labels]] = {}  # per aggregation node
         self.budget = budget
         self.cache: dict[tuple[int, int], Value] = {}
@@ -290,8 +303,33 @@ class _Evaluation:
         self.data: dict[plan.Selector, list[Stored]] = {}
         for selector, (lo, hi) in spans.items():
             limits.check()
-            found = engine.store.select(selector.matchers, lo, hi)
-            self.data[selector] = [stored_series(s) for s in found]
+            self.data[selector] = select(engine.store, selector.matchers, lo, hi)
+        if self.steps and VECTORIZED:
+            self.vectorizer = Vectorizer(self.steps, self.data, budget)
+
+    def block(self, node: plan.Node) -> Block | None:
+        """``node`` at every step of a range query, where the vectorised path covers it."""
+        if self.vectorizer is None:
+            return None
+        key = id(node)
+        if key not in self.blocks:
+            self.blocks[key] = self.vectorizer.block(node)
+        return self.blocks[key]
+
+    def _from_block(self, node: plan.Call | plan.Aggregate, t: float) -> Vector | None:
+        """``node`` at step ``t`` of a range query from its block, if it has one (a
+        vectorised part inside an expression evaluated step by step)."""
+        k = self.step_index.get(t)
+        if k is None:
+            return None  # not a step of the query: a subquery's inner time
+        block = self.block(node)
+        if block is None:
+            return None
+        there = block.present[:, k]
+        values = block.values[:, k].tolist()
+        if there.all():
+            return list(zip(block.labels, values, strict=True))
+        return [(block.labels[i], values[i]) for i in np.flatnonzero(there).tolist()]
 
     def _at(self, at: plan.At, t: float) -> float:
         if at is None:
@@ -352,6 +390,10 @@ class _Evaluation:
                 return -inner
             vector = self.as_vector(inner)
             return fn.check_unique([(fn.drop_name(labels), -value) for labels, value in vector])
+        if isinstance(node, plan.Aggregate | plan.Call) and self.vectorizer is not None:
+            from_block = self._from_block(node, t)
+            if from_block is not None:
+                return from_block
         if isinstance(node, plan.Aggregate):
             param: float | str | None = None
             if node.param is not None:

@@ -9,46 +9,81 @@ out, counter resets indexed); a range query then computes ``rate``,
 from __future__ import annotations
 
 import bisect
-import itertools
-from collections.abc import Iterator
-from dataclasses import dataclass
+import functools
+from collections.abc import Iterator, Sequence
+
+import numpy as np
 
 from alerting import promql_functions as fn
 from alerting import promql_plan as plan
 from siem import limits
-from siem.model import Labels, Series, is_stale
+from siem.model import STALE_BITS, Columns, Labels, Matcher, Series, Store
 
 Vector = fn.Vector
 BATCHED = {"rate": (True, True), "increase": (True, False), "delta": (False, False)}
 """Range functions a range query computes for all its steps at once: (is_counter, is_rate)."""
 
 
-@dataclass(frozen=True)
 class Stored:
-    labels: Labels
-    times: list[float]
-    values: list[float]
-    stale: list[float]  # times of staleness markers, which are not in times/values
-    # Counter resets, found once per query: index j where values[j] < values[j - 1],
-    # and values[j - 1]. A window then adds its resets without walking every sample,
-    # so rate(x[1d]) at short steps costs per reset, not per sample and step.
-    reset_at: list[int]
-    reset_by: list[float]
+    """One selected series: staleness markers taken out, counter resets indexed.
+
+    ``t``/``v`` are numpy arrays (the vectorised range path reads them);
+    ``times``/``values`` the same as lists, made when first asked for (the
+    per-step path bisects and slices them).
+    """
+
+    def __init__(self, labels: Labels, t: np.ndarray, v: np.ndarray, nan: bool = True) -> None:
+        """``nan=False``: the caller found no NaN in ``v``, so no staleness marker either."""
+        self.labels = labels
+        self.stale: list[float] = []  # times of staleness markers, not in times/values
+        if nan and np.isnan(v).any():
+            marker = np.isnan(v) & (v.view(np.uint64) == STALE_BITS)
+            if marker.any():
+                self.stale = t[marker].tolist()
+                t, v = t[~marker], v[~marker]
+        self.t, self.v = t, v
+
+    @functools.cached_property
+    def reset_idx(self) -> np.ndarray:
+        """Counter resets: index j where v[j] < v[j - 1]. A window then adds its resets
+        without walking every sample, so rate(x[1d]) at short steps costs per reset."""
+        return np.flatnonzero(self.v[1:] < self.v[:-1]) + 1
+
+    @functools.cached_property
+    def times(self) -> list[float]:
+        return self.t.tolist()
+
+    @functools.cached_property
+    def values(self) -> list[float]:
+        return self.v.tolist()
+
+    @functools.cached_property
+    def reset_at(self) -> list[int]:
+        return self.reset_idx.tolist()
+
+    @functools.cached_property
+    def reset_by(self) -> list[float]:
+        """The value before each reset."""
+        return self.v[self.reset_idx - 1].tolist()
 
 
 def stored_series(series: Series) -> Stored:
     points = series.points
-    times = [p[0] for p in points]
-    values = [p[1] for p in points]
-    stale: list[float] = []
-    if any(v != v for v in values):  # NaNs: take the staleness markers out
-        stale = [t for t, v in points if v != v and is_stale(v)]
-        if stale:
-            kept = [(t, v) for t, v in points if not (v != v and is_stale(v))]
-            times = [p[0] for p in kept]
-            values = [p[1] for p in kept]
-    reset_at = [j for j, (a, b) in enumerate(itertools.pairwise(values), 1) if b < a]
-    return Stored(series.labels, times, values, stale, reset_at, [values[j - 1] for j in reset_at])
+    t = np.fromiter((p[0] for p in points), dtype=np.float64, count=len(points))
+    v = np.fromiter((p[1] for p in points), dtype=np.float64, count=len(points))
+    return Stored(series.labels, t, v)
+
+
+def select(store: Store, matchers: Sequence[Matcher], start: float, end: float) -> list[Stored]:
+    """The series ``store`` holds for ``matchers`` in [start, end], by columns where it can
+    (a store's ``select_columns``: its arrays are used without a copy)."""
+    by_columns = getattr(store, "select_columns", None)
+    if by_columns is None:
+        return [stored_series(s) for s in store.select(matchers, start, end)]
+    found: list[Columns] = by_columns(matchers, start, end)
+    arrays = [(labels, np.frombuffer(t), np.frombuffer(v)) for labels, t, v in found]
+    nan = bool(arrays) and bool(np.isnan(np.concatenate([v for _, _, v in arrays])).any())
+    return [Stored(labels, t, v, nan) for labels, t, v in arrays]
 
 
 def ms(seconds: float) -> float:
@@ -56,7 +91,7 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000) / 1000
 
 
-def _bounds(selector: plan.Selector, steps: list[float]) -> list[tuple[float, float, float]]:
+def bounds(selector: plan.Selector, steps: list[float]) -> list[tuple[float, float, float]]:
     """(step, window start, window end) of ``selector``'s window at each step."""
     assert selector.range is not None
     rv = []
@@ -107,7 +142,7 @@ def batch_extrapolated(
     The same formula as per step (``fn.extrapolate``), without building a window.
     """
     is_counter, is_rate = BATCHED[name]
-    bounds = _bounds(selector, steps)
+    bounds_ = bounds(selector, steps)
     out: dict[float, Vector] = {t: [] for t in steps}
     extrapolate = fn.extrapolate
     names = []
@@ -117,7 +152,7 @@ def batch_extrapolated(
         names.append(labels)
         times, values = stored.times, stored.values
         resets = is_counter and stored.reset_at
-        for t, start, end, lo, hi in _spans(times, bounds):
+        for t, start, end, lo, hi in _spans(times, bounds_):
             if hi - lo < 2:
                 continue
             result = values[hi - 1] - values[lo]
@@ -150,14 +185,14 @@ def batch_windows(
     """Any range function with constant parameters of every series at every step."""
     func = fn.RANGE_FUNCTIONS[name]
     keep_name = name in fn.KEEP_NAME
-    bounds = _bounds(selector, steps)
+    bounds_ = bounds(selector, steps)
     out: dict[float, Vector] = {t: [] for t in steps}
     names = []
     for stored in data:
         budget.check()
         labels = stored.labels if keep_name else fn.drop_name(stored.labels)
         names.append(labels)
-        for t, start, end, lo, hi in _spans(stored.times, bounds):
+        for t, start, end, lo, hi in _spans(stored.times, bounds_):
             if lo == hi:
                 continue
             window = window_of(stored, lo, hi, start, end, t)

@@ -14,7 +14,8 @@ times after one warm-up, in the same run:
   (``/proc/<pid>/stat``, its HTTP and JSON work included);
 - **Vigil SQLite**: ``alerting.promql.Engine.range`` on the SQLite store, end to
   end in-process (read, evaluate; no HTTP or JSON), wall and CPU time;
-- **Vigil memory**: the same on the in-memory store (samples already in memory).
+- **Vigil memory**: the same on the in-memory store (samples already in memory:
+  the evaluator's own time, the like-for-like figure for the query engine).
 
 Prints medians of wall time and means of CPU time, Vigil SQLite ÷ Prometheus
 (wall over execution time, the like-for-like figure; and CPU over CPU, which a
@@ -145,7 +146,7 @@ def measure(
     sqlite_range = functools.partial(on_sqlite.range, expr, START, END, STEP)
     rv["sqlite"], rv["sqlite_cpu"] = timed(sqlite_range, runs, time.process_time)
     memory_range = functools.partial(in_memory.range, expr, START, END, STEP)
-    rv["memory"], _ = timed(memory_range, runs, time.process_time)
+    rv["memory"], rv["memory_cpu"] = timed(memory_range, runs, time.process_time)
     answer = prometheus.query_range(expr, START, END, STEP)
     same = difference(vigil_range(on_sqlite, expr, START, END, STEP), answer) is None
     rv["same"] = 1.0 if same else 0.0
@@ -155,23 +156,28 @@ def measure(
 def run(prometheus: PrometheusServer, on_sqlite: Engine, in_memory: Engine, runs: int) -> None:
     print("ms per query; Prometheus CPU includes its HTTP and JSON work, Vigil's has none")
     print(
-        f"{'query':<58} {'Prom exec':>9} {'CPU':>6} {'Vigil SQLite':>12} "
-        f"{'CPU':>6} {'memory':>6} {'× exec':>6} {'× CPU':>6} same"
+        f"{'query':<58} {'Prom exec':>9} {'CPU':>6} {'SQLite':>7} {'CPU':>6} {'memory':>6} "
+        f"{'CPU':>6} {'SQLite × exec':>13} {'× CPU':>6} {'memory × exec':>13} {'× CPU':>6} same"
     )
-    verdicts = []
+    verdicts: dict[str, list[bool]] = {"SQLite, end to end": [], "in memory": []}
     for expr in QUERIES:
         m = measure(prometheus, on_sqlite, in_memory, expr, runs)
-        ratio = m["sqlite"] / m["exec"]
+        ratio, memory_ratio = m["sqlite"] / m["exec"], m["memory"] / m["exec"]
         if expr in GOAL_QUERIES:
-            verdicts.append(ratio <= GOAL_RATIO)
+            verdicts["SQLite, end to end"].append(ratio <= GOAL_RATIO)
+            verdicts["in memory"].append(memory_ratio <= GOAL_RATIO)
         print(
             f"{expr:<58} {m['exec'] * 1e3:>9.1f} {m['prom_cpu'] * 1e3:>6.1f} "
-            f"{m['sqlite'] * 1e3:>12.1f} {m['sqlite_cpu'] * 1e3:>6.1f} {m['memory'] * 1e3:>6.1f} "
-            f"{ratio:>6.1f} {m['sqlite_cpu'] / m['prom_cpu']:>6.1f} "
+            f"{m['sqlite'] * 1e3:>7.1f} {m['sqlite_cpu'] * 1e3:>6.1f} {m['memory'] * 1e3:>6.1f} "
+            f"{m['memory_cpu'] * 1e3:>6.1f} {ratio:>13.1f} {m['sqlite_cpu'] / m['prom_cpu']:>6.1f} "
+            f"{memory_ratio:>13.1f} {m['memory_cpu'] / m['prom_cpu']:>6.1f} "
             f"{'yes' if m['same'] else 'NO'}"
         )
-    met = "met" if all(verdicts) else "NOT met"
-    print(f"goal: Vigil within {GOAL_RATIO:.0f}x of Prometheus' execution time: {met}")
+    for store, met in verdicts.items():
+        verdict = "met" if all(met) else "NOT met"
+        print(
+            f"goal, Vigil {store} within {GOAL_RATIO:.0f}x of Prometheus' execution time: {verdict}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import json
 import threading
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -17,26 +18,29 @@ from siem import limits, lookups
 from siem import retention as ret
 from siem.model import (
     METRIC_NAME,
+    Columns,
     Event,
     EventQuery,
     Labels,
     Matcher,
     MetricMetadata,
     Sample,
-    Series,
+    SelectsColumns,
     WriteResult,
 )
 
 _CHECK_EVERY = 1024  # items between deadline/cancellation checks
 
 
-class MemoryStore(lookups.SeriesLookups):
+class MemoryStore(lookups.SeriesLookups, SelectsColumns):
     """``Store`` in dictionaries, safe for several threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._events: dict[str, Event] = {}
         self._series: dict[Labels, dict[float, float]] = {}
+        # Each series' points as sorted columns, made by a read, dropped by a change.
+        self._sorted: dict[Labels, tuple[array[float], array[float]]] = {}
         self._sizes: dict[str, int] = {}  # estimated bytes of events, by id, once asked for
         self._metadata: dict[str, MetricMetadata] = {}
 
@@ -55,6 +59,7 @@ class MemoryStore(lookups.SeriesLookups):
                     s_dup += 1
                 else:
                     points[sample.timestamp] = sample.value
+                    self._sorted.pop(sample.labels, None)
                     s_stored += 1
         return WriteResult(stored, dup, s_stored, s_dup)
 
@@ -84,24 +89,38 @@ class MemoryStore(lookups.SeriesLookups):
         """``request`` over the matching events; the reference semantics."""
         return agg.aggregate_events(self._matching(query), request)
 
-    def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
-        rv: list[Series] = []
+    def _columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
         with self._lock:
-            items = [(labels, dict(points)) for labels, points in self._series.items()]
-        for n, (labels, points) in enumerate(items):
+            names = list(self._series)
+        found = []
+        for n, labels in enumerate(names):
             if n % _CHECK_EVERY == 0:
                 limits.check()
             as_dict = dict(labels)
-            if not all(m.matches(as_dict) for m in matchers):
-                continue
-            times = sorted(points)
+            if all(m.matches(as_dict) for m in matchers):
+                found.append(labels)
+        rv: list[Columns] = []
+        for labels in found:
+            limits.check()
+            with self._lock:
+                times, values = self._sorted_columns(labels)
             lo = bisect.bisect_left(times, start)
             hi = bisect.bisect_right(times, end)
             if lo < hi:
                 limits.take(hi - lo)
-                rv.append(Series(labels, tuple((t, points[t]) for t in times[lo:hi])))
-        rv.sort(key=lambda s: s.labels)
+                rv.append((labels, times[lo:hi], values[lo:hi]))
+        rv.sort(key=lambda c: c[0])
         return rv
+
+    def _sorted_columns(self, labels: Labels) -> tuple[array[float], array[float]]:
+        """The points of series ``labels`` as sorted columns (cached); under the lock."""
+        columns = self._sorted.get(labels)
+        if columns is None:
+            points = self._series.get(labels, {})
+            times = sorted(points)
+            columns = array("d", times), array("d", map(points.__getitem__, times))
+            self._sorted[labels] = columns
+        return columns
 
     def prune(
         self, policy: ret.RetentionPolicy, now: float, *, dry_run: bool = False
@@ -161,6 +180,8 @@ class MemoryStore(lookups.SeriesLookups):
                 if not dry_run:
                     for t in old:
                         del points[t]
+            if removed and not dry_run:
+                self._sorted.clear()
         return removed
 
     def _size(self, event: Event) -> int:

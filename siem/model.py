@@ -13,6 +13,7 @@ import hashlib
 import math
 import re
 import struct
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -127,6 +128,30 @@ class Series:
     @property
     def name(self) -> str:
         return dict(self.labels).get(METRIC_NAME, "")
+
+
+Columns = tuple[Labels, "array[float]", "array[float]"]
+"""A series read back as columns: labels, times and values (``select_columns``)."""
+
+
+class SelectsColumns:
+    """``Store.select`` and ``select_columns`` for a backend that reads a series' samples
+    as columns (``_columns``), which the PromQL evaluator takes without a copy."""
+
+    def _columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
+        raise NotImplementedError
+
+    def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
+        return [
+            Series(labels, tuple(zip(times, values, strict=True)))
+            for labels, times, values in self._columns(matchers, start, end)
+        ]
+
+    def select_columns(
+        self, matchers: Sequence[Matcher], start: float, end: float
+    ) -> list[Columns]:
+        """``select`` as columns: (labels, times, values) per series, sorted by labels."""
+        return self._columns(matchers, start, end)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -13,7 +13,9 @@ Connections come from a small pool, so any thread may call any method.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -22,24 +24,26 @@ import sqlite3
 import struct
 import threading
 import time
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from siem import SiemError, kql, limits, lookups
 from siem import aggregations as agg
 from siem import retention as ret
 from siem.model import (
     METRIC_NAME,
+    Columns,
     Event,
     EventQuery,
     Labels,
     Matcher,
     MetricMetadata,
     Sample,
-    Series,
+    SelectsColumns,
     WriteResult,
 )
 
@@ -70,6 +74,12 @@ _SCHEMA = (
         series_id INTEGER NOT NULL REFERENCES series (id), ts REAL NOT NULL, value REAL,
         special BLOB, PRIMARY KEY (series_id, ts)) WITHOUT ROWID""",
 )
+
+_SPECIAL_INDEX = (
+    "CREATE INDEX IF NOT EXISTS samples_special ON samples (series_id, ts) "
+    "WHERE special IS NOT NULL"
+)
+"""The few samples whose value needs ``special`` (NaN, -0.0): a read finds them apart."""
 
 _METADATA_SCHEMA = (
     # One row per metric family: the latest # TYPE / # HELP / # UNIT scraped.
@@ -154,7 +164,7 @@ _INSERT_EVENT = (
 )
 
 
-class SqliteStore(lookups.SeriesLookups):
+class SqliteStore(lookups.SeriesLookups, SelectsColumns):
     """``Store`` in one SQLite file; several processes may open the same file.
 
     >>> store = SqliteStore("data/siem.db")
@@ -183,6 +193,7 @@ class SqliteStore(lookups.SeriesLookups):
             if "special" not in columns:
                 # A file from before the column: adding a nullable column rewrites nothing.
                 conn.execute("ALTER TABLE samples ADD COLUMN special BLOB")
+            conn.execute(_SPECIAL_INDEX)
             _hot_schema(conn)
 
     def _open(self) -> sqlite3.Connection:
@@ -432,8 +443,12 @@ class SqliteStore(lookups.SeriesLookups):
         _take(len(counts))
         return agg.histogram_result(request, counts)
 
-    def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
-        """Series matching all ``matchers`` with their points in [start, end], sorted by labels."""
+    def _columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
+        """Series matching all ``matchers`` with their points in [start, end], by labels.
+
+        Each series' rows are read in primary-key order into two ``array('d')``,
+        without a Python object kept per point (``_read_columns``).
+        """
         name = next((m.value for m in matchers if m.name == METRIC_NAME and m.op == "="), None)
         with self._connection() as conn, _transaction(conn, "DEFERRED"):
             if name is None:
@@ -446,30 +461,17 @@ class SqliteStore(lookups.SeriesLookups):
             for n, (series_id, key) in enumerate(rows):
                 if n % _TAKE_EVERY == 0:
                     limits.check()
-                labels: Labels = tuple((k, v) for k, v in json.loads(key))
+                labels = _labels_of(key)
                 as_dict = dict(labels)
                 if all(m.matches(as_dict) for m in matchers):
                     wanted[series_id] = labels
-            points: dict[int, list[tuple[float, float]]] = {}
-            ids = list(wanted)
-            loaded = 0
-            for i in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[i : i + _IN_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for series_id, ts, value, special in conn.execute(
-                    "SELECT series_id, ts, value, special FROM samples "
-                    f"WHERE series_id IN ({marks}) AND ts >= ? AND ts <= ? ORDER BY series_id, ts",
-                    [*chunk, start, end],
-                ):
-                    points.setdefault(series_id, []).append((ts, _from_sql(value, special)))
-                    loaded += 1
-                    if loaded == _TAKE_EVERY:
-                        # Counted while streaming: too big a query stops before it holds all.
-                        _take(loaded)
-                        loaded = 0
-            _take(loaded)
-        rv = [Series(wanted[sid], tuple(pts)) for sid, pts in points.items()]
-        rv.sort(key=lambda s: s.labels)
+            specials = _specials(conn, list(wanted), start, end)
+            rv: list[Columns] = []
+            for series_id, labels in wanted.items():
+                found = _read_columns(conn, series_id, start, end, specials.get(series_id, ()))
+                if found is not None:
+                    rv.append((labels, *found))
+        rv.sort(key=lambda c: c[0])
         return rv
 
     # --- retention (siem.retention) -----------------------------------------
@@ -781,6 +783,65 @@ def _transaction(conn: sqlite3.Connection, mode: str) -> Iterator[None]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+@functools.lru_cache(maxsize=65_536)
+def _labels_of(key: str) -> Labels:
+    """The labels of a ``series.labels_key`` (cached: a query reads the same series often)."""
+    return tuple((k, v) for k, v in json.loads(key))
+
+
+def _specials(
+    conn: sqlite3.Connection, ids: list[int], start: float, end: float
+) -> dict[int, list[tuple[float, float]]]:
+    """(ts, value) of the samples of series ``ids`` in [start, end] whose value a REAL does
+    not keep (NaN, -0.0), read through the partial index on ``special``."""
+    rv: dict[int, list[tuple[float, float]]] = {}
+    for i in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[i : i + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for series_id, ts, value, special in conn.execute(
+            "SELECT series_id, ts, value, special FROM samples INDEXED BY samples_special "
+            f"WHERE series_id IN ({marks}) AND ts >= ? AND ts <= ? AND special IS NOT NULL",
+            [*chunk, start, end],
+        ):
+            rv.setdefault(series_id, []).append((ts, _from_sql(value, special)))
+    return rv
+
+
+def _read_columns(
+    conn: sqlite3.Connection,
+    series_id: int,
+    start: float,
+    end: float,
+    specials: Iterable[tuple[float, float]],
+) -> tuple[array[float], array[float]] | None:
+    """The times and values of one series in [start, end], or ``None`` if it has none there.
+
+    Rows come in primary-key order, a batch at a time, into two ``array('d')``
+    (no Python object kept per sample); ``specials`` (from ``_specials``) then
+    put back the values a REAL does not keep.
+    """
+    cursor = conn.execute(
+        "SELECT ts, value FROM samples WHERE series_id = ? AND ts >= ? AND ts <= ? ORDER BY ts",
+        (series_id, start, end),
+    )
+    times = array("d")
+    values: list[float | None] = []
+    while batch := cursor.fetchmany(_TAKE_EVERY):
+        # Counted while reading: too big a query stops before it holds all.
+        _take(len(batch))
+        batch_times, batch_values = zip(*batch, strict=True)
+        times.extend(batch_times)
+        values.extend(batch_values)
+    if not times:
+        return None
+    if None in values:  # NaN is NULL; a file from before ``special`` has no bytes for it
+        values = [math.nan if v is None else v for v in values]
+    column: array[float] = array("d", cast(list[float], values))
+    for ts, value in specials:
+        column[bisect.bisect_left(times, ts)] = value
+    return times, column
 
 
 def _sample_bounds(start: float | None, end: float | None) -> tuple[str, list[Any]]:

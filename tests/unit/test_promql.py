@@ -9,7 +9,7 @@ import pytest
 
 from alerting.promql import Engine, InstantSample, PromQLError
 from siem.memory import MemoryStore
-from siem.model import Matcher, Sample, Series, make_labels
+from siem.model import Columns, Matcher, Sample, Series, make_labels
 
 T0 = 1_700_000_000.0
 ERROR_RATIO = (
@@ -23,7 +23,7 @@ CHECKOUT_P95 = (
 
 
 class CountingStore(MemoryStore):
-    """A MemoryStore that counts ``select`` calls."""
+    """A MemoryStore that counts reads (``select`` and ``select_columns`` calls)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -32,6 +32,12 @@ class CountingStore(MemoryStore):
     def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
         self.selects += 1
         return super().select(matchers, start, end)
+
+    def select_columns(
+        self, matchers: Sequence[Matcher], start: float, end: float
+    ) -> list[Columns]:
+        self.selects += 1
+        return super().select_columns(matchers, start, end)
 
 
 def engine_with(*series: tuple[str, dict[str, str], list[tuple[float, float]]]) -> Engine:
