@@ -2,8 +2,8 @@
 
 Load through haproxy → a bad release goes out → on-call gets a Slack alert with
 a runbook link → the rollback playbook runs → the alert resolves, the Slack
-message is updated and a thread reply says so. Prints time to detect and time
-to recover.
+message is updated and a thread reply says so. The stack runs on its shipped
+intervals, rules and route. Prints time to detect and time to recover.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from vigil.haproxy import haproxy_binary
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "xoxb-incident-test"
-# The issue's bound: the Slack alert arrives within 60 s of the deploy (counted
-# from the moment `vigil deploy` has rolled every instance onto v2).
-DETECT_WITHIN = 60.0
+# The issue's bound: the Slack alert arrives within 30 s of `vigil deploy`'s start.
+DETECT_WITHIN = 30.0
 LOAD_PROFILE = """\
 description: steady shoppers for the incident drill
 users: 40
@@ -66,8 +65,6 @@ def stack(tmp_path: Path, slack: SlackServer) -> Iterator[dict[str, str]]:
         require_server("haproxy", "the haproxy binary is not installed")
     env = up_env(
         tmp_path / "data",
-        VIGIL_COLLECT_INTERVAL="1",
-        VIGIL_ALERT_INTERVAL="1",
         VIGIL_SLACK_TOKEN=TOKEN,
         VIGIL_SLACK_CHANNEL="#shop-oncall",
         VIGIL_SLACK_API_URL=slack.api_url,
@@ -130,23 +127,32 @@ def test_incident_bad_deploy_alert_rollback_resolved(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    deploy: subprocess.Popen[str] | None = None
     try:
         time.sleep(20)  # a healthy baseline under load first
         assert alert_posts(slack, "ShopHighErrorRate") == []
 
+        # The page may come while the deploy still rolls: the first instance on v2
+        # fails about 40% of its checkouts, and the rule watches each instance.
         deploy_started = time.monotonic()
-        deploy = vigil(stack, "deploy", "--release", "v2", "--actor", "release-bot")
-        assert deploy.returncode == 0, deploy.stderr
-        deployed = time.monotonic()
-
-        # The 1m rate window still holds healthy v1 traffic for a while after the
-        # deploy (v2 fails about 40% of checkouts), then `for: 30s` runs.
+        deploy = subprocess.Popen(
+            [sys.executable, "-m", "vigil.cli", "deploy", "--release", "v2"]
+            + ["--actor", "release-bot"],
+            env=stack,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         detected = wait_for(
             "a Slack alert for ShopHighErrorRate",
             lambda: alert_posts(slack, "ShopHighErrorRate"),
-            DETECT_WITHIN,
+            DETECT_WITHIN - (time.monotonic() - deploy_started),
         )
-        (post,) = alert_posts(slack, "ShopHighErrorRate")
+        out, _ = deploy.communicate(timeout=120)
+        assert deploy.returncode == 0, out
+        deployed = time.monotonic()
+        post = alert_posts(slack, "ShopHighErrorRate")[0]
         assert "runbooks/shop-high-error-rate.md" in json.dumps(post.payload)
         assert post.payload["channel"] == "#shop-oncall"
 
@@ -172,16 +178,19 @@ def test_incident_bad_deploy_alert_rollback_resolved(
 
         recovered = wait_for("the alert to resolve in Slack", resolved, 180)
     finally:
+        if deploy is not None and deploy.poll() is None:
+            deploy.kill()
+            deploy.communicate()
         load.send_signal(signal.SIGTERM)
         load.communicate(timeout=60)
 
-    # The original message was updated in place, and the reply sits in its thread.
-    update = next(
+    # The original messages were updated in place, and each reply sits in one's thread.
+    updates = [
         c for c in slack.ok_calls("chat.update") if "ShopHighErrorRate" in json.dumps(c.payload)
-    )
-    reply = next(c for c in slack.ok_calls("chat.postMessage") if c.payload.get("thread_ts"))
-    assert update.payload["channel"] == post.payload["channel"]
-    assert reply.payload["thread_ts"] == update.payload["ts"]
+    ]
+    replies = [c for c in slack.ok_calls("chat.postMessage") if c.payload.get("thread_ts")]
+    assert {u.payload["channel"] for u in updates} == {post.payload["channel"]}
+    assert {r.payload["thread_ts"] for r in replies} <= {u.payload["ts"] for u in updates}
 
     store = SqliteStore(Path(stack["VIGIL_DATA_DIR"]) / "siem.db")
     try:
@@ -198,12 +207,11 @@ def test_incident_bad_deploy_alert_rollback_resolved(
     assert {e.get("user.name") for e in playbook} == {"alice"}
     assert any(e.get("labels.alertname") == "ShopHighErrorRate" for e in alerts)
 
-    ttd = detected - deployed
+    ttd = detected - deploy_started
     ttr = recovered - rollback_started
     drill = (
-        f"incident drill: time to detect {ttd:.1f} s (deploy done → Slack alert; "
-        f"{detected - deploy_started:.1f} s from the deploy's start, which took "
-        f"{deployed - deploy_started:.1f} s), "
+        f"incident drill: time to detect {ttd:.1f} s (deploy start → Slack alert; "
+        f"the deploy took {deployed - deploy_started:.1f} s), "
         f"time to recover {ttr:.1f} s (rollback start → resolved in Slack)"
     )
     print("\n" + drill)
