@@ -21,6 +21,7 @@ import pytest
 from conftest import http_get, require_server, up_env
 from slack_server import SlackServer
 
+from alerting.promql import Engine
 from siem.model import EventQuery
 from siem.sqlite import SqliteStore
 from vigil.haproxy import haproxy_binary
@@ -136,8 +137,7 @@ def test_incident_bad_deploy_alert_rollback_resolved(
         # fails about 40% of its checkouts, and the rule watches each instance.
         deploy_started = time.monotonic()
         deploy = subprocess.Popen(
-            [sys.executable, "-m", "vigil.cli", "deploy", "--release", "v2"]
-            + ["--actor", "release-bot"],
+            [sys.executable, "-m", "vigil.cli", "deploy", "--release=v2", "--actor=release-bot"],
             env=stack,
             cwd=REPO,
             stdout=subprocess.PIPE,
@@ -216,3 +216,41 @@ def test_incident_bad_deploy_alert_rollback_resolved(
     )
     print("\n" + drill)
     record_property("measured", drill)
+
+
+def test_healthy_peak_sale_does_not_page(
+    stack: dict[str, str], slack: SlackServer, record_property: Callable[[str, object], None]
+) -> None:
+    """The shipped peak-sale profile, shortened to a minute, against a healthy v1 stack
+    on its shipped rules and intervals: checkout traffic far above the page's floor of
+    20 requests per instance in 30 s, and no page."""
+    load = vigil(stack, "loadtest", "peak-sale", "--duration", "60s", "--host", stack["front"])
+    assert "Traceback" not in load.stdout + load.stderr, load.stdout + load.stderr
+    time.sleep(5)  # the last scrapes of the run, evaluated
+
+    store = SqliteStore(Path(stack["VIGIL_DATA_DIR"]) / "siem.db")
+    try:
+        checkouts = Engine(store).instant(
+            'sum by (instance) (increase(shop_http_requests_total{job="shop", '
+            'route="/api/checkout"}[60s]))',
+            time.time(),
+        )
+        alerts = store.search(EventQuery(dataset="vigil.alert", limit=1000))
+    finally:
+        store.close()
+    assert not isinstance(checkouts, float)
+    per_instance = {dict(s.labels)["instance"]: s.value for s in checkouts}
+    assert len(per_instance) == 2 and min(per_instance.values()) >= 40, per_instance
+    pages = [
+        e.get("labels.alertname")
+        for e in alerts
+        if e.get("labels.severity") == "critical" and e.get("event.action") == "alert-firing"
+    ]
+    assert pages == [], pages
+    assert alert_posts(slack, "ShopHighErrorRate") == []
+    assert alert_posts(slack, "ShopInstanceDown") == []
+    record_property(
+        "measured",
+        "healthy peak sale: no page; checkouts per instance in the last minute "
+        + ", ".join(f"{v:.0f}" for v in per_instance.values()),
+    )
