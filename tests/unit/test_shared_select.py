@@ -94,9 +94,9 @@ def test_shared_select_counts_memory_answers_against_the_query_budget(
     name = Matcher("__name__", "=", "req_total")
     shared.select([name], T0, T0 + 60)
     shared.select([name], T0, T0 + 60)  # loaded: 40 series x 30 points
-    with limits.QueryBudget(max_samples=100, timeout_s=5).active():
-        with pytest.raises(limits.TooManySamplesError):
-            shared.select([name], T0, T0 + 60)
+    budget = limits.QueryBudget(max_samples=100, timeout_s=5)
+    with budget.active(), pytest.raises(limits.TooManySamplesError):
+        shared.select([name], T0, T0 + 60)
 
 
 RULES = """\
