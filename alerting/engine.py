@@ -23,13 +23,14 @@ Nothing here stops the loop. Example::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -38,6 +39,7 @@ from alerting.notify.base import Notifier
 from alerting.notify.outbox import DEFAULT_MAX_BACKOFF_S, DEFAULT_QUEUE_SIZE, Outboxes
 from alerting.promql import Engine, InstantSample
 from alerting.rules import EventCondition, Rule, RuleError, RuleGroup, expand, load_rules
+from alerting.shared_select import SharedSelects
 from alerting.state import AlertBook, Hit, Transition, alert_labels
 from alerting.templates import QuerySample, TemplateContext, TemplateError
 from siem.model import (
@@ -154,6 +156,7 @@ class AlertEngine:
         external_labels: dict[str, str] | None = None,
         external_url: str = "",
         manager: AlertManager | None = None,
+        share_fetches: bool = True,
     ) -> None:
         self.store = store
         self.manager = manager
@@ -180,6 +183,9 @@ class AlertEngine:
         self.last_errors: dict[tuple[str, str, int], str] = {}
         """Per (file, rule name, line), why its last evaluation failed; gone once it works."""
         self._written: dict[tuple[str, str, int], set[Labels]] = {}
+        self.share_fetches = share_fetches
+        self._pass: SharedSelects | None = None
+        self._base_evaluator = self.evaluator
         self.groups: list[RuleGroup] = []
         self.set_groups(groups)
 
@@ -301,6 +307,11 @@ class AlertEngine:
         are gone since its last evaluation."""
         now = {s.labels for s in samples}
         gone = self._written.get(key, set()) - now
+        if (samples or gone) and self._pass is not None:
+            self._pass.forget(
+                {dict(s.labels)[METRIC_NAME] for s in samples}
+                | {dict(labels)[METRIC_NAME] for labels in gone}
+            )
         if samples or gone:
             self.store.write(
                 samples=[
@@ -309,6 +320,27 @@ class AlertEngine:
                 ]
             )
         self._written[key] = now
+
+    @contextlib.contextmanager
+    def _shared_pass(self) -> Iterator[None]:
+        """Rules evaluated inside share their reads of the store (``alerting.shared_select``):
+        one read per metric name and time range, however many rules select from it."""
+        if not self.share_fetches or type(self._base_evaluator) is not Engine:
+            yield
+            return
+        base = self._base_evaluator
+        self._pass = SharedSelects(base.store)
+        self.evaluator = Engine(
+            cast(Store, self._pass),  # the evaluator reads only select()
+            lookback=base.lookback,
+            max_samples=base.max_samples,
+            timeout_s=base.timeout_s,
+        )
+        try:
+            yield
+        finally:
+            self._pass = None
+            self.evaluator = base
 
     def _record(self, change: Transition, at: float) -> None:
         alert = change.alert
@@ -366,7 +398,8 @@ class AlertEngine:
         """Evaluate every group now, then make one delivery attempt per receiver in this
         thread; for ``--once`` and tests."""
         at = self.clock() if at is None else at
-        changes = [c for g in self.groups for c in self.evaluate_group(g, at)]
+        with self._shared_pass():
+            changes = [c for g in self.groups for c in self.evaluate_group(g, at)]
         self.outboxes.offer_pending()
         self.outboxes.deliver_now()
         if self.manager is not None:
@@ -415,10 +448,11 @@ class AlertEngine:
         while not stop.is_set():
             now = self.clock()
             try:
-                for group in self.groups:
-                    if due.get(group.name, 0.0) <= now:
-                        due[group.name] = now + group.interval_s
-                        self.evaluate_group(group, now)
+                with self._shared_pass():
+                    for group in self.groups:
+                        if due.get(group.name, 0.0) <= now:
+                            due[group.name] = now + group.interval_s
+                            self.evaluate_group(group, now)
                 self.notify()
                 self._update_gauges()
             except Exception:  # e.g. alerts.db on a full disk: log, keep running

@@ -2,8 +2,8 @@
 
 ``v1`` is healthy. ``v2`` is the bad release of the incident drill: checkout
 gets about 800 ms slower and about 40 % of payment authorisations fail
-with a 5xx — bad enough that ShopHighErrorRate (1m window, ``for: 30s``) pages
-within a minute of the deploy. Rolling back to ``v1`` is the fix.
+with a 5xx — bad enough that ShopHighErrorRate (per instance, 30 s window,
+``for: 5s``) pages within 30 s of the deploy's start. Rolling back to ``v1`` is the fix.
 """
 
 from __future__ import annotations

@@ -110,6 +110,15 @@ def wait_ready(url: str, timeout: float, alive: Callable[[], bool] = lambda: Tru
     return False
 
 
+def _reap(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for ``proc`` to exit after its SIGTERM; SIGKILL it after ``timeout`` seconds."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Supervisor:
     """Runs the children of ``vigil up`` until stopped."""
 
@@ -267,11 +276,7 @@ class Supervisor:
         if proc is None or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _reap(proc, timeout)
         self.child_up.labels(child.spec.name).set(0)
 
     def start_all(self) -> None:
@@ -333,12 +338,25 @@ class Supervisor:
             child.busy = True
         try:
             before = child.spec.release
-            self._terminate(child)
+            old = child.proc
+            if old is not None and old.poll() is None:
+                old.send_signal(signal.SIGTERM)
             child.spec.release = release
             child.spec.env["VIGIL_SHOP_RELEASE"] = release
+            # The new process starts at once: it imports and opens the database while the
+            # old one (drained, stopping) finishes, and gunicorn retries its bind until the
+            # old one lets the port go. Waiting for the exit first cost seconds per instance.
             self._start(child)
             assert child.spec.ready_url is not None
-            if not wait_ready(child.spec.ready_url, timeout, lambda: child.running):
+            ready = wait_ready(child.spec.ready_url, timeout, lambda: child.running)
+            if old is not None:
+                _reap(old, 15.0)
+            if not ready and not child.running:
+                # The old process held the port past gunicorn's bind retries: once more,
+                # now that it is gone.
+                self._start(child)
+                ready = wait_ready(child.spec.ready_url, timeout, lambda: child.running)
+            if not ready:
                 raise SupervisorError(
                     f"{name} did not become ready on {release}; see {child.log_path}"
                 )

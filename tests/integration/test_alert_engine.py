@@ -98,7 +98,7 @@ def test_alert_engine_high_error_rate_fires_and_resolves(
     assert [(c.alert.name, c.after) for c in fired] == [("ShopHighErrorRate", "firing")]
     assert (
         fired[0].alert.annotations["summary"]
-        == "Shop 5xx ratio on /api/checkout is 9.091% (above 5%)"
+        == "Shop 5xx ratio on /api/checkout at a:1 is 9.091% (above 5%)"
     )
 
     (post,) = slack.ok_calls("chat.postMessage")

@@ -64,7 +64,7 @@ def test_rules_shipped_file_has_no_errors() -> None:
     names = {r.name for g in groups for r in g.rules}
     assert {"ShopHighErrorRate", "ShopSlowCheckout", "BruteForceLogin", "ShopInstanceDown"} <= names
     high = next(r for g in groups for r in g.rules if r.name == "ShopHighErrorRate")
-    assert high.for_s == 30.0
+    assert high.for_s == 5.0
     assert high.labels["severity"] == "critical"
     assert high.annotations["runbook_url"] == "runbooks/shop-high-error-rate.md"
     assert all(g.interval_s == 5.0 for g in groups)
