@@ -294,11 +294,13 @@ def _extrapolate(
 ) -> np.ndarray:
     """``promql_functions.extrapolate`` over arrays, operation for operation."""
     with np.errstate(all="ignore"):
-        sampled = last_t - first_t
+        # durations from integer milliseconds, as promql_functions.extrapolate computes them
+        first_ms, last_ms = np.round(first_t * 1000), np.round(last_t * 1000)
+        sampled = (last_ms - first_ms) / 1000
         average = sampled / (count - 1)
         threshold = average * 1.1
-        to_start = first_t - starts
-        to_end = ends - last_t
+        to_start = (first_ms - np.round(starts * 1000)) / 1000
+        to_end = (np.round(ends * 1000) - last_ms) / 1000
         to_start = np.where(to_start >= threshold, average / 2, to_start)
         if is_counter:
             to_zero = sampled * (first_value / result)
