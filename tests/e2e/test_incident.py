@@ -108,6 +108,13 @@ def vigil(
 ALERT = "ShopHighErrorRate"
 
 
+def resolved_reply(payload: dict[str, Any]) -> bool:
+    """A thread reply saying that a group (or an alert) of ALERT resolved: the alert
+    manager writes ``✅ [RESOLVED] ShopHighErrorRate (instance=…) resolved.``."""
+    text = str(payload.get("text", ""))
+    return ALERT in text and "resolved" in text
+
+
 def alert_posts(slack: SlackServer, alertname: str) -> list[Any]:
     return [
         c
@@ -175,7 +182,7 @@ def test_incident_bad_deploy_alert_rollback_resolved(
             replies = [
                 c
                 for c in slack.ok_calls("chat.postMessage")
-                if c.payload.get("thread_ts") and f"{ALERT} resolved" in json.dumps(c.payload)
+                if c.payload.get("thread_ts") and resolved_reply(c.payload)
             ]
             return bool(updates and replies)
 
@@ -195,7 +202,7 @@ def test_incident_bad_deploy_alert_rollback_resolved(
     replies = [
         c
         for c in slack.ok_calls("chat.postMessage")
-        if c.payload.get("thread_ts") and f"{ALERT} resolved" in json.dumps(c.payload)
+        if c.payload.get("thread_ts") and resolved_reply(c.payload)
     ]
     assert replies
     assert {u.payload["channel"] for u in updates} == {post.payload["channel"]}
