@@ -186,7 +186,9 @@ class AlertEngine:
     def set_groups(self, groups: Sequence[RuleGroup]) -> None:
         """Use these rules from now on; alerts of rules that disappeared are dropped."""
         self.groups = list(groups)
-        self.book.forget_rules_except([r for g in self.groups for r in g.rules if r.kind == "alert"])
+        self.book.forget_rules_except(
+            [r for g in self.groups for r in g.rules if r.kind == "alert"]
+        )
 
     def hits(self, rule: Rule, at: float) -> list[Hit]:
         """What the rule's condition returns at ``at``: one ``Hit`` per alerting series."""

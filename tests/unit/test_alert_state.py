@@ -184,7 +184,7 @@ def test_alert_state_same_named_rules_keep_each_others_alerts(tmp_path: Path) ->
         firing = {a.labels["severity"]: a for a in engine.book.alerts() if a.state == "firing"}
         assert sorted(firing) == ["critical", "warning"], t
         assert {a.fired_at for a in firing.values()} == {10.0}  # never resolved and re-fired
-    (rule_w, rule_c) = engine.groups[0].rules
+    rule_c = engine.groups[0].rules[1]
     assert [a.labels["severity"] for a in engine.book.rule_alerts(rule_c)] == ["critical"]
     store.write(samples=[Sample(make_labels("disk_used_ratio", host="h1"), 50.0, 0.85)])
     engine.run_once(50.0)
@@ -206,8 +206,10 @@ def test_alert_state_rows_from_before_rule_keys_are_adopted(tmp_path: Path) -> N
     for fp, data in db.execute("SELECT fingerprint, data FROM alerts").fetchall():
         legacy = json.loads(data)
         del legacy["rule"]
-        db.execute("UPDATE alerts SET rule = ?, data = ? WHERE fingerprint = ?",
-                   ("DiskFilling", json.dumps(legacy), fp))
+        db.execute(
+            "UPDATE alerts SET rule = ?, data = ? WHERE fingerprint = ?",
+            ("DiskFilling", json.dumps(legacy), fp),
+        )
     old.db.close()
     alerts = book(tmp_path)
     assert {a.rule for a in alerts.alerts()} == {""}
