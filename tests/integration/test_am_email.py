@@ -6,6 +6,8 @@ server that hangs is retried with backoff while Slack gets its message."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import socket
 import threading
 import time
@@ -208,3 +210,24 @@ def test_email_receiver_hanging_smtp_server_is_retried_while_slack_gets_its_mess
         thread.join(timeout=15)
     assert not thread.is_alive()
     assert len(posts(slack, "#pager")) == 1
+
+
+def test_email_configs_become_integrations_and_alert_email_is_not_used_beside_them(
+    tmp_path: Path, slack: SlackServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(tmp_path, slack, free_port())
+    settings = dataclasses.replace(
+        settings,
+        alert=dataclasses.replace(
+            settings.alert, email=dataclasses.replace(settings.alert.email, to="x@example.com")
+        ),
+    )
+    with caplog.at_level(logging.WARNING, logger="vigil"):
+        manager = alert_manager(settings, CollectorRegistry())
+    assert manager is not None
+    assert [n.integration for n in manager.integrations["oncall"]] == ["slack", "email"]
+    assert [n.name for n in manager.integrations["oncall"]][1] == "oncall/email/0"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any(w.startswith("alert.email is not used with") for w in warnings), warnings
+    assert not any("not delivered" in w for w in warnings), warnings
+    manager.close()
