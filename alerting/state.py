@@ -93,22 +93,28 @@ def fingerprint(labels: Mapping[str, str]) -> str:
 
 
 def rule_key(rule: Rule) -> str:
-    """A rule's identity for its alerts: its name and its own labels (templates unexpanded),
-    as Prometheus matches rules to keep their alerts' state across a reload. Two rules with
-    the same name (a warning/critical pair, Sloth's page and ticket alerts) differ by their
-    labels, so each resolves only its own alerts."""
-    canonical = "\x00".join([rule.name, *(f"{k}\x01{v}" for k, v in sorted(rule.labels.items()))])
+    """A rule's identity for its alerts: its name, condition and own labels (templates
+    unexpanded). Two rules with the same name (a warning/critical pair, Sloth's page and
+    ticket alerts) each resolve only their own alerts, as in Prometheus, where alert state
+    belongs to the rule."""
+    condition = rule.expr if rule.expr is not None else _event_expr(rule)
+    labels = (f"{k}\x01{v}" for k, v in sorted(rule.labels.items()))
+    canonical = "\x00".join([rule.name, condition, *labels])
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _owns(rule: Rule, alert: Alert) -> bool:
-    """Whether ``alert`` is ``rule``'s: by key, or for a row from before alerts were keyed
-    by rule, by name and the rule's untemplated labels."""
-    if alert.rule:
-        return alert.rule == rule_key(rule)
+def _could_own(rule: Rule, alert: Alert) -> bool:
+    """Whether ``rule`` could have made ``alert``: its name and the rule's untemplated
+    labels (how an alert whose rule is gone — edited, or a row from before alerts were
+    keyed by rule — finds its heir, as Prometheus carries state over by name and labels)."""
     return alert.name == rule.name and all(
         alert.labels.get(k) == v for k, v in rule.labels.items() if "{{" not in v
     )
+
+
+def _owns(key: str, rule: Rule, alert: Alert) -> bool:
+    """Whether ``alert`` is ``rule``'s (``key`` is ``rule_key(rule)``)."""
+    return alert.rule == key if alert.rule else _could_own(rule, alert)
 
 
 def alert_labels(rule: Rule, hit: Hit, context: TemplateContext | None = None) -> dict[str, str]:
@@ -187,7 +193,8 @@ class AlertBook:
 
     def rule_alerts(self, rule: Rule) -> list[Alert]:
         """The current alerts of ``rule`` (not of another rule with the same name)."""
-        return [a for a in self.alerts(rule.name) if _owns(rule, a)]
+        key = rule_key(rule)
+        return [a for a in self.alerts(rule.name) if _owns(key, rule, a)]
 
     def get(self, fp: str) -> Alert | None:
         """The alert with fingerprint ``fp`` as it is now, if any."""
@@ -297,11 +304,19 @@ class AlertBook:
         return gone
 
     def forget_rules_except(self, rules: Sequence[Rule]) -> None:
-        """Drop alerts of rules that no longer exist (after a reload)."""
+        """After a (re)load: an alert whose rule is gone passes to the first rule of the same
+        name and labels (its expression was edited; a row from before alerts were keyed by
+        rule), else is dropped."""
+        keys = {rule_key(rule): rule for rule in rules}
         with self._lock:
             for alert in self.alerts():
-                if not any(_owns(rule, alert) for rule in rules):
+                if alert.rule in keys:
+                    continue
+                heir = next((r for r in rules if _could_own(r, alert)), None)
+                if heir is None:
                     self._drop(alert.fingerprint)
+                else:
+                    self._put(dataclasses.replace(alert, rule=rule_key(heir)))
 
     def _put(self, alert: Alert) -> None:
         self._alerts[alert.fingerprint] = alert

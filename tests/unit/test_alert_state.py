@@ -218,3 +218,32 @@ def test_alert_state_rows_from_before_rule_keys_are_adopted(tmp_path: Path) -> N
     states = {a.labels["severity"]: (a.state, a.rule) for a in alerts.alerts()}
     assert states["warning"] == ("firing", rule_key(warning))
     assert states["critical"][0] == "resolved"
+
+
+def test_alert_state_same_name_and_labels_other_expr_are_separate_rules(tmp_path: Path) -> None:
+    """Two rules differing only by their expression each keep their own alerts."""
+    cpu = Rule("HostTrouble", expr="cpu > 0.9", labels={"severity": "warning"})
+    mem = Rule("HostTrouble", expr="mem > 0.9", labels={"severity": "warning"})
+    alerts = book(tmp_path)
+    alerts.update(cpu, [Hit(make_labels("cpu", host="h1"), 0.95)], now=10.0)
+    alerts.update(mem, [Hit(make_labels("mem", host="h2"), 0.95)], now=10.0)
+    for now in (20.0, 30.0):
+        assert alerts.update(cpu, [Hit(make_labels("cpu", host="h1"), 0.95)], now=now) == []
+        assert alerts.update(mem, [Hit(make_labels("mem", host="h2"), 0.95)], now=now) == []
+    assert sorted(a.labels["host"] for a in alerts.alerts() if a.state == "firing") == ["h1", "h2"]
+
+
+def test_alert_state_reload_with_an_edited_expr_keeps_the_firing_alert(tmp_path: Path) -> None:
+    """As Prometheus carries state over by name and labels: the edited rule inherits the
+    alert (no resolve, no new episode); a rule that is gone takes its alerts with it."""
+    old = Rule("DiskFilling", expr="x > 0.9", labels={"severity": "critical"})
+    new = Rule("DiskFilling", expr="x > 0.95", labels={"severity": "critical"})
+    hit = Hit(make_labels("x", host="h1"), 0.97)
+    alerts = book(tmp_path)
+    alerts.update(old, [hit], now=10.0)
+    alerts.forget_rules_except([new])
+    (alert,) = alerts.alerts()
+    assert alert.rule == rule_key(new) and alert.fired_at == 10.0
+    assert alerts.update(new, [hit], now=20.0) == []
+    alerts.forget_rules_except([Rule("Other", expr="y > 1")])
+    assert alerts.alerts() == []
