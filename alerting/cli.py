@@ -97,8 +97,9 @@ def integrations(cfg: AMConfig, settings: Settings) -> dict[str, list[GroupNotif
 
     Slack posts through the Web API with ``alert.slack``'s token and API URL (so the
     message can be edited as the group changes) to the entry's ``channel``; a webhook
-    gets the v4 payload. E-mail and the other integrations are not delivered yet: they
-    are logged once at start."""
+    gets the v4 payload; an ``email_configs`` entry is one mail per group notification
+    over SMTP. The other integrations (PagerDuty, …) are not delivered: they are logged
+    once at start."""
     rv: dict[str, list[GroupNotifier]] = {}
     slack = settings.alert.slack
     for receiver in cfg.receivers.values():
@@ -136,9 +137,12 @@ def integrations(cfg: AMConfig, settings: Settings) -> dict[str, list[GroupNotif
                     max_alerts=wc.max_alerts,
                 )
             )
-        others = [*(["email_configs"] if receiver.email else []), *receiver.unsupported]
-        if others:
-            kinds = ", ".join(sorted(set(others)))
+        for i, ec in enumerate(receiver.email):
+            items.append(
+                EmailNotifier(ec, name=f"{receiver.name}/email/{i}", external_url=web_url(settings))
+            )
+        if receiver.unsupported:
+            kinds = ", ".join(sorted(set(receiver.unsupported)))
             log.warning("receiver %s: %s not delivered by this version", receiver.name, kinds)
         rv[receiver.name] = items
     return rv
@@ -153,12 +157,17 @@ def alert_manager(
     if not path:
         return None
     cfg = load_config(path)
-    if settings.alert.webhooks:
-        log.warning(
-            "alert.webhooks are not used with alert.alertmanager_config: add them to %s"
-            " as webhook_configs",
-            path,
-        )
+    for section, kind, used in (
+        ("alert.webhooks", "webhook_configs", settings.alert.webhooks),
+        ("alert.email", "email_configs", settings.alert.email.to),
+    ):
+        if used:
+            log.warning(
+                "%s is not used with alert.alertmanager_config: add it to %s as %s",
+                section,
+                path,
+                kind,
+            )
     return AlertManager(
         cfg,
         Path(settings.data_dir) / "alerts.db",

@@ -193,7 +193,7 @@ class AlertEngine:
         """Use these rules from now on; alerts of rules that disappeared are dropped."""
         self.groups = list(groups)
         self.book.forget_rules_except(
-            {r.name for g in self.groups for r in g.rules if r.kind == "alert"}
+            [r for g in self.groups for r in g.rules if r.kind == "alert"]
         )
 
     def hits(self, rule: Rule, at: float) -> list[Hit]:
@@ -298,7 +298,7 @@ class AlertEngine:
             Sample(
                 labels_from({**a.labels, METRIC_NAME: "ALERTS", "alertstate": a.state}), 0.0, 1.0
             )
-            for a in self.book.alerts(rule.name)
+            for a in self.book.rule_alerts(rule)
             if a.state in ("pending", "firing")
         ]
 

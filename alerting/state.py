@@ -56,6 +56,9 @@ class Alert:
     keep_firing_since: float | None = None
     """When the condition stopped holding while the rule's ``keep_firing_for`` keeps it
     firing."""
+    rule: str = ""
+    """The ``rule_key`` of the rule that owns the alert ("" in rows written before alerts
+    were keyed by rule: adopted by the first matching rule, see ``AlertBook``)."""
 
     @property
     def name(self) -> str:
@@ -89,6 +92,31 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def rule_key(rule: Rule) -> str:
+    """A rule's identity for its alerts: its name, condition and own labels (templates
+    unexpanded). Two rules with the same name (a warning/critical pair, Sloth's page and
+    ticket alerts) each resolve only their own alerts, as in Prometheus, where alert state
+    belongs to the rule."""
+    condition = rule.expr if rule.expr is not None else _event_expr(rule)
+    labels = (f"{k}\x01{v}" for k, v in sorted(rule.labels.items()))
+    canonical = "\x00".join([rule.name, condition, *labels])
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _could_own(rule: Rule, alert: Alert) -> bool:
+    """Whether ``rule`` could have made ``alert``: its name and the rule's untemplated
+    labels (how an alert whose rule is gone — edited, or a row from before alerts were
+    keyed by rule — finds its heir, as Prometheus carries state over by name and labels)."""
+    return alert.name == rule.name and all(
+        alert.labels.get(k) == v for k, v in rule.labels.items() if "{{" not in v
+    )
+
+
+def _owns(key: str, rule: Rule, alert: Alert) -> bool:
+    """Whether ``alert`` is ``rule``'s (``key`` is ``rule_key(rule)``)."""
+    return alert.rule == key if alert.rule else _could_own(rule, alert)
+
+
 def alert_labels(rule: Rule, hit: Hit, context: TemplateContext | None = None) -> dict[str, str]:
     """Result labels without the metric name, plus the rule's (templated) labels."""
     labels = {k: v for k, v in hit.labels if k != METRIC_NAME}
@@ -111,7 +139,9 @@ def open_db(path: str | Path) -> sqlite3.Connection:
 
 
 class AlertDB:
-    """Alert states in SQLite (WAL), one JSON row per fingerprint."""
+    """Alert states in SQLite (WAL), one JSON row per fingerprint; ``rule`` is the owning
+    rule's ``rule_key`` (its name in rows from before alerts were keyed by rule: their JSON
+    has no ``rule`` and they are adopted by the first rule that matches them)."""
 
     def __init__(self, path: str | Path) -> None:
         self._lock = threading.Lock()
@@ -130,7 +160,7 @@ class AlertDB:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO alerts (fingerprint, rule, data) VALUES (?, ?, ?)",
-                (alert.fingerprint, alert.name, alert.to_json()),
+                (alert.fingerprint, alert.rule or alert.name, alert.to_json()),
             )
 
     def delete(self, fp: str) -> None:
@@ -161,6 +191,11 @@ class AlertBook:
             rv = [a for a in self._alerts.values() if rule_name is None or a.name == rule_name]
         return sorted(rv, key=lambda a: (a.name, sorted(a.labels.items())))
 
+    def rule_alerts(self, rule: Rule) -> list[Alert]:
+        """The current alerts of ``rule`` (not of another rule with the same name)."""
+        key = rule_key(rule)
+        return [a for a in self.alerts(rule.name) if _owns(key, rule, a)]
+
     def get(self, fp: str) -> Alert | None:
         """The alert with fingerprint ``fp`` as it is now, if any."""
         with self._lock:
@@ -185,6 +220,7 @@ class AlertBook:
     ) -> list[Transition]:
         changes: list[Transition] = []
         seen: set[str] = set()
+        key = rule_key(rule)
         for hit in hits:
             labels = alert_labels(rule, hit, context)
             fp = fingerprint(labels)
@@ -198,11 +234,13 @@ class AlertBook:
             old = self._alerts.get(fp)
             if old is None or old.state == "resolved":
                 expr = rule.expr if rule.expr is not None else _event_expr(rule)
-                alert = Alert(fp, labels, annotations, "pending", hit.value, now, expr=expr)
+                alert = Alert(
+                    fp, labels, annotations, "pending", hit.value, now, expr=expr, rule=key
+                )
                 before = None
             else:
                 alert = dataclasses.replace(
-                    old, annotations=annotations, value=hit.value, keep_firing_since=None
+                    old, annotations=annotations, value=hit.value, keep_firing_since=None, rule=key
                 )
                 before = old.state
             if alert.state == "pending" and now - alert.active_at >= rule.for_s:
@@ -210,7 +248,7 @@ class AlertBook:
             self._put(alert)
             if alert.state != before:
                 changes.append(Transition(alert, before, alert.state))
-        for alert in self.alerts(rule.name):
+        for alert in self.rule_alerts(rule):
             if alert.fingerprint in seen or alert.state == "resolved":
                 continue
             if alert.state == "pending":
@@ -265,12 +303,20 @@ class AlertBook:
                 self._drop(fp)
         return gone
 
-    def forget_rules_except(self, names: set[str]) -> None:
-        """Drop alerts of rules that no longer exist (after a reload)."""
+    def forget_rules_except(self, rules: Sequence[Rule]) -> None:
+        """After a (re)load: an alert whose rule is gone passes to the first rule of the same
+        name and labels (its expression was edited; a row from before alerts were keyed by
+        rule), else is dropped."""
+        keys = {rule_key(rule): rule for rule in rules}
         with self._lock:
             for alert in self.alerts():
-                if alert.name not in names:
+                if alert.rule in keys:
+                    continue
+                heir = next((r for r in rules if _could_own(r, alert)), None)
+                if heir is None:
                     self._drop(alert.fingerprint)
+                else:
+                    self._put(dataclasses.replace(alert, rule=rule_key(heir)))
 
     def _put(self, alert: Alert) -> None:
         self._alerts[alert.fingerprint] = alert

@@ -21,6 +21,7 @@ Opsgenie, …) are accepted and listed in ``Receiver.unsupported``. Example::
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ from typing import Any
 import yaml
 
 from alerting.am.matchers import MatcherSyntaxError, format_matcher, parse_matchers
+from alerting.notify.email import EmailConfig, parse_email_config
 from siem.model import Matcher, MatcherError
 from vigil import safeyaml
 from vigil.errors import ConfigError
@@ -247,7 +249,21 @@ EMAIL_KEYS = (
     "tls_config",
     "force_implicit_tls",
     "threading",
+    "rate_limit",  # Vigil: at most N mails per window, e.g. 10/h
+    "timeout",  # Vigil: each connect and SMTP exchange
 )
+EMAIL_GLOBALS = {
+    "from": "smtp_from",
+    "smarthost": "smtp_smarthost",
+    "hello": "smtp_hello",
+    "auth_username": "smtp_auth_username",
+    "auth_identity": "smtp_auth_identity",
+    "require_tls": "smtp_require_tls",
+    "tls_config": "smtp_tls_config",
+    "force_implicit_tls": "smtp_force_implicit_tls",
+}
+"""An ``email_configs`` key and the ``global`` key that stands in when it is not given;
+``auth_password``/``auth_secret`` (and ``*_file``) come from the global pair as a pair."""
 TIME_RANGE_KEYS = ("times", "weekdays", "days_of_month", "months", "years", "location")
 WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 MONTHS = (
@@ -290,28 +306,6 @@ class WebhookConfig:
     url_file: str = ""
     max_alerts: int = 0
     timeout_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class EmailConfig:
-    """One ``email_configs`` entry, global ``smtp_*`` defaults applied."""
-
-    to: str
-    send_resolved: bool = False
-    sender: str = ""
-    hello: str = "localhost"
-    smarthost: str = ""
-    auth_username: str = ""
-    auth_password: str = ""
-    auth_password_file: str = ""
-    auth_secret: str = ""
-    auth_identity: str = ""
-    require_tls: bool = True
-    force_implicit_tls: bool | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    html: str | None = None
-    text: str | None = None
-    tls_config: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -432,6 +426,8 @@ class GlobalConfig:
     smtp_require_tls: bool = True
     slack_api_url: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
+    lines: Mapping[str, int] = field(default_factory=dict)
+    """The line of each key given in ``global``."""
 
 
 @dataclass(frozen=True)
@@ -674,6 +670,7 @@ class _Parser:
             or raw.get("slack_app_token", "")
             or raw.get("slack_app_token_file", ""),
             raw=raw,
+            lines={k: v.start_mark.line + 1 for k, v in keys.items()},
         )
 
     def url(self, node: yaml.Node, text: str, what: str) -> str:
@@ -783,7 +780,8 @@ class _Parser:
             self.webhook(n) for n in self.items(keys.get("webhook_configs"), "webhook_configs")
         )
         email = tuple(
-            self.email(n, glob) for n in self.items(keys.get("email_configs"), "email_configs")
+            self.email(n, glob, f"receivers[{name}].email_configs[{i}]")
+            for i, n in enumerate(self.items(keys.get("email_configs"), "email_configs"))
         )
         unsupported: list[str] = []
         for key in OTHER_INTEGRATIONS:
@@ -899,59 +897,42 @@ class _Parser:
             timeout_s=rv.get("timeout", 0.0),
         )
 
-    def email(self, node: yaml.Node, glob: GlobalConfig) -> EmailConfig:
-        kinds: dict[str, Callable[[yaml.Node, str], Any]] = {
-            "send_resolved": self.boolean,
-            "require_tls": self.boolean,
-            "force_implicit_tls": self.boolean,
-        }
-        for key in EMAIL_KEYS:
-            if key not in kinds and key not in ("headers", "tls_config", "threading"):
-                kinds[key] = self.string
-        rv = self._fields(node, "email_config", EMAIL_KEYS, kinds)
-        if not rv.get("to"):
-            raise self.fail(node, "missing to address in email config")
-        headers: dict[str, str] = {}
-        if "headers" in rv:
-            if not isinstance(rv["headers"], dict):
-                raise self.fail(node, "email_config.headers must be a mapping")
-            for k, v in rv["headers"].items():
-                title = str(k).title()
-                if title in headers:
-                    raise self.fail(node, f"duplicate header {title!r} in email config")
-                headers[title] = str(v)
+    def email(self, node: yaml.Node, glob: GlobalConfig, where: str) -> EmailConfig:
+        """An ``email_configs`` entry with the ``global`` ``smtp_*`` defaults applied, checked
+        by the e-mail receiver's own parser (errors at the file and line of the key)."""
+        keys = self.mapping(node, "email_config", EMAIL_KEYS)
+        raw = {k: self.value(v) for k, v in keys.items()}
+        lines = {k: v.start_mark.line + 1 for k, v in keys.items()}
         g = glob.raw
-        smarthost = rv.get("smarthost") or g.get("smtp_smarthost", "")
-        sender = rv.get("from") or g.get("smtp_from", "")
-        if not smarthost:
+
+        def inherit(key: str, global_key: str) -> None:
+            if raw.get(key) in (None, "") and g.get(global_key) not in (None, ""):
+                raw[key] = g[global_key]
+                lines[key] = glob.lines.get(global_key, node.start_mark.line + 1)
+
+        for key, global_key in EMAIL_GLOBALS.items():
+            inherit(key, global_key)
+        for secret in ("auth_password", "auth_secret"):
+            if not raw.get(secret) and not raw.get(f"{secret}_file"):
+                inherit(secret, f"smtp_{secret}")
+                inherit(f"{secret}_file", f"smtp_{secret}_file")
+        if not raw.get("to"):
+            raise self.fail(node, "missing to address in email config")
+        if not raw.get("smarthost"):
             raise self.fail(node, "no global SMTP smarthost set")
-        if not sender:
+        if not raw.get("from"):
             raise self.fail(node, "no global SMTP from set")
-        password = rv.get("auth_password") or g.get("smtp_auth_password", "")
-        password_file = rv.get("auth_password_file") or g.get("smtp_auth_password_file", "")
-        if rv.get("auth_password") and rv.get("auth_password_file"):
-            raise self.fail(
-                node, "at most one of auth_password & auth_password_file must be configured"
+        try:
+            return parse_email_config(
+                raw,
+                where=where,
+                file=self.file,
+                line=node.start_mark.line + 1,
+                lines=lines,
+                env=os.environ,
             )
-        tls = rv.get("tls_config", g.get("smtp_tls_config", {})) or {}
-        return EmailConfig(
-            to=rv["to"],
-            send_resolved=rv.get("send_resolved", False),
-            sender=sender,
-            hello=rv.get("hello") or g.get("smtp_hello", "localhost") or "localhost",
-            smarthost=smarthost,
-            auth_username=rv.get("auth_username") or g.get("smtp_auth_username", ""),
-            auth_password=password,
-            auth_password_file=password_file,
-            auth_secret=rv.get("auth_secret") or g.get("smtp_auth_secret", ""),
-            auth_identity=rv.get("auth_identity") or g.get("smtp_auth_identity", ""),
-            require_tls=rv.get("require_tls", g.get("smtp_require_tls", True)),
-            force_implicit_tls=rv.get("force_implicit_tls", g.get("smtp_force_implicit_tls")),
-            headers=headers,
-            html=rv.get("html"),
-            text=rv.get("text"),
-            tls_config=tls if isinstance(tls, dict) else {},
-        )
+        except ConfigError as exc:
+            raise AMConfigError(exc.reason, file=exc.file, line=exc.line) from None
 
     # -- inhibition and time intervals --------------------------------------------------
 

@@ -74,12 +74,15 @@ class GroupDelivery:
     ok: bool
     receipt: Mapping[str, str] = field(default_factory=dict)
     error: str = ""
+    deferred: bool = False
+    """Held back on purpose (an e-mail receiver's rate limit), not sent: not ok, so the
+    worker retries it with backoff."""
 
 
 class GroupNotifier(Protocol):
-    """An integration of an Alertmanager receiver (a ``slack_configs`` or ``webhook_configs``
-    entry, …). ``integration`` names its kind for metrics (``slack``, ``webhook``,
-    ``email``); ``notify_group`` never raises. An e-mail notifier implements this."""
+    """An integration of an Alertmanager receiver (a ``slack_configs``, ``webhook_configs``
+    or ``email_configs`` entry). ``integration`` names its kind for metrics (``slack``, ``webhook``,
+    ``email``); ``notify_group`` never raises."""
 
     name: str
     integration: str

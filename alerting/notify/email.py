@@ -16,8 +16,11 @@ not offer it. Passwords never come from the configuration file: they come
 from ``auth_password_file`` (read at every send, so rotating it needs no
 restart) or the environment, and are kept out of logs, errors and ``repr``.
 
-``EmailNotifier.notify`` never raises: a failure is a ``Delivery`` with
-``ok=False`` that the receiver's outbox retries with backoff. Example::
+``EmailNotifier.notify_group`` (the alert manager's ``email_configs``) and
+``EmailNotifier.notify`` (the ``alert.email`` section without an alert manager)
+never raise: a failure is a delivery with ``ok=False`` that the receiver's worker
+retries with backoff; a mail the rate limit holds back is one with ``deferred``.
+Example::
 
     config = parse_email_config(
         {"to": "oncall@example.com", "from": "vigil@example.com",
@@ -47,7 +50,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from alerting.notify.base import Delivery, NotifyError
+from alerting.notify.base import Delivery, GroupDelivery, GroupNotification, NotifyError
 from alerting.notify.webhook import payload
 from alerting.state import Alert
 from vigil.errors import ConfigError
@@ -129,6 +132,9 @@ class EmailConfig:
     send_resolved: bool = False
     rate_limit: RateLimit | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
+    force_implicit_tls: bool | None = None
+    """Alertmanager's ``force_implicit_tls``: true is TLS from the first byte, false is
+    STARTTLS, unset decides by the port (465: implicit)."""
 
     @property
     def recipients(self) -> list[str]:
@@ -137,7 +143,10 @@ class EmailConfig:
 
     @property
     def implicit_tls(self) -> bool:
-        """Port 465 speaks TLS from the first byte, as Alertmanager decides."""
+        """TLS from the first byte: ``force_implicit_tls``, else port 465, as Alertmanager
+        decides."""
+        if self.force_implicit_tls is not None:
+            return self.force_implicit_tls
         return self.port == 465
 
 
@@ -163,6 +172,8 @@ _KEYS = {
     "send_resolved",
     "rate_limit",
     "timeout",
+    "force_implicit_tls",
+    "threading",
 }
 
 
@@ -177,6 +188,11 @@ class _Parser:
         path = f"{self.where}.{key}" if self.where else key
         line = self.lines.get(key.split(".")[0], self.line)
         return ConfigError(f"{path}: {reason}", file=self.file, line=line)
+
+    def warn(self, key: str, reason: str) -> None:
+        """Log a located WARNING about ``key`` (something Alertmanager accepts, Vigil
+        advises against)."""
+        log.warning("%s", self.fail(key, reason))
 
     def text(self, raw: Mapping[str, Any], key: str, *, required: bool = False) -> str:
         value = raw.get(key)
@@ -229,12 +245,15 @@ def parse_email_config(
         if key not in _KEYS:
             known = ", ".join(sorted(_KEYS))
             raise p.fail(str(key), f"unknown key; known keys here are: {known}")
+    literal = {}
     for secret, source in (("auth_password", PASSWORD_ENV), ("auth_secret", SECRET_ENV)):
-        if raw.get(secret):
-            raise p.fail(
+        literal[secret] = p.text(raw, secret)  # any text: it goes base64-encoded into AUTH
+        if literal[secret] and p.line_text(raw, f"{secret}_file"):
+            raise p.fail(secret, f"at most one of {secret} & {secret}_file must be configured")
+        if literal[secret]:  # Alertmanager accepts it, so an existing file must load
+            p.warn(
                 secret,
-                f"secrets do not belong in a configuration file; use {secret}_file"
-                f" or set ${source}",
+                f"a secret in the configuration file: it belongs in {secret}_file or ${source}",
             )
     to = p.line_text(raw, "to", required=True)
     if not _addresses_ok(to, many=True):
@@ -257,10 +276,11 @@ def parse_email_config(
         port=port,
         hello=hello,
         auth_username=username,
-        auth_password="" if password_file else env.get(PASSWORD_ENV, ""),
+        auth_password=literal["auth_password"]
+        or ("" if password_file else env.get(PASSWORD_ENV, "")),
         auth_password_file=password_file,
         auth_identity=p.line_text(raw, "auth_identity"),
-        auth_secret="" if secret_file else env.get(SECRET_ENV, ""),
+        auth_secret=literal["auth_secret"] or ("" if secret_file else env.get(SECRET_ENV, "")),
         auth_secret_file=secret_file,
         require_tls=p.flag(raw, "require_tls", True),
         tls=tls,
@@ -270,8 +290,15 @@ def parse_email_config(
         send_resolved=p.flag(raw, "send_resolved", False),
         rate_limit=_rate_limit(p, raw.get("rate_limit")),
         timeout_s=_timeout(p, raw.get("timeout")),
+        force_implicit_tls=_optional_flag(p, raw, "force_implicit_tls"),
     )
+    if raw.get("threading") is not None and not isinstance(raw["threading"], Mapping):
+        raise p.fail("threading", "expected a mapping (enabled, thread_by_date)")
     return config
+
+
+def _optional_flag(p: _Parser, raw: Mapping[str, Any], key: str) -> bool | None:
+    return None if raw.get(key) is None else p.flag(raw, key, False)
 
 
 def config_from_settings(
@@ -676,7 +703,9 @@ def _read_secret(path: str, what: str) -> str:
 
 
 class EmailNotifier:
-    """Sends one mail per alert group through ``config.smarthost``; ``notify`` never raises."""
+    """Sends one mail per alert group through ``config.smarthost``: a ``GroupNotifier`` of
+    the alert manager (``notify_group``) and a ``Notifier`` of the legacy ``alert.email``
+    path (``notify``); neither raises."""
 
     def __init__(
         self,
@@ -698,21 +727,43 @@ class EmailNotifier:
         self._waiting: set[tuple[str, ...]] = set()
         self._lock = threading.Lock()
         self.metrics.waiting.labels(name).set(0)
+        self.integration = "email"
+        self.send_resolved = config.send_resolved
 
     def notify(
         self, alerts: Sequence[Alert], group_labels: Mapping[str, str] | None = None
     ) -> list[Delivery]:
-        """One mail about ``alerts`` (one group); one ``Delivery`` per alert, all alike."""
+        """One mail about ``alerts`` (one rule, the legacy ``alert.email`` path); one
+        ``Delivery`` per alert, all alike."""
+        key = tuple(sorted(a.fingerprint for a in alerts))
+        d = self._mail(alerts, group_labels, key, self.external_url)
+        return [Delivery(a.fingerprint, d.ok, error=d.error, deferred=d.deferred) for a in alerts]
+
+    def notify_group(self, n: GroupNotification) -> GroupDelivery:
+        """One mail per group notification of the alert manager, its subject as
+        Alertmanager's (``[FIRING:2] HighLatency (checkout critical)``). A rate-limited mail
+        is a deferred, not-ok ``GroupDelivery`` the receiver's worker retries; never raises."""
+        return self._mail(n.alerts, n.group_labels, (n.group_key,), n.external_url)
+
+    def _mail(
+        self,
+        alerts: Sequence[Alert],
+        group_labels: Mapping[str, str] | None,
+        key: tuple[str, ...],
+        external_url: str,
+    ) -> GroupDelivery:
         shown = [a for a in alerts if a.state == "firing" or self.config.send_resolved]
         if not shown:  # only resolutions, and send_resolved is off: nothing to say
-            return [Delivery(a.fingerprint, True) for a in alerts]
-        key = tuple(sorted(a.fingerprint for a in alerts))
+            return GroupDelivery(True)
         wait = self._take_slot(key)
         if wait is not None:
             note = f"rate limit {self.config.rate_limit} reached; next mail in {wait:.0f} s"
-            return [Delivery(a.fingerprint, False, error=note, deferred=True) for a in alerts]
+            return GroupDelivery(False, error=note, deferred=True)
         data = group_data(
-            shown, receiver=self.name, external_url=self.external_url, group_labels=group_labels
+            shown,
+            receiver=self.name,
+            external_url=external_url or self.external_url,
+            group_labels=group_labels,
         )
         try:
             message = build_message(self.config, data, templater=self.templater)
@@ -721,10 +772,10 @@ class EmailNotifier:
             self._give_back_slot()
             reason = _describe(exc)
             log.warning("email %s: sending %s failed: %s", self.name, message_subject(data), reason)
-            return [Delivery(a.fingerprint, False, error=reason) for a in alerts]
+            return GroupDelivery(False, error=reason)
         self.metrics.sent.labels(self.name).inc()
         log.info("email %s: sent %s", self.name, message_subject(data))
-        return [Delivery(a.fingerprint, True) for a in alerts]
+        return GroupDelivery(True)
 
     def _take_slot(self, key: tuple[str, ...]) -> float | None:
         """Reserve a place in the rate-limit window; else seconds until one frees up."""

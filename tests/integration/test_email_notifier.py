@@ -10,19 +10,15 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 from conftest import free_port, require_server, wait_until
 from prometheus_client import CollectorRegistry
+from smtp_server import PASSWORD, smtp_server
 
 from alerting.engine import AlertEngine
 from alerting.notify.email import EmailConfig, EmailNotifier, parse_email_config
@@ -30,37 +26,6 @@ from alerting.rules import load_rules
 from alerting.state import Alert, AlertBook, AlertDB
 from siem.memory import MemoryStore
 from siem.model import Sample, make_labels
-
-PASSWORD = "s3cr3t-Pa55word-do-not-log"
-
-
-@dataclass
-class Received:
-    sender: str
-    recipients: list[str]
-    message: EmailMessage
-
-
-class Inbox:
-    """aiosmtpd handler keeping every message, and an authenticator for one user."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.logins: list[tuple[str, str, str]] = []  # (mechanism, login, password)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = message_from_bytes(envelope.content, policy=policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
-        return "250 Message accepted for delivery"
-
-    def authenticate(
-        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-    ) -> AuthResult:
-        assert isinstance(auth_data, LoginPassword)
-        login, password = auth_data.login.decode(), auth_data.password.decode()
-        self.logins.append((mechanism, login, password))
-        return AuthResult(success=login == "vigil" and password == PASSWORD, handled=False)
 
 
 @dataclass(frozen=True)
@@ -102,21 +67,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     cert, key = _self_signed(directory, "smtp", "localhost", "DNS:localhost,IP:127.0.0.1")
     other_cert, other_key = _self_signed(directory, "other", "other.example", "DNS:other.example")
     return Certs(cert, key, other_cert, other_key)
-
-
-@contextmanager
-def smtp_server(
-    host: str = "127.0.0.1", port: int | None = None, **params: Any
-) -> Iterator[tuple[int, Inbox]]:
-    inbox = Inbox()
-    if "authenticator" in params:
-        params["authenticator"] = inbox.authenticate
-    controller = Controller(inbox, hostname=host, port=port or free_port(), **params)
-    controller.start()
-    try:
-        yield controller.port, inbox
-    finally:
-        controller.stop()
 
 
 def config(port: int, host: str = "127.0.0.1", **extra: Any) -> EmailConfig:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from alerting.rules import Rule
-from alerting.state import AlertBook, AlertDB, Hit, fingerprint
-from siem.model import make_labels
+from prometheus_client import CollectorRegistry
+
+from alerting.engine import AlertEngine
+from alerting.promql import Engine
+from alerting.rules import Rule, load_rules
+from alerting.state import AlertBook, AlertDB, Hit, fingerprint, rule_key
+from siem.memory import MemoryStore
+from siem.model import Sample, make_labels
 
 RULE = Rule(
     "ShopInstanceDown",
@@ -144,3 +150,100 @@ def test_alert_state_delivery_of_an_earlier_episode_is_ignored(tmp_path: Path) -
     assert alert.active_at == again.alert.active_at
     assert alert.receipts == {}
     assert alert.delivered == {}
+
+
+SAME_NAME_RULES = """\
+groups:
+  - name: disk
+    rules:
+      - alert: DiskFilling
+        expr: disk_used_ratio > 0.8
+        labels: {severity: warning}
+      - alert: DiskFilling
+        expr: disk_used_ratio > 0.9
+        labels: {severity: critical}
+"""
+
+
+def test_alert_state_same_named_rules_keep_each_others_alerts(tmp_path: Path) -> None:
+    """A warning/critical pair with one alert name (kube-prometheus, Sloth) both fire and
+    stay firing: evaluating one rule does not resolve the other's alert."""
+    (tmp_path / "r.yaml").write_text(SAME_NAME_RULES)
+    store = MemoryStore()
+    engine = AlertEngine(
+        store,
+        load_rules([tmp_path / "r.yaml"]),
+        book(tmp_path),
+        [],
+        evaluator=Engine(store),
+        registry=CollectorRegistry(),
+    )
+    for t in (10.0, 20.0, 30.0, 40.0):
+        store.write(samples=[Sample(make_labels("disk_used_ratio", host="h1"), t, 0.95)])
+        engine.run_once(t)
+        firing = {a.labels["severity"]: a for a in engine.book.alerts() if a.state == "firing"}
+        assert sorted(firing) == ["critical", "warning"], t
+        assert {a.fired_at for a in firing.values()} == {10.0}  # never resolved and re-fired
+    rule_c = engine.groups[0].rules[1]
+    assert [a.labels["severity"] for a in engine.book.rule_alerts(rule_c)] == ["critical"]
+    store.write(samples=[Sample(make_labels("disk_used_ratio", host="h1"), 50.0, 0.85)])
+    engine.run_once(50.0)
+    states = {a.labels["severity"]: (a.state, a.fired_at) for a in engine.book.alerts()}
+    assert states == {"warning": ("firing", 10.0)}  # critical resolved (and, told to no
+    # receiver, forgotten); warning still the same firing alert
+
+
+def test_alert_state_rows_from_before_rule_keys_are_adopted(tmp_path: Path) -> None:
+    """alerts.db rows written before alerts were keyed by rule (no ``rule`` in their
+    JSON) are taken over by the rule that matches them, not resolved by its twin."""
+    warning = Rule("DiskFilling", expr="x > 0.8", labels={"severity": "warning"})
+    critical = Rule("DiskFilling", expr="x > 0.9", labels={"severity": "critical"})
+    hit = Hit(make_labels("x", host="h1"), 0.95)
+    old = book(tmp_path)
+    old.update(warning, [hit], now=10.0)
+    old.update(critical, [hit], now=10.0)
+    db = old.db._db
+    for fp, data in db.execute("SELECT fingerprint, data FROM alerts").fetchall():
+        legacy = json.loads(data)
+        del legacy["rule"]
+        db.execute(
+            "UPDATE alerts SET rule = ?, data = ? WHERE fingerprint = ?",
+            ("DiskFilling", json.dumps(legacy), fp),
+        )
+    old.db.close()
+    alerts = book(tmp_path)
+    assert {a.rule for a in alerts.alerts()} == {""}
+    assert alerts.update(warning, [hit], now=20.0) == []
+    assert alerts.update(critical, [], now=20.0)[0].alert.labels["severity"] == "critical"
+    states = {a.labels["severity"]: (a.state, a.rule) for a in alerts.alerts()}
+    assert states["warning"] == ("firing", rule_key(warning))
+    assert states["critical"][0] == "resolved"
+
+
+def test_alert_state_same_name_and_labels_other_expr_are_separate_rules(tmp_path: Path) -> None:
+    """Two rules differing only by their expression each keep their own alerts."""
+    cpu = Rule("HostTrouble", expr="cpu > 0.9", labels={"severity": "warning"})
+    mem = Rule("HostTrouble", expr="mem > 0.9", labels={"severity": "warning"})
+    alerts = book(tmp_path)
+    alerts.update(cpu, [Hit(make_labels("cpu", host="h1"), 0.95)], now=10.0)
+    alerts.update(mem, [Hit(make_labels("mem", host="h2"), 0.95)], now=10.0)
+    for now in (20.0, 30.0):
+        assert alerts.update(cpu, [Hit(make_labels("cpu", host="h1"), 0.95)], now=now) == []
+        assert alerts.update(mem, [Hit(make_labels("mem", host="h2"), 0.95)], now=now) == []
+    assert sorted(a.labels["host"] for a in alerts.alerts() if a.state == "firing") == ["h1", "h2"]
+
+
+def test_alert_state_reload_with_an_edited_expr_keeps_the_firing_alert(tmp_path: Path) -> None:
+    """As Prometheus carries state over by name and labels: the edited rule inherits the
+    alert (no resolve, no new episode); a rule that is gone takes its alerts with it."""
+    old = Rule("DiskFilling", expr="x > 0.9", labels={"severity": "critical"})
+    new = Rule("DiskFilling", expr="x > 0.95", labels={"severity": "critical"})
+    hit = Hit(make_labels("x", host="h1"), 0.97)
+    alerts = book(tmp_path)
+    alerts.update(old, [hit], now=10.0)
+    alerts.forget_rules_except([new])
+    (alert,) = alerts.alerts()
+    assert alert.rule == rule_key(new) and alert.fired_at == 10.0
+    assert alerts.update(new, [hit], now=20.0) == []
+    alerts.forget_rules_except([Rule("Other", expr="y > 1")])
+    assert alerts.alerts() == []

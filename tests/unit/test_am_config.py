@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 import pytest
@@ -52,11 +53,15 @@ def test_continue_sends_to_several_receivers_in_order() -> None:
     assert [r.receiver for r in cfg.route.match(labels)] == ["team-X-pager", "team-Y-pager"]
     assert [r.receiver for r in cfg.route.match({"service": "x"})] == ["team-X-mails"]
     email = cfg.receivers["team-X-mails"].email[0]
-    assert (email.smarthost, email.sender, email.send_resolved) == (
-        "localhost:25",
+    assert (email.host, email.port, email.sender, email.send_resolved) == (
+        "localhost",
+        25,
         "alertmanager@example.org",
         False,
     )
+    # global smtp_* defaults: hello, user and the (literal, warned about) password
+    assert (email.hello, email.auth_username) == ("host.example.org", "alertmanager")
+    assert email.auth_password == "multiline\nmysecret"
     assert cfg.receivers["team-DB-pager"].unsupported == ("pagerduty_configs",)
 
 
@@ -167,3 +172,60 @@ def test_vigil_alert_refuses_to_start_on_a_bad_config(
     assert main(["alert", "--once"]) == 2
     assert f"{bad}:3:15: group_wait: bad duration 'soon'" in capsys.readouterr().err
     assert not (tmp_path / "data" / "alerts.db").exists()  # refused before touching state
+
+
+SMTP_GLOBALS = """\
+global:
+  smtp_smarthost: mail.example.com:587
+  smtp_from: vigil@example.com
+  smtp_hello: vigil.example.com
+  smtp_auth_username: vigil
+  smtp_auth_password: hunter2
+  smtp_auth_identity: ops
+  smtp_require_tls: false
+route: {receiver: mail}
+receivers:
+  - name: mail
+    email_configs:
+      - to: oncall@example.com
+        rate_limit: 10/h
+      - to: db@example.com
+        auth_password_file: /run/secrets/db-smtp
+        require_tls: true
+"""
+
+
+def test_email_configs_take_the_global_smtp_defaults_and_warn_of_a_literal_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="vigil.alert.email"):
+        cfg = parse_config(SMTP_GLOBALS, "am.yml")
+    first, second = cfg.receivers["mail"].email
+    assert (first.host, first.port, first.sender, first.hello) == (
+        "mail.example.com",
+        587,
+        "vigil@example.com",
+        "vigil.example.com",
+    )
+    assert (first.auth_username, first.auth_password, first.auth_identity) == (
+        "vigil",
+        "hunter2",
+        "ops",
+    )
+    assert first.require_tls is False and str(first.rate_limit) == "10/1h"
+    # a receiver's own password file replaces the global password as a pair
+    assert (second.auth_password, second.auth_password_file) == ("", "/run/secrets/db-smtp")
+    assert second.require_tls is True
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("am.yml:6: receivers[mail].email_configs[0].auth_password:")
+    assert "hunter2" not in warning
+
+
+def test_email_config_error_names_the_file_and_line_of_the_key() -> None:
+    text = SMTP_GLOBALS.replace("to: db@example.com", "to: not an address")
+    with pytest.raises(
+        AMConfigError, match=r"^am.yml:15: receivers\[mail\]\.email_configs\[1\]\.to"
+    ):
+        parse_config(text, "am.yml")
+    with pytest.raises(AMConfigError, match=r"^am.yml:2: .*smarthost: expected host:port"):
+        parse_config(SMTP_GLOBALS.replace("mail.example.com:587", "mail"), "am.yml")

@@ -1,8 +1,9 @@
 """The e-mail receiver's configuration: Alertmanager's ``email_config`` keys, located errors,
-secrets kept out of files, and the ``alert.email`` settings section."""
+literal secrets warned about, and the ``alert.email`` settings section."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,12 @@ def test_email_rate_limit_forms(text: str, limit: RateLimit) -> None:
         ({"headers": {"Bad Name": "x"}}, "headers", "not a header name"),
         ({"headers": {"subject": "a", "Subject": "b"}}, "headers.Subject", "twice"),
         ({"hello": "my host"}, "hello", "host name"),
-        ({"auth_password": "hunter2"}, "auth_password", "auth_password_file"),
-        ({"auth_secret": "hunter2"}, "auth_secret", "VIGIL_SMTP_AUTH_SECRET"),
+        (
+            {"auth_password": "hunter2", "auth_password_file": "/p"},
+            "auth_password",
+            "at most one of auth_password & auth_password_file",
+        ),
+        ({"auth_secret": "hunter2", "auth_secret_file": "/s"}, "auth_secret", "at most one"),
         ({"smarthots": "x:1"}, "smarthots", "unknown key"),
     ],
 )
@@ -90,6 +95,28 @@ def test_email_config_errors_name_the_key_and_line(
 def test_email_config_missing_key_is_located_at_the_entry() -> None:
     with pytest.raises(ConfigError, match=r"^am.yaml:7: email_configs\[0\].to: is required"):
         parse_email_config({"from": "a@b.c", "smarthost": "h:25"}, file="am.yaml", line=7)
+
+
+def test_email_literal_password_loads_as_alertmanager_does_with_a_located_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Alertmanager accepts ``auth_password`` in its file, so an existing file must load;
+    the warning says where the secret belongs and never shows it."""
+    with caplog.at_level(logging.WARNING, logger="vigil.alert.email"):
+        cfg = parse_email_config(
+            {**BASE, "auth_username": "u", "auth_password": "hunter2"},
+            where="receivers[ops].email_configs[0]",
+            file="alertmanager.yaml",
+            line=10,
+            lines={"auth_password": 13},
+            env={"VIGIL_SMTP_AUTH_PASSWORD": "from-env"},
+        )
+    assert cfg.auth_password == "hunter2" and "hunter2" not in repr(cfg)
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert message.startswith("alertmanager.yaml:13: receivers[ops].email_configs[0].auth_password")
+    assert "auth_password_file" in message and "$VIGIL_SMTP_AUTH_PASSWORD" in message
+    assert "hunter2" not in message
 
 
 def test_email_password_comes_from_the_environment_or_a_file() -> None:
