@@ -46,6 +46,7 @@ from typing import Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
+from alerting.am.acks import Ack, AckError, AckStore, group_id, new_ack
 from alerting.am.config import AMConfig, AMConfigError, InhibitRule, Route, load_config
 from alerting.am.silences import Silence, SilenceStore
 from alerting.notify.base import GroupDelivery, GroupNotification, GroupNotifier
@@ -183,6 +184,15 @@ class _Metrics:
         )
 
 
+def stored_groups(db_path: str | Path) -> list[Group]:
+    """The groups a running ``vigil alert`` last saved in ``alerts.db`` (for the CLI)."""
+    store = _AMStore(db_path)
+    try:
+        return [Group.from_json(v) for _, v in store.rows("am_groups")]
+    finally:
+        store.close()
+
+
 class _AMStore:
     """Groups, the notification log and API-posted alerts, in SQLite (WAL)."""
 
@@ -267,6 +277,9 @@ class AlertManager:
         self.outbox_metrics = outbox_metrics or OutboxMetrics(registry)
         self.store = _AMStore(db_path)
         self.silences = SilenceStore(db_path)
+        self.acks = AckStore(db_path)
+        self.current_acks: dict[str, Ack] = {}
+        """The acknowledgements as of the last pass, by group key."""
         self._lock = threading.RLock()
         self.queue_size = queue_size
         self.backoff_s = backoff_s
@@ -408,6 +421,7 @@ class AlertManager:
         them into groups, and queue notifications for the groups that are due."""
         now = self.clock() if now is None else now
         with self._lock:
+            self._refresh_acks()
             everything = [a for a in alerts if a.state != "pending"] + self._posted_now(now)
             seen: set[tuple[str, str]] = set()
             changed: set[str] = set()
@@ -543,6 +557,9 @@ class AlertManager:
             return bool(entry.firing)
         if notifier.send_resolved and not r <= entry.resolved:
             return True
+        ack = self.current_acks.get(g.key)
+        if ack is not None and ack.covers(f, now):
+            return False  # acknowledged and unchanged: no repeat until it lapses
         return entry.at < now - route.repeat_interval_s
 
     def notification(self, key: str, iid: str) -> GroupNotification | None:
@@ -560,6 +577,10 @@ class AlertManager:
             alerts = firing + (resolved if notifier.send_resolved else [])
             if not firing and not (entry is not None and entry.firing):
                 alerts = []  # it never heard these fire: nothing to say (logged, not sent)
+            ack = self.current_acks.get(key)
+            fps = {a.fingerprint for a in firing}
+            if ack is not None and not (fps and ack.covers(fps, self.clock())):
+                ack = None
             return GroupNotification(
                 receiver=g.receiver,
                 group_key=key,
@@ -567,6 +588,8 @@ class AlertManager:
                 alerts=alerts,
                 receipt=dict(entry.receipt) if entry else {},
                 external_url=self.external_url,
+                acknowledged_by=ack.by if ack else "",
+                acknowledged_at=ack.at if ack else None,
             )
 
     def _notifier(self, receiver: str, iid: str) -> GroupNotifier | None:
@@ -597,6 +620,54 @@ class AlertManager:
                 g.pending.remove(iid)
                 self._collect(g)
                 self._save(key)
+
+    # -- acknowledgements --------------------------------------------------------------------
+
+    def acknowledge(self, key: str, by: str, for_s: float, now: float | None = None) -> Ack:
+        """``by`` takes group ``key`` (or its ``group_id``) for ``for_s`` seconds: no repeat
+        until it resolves, an alert joins, or the time is up; the group's messages are
+        updated to say so. Raises ``AckError`` for an unknown or resolved group."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            g = self.find_group(key)
+            if g is None:
+                raise AckError(f"no alert group {key!r}; `vigil alert ack --list` shows them")
+            ack = new_ack(g.key, {fp: a.state for fp, a in g.alerts.items()}, by, for_s, now)
+            self.acks.ack(ack)
+            self._refresh_acks()
+            return ack
+
+    def find_group(self, key: str) -> Group | None:
+        """The group with this key or ``group_id`` (the short id Slack buttons carry)."""
+        with self._lock:
+            if key in self.groups:
+                return self.groups[key]
+            return next((g for g in self.groups.values() if group_id(g.key) == key), None)
+
+    def _refresh_acks(self) -> None:
+        """Read the acknowledgements (the CLI writes them from another process); one for
+        a group that is gone is dropped; a new one re-sends the group's message now so it
+        says who acknowledged it (Slack edits the message in place)."""
+        old = self.current_acks
+        self.current_acks = {}
+        for ack in self.acks.all():
+            g = self.groups.get(ack.group_key)
+            if g is None:
+                self.acks.clear(ack.group_key)
+                continue
+            self.current_acks[g.key] = ack
+            before = old.get(g.key)
+            if before is not None and before.at == ack.at:
+                continue
+            for i, notifier in enumerate(self.integrations.get(g.receiver, [])):
+                iid = integration_id(g.receiver, notifier.integration, i)
+                told = _log_key(g.key, iid) in self.nflog  # a message exists to edit
+                if notifier.integration == "slack" and told and iid not in g.pending:
+                    g.pending.append(iid)
+                    g.next_flush = min(g.next_flush, self.clock())
+                    box = self.outboxes.get(iid)
+                    if box is not None:
+                        box.offer([g.key])
 
     # -- views for the API and the UI -----------------------------------------------------
 
@@ -667,6 +738,7 @@ class AlertManager:
     def close(self) -> None:
         self.store.close()
         self.silences.close()
+        self.acks.close()
 
 
 class Suppressor:

@@ -10,6 +10,7 @@ processed by Slack, so retrying it cannot post a duplicate.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import time
@@ -23,6 +24,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
+from alerting.am.acks import group_id
 from alerting.notify.base import Delivery, GroupDelivery, GroupNotification
 from alerting.state import Alert
 from alerting.templates import go_float, humanize, humanize_duration
@@ -296,10 +298,55 @@ def group_title(n: GroupNotification) -> str:
     return f"[{status}] {', '.join(names)}" + (f" ({extra})" if extra else "")
 
 
+ACK_ACTION = "vigil_ack"
+SILENCE_ACTION = "vigil_silence_1h"
+
+
+def who(actor: str) -> str:
+    """``slack:U123`` as a Slack mention (shown as @name), a Vigil user as ``@ana``."""
+    return f"<@{actor[6:]}>" if actor.startswith("slack:") else f"@{actor}"
+
+
+def controls(n: GroupNotification) -> list[dict[str, Any]]:
+    """Blocks under a firing group: who acknowledged it, and the buttons the interactivity
+    endpoint (``alerting.am.slack_actions``) answers; each carries the group's short id."""
+    if not n.firing:
+        return []
+    blocks: list[dict[str, Any]] = []
+    if n.acknowledged_by:
+        at = dt.datetime.fromtimestamp(n.acknowledged_at or 0, dt.UTC).strftime("%H:%M")
+        text = f"Acknowledged by {who(n.acknowledged_by)} at {at} UTC"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+    gid = group_id(n.group_key)
+    buttons: list[dict[str, Any]] = []
+    if not n.acknowledged_by:
+        buttons.append(_button("Acknowledge", ACK_ACTION, gid, style="primary"))
+    buttons.append(_button("Silence 1h", SILENCE_ACTION, gid))
+    blocks.append({"type": "actions", "block_id": f"vigil:{gid}", "elements": buttons})
+    return blocks
+
+
+def _button(label: str, action: str, value: str, style: str = "") -> dict[str, Any]:
+    rv: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": label},
+        "action_id": action,
+        "value": value,
+    }
+    if style:
+        rv["style"] = style
+    return rv
+
+
 def group_message(n: GroupNotification) -> dict[str, Any]:
-    """The Slack body for a group: one alert renders as before; more list each alert."""
-    if len(n.alerts) == 1:
-        return message(n.alerts[0])
+    """The Slack body for a group: one alert renders as before; more list each alert.
+    A firing group ends with its acknowledgement and the buttons (``controls``)."""
+    body = message(n.alerts[0]) if len(n.alerts) == 1 else _group_body(n)
+    body["blocks"] = [*body["blocks"], *controls(n)]
+    return body
+
+
+def _group_body(n: GroupNotification) -> dict[str, Any]:
     firing = n.firing
     worst = next((a.severity for a in firing if a.severity in SEVERITY_COLOR), "")
     emoji = SEVERITY_EMOJI.get(worst, "⚪") if firing else "✅"
