@@ -34,9 +34,11 @@ What the HTTP API (``/api/v2``) and the UI need is here: ``alerts()``,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,7 +49,14 @@ from typing import Literal
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from alerting.am.acks import Ack, AckError, AckStore, group_id, new_ack
-from alerting.am.config import AMConfig, AMConfigError, InhibitRule, Route, load_config
+from alerting.am.config import (
+    AMConfig,
+    AMConfigError,
+    EscalationStep,
+    InhibitRule,
+    Route,
+    load_config,
+)
 from alerting.am.silences import Silence, SilenceStore
 from alerting.notify.base import GroupDelivery, GroupNotification, GroupNotifier
 from alerting.notify.outbox import (
@@ -89,6 +98,8 @@ class Group:
     flushed_resolved: list[str] = field(default_factory=list)
     """Resolved alerts as of the last flush: forgotten once every integration is done with
     that flush (one that resolved since waits for the next)."""
+    escalations: int = 0
+    """Escalation steps taken so far (the route's policy, cycled until acknowledged)."""
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -175,6 +186,12 @@ class _Metrics:
         self.reload_at = Gauge(
             "alertmanager_config_last_reload_success_timestamp_seconds",
             "When the configuration was last loaded successfully",
+            registry=registry,
+        )
+        self.escalations = Counter(
+            "vigil_alertmanager_escalations",
+            "Escalation steps by outcome (sent, failed, dropped: the queue was full)",
+            ["outcome"],
             registry=registry,
         )
         self.posted_dropped = Counter(
@@ -299,6 +316,7 @@ class AlertManager:
             k: Alert.from_json(v) for k, v in self.store.rows("am_posted")
         }
         self.outboxes: dict[str, GroupOutbox] = {}
+        self.escalator = Escalator(self)
         self._running = False
         self.config = config
         self._apply(config, integrations)
@@ -455,6 +473,7 @@ class AlertManager:
                 assert sup is not None
                 self._flush(g, now, sup)
                 changed.add(g.key)
+            changed |= self._escalate_due(now, sup)
             for key in changed:
                 self._save(key)
             self._update_gauges(now)
@@ -669,6 +688,41 @@ class AlertManager:
                     if box is not None:
                         box.offer([g.key])
 
+    # -- escalation ------------------------------------------------------------------------
+
+    def _escalate_due(self, now: float, sup: Suppressor | None) -> set[str]:
+        """Take each due step of the routes' escalation policies for firing, notified,
+        unacknowledged groups. Step ``n`` is due at ``created_at + cycle*k + after``
+        (``cycle`` = the last step's ``after``), so the policy repeats until acknowledged."""
+        changed: set[str] = set()
+        for g in self.groups.values():
+            route = self.routes.get(g.route_id)
+            if route is None or not route.escalation:
+                continue
+            sup = sup or self.suppressor(now)
+            firing, _ = self._sets(g, sup)
+            fps = {a.fingerprint for a in firing}
+            ack = self.current_acks.get(g.key)
+            if not fps or (ack is not None and ack.covers(fps, now)):
+                continue
+            if not any(k.endswith("\x00" + g.key) and e.firing for k, e in self.nflog.items()):
+                continue  # not paged yet (group_wait, muted): nothing to escalate
+            steps = route.escalation
+            cycle = steps[-1].after_s
+            due: int | None = None
+            for _ in range(MAX_ESCALATION_CATCHUP):  # steps missed (acknowledged, down)
+                k, i = divmod(g.escalations, len(steps))
+                if now < g.created_at + k * cycle + steps[i].after_s:
+                    break
+                g.escalations += 1
+                due = i
+            if due is not None:  # only the latest due step is sent: no burst of old ones
+                changed.add(g.key)
+                text = f"step {due + 1}: {steps[due].describe()}"
+                self.acks.note(g.key, now, "escalation", text)
+                self.escalator.offer(g, steps[due], firing)
+        return changed
+
     # -- views for the API and the UI -----------------------------------------------------
 
     def alerts(self, now: float | None = None) -> list[AlertView]:
@@ -719,12 +773,14 @@ class AlertManager:
 
     def start(self) -> None:
         self._running = True
+        self.escalator.start()
         for box in self.outboxes.values():
             box.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._running = False
         deadline = time.monotonic() + timeout
+        self.escalator.stop(timeout)
         for box in self.outboxes.values():
             box.request_stop()
         for box in self.outboxes.values():
@@ -734,6 +790,7 @@ class AlertManager:
         """One delivery attempt of everything queued, in this thread (``--once``, tests)."""
         for box in list(self.outboxes.values()):
             box.deliver_now()
+        self.escalator.deliver_now()
 
     def close(self) -> None:
         self.store.close()
@@ -864,3 +921,76 @@ class GroupOutbox(QueueWorker):
                 self.manager.metrics.failed.labels(kind, self.receiver).inc()
                 log.warning("integration %s: group %s failed: %s", self.iid, key, d.error)
         return self._done(keys, failed)
+
+
+MAX_ESCALATION_QUEUE = 1000
+MAX_ESCALATION_CATCHUP = 10_000
+"""Missed steps skipped in one pass (a group firing for weeks with a 1m step)."""
+
+
+class Escalator:
+    """Sends escalation steps from its own thread (a bounded queue; a full queue drops the
+    step and counts it), so a slow Slack or SMTP server never delays evaluation."""
+
+    def __init__(self, manager: AlertManager) -> None:
+        self.manager = manager
+        self.queue: queue.Queue[tuple[GroupNotification, EscalationStep] | None] = queue.Queue(
+            MAX_ESCALATION_QUEUE
+        )
+        self._thread: threading.Thread | None = None
+
+    def offer(self, g: Group, step: EscalationStep, firing: Sequence[Alert]) -> None:
+        receipt: dict[str, str] = {}
+        for key, entry in self.manager.nflog.items():
+            if key.endswith("\x00" + g.key) and entry.receipt.get("ts"):
+                receipt = dict(entry.receipt)
+        n = GroupNotification(g.receiver, g.key, dict(g.labels), list(firing), receipt)
+        try:
+            self.queue.put_nowait((n, step))
+        except queue.Full:
+            self.manager.metrics.escalations.labels("dropped").inc()
+            log.warning("escalation of %s dropped: the queue is full", g.key)
+
+    def send(self, n: GroupNotification, step: EscalationStep) -> None:
+        m = self.manager
+        if step.email:
+            targets = [x for x in m.integrations.get(step.email, []) if x.integration == "email"]
+            ok = bool(targets) and all(x.notify_group(n).ok for x in targets)
+        else:
+            slack = [x for x in m.integrations.get(n.receiver, []) if hasattr(x, "escalate")]
+            ok = bool(slack) and all(x.escalate(n, step) for x in slack)
+        m.metrics.escalations.labels("sent" if ok else "failed").inc()
+        if not ok:
+            log.warning("escalation of %s (%s) failed", n.group_key, step.describe())
+
+    def deliver_now(self) -> None:
+        while True:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                self.send(*job)
+
+    def _run(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            try:
+                self.send(*job)
+            except Exception as exc:  # never let one bad step end the worker
+                self.manager.metrics.escalations.labels("failed").inc()
+                log.warning("escalation failed: %s", exc)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="escalator", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        if self._thread is not None:
+            with contextlib.suppress(queue.Full):
+                self.queue.put(None, timeout=1.0)
+            self._thread.join(timeout)
+            self._thread = None

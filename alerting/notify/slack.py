@@ -25,6 +25,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
 from alerting.am.acks import group_id
+from alerting.am.config import EscalationStep
 from alerting.notify.base import Delivery, GroupDelivery, GroupNotification
 from alerting.state import Alert
 from alerting.templates import go_float, humanize, humanize_duration
@@ -181,6 +182,30 @@ class SlackNotifier:
             log.warning("slack: group %s failed: %s", n.group_key, exc)
             return GroupDelivery(False, receipt, str(exc))
         return GroupDelivery(True, receipt)
+
+    def escalate(self, n: GroupNotification, step: EscalationStep) -> bool:
+        """An escalation step: ``slack_mention`` replies in the group message's thread
+        (broadcast to the channel) naming who must look; ``channel`` posts the group's
+        message to that channel. False when Slack refused (counted by the caller)."""
+        title = group_title(n)
+        try:
+            if step.slack_mention:
+                text = f"{step.slack_mention} {title} is not acknowledged yet."
+                if n.receipt.get("ts"):
+                    self.client.chat_postMessage(
+                        channel=n.receipt["channel"],
+                        thread_ts=n.receipt["ts"],
+                        reply_broadcast=True,
+                        text=text,
+                    )
+                else:
+                    self.client.chat_postMessage(channel=self.channel, text=text)
+            elif step.channel:
+                self.client.chat_postMessage(channel=step.channel, **group_message(n))
+        except Exception as exc:
+            log.warning("slack: escalating %s failed: %s", n.group_key, exc)
+            return False
+        return True
 
     def _fire(self, alert: Alert) -> Delivery:
         receipt = alert.receipts.get(self.name, {})
