@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from alerting.am.acks import DEFAULT_ACK_S, AckError, AckStore, group_id, new_ack
+from alerting.am.acks import DEFAULT_ACK_S, AckError, AckStore, group_id
 from alerting.am.config import AMConfigError, Route, load_config
-from alerting.am.dispatch import Group, stored_groups
+from alerting.am.dispatch import Group, acknowledge_stored, stored_groups
 from alerting.am.matchers import MatcherSyntaxError, format_matcher, parse_matchers
 from alerting.am.silences import SilenceError, SilenceStore, new_silence
 from vigil.auth import audit_event, token_actor
@@ -85,32 +85,26 @@ def cmd_ack(args: argparse.Namespace) -> int:
     pass (and edits the Slack message). Every acknowledgement is a ``vigil.audit`` event."""
     settings = load_settings(args.config)
     db = Path(settings.data_dir) / "alerts.db"
-    groups = stored_groups(db)
-    store = AckStore(db)
-    try:
-        if args.list or not args.group:
-            _print_groups(groups, store)
-            return 0
-        found = [g for g in groups if args.group in (g.key, group_id(g.key))]
+    if args.list or not args.group:
+        store = AckStore(db)
         try:
-            if not found:
-                raise AckError(f"no alert group {args.group!r}; `vigil alert ack --list`")
-            try:
-                for_s = parse_duration(args.for_) if args.for_ else DEFAULT_ACK_S
-            except ValueError as exc:
-                raise AckError(f"--for: {exc}") from None
-            g = found[0]
-            actor = token_actor(settings, args.actor or getpass.getuser())
-            states = {fp: a.state for fp, a in g.alerts.items()}
-            ack = new_ack(g.key, states, actor, for_s, time.time())
-        except AckError as exc:
-            print(f"alert ack: {exc}", file=sys.stderr)
-            return 1
-        store.ack(ack)
-    finally:
-        store.close()
-    print(f"{group_id(g.key)} acknowledged by {actor} until {_iso(ack.ends_at)}")
-    _audit(settings, actor, f"{actor} acknowledged {g.key}", group_id(g.key))
+            _print_groups(stored_groups(db), store)
+        finally:
+            store.close()
+        return 0
+    actor = token_actor(settings, args.actor or getpass.getuser())
+    try:
+        try:
+            for_s = parse_duration(args.for_) if args.for_ else DEFAULT_ACK_S
+        except ValueError as exc:
+            raise AckError(f"--for: {exc}") from None
+        ack = acknowledge_stored(db, args.group, actor, for_s, time.time())
+    except AckError as exc:
+        print(f"alert ack: {exc}", file=sys.stderr)
+        return 1
+    gid = group_id(ack.group_key)
+    print(f"{gid} acknowledged by {actor} until {_iso(ack.ends_at)}")
+    _audit(settings, actor, f"{actor} acknowledged {ack.group_key}", gid)
     return 0
 
 

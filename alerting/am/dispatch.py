@@ -210,6 +210,23 @@ def stored_groups(db_path: str | Path) -> list[Group]:
         store.close()
 
 
+def acknowledge_stored(db_path: str | Path, key: str, by: str, for_s: float, now: float) -> Ack:
+    """Acknowledge group ``key`` (or its ``group_id``) in ``alerts.db`` from another process
+    (the CLI, the web UI); the running ``vigil alert`` picks it up on its next pass and
+    edits the Slack message. Raises ``AckError`` for an unknown or resolved group."""
+    found = [g for g in stored_groups(db_path) if key in (g.key, group_id(g.key))]
+    if not found:
+        raise AckError(f"no alert group {key!r}; `vigil alert ack --list` shows them")
+    g = found[0]
+    ack = new_ack(g.key, {fp: a.state for fp, a in g.alerts.items()}, by, for_s, now)
+    store = AckStore(db_path)
+    try:
+        store.ack(ack)
+    finally:
+        store.close()
+    return ack
+
+
 class _AMStore:
     """Groups, the notification log and API-posted alerts, in SQLite (WAL)."""
 
