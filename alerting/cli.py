@@ -5,11 +5,13 @@ check|generate FILE`` (SLOs to recording rules and burn-rate alerts)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -182,6 +184,7 @@ def slack_interactivity(settings: Settings, manager: AlertManager | None) -> Bas
     from werkzeug.serving import make_server
 
     from alerting.am.slack_actions import create_app
+    from playbooks.context import RunContext, default_context
 
     audit_store = open_store(settings)
     audit_lock = threading.Lock()
@@ -190,6 +193,9 @@ def slack_interactivity(settings: Settings, manager: AlertManager | None) -> Bas
         with audit_lock:
             audit_store.write(events=[event])
 
+    def playbook_context(actor: str, out: Callable[[str], None]) -> RunContext:
+        return dataclasses.replace(default_context(settings, actor), out=out)
+
     app = create_app(
         manager,
         signing_secret=slack.signing_secret,
@@ -197,6 +203,7 @@ def slack_interactivity(settings: Settings, manager: AlertManager | None) -> Bas
         users=slack.users,
         roles=slack.roles,
         default_role=slack.default_role,
+        playbook_context=playbook_context,
     )
     server = make_server(slack.interactivity_host, slack.interactivity_port, app, threaded=True)
     threading.Thread(target=server.serve_forever, name="slack-actions", daemon=True).start()

@@ -25,19 +25,35 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from slack_sdk.signature import Clock, SignatureVerifier
+from slack_sdk.webhook import WebhookClient
 
 from alerting.am.acks import AckError
 from alerting.am.dispatch import AlertManager
 from alerting.am.silences import SilenceError, new_silence
-from alerting.notify.slack import ACK_ACTION, SILENCE_ACTION
+from alerting.notify.slack import (
+    ACK_ACTION,
+    CANCEL_ACTION,
+    PLAYBOOK_ACTION,
+    PLAYBOOK_CONFIRM,
+    SILENCE_ACTION,
+    button,
+)
+from playbooks.context import RunContext
+from playbooks.loader import PLAYBOOK_DIR, find_playbook
+from playbooks.model import PlaybookError
+from playbooks.runner import run
 from siem.model import Event, Matcher
 from vigil.auth import audit_event, rank
 from vigil.webauth import public
+
+PlaybookContext = Callable[[str, Callable[[str], None]], RunContext]
+"""``(actor, out)`` → the context a playbook runs with (``out`` collects its lines)."""
 
 log = logging.getLogger("vigil.slack")
 
@@ -49,6 +65,11 @@ MAX_SEEN = 10_000
 ACK_FOR_S = 4 * 3600.0
 SILENCE_S = 3600.0
 REQUIRED_ROLE = "operator"
+SLACK_RESPONSE_URL = "https://hooks.slack.com/"
+
+
+class _Refused(Exception):
+    """The action cannot be done (unknown group or playbook, a run already going)."""
 
 
 class _FnClock(Clock):
@@ -86,8 +107,13 @@ def create_app(
     default_role: str = REQUIRED_ROLE,
     clock: Callable[[], float] = time.time,
     registry: CollectorRegistry = REGISTRY,
+    playbook_context: PlaybookContext | None = None,
+    playbook_dir: Path = PLAYBOOK_DIR,
+    response_url_prefix: str = SLACK_RESPONSE_URL,
 ) -> Flask:
-    """The Flask app serving ``POST /slack/actions``."""
+    """The Flask app serving ``POST /slack/actions``. Without ``playbook_context`` the
+    *Run playbook* button answers that playbooks cannot run from Slack here."""
+    runs = _Runs(playbook_context, playbook_dir, manager)
     verifier = SignatureVerifier(signing_secret, clock=_FnClock(clock))
     replays = _Replays()
     users = dict(users or {})
@@ -102,6 +128,7 @@ def create_app(
         ["outcome"],
         registry=registry,
     )
+    replies = _Replies(response_url_prefix, registry)
     app = Flask("vigil-slack-actions")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
 
@@ -131,19 +158,163 @@ def create_app(
             return refuse("bad_payload", 400, "not a block_actions payload")
         actor = users.get(user_id) or f"slack:{user_id}"
         role = roles.get(user_id, default_role)
+        url = payload.get("response_url")
+
+        def reply(text: str, blocks: list[dict[str, Any]] | None, outcome: str) -> Response:
+            """The ephemeral answer, to ``response_url`` (Slack ignores the HTTP body of a
+            block_actions answer) and in the body (for tools and tests)."""
+            outcomes.labels(outcome).inc()
+            answer = _ephemeral_body(text, blocks)
+            replies.send(url, answer)
+            return Response(json.dumps(answer), 200, mimetype="application/json")
+
+        if action_id == CANCEL_ACTION:
+            return reply("Cancelled; nothing was run.", None, "ok")
+        playbook = action_id in (PLAYBOOK_ACTION, PLAYBOOK_CONFIRM)
+        if playbook and user_id not in roles:
+            role = "viewer"  # running playbooks needs an explicit mapping, never the default
         if rank(role) < rank(REQUIRED_ROLE):
             _audit(audit, action_id, actor, "failure", f"{actor} may not {action_id}", value)
-            return refuse("denied", 200, f"{actor} is {role}; {REQUIRED_ROLE} is needed")
+            return reply(f"{actor} is {role}; {REQUIRED_ROLE} is needed", None, "denied")
         try:
-            text = _act(manager, action_id, value, actor, clock())
-        except (AckError, SilenceError) as exc:
-            outcomes.labels("failed").inc()
-            return _ephemeral(str(exc))
-        _audit(audit, action_id, actor, "success", text, value)
-        outcomes.labels("ok").inc()
-        return _ephemeral(text)
+            if action_id == PLAYBOOK_ACTION:
+                return reply(*runs.dry_run(value, actor), "ok")
+            if action_id == PLAYBOOK_CONFIRM:
+                text = runs.start(value, actor, clock(), audit)
+            else:
+                text = _act(manager, action_id, value, actor, clock())
+        except (AckError, SilenceError, PlaybookError, _Refused) as exc:
+            return reply(str(exc), None, "failed")
+        if action_id != PLAYBOOK_CONFIRM:  # the run audits itself (playbook-run)
+            _audit(audit, action_id, actor, "success", text, value)
+        return reply(text, None, "ok")
 
     return app
+
+
+MAX_PLAN_LINES = 40
+MAX_REPLIES_IN_FLIGHT = 8
+
+
+class _Replies:
+    """Posts ephemeral answers to Slack's ``response_url`` from threads (at most
+    ``MAX_REPLIES_IN_FLIGHT`` at once, 5 s each; more are dropped and counted). Only URLs
+    under ``prefix`` (Slack's hooks host) are called: the payload is signed, but a URL
+    elsewhere is never fetched."""
+
+    def __init__(self, prefix: str, registry: CollectorRegistry) -> None:
+        self.prefix = prefix
+        self._slots = threading.BoundedSemaphore(MAX_REPLIES_IN_FLIGHT)
+        self.failed = Counter(
+            "vigil_slack_replies_failed",
+            "Answers to Slack's response_url not delivered (refused URL, busy, error)",
+            registry=registry,
+        )
+
+    def send(self, url: object, body: dict[str, Any]) -> None:
+        if not isinstance(url, str) or not url.startswith(self.prefix):
+            if url:
+                self.failed.inc()
+            return
+        if not self._slots.acquire(blocking=False):
+            self.failed.inc()
+            return
+
+        def post() -> None:
+            try:
+                answer = WebhookClient(url, timeout=5).send_dict(body)
+                if answer.status_code != 200:
+                    raise OSError(f"HTTP {answer.status_code}: {answer.body[:200]}")
+            except Exception as exc:  # an unanswered button must not hurt the process
+                self.failed.inc()
+                log.warning("slack: answering the button failed: %s", exc)
+            finally:
+                self._slots.release()
+
+        threading.Thread(target=post, name="slack-reply", daemon=True).start()
+
+
+class _Runs:
+    """*Run playbook*: the dry run first (with *Run it* / *Cancel*), then the run in a
+    thread (Slack wants an answer within 3 s); one run of a playbook at a time."""
+
+    def __init__(
+        self, factory: PlaybookContext | None, directory: Path, manager: AlertManager
+    ) -> None:
+        self.factory = factory
+        self.directory = directory
+        self.manager = manager
+        self._lock = threading.Lock()
+        self.running: dict[str, threading.Thread] = {}
+
+    def _resolve(self, value: str) -> tuple[str, str, PlaybookContext]:
+        gid, _, name = value.partition("|")
+        if self.factory is None:
+            raise _Refused("playbooks cannot be run from Slack on this server")
+        g = self.manager.find_group(gid)
+        if g is None:
+            raise _Refused(f"no alert group {gid!r} (resolved already?)")
+        offered = {a.annotations.get("playbook") for a in g.alerts.values()}
+        if name not in offered:
+            raise _Refused(f"no alert of this group names playbook {name!r}")
+        return g.key, name, self.factory
+
+    def dry_run(self, value: str, actor: str) -> tuple[str, list[dict[str, Any]]]:
+        _, name, factory = self._resolve(value)
+        playbook = find_playbook(name, self.directory)
+        lines: list[str] = []
+        ctx = factory(actor, lines.append)
+        try:
+            result = run(playbook, ctx, dry_run=True)
+        finally:
+            ctx.store.close()
+        plan = "\n".join(lines[:MAX_PLAN_LINES])[:2900]
+        text = f"Dry run of playbook {name}: nothing was changed."
+        blocks: list[dict[str, Any]] = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"```{plan}```"}},
+        ]
+        if result.aborted:
+            blocks.append(_context(f"It cannot run: {result.aborted}"))
+            return text, blocks
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    button(f"Run {name}", PLAYBOOK_CONFIRM, value, style="danger"),
+                    button("Cancel", CANCEL_ACTION, value),
+                ],
+            }
+        )
+        return text, blocks
+
+    def start(self, value: str, actor: str, now: float, audit: Callable[[Event], None]) -> str:
+        key, name, factory = self._resolve(value)
+        playbook = find_playbook(name, self.directory)
+        with self._lock:
+            going = self.running.get(name)
+            if going is not None and going.is_alive():
+                raise _Refused(f"playbook {name} is running already")
+
+            def work() -> None:
+                ctx = factory(actor, lambda line: log.info("playbook %s: %s", name, line))
+                try:
+                    result = run(playbook, ctx, assume_yes=True)
+                    log.info("playbook %s run by %s: exit %d", name, actor, result.exit_code)
+                except Exception as exc:  # a crashed run must not end the alert process
+                    log.warning("playbook %s run by %s failed: %s", name, actor, exc)
+                finally:
+                    ctx.store.close()
+
+            thread = threading.Thread(target=work, name=f"playbook-{name}", daemon=True)
+            self.running[name] = thread
+            thread.start()
+        self.manager.acks.note(key, now, "playbook", f"playbook {name} run by {actor}")
+        return f"{actor} started playbook {name}; its steps are in the vigil.playbook events."
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
 
 
 def _act(manager: AlertManager, action_id: str, gid: str, actor: str, now: float) -> str:
@@ -187,6 +358,8 @@ def _audit(
         log.warning("could not record the %s audit event: %s", action, exc)
 
 
-def _ephemeral(text: str) -> Response:
+def _ephemeral_body(text: str, blocks: list[dict[str, Any]] | None) -> dict[str, Any]:
     body: dict[str, Any] = {"response_type": "ephemeral", "replace_original": False, "text": text}
-    return Response(json.dumps(body), 200, mimetype="application/json")
+    if blocks:
+        body["blocks"] = blocks
+    return body

@@ -325,6 +325,11 @@ def group_title(n: GroupNotification) -> str:
 
 ACK_ACTION = "vigil_ack"
 SILENCE_ACTION = "vigil_silence_1h"
+PLAYBOOK_ACTION = "vigil_playbook"
+"""Shows the playbook's dry run with *Run it* (``PLAYBOOK_CONFIRM``) and *Cancel*."""
+PLAYBOOK_CONFIRM = "vigil_playbook_confirm"
+CANCEL_ACTION = "vigil_cancel"
+MAX_PLAYBOOK_BUTTONS = 3
 
 
 def who(actor: str) -> str:
@@ -345,13 +350,17 @@ def controls(n: GroupNotification) -> list[dict[str, Any]]:
     gid = group_id(n.group_key)
     buttons: list[dict[str, Any]] = []
     if not n.acknowledged_by:
-        buttons.append(_button("Acknowledge", ACK_ACTION, gid, style="primary"))
-    buttons.append(_button("Silence 1h", SILENCE_ACTION, gid))
+        buttons.append(button("Acknowledge", ACK_ACTION, gid, style="primary"))
+    buttons.append(button("Silence 1h", SILENCE_ACTION, gid))
+    names = sorted({a.annotations["playbook"] for a in n.firing if a.annotations.get("playbook")})
+    for name in names[:MAX_PLAYBOOK_BUTTONS]:
+        label = "Run playbook" if len(names) == 1 else f"Run {name}"
+        buttons.append(button(label[:75], PLAYBOOK_ACTION, f"{gid}|{name}"))
     blocks.append({"type": "actions", "block_id": f"vigil:{gid}", "elements": buttons})
     return blocks
 
 
-def _button(label: str, action: str, value: str, style: str = "") -> dict[str, Any]:
+def button(label: str, action: str, value: str, style: str = "") -> dict[str, Any]:
     rv: dict[str, Any] = {
         "type": "button",
         "text": {"type": "plain_text", "text": label},

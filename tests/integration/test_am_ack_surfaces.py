@@ -7,12 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
+from conftest import free_port
 from prometheus_client import CollectorRegistry
 from slack_server import SlackServer
 
 from alerting.am.acks import group_id
 from alerting.am.config import parse_config
 from alerting.am.dispatch import AlertManager
+from alerting.cli import slack_interactivity
 from alerting.notify.slack import SlackNotifier
 from alerting.state import Alert, fingerprint
 from dashboards.app import create_app
@@ -109,3 +112,23 @@ def test_web_ack_needs_operator(tmp_path: Path) -> None:
     (event,) = store.search(EventQuery(dataset="vigil.audit", limit=10))
     assert event.doc["labels"] == {"group": gid, "via": "web"}
     m.close()
+
+
+def test_alert_process_serves_the_button_endpoint_only_with_a_signing_secret(
+    tmp_path: Path,
+) -> None:
+    m = AlertManager(
+        parse_config(CONFIG, "am.yml"), tmp_path / "alerts.db", {}, registry=CollectorRegistry()
+    )
+    port = free_port()
+    base = {"data_dir": str(tmp_path), "alert": {"slack": {"interactivity_port": port}}}
+    assert slack_interactivity(from_mapping(base), m) is None
+    base["alert"]["slack"]["signing_secret"] = "s3cret"  # type: ignore[index]
+    server = slack_interactivity(from_mapping(base), m)
+    assert server is not None
+    try:
+        r = requests.post(f"http://127.0.0.1:{port}/slack/actions", data={"payload": "{}"})
+        assert r.status_code == 401
+    finally:
+        server.shutdown()
+        m.close()

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,19 @@ from alerting.am.acks import group_id
 from alerting.am.config import parse_config
 from alerting.am.dispatch import AlertManager
 from alerting.am.slack_actions import create_app
-from alerting.notify.slack import ACK_ACTION, SILENCE_ACTION, SlackNotifier
+from alerting.notify.slack import (
+    ACK_ACTION,
+    PLAYBOOK_ACTION,
+    PLAYBOOK_CONFIRM,
+    SILENCE_ACTION,
+    SlackNotifier,
+)
 from alerting.state import Alert, fingerprint
-from siem.model import Event
+from playbooks.context import RunContext
+from siem.memory import MemoryStore
+from siem.model import Event, EventQuery
+from vigil.deploy import DeployResult, DeployStep
+from vigil.settings import from_mapping
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 T0 = 1_790_000_000.0  # 2026-09-21 14:13:20 UTC
@@ -46,9 +56,48 @@ receivers:
 """
 
 
-def alert(name: str, instance: str) -> Alert:
+def alert(name: str, instance: str, **annotations: str) -> Alert:
     labels = {"alertname": name, "instance": instance, "severity": "critical"}
-    return Alert(fingerprint(labels), labels, {"summary": name}, "firing", 1.0, T0, fired_at=T0)
+    notes = {"summary": name, **annotations}
+    return Alert(fingerprint(labels), labels, notes, "firing", 1.0, T0, fired_at=T0)
+
+
+class Deployer:
+    """The shop's releases as the rollback playbook sees them; roll-outs are recorded."""
+
+    def __init__(self) -> None:
+        self.releases = {"shop-1": "v2", "shop-2": "v2"}
+        self.rollouts: list[tuple[str, str]] = []
+
+    def current_releases(self) -> dict[str, str]:
+        return dict(self.releases)
+
+    def previous_release(self) -> str | None:
+        return "v1"
+
+    def roll_out(
+        self,
+        release: str,
+        *,
+        actor: str,
+        on_step: Callable[[Any], None] | None = None,
+        action: str = "deploy",
+    ) -> DeployResult:
+        self.rollouts.append((release, actor))
+        steps = []
+        for name in sorted(self.releases):
+            steps.append(DeployStep(name, self.releases[name], release, 0.1))
+            self.releases[name] = release
+            if on_step is not None:
+                on_step(steps[-1])
+        return DeployResult("v2", release, steps)
+
+
+class Recovered:
+    """The PromQL engine of the playbook: the 5xx ratio is already below 1%."""
+
+    def instant(self, expr: str, at: float) -> float:
+        return 1.0
 
 
 @dataclass
@@ -58,6 +107,18 @@ class Rig:
     url: str
     now: list[float]
     audit: list[Event] = field(default_factory=list)
+    deployer: Deployer = field(default_factory=Deployer)
+    store: MemoryStore = field(default_factory=MemoryStore)
+
+    def playbook_context(self, actor: str, out: Callable[[str], None]) -> RunContext:
+        return RunContext(
+            settings=from_mapping({}),
+            store=self.store,
+            engine=Recovered(),  # type: ignore[arg-type]
+            deployer=self.deployer,
+            actor=actor,
+            out=out,
+        )
 
     def step(self, alerts: list[Alert], at: float) -> None:
         self.now[0] = at
@@ -73,7 +134,7 @@ class Rig:
         return requests.post(self.url, data=body, headers=headers, timeout=5)
 
 
-def click(action_id: str, value: str, user: str = "U111") -> bytes:
+def click(action_id: str, value: str, user: str = "U111", response_url: str = "") -> bytes:
     """A block_actions payload as Slack sends it: form field ``payload`` holding JSON."""
     payload = {
         "type": "block_actions",
@@ -81,7 +142,7 @@ def click(action_id: str, value: str, user: str = "U111") -> bytes:
         "api_app_id": "A1",
         "container": {"type": "message", "message_ts": "1700000000.000100"},
         "channel": {"id": "C1", "name": "alerts"},
-        "response_url": "https://hooks.slack.com/actions/T1/1/x",
+        "response_url": response_url or "https://hooks.slack.com/actions/T1/1/x",
         "actions": [
             {
                 "type": "button",
@@ -115,21 +176,25 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
             clock=lambda: now[0],
         )
         audit: list[Event] = []
+        rig = Rig(manager, slack, "", now, audit)
         app = create_app(
             manager,
             signing_secret=SECRET,
             audit=audit.append,
             users={"U111": "ana"},
-            roles={"U999": "viewer"},
+            roles={"U999": "viewer", "U777": "operator"},
             clock=lambda: now[0],
             registry=CollectorRegistry(),
+            playbook_context=rig.playbook_context,
+            response_url_prefix=slack.response_url_prefix,
         )
         port = free_port()
         server = make_server("127.0.0.1", port, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            yield Rig(manager, slack, f"http://127.0.0.1:{port}/slack/actions", now, audit)
+            rig.url = f"http://127.0.0.1:{port}/slack/actions"
+            yield rig
         finally:
             server.shutdown()
             thread.join(5)
@@ -265,3 +330,52 @@ def test_time_is_real_when_no_clock_is_given(tmp_path: Path) -> None:
     )
     assert r.status_code == 200 and "no alert group" in r.get_json()["text"]
     manager.close()
+
+
+def wait_for(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_run_playbook_shows_the_dry_run_then_runs_after_confirmation(rig: Rig) -> None:
+    rig.step([alert("ShopHighErrorRate", "a", playbook="rollback-shop")], T0)
+    (run_button,) = [
+        e
+        for b in rig.message()["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e["action_id"] == PLAYBOOK_ACTION
+    ]
+    assert run_button["text"]["text"] == "Run playbook"
+    hook = rig.slack.response_url_prefix + "T1/1/x"
+
+    # Not mapped to a role: the default (operator) may acknowledge but not run playbooks.
+    body = click(PLAYBOOK_ACTION, run_button["value"], user="U111", response_url=hook)
+    r = rig.post(body, signed(body, T0))
+    assert "viewer; operator is needed" in r.json()["text"]
+
+    body = click(PLAYBOOK_ACTION, run_button["value"], user="U777", response_url=hook)
+    r = rig.post(body, signed(body, T0))
+    dry = r.json()
+    assert dry["response_type"] == "ephemeral"
+    assert "Dry run of playbook rollback-shop: nothing was changed." in dry["text"]
+    plan = dry["blocks"][1]["text"]["text"]
+    assert "1. rollback (rollback)" in plan and "v1" in plan
+    confirm = dry["blocks"][-1]["elements"][0]
+    assert confirm["action_id"] == PLAYBOOK_CONFIRM
+    assert rig.deployer.rollouts == []  # the dry run changed nothing
+    wait_for(lambda: len(rig.slack.responses) == 2)  # the answers also went to response_url
+    assert rig.slack.responses[1]["text"] == dry["text"]
+
+    body = click(PLAYBOOK_CONFIRM, confirm["value"], user="U777", response_url=hook)
+    r = rig.post(body, signed(body, T0 + 1))
+    assert "slack:U777 started playbook rollback-shop" in r.json()["text"]
+    wait_for(lambda: bool(rig.store.search(EventQuery(dataset="vigil.audit", limit=5))))
+    assert rig.deployer.rollouts == [("v1", "slack:U777")]
+    (run_event,) = rig.store.search(EventQuery(dataset="vigil.audit", limit=5))
+    assert run_event.doc["event"]["action"] == "playbook-run"
+    assert run_event.doc["user"]["name"] == "slack:U777"
+    group = next(iter(rig.manager.groups))
+    assert [h.kind for h in rig.manager.acks.history(group)] == ["playbook"]
