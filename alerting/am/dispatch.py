@@ -332,6 +332,8 @@ class AlertManager:
         self.posted: dict[str, Alert] = {
             k: Alert.from_json(v) for k, v in self.store.rows("am_posted")
         }
+        # Acknowledgements already shown before a restart are not shown (edited) again.
+        self.current_acks = {a.group_key: a for a in self.acks.all() if a.group_key in self.groups}
         self.outboxes: dict[str, GroupOutbox] = {}
         self.escalator = Escalator(self)
         self._running = False

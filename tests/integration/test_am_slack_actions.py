@@ -198,7 +198,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         finally:
             server.shutdown()
             thread.join(5)
-            manager.close()
+            rig.manager.close()
 
 
 def buttons(msg: dict[str, Any]) -> list[str]:
@@ -379,3 +379,25 @@ def test_run_playbook_shows_the_dry_run_then_runs_after_confirmation(rig: Rig) -
     assert run_event.doc["user"]["name"] == "slack:U777"
     group = next(iter(rig.manager.groups))
     assert [h.kind for h in rig.manager.acks.history(group)] == ["playbook"]
+
+
+def test_restart_keeps_the_acknowledgement_and_edits_nothing_again(
+    rig: Rig, tmp_path: Path
+) -> None:
+    a = alert("CheckoutDown", "a")
+    rig.step([a], T0)
+    rig.manager.acknowledge(next(iter(rig.manager.groups)), "ana", 4 * 3600, T0 + 5)
+    rig.step([a], T0 + 10)
+    calls = len(rig.slack.calls)
+    rig.manager.close()
+    notifier = SlackNotifier("xoxb-t", "#alerts", api_url=rig.slack.api_url, backoff_s=0.01)
+    rig.manager = AlertManager(
+        parse_config(CONFIG, "am.yml"),
+        tmp_path / "alerts.db",
+        {"team": [notifier]},
+        registry=CollectorRegistry(),
+        clock=lambda: rig.now[0],
+    )
+    for t in (20, 3600 + 30, 2 * 3600 + 60):  # past repeat_interval, within the ack
+        rig.step([a], T0 + t)
+    assert len(rig.slack.calls) == calls
