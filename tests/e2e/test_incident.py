@@ -9,6 +9,7 @@ to recover.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -125,6 +126,12 @@ def vigil(
 ALERT = "ShopHighErrorRate"
 
 
+def resolved_reply(payload: dict[str, Any]) -> bool:
+    """The group's thread reply on resolve: ``✅ [RESOLVED] ShopHighErrorRate (instance=…)
+    resolved.`` (one message per alert group)."""
+    return bool(re.search(rf"\[RESOLVED\] {ALERT}\b[^\n]* resolved", payload.get("text", "")))
+
+
 def press(env: dict[str, str], action_id: str, value: str) -> dict[str, Any]:
     """Alice presses a button of the Slack message: the signed block_actions request Slack
     sends to the interactivity URL; returns the ephemeral answer."""
@@ -239,7 +246,7 @@ def test_incident_bad_deploy_alert_rollback_resolved(
             replies = [
                 c
                 for c in slack.ok_calls("chat.postMessage")
-                if c.payload.get("thread_ts") and f"{ALERT} resolved" in json.dumps(c.payload)
+                if c.payload.get("thread_ts") and resolved_reply(c.payload)
             ]
             return bool(updates and replies)
 
@@ -250,13 +257,22 @@ def test_incident_bad_deploy_alert_rollback_resolved(
 
     # The original message was updated in place, and the reply sits in its thread.
     update = next(
-        c for c in slack.ok_calls("chat.update") if "ShopHighErrorRate" in json.dumps(c.payload)
+        c
+        for c in slack.ok_calls("chat.update")
+        if "ShopHighErrorRate" in json.dumps(c.payload)
+        and "RESOLVED" in json.dumps(c.payload).upper()
     )
+    acked = next(
+        c
+        for c in slack.ok_calls("chat.update")
+        if "Acknowledged by @alice" in json.dumps(c.payload)
+    )
+    assert acked.payload["ts"] == update.payload["ts"]  # both edit the page's message
     # The SLO burn-rate alerts (config/slos.yaml) post and resolve in threads of their own.
     reply = next(
         c
         for c in slack.ok_calls("chat.postMessage")
-        if c.payload.get("thread_ts") and f"{ALERT} resolved" in json.dumps(c.payload)
+        if c.payload.get("thread_ts") and resolved_reply(c.payload)
     )
     assert update.payload["channel"] == post.payload["channel"]
     assert reply.payload["thread_ts"] == update.payload["ts"]
