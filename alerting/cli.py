@@ -5,6 +5,7 @@ check|generate FILE`` (SLOs to recording rules and burn-rate alerts)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -15,7 +16,9 @@ from pathlib import Path
 from types import FrameType
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from werkzeug.serving import BaseWSGIServer
 
+from alerting.am.cli import ack_commands
 from alerting.am.cli import add_commands as am_commands
 from alerting.am.config import AMConfig, load_config
 from alerting.am.dispatch import AlertManager
@@ -29,7 +32,7 @@ from alerting.rules import Issue, check_files, expand
 from alerting.slo import SloRuleSource, check_slo_files, to_yaml
 from alerting.state import AlertBook, AlertDB
 from siem.backends import open_store
-from siem.model import Store
+from siem.model import Event, Store
 from vigil.auth import UserStore, users_path
 from vigil.logging import setup_logging
 from vigil.settings import Settings, load_settings
@@ -44,6 +47,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--once", action="store_true", help="evaluate every rule once, notify, then exit"
     )
     alert.set_defaults(func=cmd_alert)
+    ack_commands(alert.add_subparsers(dest="alert_command", metavar="{ack}"))
     rules = sub.add_parser("rules", help="alert rule files")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     check = rules_sub.add_parser("check", help="validate rule files (file:line for each issue)")
@@ -199,6 +203,46 @@ def serve(settings: Settings, manager: AlertManager | None, store: Store) -> Cal
     return http.shutdown
 
 
+def slack_interactivity(settings: Settings, manager: AlertManager | None) -> BaseWSGIServer | None:
+    """Serve Slack's button endpoint (``POST /slack/actions``) in a thread when the alert
+    manager runs and ``$VIGIL_SLACK_SIGNING_SECRET`` is set; audit events go to the store."""
+    slack = settings.alert.slack
+    if manager is None or not slack.signing_secret:
+        return None
+    from werkzeug.serving import make_server
+
+    from alerting.am.slack_actions import create_app
+    from playbooks.context import RunContext, default_context
+
+    audit_store = open_store(settings)
+    audit_lock = threading.Lock()
+
+    def audit(event: Event) -> None:
+        with audit_lock:
+            audit_store.write(events=[event])
+
+    def playbook_context(actor: str, out: Callable[[str], None]) -> RunContext:
+        return dataclasses.replace(default_context(settings, actor), out=out)
+
+    app = create_app(
+        manager,
+        signing_secret=slack.signing_secret,
+        audit=audit,
+        users=slack.users,
+        roles=slack.roles,
+        default_role=slack.default_role,
+        playbook_context=playbook_context,
+    )
+    server = make_server(slack.interactivity_host, slack.interactivity_port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, name="slack-actions", daemon=True).start()
+    log.info(
+        "slack interactivity on http://%s:%d/slack/actions",
+        slack.interactivity_host,
+        slack.interactivity_port,
+    )
+    return server
+
+
 def cmd_alert(args: argparse.Namespace) -> int:
     """Run the evaluator; bad rule files refuse the start (exit 2 with file:line)."""
     settings = load_settings(args.config)
@@ -235,6 +279,9 @@ def cmd_alert(args: argparse.Namespace) -> int:
             engine.run_once()
             return 0
         shutdown = serve(settings, manager, store)
+
+        server, _ = start_http_server(settings.alert.port, addr="127.0.0.1")
+        interactivity = slack_interactivity(settings, manager)
         stop = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -247,6 +294,10 @@ def cmd_alert(args: argparse.Namespace) -> int:
             engine.run(stop)
         finally:
             shutdown()
+
+            server.shutdown()
+            if interactivity is not None:
+                interactivity.shutdown()
         return 0
     finally:
         db.close()

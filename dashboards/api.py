@@ -20,15 +20,19 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
+from alerting.am.acks import DEFAULT_ACK_S, AckError, group_id
+from alerting.am.dispatch import acknowledge_stored
 from alerting.promql import PromQLError
 from dashboards.app import context
 from dashboards.events import DEPLOY_DATASET, event_json, firing_alerts
@@ -45,8 +49,11 @@ from siem import aggregations as agg
 from siem.kql import KqlError
 from siem.limits import QueryBudget, QueryLimitError, QueryTimeoutError
 from siem.model import Event, EventQuery, Series, get_field
+from vigil.auth import audit_event
 from vigil.errors import VigilError
-from vigil.webauth import requires
+from vigil.webauth import current_principal, requires
+
+log = logging.getLogger("vigil.web")
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -281,6 +288,36 @@ def _matrix_json(series: list[Series], warnings: list[str]) -> Iterator[str]:
 def alerts() -> Response:
     """Alerts whose latest ``vigil.alert`` event says firing."""
     return success({"alerts": [a.to_json() for a in firing_alerts(context().store)]})
+
+
+@bp.post("/alerts/groups/<name>/ack")
+@requires("operator")
+def ack_group(name: str) -> Response:
+    """Acknowledge an alert group (``for``: a duration, default 4h) for the web UI; the
+    running ``vigil alert`` sees it on its next pass. A ``vigil.audit`` event records it."""
+    principal = current_principal()
+    actor = principal.name if principal else "anonymous"
+    raw = request.values.get("for", "")
+    for_s = parse_duration("for", raw) if raw else DEFAULT_ACK_S
+    db = Path(context().settings.data_dir) / "alerts.db"
+    try:
+        ack = acknowledge_stored(db, name[:200], actor, for_s, time.time())
+    except AckError as exc:
+        raise DashboardError(str(exc)) from None
+    event = audit_event(
+        "alert-ack",
+        actor=actor,
+        category="configuration",
+        source_ip=request.remote_addr,
+        message=f"{actor} acknowledged {ack.group_key}",
+        labels={"group": group_id(ack.group_key), "via": "web"},
+    )
+    try:
+        context().store.write(events=[event])
+    except VigilError as exc:
+        context().metrics.audit_failures.inc()
+        log.warning("could not record the alert-ack audit event: %s", exc)
+    return success({"group": ack.group_key, "by": ack.by, "at": ack.at, "endsAt": ack.ends_at})
 
 
 MAX_FIELDS = 50

@@ -1,4 +1,5 @@
-"""A Slack-compatible Web API server for tests: ``chat.postMessage`` and ``chat.update``.
+"""A Slack-compatible Web API server for tests: ``chat.postMessage``, ``chat.update`` and
+the ``response_url`` of interactive buttons (``/actions/...``).
 
 It answers like Slack (``{"ok": true, "channel": ..., "ts": ..., "message": ...}``),
 checks the bearer token, records every call, and can be told to answer the next
@@ -41,6 +42,8 @@ class SlackServer:
     token: str = "xoxb-test-token"
     calls: list[Call] = field(default_factory=list)
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    """Bodies posted to a button's ``response_url`` (ephemeral answers)."""
 
     def __post_init__(self) -> None:
         self.port = free_port()
@@ -100,8 +103,20 @@ class SlackServer:
                 rv[key] = json.loads(rv[key])
         return rv
 
+    @property
+    def response_url_prefix(self) -> str:
+        """Where this server takes interactive answers (Slack's ``response_url``)."""
+        return f"http://127.0.0.1:{self.port}/actions/"
+
     def _build(self) -> Flask:
         app = Flask("slack-test-server")
+
+        @app.post("/actions/<path:hook>")
+        def respond(hook: str) -> Response:
+            """A ``response_url`` of a button click: the ephemeral answers are kept."""
+            with self._lock:
+                self.responses.append(dict(request.get_json(force=True) or {}))
+            return Response("ok", 200, mimetype="text/plain")
 
         @app.post("/api/<method>")
         def api(method: str) -> Response:

@@ -346,6 +346,25 @@ class SlackSettings:
     api_url: str = option(
         "https://slack.com/api/", env="VIGIL_SLACK_API_URL", help="Slack Web API base URL"
     )
+    signing_secret: str = option(
+        "",
+        env="VIGIL_SLACK_SIGNING_SECRET",
+        help="the Slack app's signing secret; set: `vigil alert` serves the buttons'"
+        " interactivity endpoint POST /slack/actions on interactivity_port",
+    )
+    interactivity_port: int = option(
+        8093, env="VIGIL_SLACK_INTERACTIVITY_PORT", help="port of POST /slack/actions"
+    )
+    interactivity_host: str = option(
+        "127.0.0.1", help="address of POST /slack/actions (put a TLS proxy in front)"
+    )
+    users: dict[str, str] = option({}, help="Slack user id → Vigil user name (the audit actor)")
+    roles: dict[str, str] = option(
+        {}, help="Slack user id → Vigil role for the buttons (operator may acknowledge/silence)"
+    )
+    default_role: str = option(
+        "operator", help="role of Slack users not in roles (viewer: buttons refused)"
+    )
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,11 @@ ROUTE_KEYS = (
     "repeat_interval",
     "mute_time_intervals",
     "active_time_intervals",
+    "escalation",  # Vigil's extension: a file using it is Vigil-only (amtool refuses it)
 )
+ESCALATION_KEYS = ("after", "notify")
+ESCALATION_TARGETS = ("slack_mention", "channel", "email")
+MAX_ESCALATION_STEPS = 10
 INHIBIT_KEYS = (
     "name",
     "source_match",
@@ -374,6 +378,22 @@ class InhibitRule:
 
 
 @dataclass(frozen=True)
+class EscalationStep:
+    """``after`` seconds unacknowledged: mention someone in the group's Slack thread,
+    post the group to another channel, or e-mail it through another receiver."""
+
+    after_s: float
+    slack_mention: str = ""
+    channel: str = ""
+    email: str = ""
+    """The name of a receiver with ``email_configs``."""
+
+    def describe(self) -> str:
+        target = self.slack_mention or self.channel or f"e-mail via {self.email}"
+        return f"after {self.after_s:g}s: {target}"
+
+
+@dataclass(frozen=True)
 class Route:
     """A node of the route tree, with its parent's settings inherited."""
 
@@ -388,6 +408,8 @@ class Route:
     routes: tuple[Route, ...] = ()
     mute_time_intervals: tuple[str, ...] = ()
     active_time_intervals: tuple[str, ...] = ()
+    escalation: tuple[EscalationStep, ...] = ()
+    """Vigil's escalation policy (inherited by child routes); repeats until acknowledged."""
     id: str = "{}"
     """Alertmanager's route key: the matchers of the path from the root, e.g.
     ``{}/{severity="critical"}``; part of each group's key."""
@@ -753,6 +775,9 @@ class _Parser:
             continue_=self.boolean(keys["continue"], "continue") if "continue" in keys else False,
             mute_time_intervals=named["mute_time_intervals"],
             active_time_intervals=named["active_time_intervals"],
+            escalation=self.escalation(keys["escalation"], receivers)
+            if "escalation" in keys
+            else (parent.escalation if parent else ()),
             id=route_id,
             index=index,
         )
@@ -764,6 +789,46 @@ class _Parser:
             for i, child in enumerate(sub.value):
                 children.append(self.route(child, this, f"{index}.{i}", receivers, intervals))
         return Route(**{**this.__dict__, "routes": tuple(children)})
+
+    def escalation(
+        self, node: yaml.Node, receivers: Mapping[str, Receiver]
+    ) -> tuple[EscalationStep, ...]:
+        """``escalation: [{after: 5m, notify: {slack_mention: "<!subteam^S1>"}}, …]``."""
+        if self.is_null(node):
+            return ()
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, "escalation must be a list of {after, notify} steps")
+        if len(node.value) > MAX_ESCALATION_STEPS:
+            raise self.fail(node, f"escalation: at most {MAX_ESCALATION_STEPS} steps")
+        steps: list[EscalationStep] = []
+        for item in node.value:
+            keys = self.mapping(item, "escalation step", ESCALATION_KEYS)
+            for key in ESCALATION_KEYS:
+                if key not in keys:
+                    raise self.fail(item, f"escalation step: {key} is required")
+            after = self.duration(keys["after"], "escalation.after")
+            if after <= 0:
+                raise self.fail(keys["after"], "escalation.after must be more than 0s")
+            if steps and after <= steps[-1].after_s:
+                raise self.fail(keys["after"], "escalation.after must grow from step to step")
+            target = self.mapping(keys["notify"], "escalation.notify", ESCALATION_TARGETS)
+            if len(target) != 1:
+                raise self.fail(
+                    keys["notify"],
+                    "escalation.notify: give exactly one of " + ", ".join(ESCALATION_TARGETS),
+                )
+            ((kind, value_node),) = target.items()
+            value = self.string(value_node, f"escalation.notify.{kind}")
+            if not value:
+                raise self.fail(value_node, f"escalation.notify.{kind} must not be empty")
+            if kind == "email":
+                found = receivers.get(value)
+                if found is None:
+                    raise self.fail(value_node, f'undefined receiver "{value}" in escalation')
+                if not found.email:
+                    raise self.fail(value_node, f'receiver "{value}" has no email_configs')
+            steps.append(EscalationStep(after, **{kind: value}))
+        return tuple(steps)
 
     # -- receivers ----------------------------------------------------------------------
 

@@ -34,9 +34,11 @@ What the HTTP API (``/api/v2``) and the UI need is here: ``alerts()``,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,7 +48,15 @@ from typing import Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from alerting.am.config import AMConfig, AMConfigError, InhibitRule, Route, load_config
+from alerting.am.acks import Ack, AckError, AckStore, group_id, new_ack
+from alerting.am.config import (
+    AMConfig,
+    AMConfigError,
+    EscalationStep,
+    InhibitRule,
+    Route,
+    load_config,
+)
 from alerting.am.silences import Silence, SilenceStore
 from alerting.notify.base import GroupDelivery, GroupNotification, GroupNotifier
 from alerting.notify.outbox import (
@@ -88,6 +98,8 @@ class Group:
     flushed_resolved: list[str] = field(default_factory=list)
     """Resolved alerts as of the last flush: forgotten once every integration is done with
     that flush (one that resolved since waits for the next)."""
+    escalations: int = 0
+    """Escalation steps taken so far (the route's policy, cycled until acknowledged)."""
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -176,11 +188,43 @@ class _Metrics:
             "When the configuration was last loaded successfully",
             registry=registry,
         )
+        self.escalations = Counter(
+            "vigil_alertmanager_escalations",
+            "Escalation steps by outcome (sent, failed, dropped: the queue was full)",
+            ["outcome"],
+            registry=registry,
+        )
         self.posted_dropped = Counter(
             "vigil_alertmanager_posted_alerts_dropped",
             f"Alerts posted to the API refused because {MAX_POSTED_ALERTS} are held already",
             registry=registry,
         )
+
+
+def stored_groups(db_path: str | Path) -> list[Group]:
+    """The groups a running ``vigil alert`` last saved in ``alerts.db`` (for the CLI)."""
+    store = _AMStore(db_path)
+    try:
+        return [Group.from_json(v) for _, v in store.rows("am_groups")]
+    finally:
+        store.close()
+
+
+def acknowledge_stored(db_path: str | Path, key: str, by: str, for_s: float, now: float) -> Ack:
+    """Acknowledge group ``key`` (or its ``group_id``) in ``alerts.db`` from another process
+    (the CLI, the web UI); the running ``vigil alert`` picks it up on its next pass and
+    edits the Slack message. Raises ``AckError`` for an unknown or resolved group."""
+    found = [g for g in stored_groups(db_path) if key in (g.key, group_id(g.key))]
+    if not found:
+        raise AckError(f"no alert group {key!r}; `vigil alert ack --list` shows them")
+    g = found[0]
+    ack = new_ack(g.key, {fp: a.state for fp, a in g.alerts.items()}, by, for_s, now)
+    store = AckStore(db_path)
+    try:
+        store.ack(ack)
+    finally:
+        store.close()
+    return ack
 
 
 class _AMStore:
@@ -267,6 +311,9 @@ class AlertManager:
         self.outbox_metrics = outbox_metrics or OutboxMetrics(registry)
         self.store = _AMStore(db_path)
         self.silences = SilenceStore(db_path)
+        self.acks = AckStore(db_path)
+        self.current_acks: dict[str, Ack] = {}
+        """The acknowledgements as of the last pass, by group key."""
         self._lock = threading.RLock()
         self.queue_size = queue_size
         self.backoff_s = backoff_s
@@ -285,7 +332,10 @@ class AlertManager:
         self.posted: dict[str, Alert] = {
             k: Alert.from_json(v) for k, v in self.store.rows("am_posted")
         }
+        # Acknowledgements already shown before a restart are not shown (edited) again.
+        self.current_acks = {a.group_key: a for a in self.acks.all() if a.group_key in self.groups}
         self.outboxes: dict[str, GroupOutbox] = {}
+        self.escalator = Escalator(self)
         self._running = False
         self.config = config
         self._apply(config, integrations)
@@ -408,6 +458,7 @@ class AlertManager:
         them into groups, and queue notifications for the groups that are due."""
         now = self.clock() if now is None else now
         with self._lock:
+            self._refresh_acks()
             everything = [a for a in alerts if a.state != "pending"] + self._posted_now(now)
             seen: set[tuple[str, str]] = set()
             changed: set[str] = set()
@@ -441,6 +492,7 @@ class AlertManager:
                 assert sup is not None
                 self._flush(g, now, sup)
                 changed.add(g.key)
+            changed |= self._escalate_due(now, sup)
             for key in changed:
                 self._save(key)
             self._update_gauges(now)
@@ -543,6 +595,9 @@ class AlertManager:
             return bool(entry.firing)
         if notifier.send_resolved and not r <= entry.resolved:
             return True
+        ack = self.current_acks.get(g.key)
+        if ack is not None and ack.covers(f, now):
+            return False  # acknowledged and unchanged: no repeat until it lapses
         return entry.at < now - route.repeat_interval_s
 
     def notification(self, key: str, iid: str) -> GroupNotification | None:
@@ -560,6 +615,10 @@ class AlertManager:
             alerts = firing + (resolved if notifier.send_resolved else [])
             if not firing and not (entry is not None and entry.firing):
                 alerts = []  # it never heard these fire: nothing to say (logged, not sent)
+            ack = self.current_acks.get(key)
+            fps = {a.fingerprint for a in firing}
+            if ack is not None and not (fps and ack.covers(fps, self.clock())):
+                ack = None
             return GroupNotification(
                 receiver=g.receiver,
                 group_key=key,
@@ -567,6 +626,8 @@ class AlertManager:
                 alerts=alerts,
                 receipt=dict(entry.receipt) if entry else {},
                 external_url=self.external_url,
+                acknowledged_by=ack.by if ack else "",
+                acknowledged_at=ack.at if ack else None,
             )
 
     def _notifier(self, receiver: str, iid: str) -> GroupNotifier | None:
@@ -597,6 +658,89 @@ class AlertManager:
                 g.pending.remove(iid)
                 self._collect(g)
                 self._save(key)
+
+    # -- acknowledgements --------------------------------------------------------------------
+
+    def acknowledge(self, key: str, by: str, for_s: float, now: float | None = None) -> Ack:
+        """``by`` takes group ``key`` (or its ``group_id``) for ``for_s`` seconds: no repeat
+        until it resolves, an alert joins, or the time is up; the group's messages are
+        updated to say so. Raises ``AckError`` for an unknown or resolved group."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            g = self.find_group(key)
+            if g is None:
+                raise AckError(f"no alert group {key!r}; `vigil alert ack --list` shows them")
+            ack = new_ack(g.key, {fp: a.state for fp, a in g.alerts.items()}, by, for_s, now)
+            self.acks.ack(ack)
+            self._refresh_acks()
+            return ack
+
+    def find_group(self, key: str) -> Group | None:
+        """The group with this key or ``group_id`` (the short id Slack buttons carry)."""
+        with self._lock:
+            if key in self.groups:
+                return self.groups[key]
+            return next((g for g in self.groups.values() if group_id(g.key) == key), None)
+
+    def _refresh_acks(self) -> None:
+        """Read the acknowledgements (the CLI writes them from another process); one for
+        a group that is gone is dropped; a new one re-sends the group's message now so it
+        says who acknowledged it (Slack edits the message in place)."""
+        old = self.current_acks
+        self.current_acks = {}
+        for ack in self.acks.all():
+            g = self.groups.get(ack.group_key)
+            if g is None:
+                self.acks.clear(ack.group_key)
+                continue
+            self.current_acks[g.key] = ack
+            before = old.get(g.key)
+            if before is not None and before.at == ack.at:
+                continue
+            for i, notifier in enumerate(self.integrations.get(g.receiver, [])):
+                iid = integration_id(g.receiver, notifier.integration, i)
+                told = _log_key(g.key, iid) in self.nflog  # a message exists to edit
+                if notifier.integration == "slack" and told and iid not in g.pending:
+                    g.pending.append(iid)
+                    g.next_flush = min(g.next_flush, self.clock())
+                    box = self.outboxes.get(iid)
+                    if box is not None:
+                        box.offer([g.key])
+
+    # -- escalation ------------------------------------------------------------------------
+
+    def _escalate_due(self, now: float, sup: Suppressor | None) -> set[str]:
+        """Take each due step of the routes' escalation policies for firing, notified,
+        unacknowledged groups. Step ``n`` is due at ``created_at + cycle*k + after``
+        (``cycle`` = the last step's ``after``), so the policy repeats until acknowledged."""
+        changed: set[str] = set()
+        for g in self.groups.values():
+            route = self.routes.get(g.route_id)
+            if route is None or not route.escalation:
+                continue
+            sup = sup or self.suppressor(now)
+            firing, _ = self._sets(g, sup)
+            fps = {a.fingerprint for a in firing}
+            ack = self.current_acks.get(g.key)
+            if not fps or (ack is not None and ack.covers(fps, now)):
+                continue
+            if not any(k.endswith("\x00" + g.key) and e.firing for k, e in self.nflog.items()):
+                continue  # not paged yet (group_wait, muted): nothing to escalate
+            steps = route.escalation
+            cycle = steps[-1].after_s
+            due: int | None = None
+            for _ in range(MAX_ESCALATION_CATCHUP):  # steps missed (acknowledged, down)
+                k, i = divmod(g.escalations, len(steps))
+                if now < g.created_at + k * cycle + steps[i].after_s:
+                    break
+                g.escalations += 1
+                due = i
+            if due is not None:  # only the latest due step is sent: no burst of old ones
+                changed.add(g.key)
+                text = f"step {due + 1}: {steps[due].describe()}"
+                self.acks.note(g.key, now, "escalation", text)
+                self.escalator.offer(g, steps[due], firing)
+        return changed
 
     # -- views for the API and the UI -----------------------------------------------------
 
@@ -659,12 +803,14 @@ class AlertManager:
 
     def start(self) -> None:
         self._running = True
+        self.escalator.start()
         for box in self.outboxes.values():
             box.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._running = False
         deadline = time.monotonic() + timeout
+        self.escalator.stop(timeout)
         for box in self.outboxes.values():
             box.request_stop()
         for box in self.outboxes.values():
@@ -674,10 +820,12 @@ class AlertManager:
         """One delivery attempt of everything queued, in this thread (``--once``, tests)."""
         for box in list(self.outboxes.values()):
             box.deliver_now()
+        self.escalator.deliver_now()
 
     def close(self) -> None:
         self.store.close()
         self.silences.close()
+        self.acks.close()
 
 
 class Suppressor:
@@ -803,3 +951,76 @@ class GroupOutbox(QueueWorker):
                 self.manager.metrics.failed.labels(kind, self.receiver).inc()
                 log.warning("integration %s: group %s failed: %s", self.iid, key, d.error)
         return self._done(keys, failed)
+
+
+MAX_ESCALATION_QUEUE = 1000
+MAX_ESCALATION_CATCHUP = 10_000
+"""Missed steps skipped in one pass (a group firing for weeks with a 1m step)."""
+
+
+class Escalator:
+    """Sends escalation steps from its own thread (a bounded queue; a full queue drops the
+    step and counts it), so a slow Slack or SMTP server never delays evaluation."""
+
+    def __init__(self, manager: AlertManager) -> None:
+        self.manager = manager
+        self.queue: queue.Queue[tuple[GroupNotification, EscalationStep] | None] = queue.Queue(
+            MAX_ESCALATION_QUEUE
+        )
+        self._thread: threading.Thread | None = None
+
+    def offer(self, g: Group, step: EscalationStep, firing: Sequence[Alert]) -> None:
+        receipt: dict[str, str] = {}
+        for key, entry in self.manager.nflog.items():
+            if key.endswith("\x00" + g.key) and entry.receipt.get("ts"):
+                receipt = dict(entry.receipt)
+        n = GroupNotification(g.receiver, g.key, dict(g.labels), list(firing), receipt)
+        try:
+            self.queue.put_nowait((n, step))
+        except queue.Full:
+            self.manager.metrics.escalations.labels("dropped").inc()
+            log.warning("escalation of %s dropped: the queue is full", g.key)
+
+    def send(self, n: GroupNotification, step: EscalationStep) -> None:
+        m = self.manager
+        if step.email:
+            targets = [x for x in m.integrations.get(step.email, []) if x.integration == "email"]
+            ok = bool(targets) and all(x.notify_group(n).ok for x in targets)
+        else:
+            slack = [x for x in m.integrations.get(n.receiver, []) if hasattr(x, "escalate")]
+            ok = bool(slack) and all(x.escalate(n, step) for x in slack)
+        m.metrics.escalations.labels("sent" if ok else "failed").inc()
+        if not ok:
+            log.warning("escalation of %s (%s) failed", n.group_key, step.describe())
+
+    def deliver_now(self) -> None:
+        while True:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                self.send(*job)
+
+    def _run(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            try:
+                self.send(*job)
+            except Exception as exc:  # never let one bad step end the worker
+                self.manager.metrics.escalations.labels("failed").inc()
+                log.warning("escalation failed: %s", exc)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="escalator", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        if self._thread is not None:
+            with contextlib.suppress(queue.Full):
+                self.queue.put(None, timeout=1.0)
+            self._thread.join(timeout)
+            self._thread = None

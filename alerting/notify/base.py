@@ -57,6 +57,9 @@ class GroupNotification:
     alerts: Sequence[Alert]
     receipt: Mapping[str, str] = field(default_factory=dict)
     external_url: str = ""
+    acknowledged_by: str = ""
+    """Who acknowledged the group (``ana``, ``slack:U123``); empty when nobody has."""
+    acknowledged_at: float | None = None
 
     @property
     def firing(self) -> list[Alert]:

@@ -10,6 +10,7 @@ processed by Slack, so retrying it cannot post a duplicate.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import time
@@ -23,6 +24,8 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
+from alerting.am.acks import group_id
+from alerting.am.config import EscalationStep
 from alerting.notify.base import Delivery, GroupDelivery, GroupNotification
 from alerting.state import Alert
 from alerting.templates import go_float, humanize, humanize_duration
@@ -180,6 +183,30 @@ class SlackNotifier:
             return GroupDelivery(False, receipt, str(exc))
         return GroupDelivery(True, receipt)
 
+    def escalate(self, n: GroupNotification, step: EscalationStep) -> bool:
+        """An escalation step: ``slack_mention`` replies in the group message's thread
+        (broadcast to the channel) naming who must look; ``channel`` posts the group's
+        message to that channel. False when Slack refused (counted by the caller)."""
+        title = group_title(n)
+        try:
+            if step.slack_mention:
+                text = f"{step.slack_mention} {title} is not acknowledged yet."
+                if n.receipt.get("ts"):
+                    self.client.chat_postMessage(
+                        channel=n.receipt["channel"],
+                        thread_ts=n.receipt["ts"],
+                        reply_broadcast=True,
+                        text=text,
+                    )
+                else:
+                    self.client.chat_postMessage(channel=self.channel, text=text)
+            elif step.channel:
+                self.client.chat_postMessage(channel=step.channel, **group_message(n))
+        except Exception as exc:
+            log.warning("slack: escalating %s failed: %s", n.group_key, exc)
+            return False
+        return True
+
     def _fire(self, alert: Alert) -> Delivery:
         receipt = alert.receipts.get(self.name, {})
         if receipt.get("ts"):
@@ -296,10 +323,64 @@ def group_title(n: GroupNotification) -> str:
     return f"[{status}] {', '.join(names)}" + (f" ({extra})" if extra else "")
 
 
+ACK_ACTION = "vigil_ack"
+SILENCE_ACTION = "vigil_silence_1h"
+PLAYBOOK_ACTION = "vigil_playbook"
+"""Shows the playbook's dry run with *Run it* (``PLAYBOOK_CONFIRM``) and *Cancel*."""
+PLAYBOOK_CONFIRM = "vigil_playbook_confirm"
+CANCEL_ACTION = "vigil_cancel"
+MAX_PLAYBOOK_BUTTONS = 3
+
+
+def who(actor: str) -> str:
+    """``slack:U123`` as a Slack mention (shown as @name), a Vigil user as ``@ana``."""
+    return f"<@{actor[6:]}>" if actor.startswith("slack:") else f"@{actor}"
+
+
+def controls(n: GroupNotification) -> list[dict[str, Any]]:
+    """Blocks under a firing group: who acknowledged it, and the buttons the interactivity
+    endpoint (``alerting.am.slack_actions``) answers; each carries the group's short id."""
+    if not n.firing:
+        return []
+    blocks: list[dict[str, Any]] = []
+    if n.acknowledged_by:
+        at = dt.datetime.fromtimestamp(n.acknowledged_at or 0, dt.UTC).strftime("%H:%M")
+        text = f"Acknowledged by {who(n.acknowledged_by)} at {at} UTC"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+    gid = group_id(n.group_key)
+    buttons: list[dict[str, Any]] = []
+    if not n.acknowledged_by:
+        buttons.append(button("Acknowledge", ACK_ACTION, gid, style="primary"))
+    buttons.append(button("Silence 1h", SILENCE_ACTION, gid))
+    names = sorted({a.annotations["playbook"] for a in n.firing if a.annotations.get("playbook")})
+    for name in names[:MAX_PLAYBOOK_BUTTONS]:
+        label = "Run playbook" if len(names) == 1 else f"Run {name}"
+        buttons.append(button(label[:75], PLAYBOOK_ACTION, f"{gid}|{name}"))
+    blocks.append({"type": "actions", "block_id": f"vigil:{gid}", "elements": buttons})
+    return blocks
+
+
+def button(label: str, action: str, value: str, style: str = "") -> dict[str, Any]:
+    rv: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": label},
+        "action_id": action,
+        "value": value,
+    }
+    if style:
+        rv["style"] = style
+    return rv
+
+
 def group_message(n: GroupNotification) -> dict[str, Any]:
-    """The Slack body for a group: one alert renders as before; more list each alert."""
-    if len(n.alerts) == 1:
-        return message(n.alerts[0])
+    """The Slack body for a group: one alert renders as before; more list each alert.
+    A firing group ends with its acknowledgement and the buttons (``controls``)."""
+    body = message(n.alerts[0]) if len(n.alerts) == 1 else _group_body(n)
+    body["blocks"] = [*body["blocks"], *controls(n)]
+    return body
+
+
+def _group_body(n: GroupNotification) -> dict[str, Any]:
     firing = n.firing
     worst = next((a.severity for a in firing if a.severity in SEVERITY_COLOR), "")
     emoji = SEVERITY_EMOJI.get(worst, "⚪") if firing else "✅"

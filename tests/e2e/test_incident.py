@@ -9,16 +9,21 @@ intervals, rules and route. Prints time to detect and time to recover.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import http_get, require_server, up_env
+import requests
+import yaml
+from conftest import free_port, http_get, require_server, up_env
+from slack_sdk.signature import SignatureVerifier
 from slack_server import SlackServer
 
 from alerting.promql import Engine
@@ -28,6 +33,8 @@ from vigil.haproxy import haproxy_binary
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "xoxb-incident-test"
+SIGNING_SECRET = "incident-signing-secret"
+ALICE = "U0ALICE"  # the on-call engineer's Slack user id, mapped to Vigil's alice (operator)
 # The issue's bound: the Slack alert arrives within 30 s of `vigil deploy`'s start.
 DETECT_WITHIN = 30.0
 LOAD_PROFILE = """\
@@ -64,11 +71,20 @@ def slack() -> Iterator[SlackServer]:
 def stack(tmp_path: Path, slack: SlackServer) -> Iterator[dict[str, str]]:
     if haproxy_binary() is None:
         require_server("haproxy", "the haproxy binary is not installed")
+    # The repository's config plus who the Slack users are (for the buttons).
+    config = yaml.safe_load((REPO / "config" / "vigil.yaml").read_text(encoding="utf-8"))
+    config.setdefault("alert", {}).setdefault("slack", {}).update(
+        {"users": {ALICE: "alice"}, "roles": {ALICE: "operator"}}
+    )
+    (tmp_path / "vigil.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     env = up_env(
         tmp_path / "data",
+        VIGIL_CONFIG=str(tmp_path / "vigil.yaml"),
         VIGIL_SLACK_TOKEN=TOKEN,
         VIGIL_SLACK_CHANNEL="#shop-oncall",
         VIGIL_SLACK_API_URL=slack.api_url,
+        VIGIL_SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        VIGIL_SLACK_INTERACTIVITY_PORT=str(free_port()),
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "vigil.cli", "up"],
@@ -109,10 +125,45 @@ ALERT = "ShopHighErrorRate"
 
 
 def resolved_reply(payload: dict[str, Any]) -> bool:
-    """A thread reply saying that a group (or an alert) of ALERT resolved: the alert
-    manager writes ``✅ [RESOLVED] ShopHighErrorRate (instance=…) resolved.``."""
-    text = str(payload.get("text", ""))
-    return ALERT in text and "resolved" in text
+    """The group's thread reply on resolve: ``✅ [RESOLVED] ShopHighErrorRate (instance=…)
+    resolved.`` (one message per alert group)."""
+    return bool(re.search(rf"\[RESOLVED\] {ALERT}\b[^\n]* resolved", payload.get("text", "")))
+
+
+def press(env: dict[str, str], action_id: str, value: str) -> dict[str, Any]:
+    """Alice presses a button of the Slack message: the signed block_actions request Slack
+    sends to the interactivity URL; returns the ephemeral answer."""
+    payload = {
+        "type": "block_actions",
+        "user": {"id": ALICE, "username": "alice"},
+        "actions": [{"type": "button", "action_id": action_id, "value": value}],
+    }
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+    ts = str(int(time.time()))
+    signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=ts, body=body)
+    r = requests.post(
+        f"http://127.0.0.1:{env['VIGIL_SLACK_INTERACTIVITY_PORT']}/slack/actions",
+        data=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": str(signature),
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    answer: dict[str, Any] = r.json()
+    return answer
+
+
+def button(post: Any, action_id: str) -> dict[str, Any]:
+    return next(
+        e
+        for b in post.payload["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e.get("action_id") == action_id
+    )
 
 
 def alert_posts(slack: SlackServer, alertname: str) -> list[Any]:
@@ -166,11 +217,30 @@ def test_incident_bad_deploy_alert_rollback_resolved(
         assert "runbooks/shop-high-error-rate.md" in json.dumps(post.payload)
         assert post.payload["channel"] == "#shop-oncall"
 
+        # Alice acknowledges from Slack; the message then says so.
+        ack = press(stack, "vigil_ack", button(post, "vigil_ack")["value"])
+        assert "alice acknowledged" in ack["text"], ack
+        wait_for(
+            "the Slack message to show the acknowledgement",
+            lambda: any(
+                "Acknowledged by @alice" in json.dumps(c.payload)
+                for c in slack.ok_calls("chat.update")
+            ),
+            30,
+        )
+        # Run playbook: the dry run first, then Run it.
         rollback_started = time.monotonic()
-        rollback = vigil(stack, "playbook", "run", "rollback-shop", "--yes", "--actor", "alice")
-        assert rollback.returncode == 0, rollback.stdout + rollback.stderr
-        status, body = http_get(stack["front"] + "/api/version")
-        assert (status, json.loads(body)["release"]) == (200, "v1")
+        dry = press(stack, "vigil_playbook", button(post, "vigil_playbook")["value"])
+        assert "Dry run of playbook rollback-shop" in dry["text"], dry
+        confirm = dry["blocks"][-1]["elements"][0]
+        started = press(stack, confirm["action_id"], confirm["value"])
+        assert "alice started playbook rollback-shop" in started["text"], started
+
+        def rolled_back() -> bool:
+            status, body = http_get(stack["front"] + "/api/version")
+            return status == 200 and json.loads(body)["release"] == "v1"
+
+        wait_for("the rollback to v1 (run from Slack)", rolled_back, 300)
 
         def resolved() -> bool:
             updates = [
@@ -198,6 +268,12 @@ def test_incident_bad_deploy_alert_rollback_resolved(
     updates = [
         c for c in slack.ok_calls("chat.update") if "ShopHighErrorRate" in json.dumps(c.payload)
     ]
+    acked = next(
+        c
+        for c in slack.ok_calls("chat.update")
+        if "Acknowledged by @alice" in json.dumps(c.payload)
+    )
+    assert acked.payload["ts"] in {u.payload["ts"] for u in updates}  # the page's message
     # The SLO burn-rate alerts (config/slos.yaml) post and resolve in threads of their own.
     replies = [
         c

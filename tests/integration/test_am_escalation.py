@@ -1,0 +1,152 @@
+"""Escalation policies: an unacknowledged group mentions the on-call lead in its Slack
+thread, then goes to another channel, and repeats until acknowledged; every step is in
+the group's history. A fake clock drives the dispatcher; the far end is the fake Slack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from slack_server import SlackServer
+
+from alerting.am.config import AMConfigError, parse_config
+from alerting.am.dispatch import AlertManager
+from alerting.notify.slack import SlackNotifier
+from alerting.state import Alert, fingerprint
+
+T0 = 1_790_000_000.0
+HEAD = """
+global:
+  smtp_smarthost: 127.0.0.1:25
+  smtp_from: vigil@example.com
+receivers:
+  - name: team
+    webhook_configs:
+      - url: http://127.0.0.1:9/unused
+  - name: mail
+    email_configs:
+      - to: lead@example.com
+"""
+CONFIG = (
+    HEAD
+    + """
+route:
+  receiver: team
+  group_by: [alertname]
+  group_wait: 0s
+  group_interval: 1m
+  repeat_interval: 4h
+  escalation:
+    - after: 5m
+      notify: {slack_mention: "<!subteam^S0LEAD>"}
+    - after: 15m
+      notify: {channel: "#incidents"}
+"""
+)
+
+
+def alert(name: str) -> Alert:
+    labels = {"alertname": name, "severity": "critical"}
+    return Alert(fingerprint(labels), labels, {"summary": name}, "firing", 1.0, T0, fired_at=T0)
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackServer]:
+    with SlackServer(token="xoxb-t") as server:
+        yield server
+
+
+def manager(tmp_path: Path, slack: SlackServer, text: str = CONFIG) -> AlertManager:
+    notifier = SlackNotifier("xoxb-t", "#alerts", api_url=slack.api_url, backoff_s=0.01)
+    return AlertManager(
+        parse_config(text, "am.yml"),
+        tmp_path / "alerts.db",
+        {"team": [notifier]},
+        registry=CollectorRegistry(),
+        clock=lambda: T0,
+    )
+
+
+def step(m: AlertManager, alerts: list[Alert], at: float) -> None:
+    m.clock = lambda: at
+    m.process(alerts, at)
+    m.deliver_now()
+
+
+def posts(slack: SlackServer) -> list[tuple[str, str, bool]]:
+    return [
+        (c.payload["channel"], c.payload.get("text", "")[:20], "thread_ts" in c.payload)
+        for c in slack.ok_calls("chat.postMessage")
+    ]
+
+
+def test_unacknowledged_group_escalates_and_repeats_until_acknowledged(
+    tmp_path: Path, slack: SlackServer
+) -> None:
+    m = manager(tmp_path, slack)
+    a = alert("CheckoutDown")
+    step(m, [a], T0)
+    step(m, [a], T0 + 4 * 60)
+    assert len(posts(slack)) == 1  # the page itself; nothing escalated yet
+    step(m, [a], T0 + 5 * 60)
+    mention = slack.ok_calls("chat.postMessage")[-1].payload
+    assert mention["text"].startswith("<!subteam^S0LEAD> [FIRING:1] CheckoutDown")
+    assert mention["thread_ts"] == next(iter(slack.messages))[1]  # the page's thread
+    assert mention["reply_broadcast"] in (True, "true", "1", "True")
+    step(m, [a], T0 + 15 * 60)
+    assert posts(slack)[-1][0] == "#incidents"
+    step(m, [a], T0 + 20 * 60)  # the policy starts over: the mention again
+    assert posts(slack)[-1][1].startswith("<!subteam^S0LEAD>")
+    assert len(posts(slack)) == 4
+
+    key = next(iter(m.groups))
+    m.acknowledge(key, "ana", 3600, T0 + 21 * 60)
+    for minute in range(22, 80, 5):
+        step(m, [a], T0 + minute * 60)
+    assert len(posts(slack)) == 4  # acknowledged: no more steps
+    kinds = [(h.kind, h.text[:7]) for h in m.acks.history(key)]
+    assert kinds == [
+        ("escalation", "step 1:"),
+        ("escalation", "step 2:"),
+        ("escalation", "step 1:"),
+        ("ack", "acknowl"),
+    ]
+    step(m, [a], T0 + 82 * 60)  # the acknowledgement ended: escalation resumes
+    assert len(posts(slack)) == 5
+    m.close()
+
+
+def test_group_in_group_wait_is_not_escalated(tmp_path: Path, slack: SlackServer) -> None:
+    text = CONFIG.replace("group_wait: 0s", "group_wait: 10m")
+    m = manager(tmp_path, slack, text)
+    step(m, [alert("CheckoutDown")], T0)
+    step(m, [alert("CheckoutDown")], T0 + 6 * 60)
+    assert posts(slack) == []  # not paged yet, so nothing to escalate
+    m.close()
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ("[{after: 5m}]", "notify is required"),
+        ("[{after: 5m, notify: {channel: '#a', email: mail}}]", "exactly one of"),
+        ("[{after: 5m, notify: {email: team}}]", 'receiver "team" has no email_configs'),
+        ("[{after: 5m, notify: {email: nobody}}]", 'undefined receiver "nobody"'),
+        ("[{after: 0s, notify: {channel: '#a'}}]", "more than 0s"),
+        ("[{after: 5m, notify: {pager: x}}]", "field pager not found"),
+        (
+            "[{after: 5m, notify: {channel: '#a'}}, {after: 5m, notify: {channel: '#b'}}]",
+            "must grow",
+        ),
+        ("{after: 5m}", "must be a list"),
+    ],
+)
+def test_bad_escalation_policies_are_located(policy: str, message: str) -> None:
+    text = HEAD + f"route:\n  receiver: team\n  escalation: {policy}\n"
+    with pytest.raises(AMConfigError) as info:
+        parse_config(text, "am.yml")
+    assert message in str(info.value)
+    escalation_line = text.splitlines().index(f"  escalation: {policy}") + 1
+    assert f"am.yml:{escalation_line}:" in str(info.value)
