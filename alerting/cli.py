@@ -279,8 +279,6 @@ def cmd_alert(args: argparse.Namespace) -> int:
             engine.run_once()
             return 0
         shutdown = serve(settings, manager, store)
-
-        server, _ = start_http_server(settings.alert.port, addr="127.0.0.1")
         interactivity = slack_interactivity(settings, manager)
         stop = threading.Event()
 
@@ -294,8 +292,6 @@ def cmd_alert(args: argparse.Namespace) -> int:
             engine.run(stop)
         finally:
             shutdown()
-
-            server.shutdown()
             if interactivity is not None:
                 interactivity.shutdown()
         return 0

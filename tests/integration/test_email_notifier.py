@@ -330,11 +330,14 @@ def test_email_rate_limited_alerts_wait_in_the_outbox_as_deferred_not_failed(
     registry = CollectorRegistry()
     clock = Clock()
 
-    def up(instance: str, value: float) -> None:
-        store.write(samples=[Sample(make_labels("up", instance=instance), time.time(), value)])
+    t0 = time.time()
 
-    up("a:1", 0.0)
-    up("b:1", 0.0)
+    def up(instance: str, value: float, at: float) -> None:
+        store.write(samples=[Sample(make_labels("up", instance=instance), at, value)])
+
+    # Evaluations at fixed times after the samples they must see: no race with the clock.
+    up("a:1", 0.0, t0)
+    up("b:1", 0.0, t0)
     with smtp_server() as (port, inbox):
         notifier = EmailNotifier(
             config(port, require_tls=False, rate_limit="1/h", send_resolved=True),
@@ -345,18 +348,18 @@ def test_email_rate_limited_alerts_wait_in_the_outbox_as_deferred_not_failed(
             store, load_rules([rules]), AlertBook(AlertDB(tmp_path / "a.db")), [notifier],
             registry=registry,
         )  # fmt: skip
-        engine.run_once()  # both alerts fire: one mail for the group
-        up("a:1", 1.0)
-        engine.run_once()  # a:1 resolves: held back by the limit
-        up("c:1", 0.0)
-        engine.run_once()  # c:1 fires: held back too
+        engine.run_once(at=t0 + 1)  # both alerts fire: one mail for the group
+        up("a:1", 1.0, t0 + 2)
+        engine.run_once(at=t0 + 3)  # a:1 resolves: held back by the limit
+        up("c:1", 0.0, t0 + 4)
+        engine.run_once(at=t0 + 5)  # c:1 fires: held back too
         deferred = registry.get_sample_value(
             "vigil_alert_notifications_total", {"receiver": "email", "outcome": "deferred"}
         )
         failures = registry.get_sample_value("vigil_notifier_failures_total", {"receiver": "email"})
         assert (len(inbox.received), deferred, failures or 0.0) == (1, 3, 0)
         clock.now += 3601
-        engine.run_once()
+        engine.run_once(at=t0 + 6)
     first, second = inbox.received
     assert first.message["Subject"] == "[FIRING:2] Down (critical)"
     assert second.message["Subject"] == "[FIRING:1] Down (critical)"  # merged: c:1 and a:1
