@@ -942,8 +942,13 @@ class GroupOutbox(QueueWorker):
                 d = GroupDelivery(False, error=str(exc))
             self.manager.record(key, self.iid, n, d)
             kind = self.notifier.integration
-            outcome = "success" if d.ok else "failure"
+            outcome = "success" if d.ok else "deferred" if d.deferred else "failure"
             self.metrics.notifications.labels(self.iid, outcome).inc()
+            if outcome == "deferred":
+                # Held back by the receiver (an e-mail rate limit): retried, not a failure,
+                # and not a notification sent yet.
+                failed.add(key)
+                continue
             self.manager.metrics.notifications.labels(kind, self.receiver).inc()
             if not d.ok:
                 failed.add(key)

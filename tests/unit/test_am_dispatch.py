@@ -61,10 +61,13 @@ class Recorder:
         self.send_resolved = send_resolved
         self.sent: list[GroupNotification] = []
         self.fail = False
+        self.defer = False
 
     def notify_group(self, n: GroupNotification) -> GroupDelivery:
         if self.fail:
             return GroupDelivery(False, error="down")
+        if self.defer:  # as a rate-limited e-mail receiver answers
+            return GroupDelivery(False, deferred=True, error="rate limit")
         self.sent.append(n)
         return GroupDelivery(True, {"n": str(len(self.sent))})
 
@@ -279,6 +282,39 @@ def test_failed_delivery_is_retried_not_lost(make, team) -> None:
     m2 = make()  # restarted while the notification was owed
     step(m2, [a], 31)
     assert len(team.sent) == 1
+
+
+def test_deferred_delivery_is_retried_and_not_counted_as_failed(
+    tmp_path: Path, team: Recorder, pager: Recorder
+) -> None:
+    registry = CollectorRegistry()
+    m = AlertManager(
+        parse_config(CONFIG, "am.yml"),
+        tmp_path / "alerts.db",
+        {"team": [team], "pager": [pager]},
+        registry=registry,
+        clock=lambda: 0.0,
+    )
+    try:
+        a = alert("DiskFull", instance="a", severity="warning")
+        team.defer = True
+        step(m, [a], 0)
+        step(m, [a], 30)  # group_wait over: held back by the receiver
+        team.defer = False
+        step(m, [a], 31)  # the window allows it: sent once
+
+        def value(name: str, **labels: str) -> float:
+            return registry.get_sample_value(name, labels) or 0.0
+
+        assert len(team.sent) == 1
+        sent = {"integration": "webhook", "receiver": "team"}
+        assert value("alertmanager_notifications_total", **sent) == 1
+        assert value("alertmanager_notifications_failed_total", **sent) == 0
+        assert value("vigil_notifier_failures_total", receiver="team/webhook/0") == 0
+        deferred = {"receiver": "team/webhook/0", "outcome": "deferred"}
+        assert value("vigil_alert_notifications_total", **deferred) >= 1
+    finally:
+        m.close()
 
 
 def test_bad_reload_keeps_last_good_config(tmp_path: Path, team, pager) -> None:
