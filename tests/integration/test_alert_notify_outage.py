@@ -172,7 +172,9 @@ def test_alert_notify_full_queue_is_counted_and_waits_for_a_later_pass(tmp_path:
         up(store, instance, 0.0)
     engine.outboxes.start()
     try:
-        engine.evaluate_group(engine.groups[0], time.time())
+        # A second after the samples were written, so the evaluation surely sees them all
+        # (this test failed once in a fresh-clone run with nothing dropped, as if it had not).
+        engine.evaluate_group(engine.groups[0], time.time() + 1)
         engine.notify()  # the worker takes one alert and blocks in the receiver
         engine.notify()  # the queue (size 1) cannot take the other two: counted, not blocked
         assert gate.told == []  # both passes returned while the receiver was still blocked
