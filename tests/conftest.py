@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from flask import Flask
@@ -182,7 +182,7 @@ def vigil_up(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
         assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
 
 
-def require_server(name: str, reason: str) -> None:
+def require_server(name: str, reason: str) -> NoReturn:
     """Skip for a missing server locally; fail in CI (CI=true) so nothing is silently skipped."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{name} is required in CI but unavailable: {reason}")
