@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 from slack_server import SlackServer
+from smtp_server import smtp_server
 
 from alerting.am.config import AMConfigError, parse_config
 from alerting.am.dispatch import AlertManager
+from alerting.notify.email import EmailNotifier
 from alerting.notify.slack import SlackNotifier
 from alerting.state import Alert, fingerprint
 
@@ -150,3 +152,56 @@ def test_bad_escalation_policies_are_located(policy: str, message: str) -> None:
     assert message in str(info.value)
     escalation_line = text.splitlines().index(f"  escalation: {policy}") + 1
     assert f"am.yml:{escalation_line}:" in str(info.value)
+
+
+def test_email_step_mails_the_receivers_address_and_is_counted(
+    tmp_path: Path, slack: SlackServer
+) -> None:
+    """An ``email`` step sends the group's mail through that receiver's ``email_configs``
+    to a real SMTP server; a step the server refuses is counted as failed, still in the
+    history."""
+    with smtp_server() as (port, inbox):
+        text = (
+            CONFIG.replace("127.0.0.1:25", f"127.0.0.1:{port}")
+            .replace(
+                "smtp_from: vigil@example.com",
+                "smtp_from: vigil@example.com\n  smtp_require_tls: false",
+            )
+            .replace('notify: {channel: "#incidents"}', "notify: {email: mail}")
+        )
+        cfg = parse_config(text, "am.yml")
+        registry = CollectorRegistry()
+        mail = EmailNotifier(cfg.receivers["mail"].email[0], name="mail/email/0", registry=registry)
+        notifier = SlackNotifier("xoxb-t", "#alerts", api_url=slack.api_url, backoff_s=0.01)
+        m = AlertManager(
+            cfg,
+            tmp_path / "alerts.db",
+            {"team": [notifier], "mail": [mail]},
+            registry=registry,
+            clock=lambda: T0,
+        )
+        a = alert("CheckoutDown")
+        step(m, [a], T0)
+        step(m, [a], T0 + 5 * 60)
+        assert inbox.received == []  # step 1 is the Slack mention
+        step(m, [a], T0 + 15 * 60)
+        (got,) = inbox.received
+        assert got.recipients == ["lead@example.com"]
+        assert str(got.message["Subject"]).startswith("[FIRING:1] CheckoutDown")
+        assert len(posts(slack)) == 2  # the page and the mention: the mail went by SMTP only
+    sent = registry.get_sample_value("vigil_alertmanager_escalations_total", {"outcome": "sent"})
+    assert sent == 2
+    step(m, [a], T0 + 20 * 60)  # the policy starts over (a 15m cycle): the mention
+    step(m, [a], T0 + 30 * 60)  # ...then the mail, and the SMTP server is gone
+    failed = registry.get_sample_value(
+        "vigil_alertmanager_escalations_total", {"outcome": "failed"}
+    )
+    assert failed == 1
+    history = [h.text for h in m.acks.history(next(iter(m.groups)))]
+    assert history == [
+        "step 1: after 300s: <!subteam^S0LEAD>",
+        "step 2: after 900s: e-mail via mail",
+        "step 1: after 300s: <!subteam^S0LEAD>",
+        "step 2: after 900s: e-mail via mail",
+    ]
+    m.close()

@@ -4,6 +4,7 @@ refused with 401 and change nothing. The far end is the fake Slack Web API."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -267,6 +268,32 @@ def test_acknowledgement_expires_and_repeats_resume(rig: Rig) -> None:
     assert len(rig.slack.ok_calls("chat.update")) + 1 == posts + 1
 
 
+def test_acknowledgement_lapses_when_the_group_resolves(rig: Rig) -> None:
+    """Acknowledged, then resolved: the resolve is still sent, and when the same alert
+    fires again it is a new incident, notified and repeated as if never acknowledged."""
+    a = alert("CheckoutDown", "a")
+    rig.step([a], T0)
+    key = next(iter(rig.manager.groups))
+    rig.manager.acknowledge(key, "ana", 4 * 3600, T0 + 10)
+    rig.step([a], T0 + 20)
+    resolved = dataclasses.replace(a, state="resolved", resolved_at=T0 + 100)
+    rig.step([resolved], T0 + 100)
+    page = next(iter(rig.slack.messages.values()))  # the group's message, then its thread
+    assert page["text"].startswith("✅ [RESOLVED] CheckoutDown")
+    assert rig.manager.groups == {}
+
+    again = dataclasses.replace(a, active_at=T0 + 600, fired_at=T0 + 600)
+    rig.step([again], T0 + 600)
+    assert rig.manager.acks.all() == []
+    last = rig.slack.ok_calls("chat.postMessage")[-1].payload
+    assert last["text"].startswith("🔴 [FIRING] CheckoutDown") and "thread_ts" not in last
+    assert "Acknowledged" not in context_text(last)
+    assert buttons(last) == [ACK_ACTION, SILENCE_ACTION]
+    calls = len(rig.slack.calls)
+    rig.step([again], T0 + 600 + 3600 + 61)  # repeat_interval (1h): re-sent, no ack holds it
+    assert len(rig.slack.calls) > calls
+
+
 def test_silence_button_silences_the_group_for_an_hour(rig: Rig) -> None:
     rig.step([alert("CheckoutDown", "a")], T0)
     gid = group_id(next(iter(rig.manager.groups)))
@@ -277,6 +304,7 @@ def test_silence_button_silences_the_group_for_an_hour(rig: Rig) -> None:
     assert s.created_by == "slack:U222" and s.ends_at == T0 + 3600  # server time + 1h
     assert s.describe() == 'alertname="CheckoutDown"'
     assert rig.audit[0].doc["event"]["action"] == "alert-silence-1h"
+    assert rig.audit[0].doc["user"]["name"] == "slack:U222"  # the Slack user is the actor
 
 
 def test_forged_stale_replayed_and_unsigned_requests_change_nothing(rig: Rig) -> None:

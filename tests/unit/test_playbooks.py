@@ -649,3 +649,19 @@ def test_rollback_playbook_and_its_runbook_link_each_other() -> None:
     runbook = PLAYBOOK_DIR.parent / playbook.runbook
     front_matter = runbook.read_text(encoding="utf-8").split("---")[1]
     assert "playbook: rollback-shop" in front_matter.splitlines()
+
+
+def test_rollback_runbook_states_the_playbooks_recovery_threshold() -> None:
+    """The runbook tells the on-call what "recovered" means; it must be what the playbook
+    waits for (a shop-wide 1m ratio stricter than the alert's 5%), not another figure."""
+    playbook = find_playbook("rollback-shop")
+    (wait,) = [s for s in playbook.steps if s.action == "wait_for"]
+    threshold = re.search(r"<\s*([0-9.]+)\s*$", wait.with_["expr"])
+    assert threshold is not None
+    percent = f"{float(threshold.group(1)) * 100:g}%"
+    assert percent == "1%"
+    runbook = (PLAYBOOK_DIR.parent / playbook.runbook).read_text(encoding="utf-8")
+    said = re.search(r"waits until the ([^.]*?) is\s+below ([0-9.]+%)", runbook)
+    assert said is not None, "the runbook says what the playbook waits for"
+    assert said.group(2) == percent
+    assert "[1m]" in wait.with_["expr"] and "last minute" in said.group(1)
