@@ -286,8 +286,17 @@ def cmd_alert(args: argparse.Namespace) -> int:
             log.info("stopping on %s", signal.Signals(signum).name)
             stop.set()
 
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            # As Prometheus and Alertmanager: SIGHUP reloads (systemd's ExecReload), where
+            # its default action would end the process. The loop reloads within a second.
+            log.info("SIGHUP: reading the rule, SLO and Alertmanager files again")
+            source.mark_stale()
+            if manager is not None:
+                manager.mark_stale()
+
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, on_hup)
         try:
             engine.run(stop)
         finally:

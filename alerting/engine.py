@@ -63,6 +63,10 @@ class RuleEvaluationError(Exception):
     """A rule's result broke a rule of its group (``limit``, duplicate series)."""
 
 
+STALE: tuple[tuple[str, float], ...] = (("", -1.0),)
+"""A file signature no listing has: the next ``changed()`` is True."""
+
+
 class RuleSource:
     """Rule files from globs, reloaded when any file changes; a bad edit keeps the last good
     rules."""
@@ -92,6 +96,10 @@ class RuleSource:
 
     def changed(self) -> bool:
         return self._current() != self._signature
+
+    def mark_stale(self) -> None:
+        """Read every file again on the next check, changed or not (``SIGHUP``)."""
+        self._signature = STALE
 
 
 class _Metrics:

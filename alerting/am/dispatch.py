@@ -376,6 +376,10 @@ class AlertManager:
         except OSError:
             return 0.0
 
+    def mark_stale(self) -> None:
+        """Read the configuration file again on the next check, changed or not (``SIGHUP``)."""
+        self._config_mtime = -1.0  # no file has it: ``_mtime`` is 0.0 for a missing one
+
     def reload_if_changed(self) -> bool:
         """Load the configuration file again when it changed; a bad one keeps the last good
         configuration, logs why and sets ``alertmanager_config_last_reload_successful`` 0."""

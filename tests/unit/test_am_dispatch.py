@@ -4,6 +4,7 @@ Alertmanager does, and survives restarts without losing or repeating a notificat
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -317,7 +318,9 @@ def test_deferred_delivery_is_retried_and_not_counted_as_failed(
         m.close()
 
 
-def test_bad_reload_keeps_last_good_config(tmp_path: Path, team, pager) -> None:
+def test_bad_reload_keeps_last_good_config(
+    tmp_path: Path, team, pager, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "am.yml"
     path.write_text(CONFIG)
     from alerting.am.config import load_config
@@ -338,8 +341,11 @@ def test_bad_reload_keeps_last_good_config(tmp_path: Path, team, pager) -> None:
         import os
 
         os.utime(path, (1, 1))
-        assert m.reload_if_changed() is False
+        with caplog.at_level(logging.ERROR, logger="vigil.alertmanager"):
+            assert m.reload_if_changed() is False
         assert registry.get_sample_value("alertmanager_config_last_reload_successful") == 0
+        assert "keeping the last good one" in caplog.text
+        assert f"{path}:" in caplog.text and "group_wait: bad duration 'soon'" in caplog.text
         assert m.config.route.group_wait_s == 30
         path.write_text(CONFIG.replace("group_wait: 30s", "group_wait: 10s"))
         os.utime(path, (2, 2))

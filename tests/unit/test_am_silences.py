@@ -38,18 +38,19 @@ def test_states_and_expiry_keep_history(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("matchers", "kwargs", "reason"),
     [
-        ('job=~".*"', {}, "must not match the empty string"),
-        ("job=", {}, "must not match the empty string"),
-        ("job=shop", {"ends_at": 0.0, "starts_at": 10.0}, "end must be after the start"),
-        ("job=shop", {"created_by": " "}, "createdBy"),
-        ('job="unterminated', {}, "unterminated"),
+        ('job=~".*"', {}, "matchers: .*must not match the empty string"),
+        ("job=", {}, "matchers: .*must not match the empty string"),
+        ("job=shop", {"ends_at": 0.0, "starts_at": 10.0}, "endsAt: the end must be after"),
+        ("job=shop", {"created_by": " "}, "createdBy: say who"),
+        ("job=shop", {"comment": "x" * 10_000}, "comment: at most"),
+        ('job="unterminated', {}, "matchers: .*unterminated"),
     ],
 )
 def test_bad_silences_are_refused_with_the_field(
     matchers: str, kwargs: dict[str, object], reason: str
 ) -> None:
     args: dict[str, object] = {"created_by": "ana", "comment": "c", "now": 0.0, **kwargs}
-    with pytest.raises(SilenceError, match=reason):
+    with pytest.raises(SilenceError, match=f"^{reason}"):  # the field first, then why
         new_silence(matchers, **args)  # type: ignore[arg-type]
 
 

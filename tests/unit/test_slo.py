@@ -5,6 +5,7 @@ loading of SLOs beside the rule files."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 from decimal import Decimal
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from alerting.engine import AlertEngine
 from alerting.rules import parse_text
 from alerting.ruletest import run_files
 from alerting.slo import (
@@ -26,6 +29,8 @@ from alerting.slo import (
     rule_groups,
     to_yaml,
 )
+from alerting.state import AlertBook, AlertDB
+from siem.memory import MemoryStore
 from vigil.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,6 +202,45 @@ def test_vigil_alert_loads_slos_beside_rules_and_keeps_the_last_good(tmp_path: P
     assert source.changed()
     with pytest.raises(SloError, match=r"slos.yaml:3: error: slo api: objective"):
         source.load()
+
+
+def test_vigil_alert_bad_slo_edit_keeps_the_last_good_rules_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the engine's reload (what the loop and SIGHUP use): logged with file:line,
+    counted, the generated rules of the last good file still evaluated."""
+    slos = _write(tmp_path, GOOD)
+    source = SloRuleSource([], [str(slos)])
+    registry = CollectorRegistry()
+    engine = AlertEngine(
+        MemoryStore(),
+        source.load(),
+        AlertBook(AlertDB(tmp_path / "alerts.db")),
+        [],
+        registry=registry,
+        source=source,
+    )
+    slos.write_text(GOOD.replace("99.9", "101"), encoding="utf-8")
+    os.utime(slos, (1, 1))
+    with caplog.at_level(logging.ERROR, logger="alerting.engine"):
+        assert engine.reload_if_changed() is False
+    assert f"{slos}:3: error: slo api: objective" in caplog.text
+    assert "keeping the last good rules" in caplog.text
+    assert registry.get_sample_value("vigil_alert_rule_reload_failures_total") == 1
+    assert [g.name for g in engine.groups] == ["slo-api", "slo-api-long"]
+    engine.run_once(1_700_000_000.0)
+    evaluated = registry.get_sample_value(
+        "vigil_alert_group_evaluations_total", {"group": "slo-api"}
+    )
+    assert evaluated == 1
+    source.mark_stale()  # SIGHUP: read again though nothing changed; still refused
+    assert engine.reload_if_changed() is False
+    assert registry.get_sample_value("vigil_alert_rule_reload_failures_total") == 2
+    slos.write_text(GOOD.replace("99.9", "99.5"), encoding="utf-8")
+    os.utime(slos, (2, 2))
+    assert engine.reload_if_changed() is True
+    exprs = [r.expr for g in engine.groups for r in g.rules]
+    assert any("0.005" in str(e) for e in exprs) and not any("0.001" in str(e) for e in exprs)
 
 
 def test_vigil_slo_check_and_generate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
