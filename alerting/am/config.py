@@ -412,7 +412,8 @@ class Route:
     """Vigil's escalation policy (inherited by child routes); repeats until acknowledged."""
     id: str = "{}"
     """Alertmanager's route key: the matchers of the path from the root, e.g.
-    ``{}/{severity="critical"}``; part of each group's key."""
+    ``{}/{severity="critical"}``; part of each group's key. A route matching alike an
+    earlier sibling gets its position too (``{}/{}/1``), so its groups are its own."""
     index: str = "0"
     """Position in the tree (``0``, ``0.1``, …), unique even when two routes match alike."""
 
@@ -711,6 +712,7 @@ class _Parser:
         index: str,
         receivers: Mapping[str, Receiver],
         intervals: Mapping[str, TimeInterval],
+        siblings: set[str] | None = None,
     ) -> Route:
         keys = self.mapping(node, "route", ROUTE_KEYS)
         receiver = self.string(keys["receiver"], "receiver") if "receiver" in keys else ""
@@ -764,6 +766,13 @@ class _Parser:
         route_id = parent.id if parent else "{}"
         if parent is not None:
             route_id += "/{" + ",".join(format_matcher(m) for m in matchers) + "}"
+            if siblings is not None:
+                # Siblings that match alike (`continue: true` to two receivers, no
+                # matchers) are each their own group, as in Alertmanager, which keeps
+                # groups per route; the later one's key gets its position (Route.ID).
+                if route_id in siblings:
+                    route_id += "/" + index.rsplit(".", 1)[-1]
+                siblings.add(route_id)
         this = Route(
             receiver=receiver,
             matchers=matchers,
@@ -786,8 +795,11 @@ class _Parser:
         if sub is not None and not self.is_null(sub):
             if not isinstance(sub, yaml.SequenceNode):
                 raise self.fail(sub, "routes must be a list of routes")
+            taken: set[str] = set()
             for i, child in enumerate(sub.value):
-                children.append(self.route(child, this, f"{index}.{i}", receivers, intervals))
+                children.append(
+                    self.route(child, this, f"{index}.{i}", receivers, intervals, taken)
+                )
         return Route(**{**this.__dict__, "routes": tuple(children)})
 
     def escalation(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -445,3 +447,124 @@ def test_alert_that_fired_and_resolved_unheard_sends_nothing(make, team) -> None
     m.deliver_now()
     step(m, [], 330)
     assert team.sent == [] and m.groups == {}
+
+
+class Hanging(Recorder):
+    """A receiver whose server never answers until ``release`` is set."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def notify_group(self, n: GroupNotification) -> GroupDelivery:
+        self.entered.set()
+        self.release.wait(30)
+        return super().notify_group(n)
+
+
+class Flaky(Recorder):
+    """A receiver that fails its first ``failures`` attempts; keeps when each came."""
+
+    def __init__(self, name: str, failures: int) -> None:
+        super().__init__(name)
+        self.failures = failures
+        self.attempts: list[float] = []
+
+    def notify_group(self, n: GroupNotification) -> GroupDelivery:
+        self.attempts.append(time.monotonic())
+        if len(self.attempts) <= self.failures:
+            return GroupDelivery(False, error="503 from the receiver")
+        return super().notify_group(n)
+
+
+def test_a_hanging_or_failing_receiver_never_holds_up_evaluation_or_the_others(
+    tmp_path: Path, team: Recorder
+) -> None:
+    """Each integration has its own worker: while one receiver hangs and another fails
+    (retried with growing back-off, counted), evaluation passes go on and the third
+    receiver is told at once; the hanging one is told once it answers."""
+    text = """
+route:
+  receiver: team
+  group_by: [alertname]
+  group_wait: 0s
+  routes:
+    - {receiver: hang, continue: true}
+    - {receiver: flaky, continue: true}
+    - {receiver: team}
+receivers: [{name: team}, {name: hang}, {name: flaky}]
+"""
+    hang, flaky = Hanging("hang"), Flaky("flaky", failures=3)
+    registry = CollectorRegistry()
+    m = AlertManager(
+        parse_config(text, "am.yml"),
+        tmp_path / "alerts.db",
+        {"team": [team], "hang": [hang], "flaky": [flaky]},
+        registry=registry,
+        backoff_s=0.05,
+        max_backoff_s=5.0,
+    )
+    m.start()
+    try:
+        a = alert("DiskFull", instance="a")
+        m.process([a])
+        assert hang.entered.wait(10)
+
+        def passes() -> None:
+            for _ in range(20):
+                m.process([a])
+
+        evaluation = threading.Thread(target=passes)
+        evaluation.start()
+        evaluation.join(10)
+        assert not evaluation.is_alive(), "an evaluation pass waited for a receiver"
+        deadline = time.monotonic() + 10
+        while (not team.sent or not flaky.sent) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(team.sent) == 1 and len(flaky.sent) == 1
+        assert hang.sent == []  # still hanging: the others did not wait for it
+        gaps = [b - a for a, b in zip(flaky.attempts, flaky.attempts[1:], strict=False)]
+        assert len(gaps) == 3 and gaps[0] < gaps[1] < gaps[2]  # 0.05 s, 0.1 s, 0.2 s (+25%)
+        failed = {"integration": "webhook", "receiver": "flaky"}
+        assert registry.get_sample_value("alertmanager_notifications_failed_total", failed) == 3
+
+        hang.release.set()
+        deadline = time.monotonic() + 10
+        while not hang.sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(hang.sent) == 1 and len(team.sent) == 1 and len(flaky.sent) == 1
+    finally:
+        hang.release.set()
+        m.stop(5)
+        m.close()
+
+
+def test_sibling_routes_that_match_alike_each_notify_their_receiver(
+    tmp_path: Path, team: Recorder, pager: Recorder
+) -> None:
+    """``continue: true`` to a sibling with the same (here: no) matchers: each route has
+    its own group and its receiver is told, as Alertmanager keeps groups per route."""
+    text = """
+route:
+  receiver: team
+  group_by: [alertname]
+  group_wait: 0s
+  routes:
+    - {receiver: pager, continue: true}
+    - {receiver: team}
+receivers: [{name: team}, {name: pager}]
+"""
+    m = AlertManager(
+        parse_config(text, "am.yml"),
+        tmp_path / "alerts.db",
+        {"team": [team], "pager": [pager]},
+        registry=CollectorRegistry(),
+        clock=lambda: 0.0,
+    )
+    try:
+        step(m, [alert("DiskFull", instance="a")], 0)
+        assert [n.group_key for n in pager.sent] == ['{}/{}:{alertname="DiskFull"}']
+        assert [n.group_key for n in team.sent] == ['{}/{}/1:{alertname="DiskFull"}']
+    finally:
+        m.close()
