@@ -247,7 +247,7 @@ def alert_json(view: AlertView, now: float, resolve_timeout_s: float) -> dict[st
     """A ``gettableAlert``."""
     a = view.alert
     ends = a.resolved_at if a.resolved_at is not None else now + resolve_timeout_s
-    return {
+    rv: dict[str, Any] = {
         "annotations": dict(a.annotations),
         "endsAt": format_time(ends),
         "fingerprint": a.fingerprint,
@@ -260,9 +260,11 @@ def alert_json(view: AlertView, now: float, resolve_timeout_s: float) -> dict[st
             "state": view.state,
         },
         "updatedAt": format_time(now),
-        "generatorURL": a.expr if a.expr.startswith(("http://", "https://")) else "",
         "labels": dict(a.labels),
     }
+    if a.expr.startswith(("http://", "https://")):  # omitted when empty, as Alertmanager
+        rv["generatorURL"] = a.expr
+    return rv
 
 
 def silence_json(s: Silence, now: float) -> dict[str, Any]:

@@ -204,6 +204,13 @@ def test_push_validation_errors_are_400_strings_and_valid_alerts_are_kept(env: E
     assert obj.status_code == 400 and "array" in obj.json
 
 
+def test_generator_url_is_left_out_when_empty_as_alertmanager(env: Env) -> None:
+    bare = {k: v for k, v in prom_alert("NoSource").items() if k != "generatorURL"}
+    assert env.post_alerts([bare, prom_alert("WithSource")]).status_code == 200
+    urls = {a["labels"]["alertname"]: a.get("generatorURL") for a in env.get("/api/v2/alerts")}
+    assert urls == {"NoSource": None, "WithSource": prom_alert("X")["generatorURL"]}
+
+
 def test_grafana_alert_list_filters_flags_and_receiver(env: Env) -> None:
     env.post_alerts(
         [
