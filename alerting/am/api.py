@@ -5,7 +5,8 @@ The routes and JSON shapes are Alertmanager 0.25's (``api/v2/openapi.yaml``):
 ``/api/v2/status``, ``/api/v2/receivers``, ``/api/v2/alerts`` (GET with
 ``filter``, ``receiver``, ``active``/``silenced``/``inhibited``/``unprocessed``;
 POST in Prometheus' push format), ``/api/v2/alerts/groups``, ``/api/v2/silences``
-(GET with ``filter``; POST creates, or replaces the silence named by ``id``),
+(GET with ``filter`` and ``active``/``pending``/``expired``; POST creates, or
+changes the silence named by ``id`` as Alertmanager's ``Silences.Set`` does),
 ``/api/v2/silence/<id>`` (GET, DELETE expires), and ``/-/healthy``,
 ``/-/ready``; the process' ``/metrics`` is on the same port. Errors are
 Alertmanager's: a JSON string body with 400 (bad input) or 404.
@@ -474,11 +475,13 @@ def create_app(
     def get_silences() -> Response:
         now = manager.clock()
         filters = parse_filters(request.args.getlist("filter"))
+        # Alertmanager 0.34: active, pending, expired (each default true).
+        states = {state for state in ("active", "pending", "expired") if _flag(state)}
         rv = []
         for s in manager.silences.all():
             # As Alertmanager: the filter matches the silence's matchers as labels.
             as_labels = {m.name: m.value for m in s.matchers}
-            if all(f.matches(as_labels) for f in filters):
+            if s.state(now) in states and all(f.matches(as_labels) for f in filters):
                 rv.append(s)
         rv.sort(key=lambda s: _silence_order(s, now))
         return _json([silence_json(s, now) for s in rv])

@@ -18,6 +18,7 @@ tested with cannot read ``<secret>`` there); a URL carrying a token belongs in
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import yaml
@@ -65,6 +66,7 @@ SLACK_SECRET_KEYS = frozenset(("api_url",))
 """Secret only inside ``slack_configs`` (elsewhere ``api_url`` is a plain URL)."""
 
 
+@functools.lru_cache(maxsize=4)  # Grafana polls the status; the text rarely changes
 def redacted_text(text: str) -> str:
     """``text`` (an Alertmanager configuration already loaded by Vigil) written again with
     every secret value replaced by ``<secret>``; comments are lost, as in Alertmanager."""

@@ -379,6 +379,8 @@ def test_grafana_silence_create_list_update_and_expire_with_audit(env: Env) -> N
     new = rv.json["silenceID"]
     states = {s["id"]: s["status"]["state"] for s in env.get("/api/v2/silences")}
     assert states == {new: "active", sid: "expired"}
+    assert [s["id"] for s in env.get("/api/v2/silences?expired=false")] == [new]
+    assert [s["id"] for s in env.get("/api/v2/silences?active=false&pending=0")] == [sid]
     assert env.client.delete(f"/api/v2/silence/{new}", headers=env.h()).status_code == 200
     assert env.get(f"/api/v2/silence/{new}")["status"]["state"] == "expired"
     # "Recreate" of an expired silence posts its id with a new period: a new silence.
