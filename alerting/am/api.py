@@ -522,9 +522,11 @@ def create_app(
     @app.delete("/api/v2/silence/<sid>")
     @requires("operator")
     def delete_silence(sid: str) -> Response:
-        _existing(sid)
+        now = manager.clock()
+        if _existing(sid).state(now) == "expired":
+            return Response(status=200)  # as Alertmanager: expiring twice changes nothing
         try:
-            manager.silences.expire(sid, now=manager.clock())
+            manager.silences.expire(sid, now=now)
         except SilenceError as exc:
             raise APIError(str(exc)) from None
         record("silence-expire", sid, f"silence {sid} expired")

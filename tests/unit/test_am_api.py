@@ -12,7 +12,7 @@ Checked against the sources (read 2026-11-30), not memory:
   when ``canUpdate`` (same matchers; active with the same start to the second and an
   end not past, or pending with a start not past), otherwise the old one is expired
   (unless it already is) and a new one made — so an expired id makes a new silence;
-  an unknown id is 404. Booleans are read by go-openapi's ``swag.ConvertBool``
+  an unknown id is 404; expiring an expired silence is a no-op. Booleans are read by go-openapi's ``swag.ConvertBool``
   (``true``, ``1``, ``yes``, ``on``, … are true; anything else false; never 400).
 * grafana/grafana ``public/app/features/alerting/unified/components/silences/
   SilencesEditor.tsx`` (``pickBy({id, startsAt, endsAt, comment, createdBy, matchers})``,
@@ -383,6 +383,8 @@ def test_grafana_silence_create_list_update_and_expire_with_audit(env: Env) -> N
     assert [s["id"] for s in env.get("/api/v2/silences?active=false&pending=0")] == [sid]
     assert env.client.delete(f"/api/v2/silence/{new}", headers=env.h()).status_code == 200
     assert env.get(f"/api/v2/silence/{new}")["status"]["state"] == "expired"
+    # Expiring it again changes nothing (Alertmanager's expire returns nil for expired).
+    assert env.client.delete(f"/api/v2/silence/{new}", headers=env.h()).status_code == 200
     # "Recreate" of an expired silence posts its id with a new period: a new silence.
     env.clock.now += 60
     again = _silence(id=new, startsAt=format_time(env.clock.now), endsAt=format_time(T0 + 7200))
