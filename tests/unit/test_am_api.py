@@ -12,8 +12,9 @@ Checked against the sources (read 2026-11-30), not memory:
   when ``canUpdate`` (same matchers; active with the same start to the second and an
   end not past, or pending with a start not past), otherwise the old one is expired
   (unless it already is) and a new one made — so an expired id makes a new silence;
-  an unknown id is 404; expiring an expired silence is a no-op. Booleans are read by go-openapi's ``swag.ConvertBool``
-  (``true``, ``1``, ``yes``, ``on``, … are true; anything else false; never 400).
+  an unknown id is 404; expiring an expired silence is a no-op. Booleans are read
+  by go-openapi's ``swag.ConvertBool`` (``true``, ``1``, ``yes``, ``on``, … are true;
+  anything else false; never 400).
 * grafana/grafana ``public/app/features/alerting/unified/components/silences/
   SilencesEditor.tsx`` (``pickBy({id, startsAt, endsAt, comment, createdBy, matchers})``,
   matchers ``{name, value, isEqual, isRegex}``; "Recreate" posts an expired silence's
