@@ -73,7 +73,9 @@ def redacted_text(text: str) -> str:
     data = yaml.safe_load(text)
     if not isinstance(data, dict):
         return text
-    return yaml.safe_dump(_redact(data, ""), sort_keys=False, allow_unicode=True)
+    # Non-ASCII is written escaped: PyYAML writes some characters raw (NEL, U+0085)
+    # that it then reads back as a line break.
+    return yaml.safe_dump(_redact(data, ""), sort_keys=False, allow_unicode=False)
 
 
 def _redact(node: Any, parent: str) -> Any:

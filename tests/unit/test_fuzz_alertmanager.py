@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fuzz_inputs import FUZZ, hostile_files
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from alerting.am.config import AMConfigError, load_config
@@ -150,6 +150,7 @@ def _secrets_hidden(before: object, after: object, parent: str) -> None:
 
 @FUZZ
 @given(st.dictionaries(REDACT_KEYS, TREES, min_size=1, max_size=4))
+@example({"name": "a\x85b é", "password": "\x85"})  # PyYAML writes NEL raw, reads a break
 def test_fuzz_redacted_config_is_the_same_yaml_with_secrets_hidden(tree: dict[str, object]) -> None:
     shown = yaml.safe_load(redacted_text(yaml.safe_dump(tree, sort_keys=False)))
     _secrets_hidden(tree, shown, "")
