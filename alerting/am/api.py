@@ -5,7 +5,8 @@ The routes and JSON shapes are Alertmanager 0.25's (``api/v2/openapi.yaml``):
 ``/api/v2/status``, ``/api/v2/receivers``, ``/api/v2/alerts`` (GET with
 ``filter``, ``receiver``, ``active``/``silenced``/``inhibited``/``unprocessed``;
 POST in Prometheus' push format), ``/api/v2/alerts/groups``, ``/api/v2/silences``
-(GET with ``filter``; POST creates, or replaces the silence named by ``id``),
+(GET with ``filter`` and ``active``/``pending``/``expired``; POST creates, or
+changes the silence named by ``id`` as Alertmanager's ``Silences.Set`` does),
 ``/api/v2/silence/<id>`` (GET, DELETE expires), and ``/-/healthy``,
 ``/-/ready``; the process' ``/metrics`` is on the same port. Errors are
 Alertmanager's: a JSON string body with 400 (bad input) or 404.
@@ -38,6 +39,7 @@ from prometheus_client import (
 
 from alerting.am.dispatch import AlertManager, AlertView, api_alert
 from alerting.am.matchers import parse_matchers
+from alerting.am.redact import redacted_text
 from alerting.am.silences import Silence, SilenceError, new_silence
 from siem.model import Matcher
 from vigil.auth import UserStore, audit_event
@@ -200,10 +202,9 @@ def parse_silence(body: object, now: float) -> Silence:
         )
     except SilenceError as exc:
         raise APIError(str(exc)) from None
-    # As Alertmanager: a start in the past is now.
-    return Silence(
-        sid, silence.matchers, max(starts, now), ends, silence.created_by, silence.comment, now
-    )
+    # A start in the past is moved to now by the store, for a new silence only: an
+    # update in place compares the start as posted (Alertmanager's ``canUpdate``).
+    return Silence(sid, silence.matchers, starts, ends, silence.created_by, silence.comment, now)
 
 
 def parse_filters(values: Sequence[str]) -> list[Matcher]:
@@ -228,15 +229,18 @@ def _receiver_filter(value: str | None) -> Matcher | None:
         raise APIError(f"failed to parse receiver param: {exc}") from None
 
 
+TRUTHY = frozenset(("true", "1", "yes", "ok", "y", "on", "selected", "checked", "t", "enabled"))
+"""What go-openapi's ``swag.ConvertBool`` reads as true; any other value is false."""
+
+
 def _flag(name: str) -> bool:
-    raw = request.args.get(name)
-    if raw is None:
+    """A boolean query parameter as Alertmanager's generated binder reads it: the last
+    value counts, an absent or empty one is the default (true), and anything but
+    ``TRUTHY`` is false — never an error."""
+    values = request.args.getlist(name)
+    if not values or values[-1] == "":
         return True
-    if raw.lower() in ("true", "1"):
-        return True
-    if raw.lower() in ("false", "0"):
-        return False
-    raise APIError(f"{name}: expected true or false, not {raw!r}")
+    return values[-1].lower() in TRUTHY
 
 
 # -- JSON shapes -------------------------------------------------------------------------------
@@ -244,7 +248,7 @@ def alert_json(view: AlertView, now: float, resolve_timeout_s: float) -> dict[st
     """A ``gettableAlert``."""
     a = view.alert
     ends = a.resolved_at if a.resolved_at is not None else now + resolve_timeout_s
-    return {
+    rv: dict[str, Any] = {
         "annotations": dict(a.annotations),
         "endsAt": format_time(ends),
         "fingerprint": a.fingerprint,
@@ -252,13 +256,16 @@ def alert_json(view: AlertView, now: float, resolve_timeout_s: float) -> dict[st
         "startsAt": format_time(a.fired_at if a.fired_at is not None else a.active_at),
         "status": {
             "inhibitedBy": list(view.inhibited_by),
+            "mutedBy": [],  # time intervals mute at notification time, not in the API
             "silencedBy": list(view.silenced_by),
             "state": view.state,
         },
         "updatedAt": format_time(now),
-        "generatorURL": a.expr if a.expr.startswith(("http://", "https://")) else "",
         "labels": dict(a.labels),
     }
+    if a.expr.startswith(("http://", "https://")):  # omitted when empty, as Alertmanager
+        rv["generatorURL"] = a.expr
+    return rv
 
 
 def silence_json(s: Silence, now: float) -> dict[str, Any]:
@@ -266,6 +273,7 @@ def silence_json(s: Silence, now: float) -> dict[str, Any]:
     return {
         "id": s.id,
         "status": {"state": s.state(now)},
+        "annotations": {},
         "updatedAt": format_time(s.updated_at),
         "comment": s.comment,
         "createdBy": s.created_by,
@@ -368,19 +376,18 @@ def create_app(
         now = manager.clock()
         filters = parse_filters(request.args.getlist("filter"))
         receiver = _receiver_filter(request.args.get("receiver")) if receiver_wanted else None
+        # ``unprocessed`` is accepted and, as in Alertmanager, changes nothing: its API
+        # works out each alert's state when asked, so none is listed as unprocessed.
         active, silenced, inhibited = _flag("active"), _flag("silenced"), _flag("inhibited")
-        unprocessed = _flag("unprocessed")
         rv = []
-        for v in [*manager.alerts(now), *manager.unprocessed(now)]:
+        for v in [*manager.alerts(now), *manager.ungrouped(now)]:
             if v.alert.resolved_at is not None and v.alert.resolved_at <= now:
                 continue  # ended: Alertmanager no longer lists it
             if receiver and not any(receiver.matches({"receiver": r}) for r in v.receivers):
                 continue
             if not all(m.matches(v.alert.labels) for m in filters):
                 continue
-            if (v.state == "active" and not active) or (
-                v.state == "unprocessed" and not unprocessed
-            ):
+            if v.state == "active" and not active:
                 continue
             if (v.silenced_by and not silenced) or (v.inhibited_by and not inhibited):
                 continue
@@ -407,7 +414,7 @@ def create_app(
                     "revision": "",
                     "version": f"vigil-{version}",
                 },
-                "config": {"original": manager.config.text},
+                "config": {"original": redacted_text(manager.config.text)},
                 "uptime": format_time(manager.started_at),
             }
         )
@@ -444,7 +451,7 @@ def create_app(
     def alert_groups() -> Response:
         found, now = views(receiver_wanted=False)
         receiver = _receiver_filter(request.args.get("receiver"))
-        wanted = {v.alert.fingerprint: v for v in found if v.state != "unprocessed"}
+        wanted = {v.alert.fingerprint: v for v in found}
         rv = []
         for g in manager.groups_view(now):
             if receiver and not receiver.matches({"receiver": g.receiver}):
@@ -457,6 +464,7 @@ def create_app(
                     {
                         "alerts": [alert_json(v, now, timeout()) for v in members],
                         "labels": dict(g.labels),
+                        "routeLabels": {},  # Vigil's routes carry no labels of their own
                         "receiver": {"name": g.receiver},
                     }
                 )
@@ -467,11 +475,13 @@ def create_app(
     def get_silences() -> Response:
         now = manager.clock()
         filters = parse_filters(request.args.getlist("filter"))
+        # Alertmanager 0.34: active, pending, expired (each default true).
+        states = {state for state in ("active", "pending", "expired") if _flag(state)}
         rv = []
         for s in manager.silences.all():
             # As Alertmanager: the filter matches the silence's matchers as labels.
             as_labels = {m.name: m.value for m in s.matchers}
-            if all(f.matches(as_labels) for f in filters):
+            if s.state(now) in states and all(f.matches(as_labels) for f in filters):
                 rv.append(s)
         rv.sort(key=lambda s: _silence_order(s, now))
         return _json([silence_json(s, now) for s in rv])
@@ -487,7 +497,12 @@ def create_app(
             sid = manager.silences.add(silence, now=now)
         except SilenceError as exc:
             raise APIError(str(exc)) from None
-        what = "replaced " + silence.id + " by" if silence.id else "added"
+        if not silence.id:
+            what = "added"
+        elif sid == silence.id:
+            what = "updated"
+        else:
+            what = f"replaced {silence.id} by"
         record("silence-add", sid, f"silence {sid} {what}: {silence.describe()}")
         return _json({"silenceID": sid})
 
@@ -507,9 +522,11 @@ def create_app(
     @app.delete("/api/v2/silence/<sid>")
     @requires("operator")
     def delete_silence(sid: str) -> Response:
-        _existing(sid)
+        now = manager.clock()
+        if _existing(sid).state(now) == "expired":
+            return Response(status=200)  # as Alertmanager: expiring twice changes nothing
         try:
-            manager.silences.expire(sid, now=manager.clock())
+            manager.silences.expire(sid, now=now)
         except SilenceError as exc:
             raise APIError(str(exc)) from None
         record("silence-expire", sid, f"silence {sid} expired")

@@ -73,7 +73,7 @@ log = logging.getLogger("vigil.alertmanager")
 MAX_POSTED_ALERTS = 10_000
 """Alerts the API may hold at once (``post_alerts`` refuses and counts more)."""
 
-AlertState = Literal["active", "suppressed", "unprocessed"]
+AlertState = Literal["active", "suppressed"]
 
 
 def group_key(route: Route, labels: Mapping[str, str]) -> str:
@@ -768,16 +768,24 @@ class AlertManager:
                 )
         return sorted(rv, key=lambda v: sorted(v.alert.labels.items()))
 
-    def unprocessed(self, now: float | None = None) -> list[AlertView]:
-        """Alerts posted through the API that no evaluation pass has filed into a group yet."""
+    def ungrouped(self, now: float | None = None) -> list[AlertView]:
+        """Alerts posted through the API that no evaluation pass has filed into a group yet,
+        as Alertmanager's API lists them: with the receivers their routes name, and the
+        silences and inhibitions that apply now (it works the state out when asked, so it
+        never shows an alert as ``unprocessed``)."""
         now = self.clock() if now is None else now
         with self._lock:
             grouped = {fp for g in self.groups.values() for fp in g.alerts}
-            return [
-                AlertView(a, "unprocessed", ())
-                for a in self._posted_now(now)
-                if a.state == "firing" and a.fingerprint not in grouped
-            ]
+            sup = self.suppressor(now)
+            rv = []
+            for a in self._posted_now(now):
+                if a.state != "firing" or a.fingerprint in grouped:
+                    continue
+                receivers = sorted({r.receiver for r in self.config.route.match(a.labels)})
+                silenced, inhibited = sup.check(a)
+                state: AlertState = "suppressed" if silenced or inhibited else "active"
+                rv.append(AlertView(a, state, tuple(receivers), tuple(silenced), tuple(inhibited)))
+            return rv
 
     def groups_view(self, now: float | None = None) -> list[GroupView]:
         views = {v.alert.fingerprint: v for v in self.alerts(now)}

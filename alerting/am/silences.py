@@ -118,6 +118,17 @@ def new_silence(
     return silence
 
 
+def _can_update(old: Silence, new: Silence, now: float) -> bool:
+    """Alertmanager's ``canUpdate``: whether ``old`` can become ``new`` without changing
+    the history of what was silenced when."""
+    if old.matchers != new.matchers:
+        return False
+    state = old.state(now)
+    if state == "active":
+        return int(old.starts_at) == int(new.starts_at) and new.ends_at >= now
+    return state == "pending" and new.starts_at >= now
+
+
 class SilenceStore:
     """Silences in SQLite; every method is safe from several threads and processes."""
 
@@ -131,25 +142,38 @@ class SilenceStore:
         self._db.execute("CREATE INDEX IF NOT EXISTS silences_ends_at ON silences (ends_at)")
 
     def add(self, silence: Silence, *, now: float | None = None) -> str:
-        """Store a new silence (or replace the one with ``silence.id``, as the API's POST
-        with an id does: an active one is expired and a new one made); returns its id."""
+        """Store a new silence, or change the one named by ``silence.id``; returns its id.
+
+        A change follows Alertmanager's ``Silences.Set``: the silence is updated in place
+        (same id) when its matchers are unchanged and it is active with the same start
+        (to the second) and an end not in the past, or pending with a start not in the
+        past; otherwise the old one is expired (unless it already is) and a new one with
+        a new id replaces it. A start in the past becomes now."""
         now = time.time() if now is None else now
         validate(silence)
         if silence.ends_at <= now:
             raise SilenceError("endsAt: the silence would already be expired")
         if silence.id:
             old = self.get(silence.id)
-            if old.state(now) == "expired":
-                raise SilenceError(f"silence {silence.id} is expired and cannot be updated")
-            self.expire(silence.id, now=now)
+            if _can_update(old, silence, now):
+                kept = dataclasses.replace(silence, updated_at=now)
+                self._write(kept)
+                return kept.id
+            if old.state(now) != "expired":
+                self.expire(old.id, now=now)
         sid = str(uuid.uuid4())
-        stored = dataclasses.replace(silence, id=sid, updated_at=now)
+        stored = dataclasses.replace(
+            silence, id=sid, starts_at=max(silence.starts_at, now), updated_at=now
+        )
+        self._write(stored)
+        return sid
+
+    def _write(self, silence: Silence) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO silences (id, ends_at, data) VALUES (?, ?, ?)",
-                (sid, stored.ends_at, stored.to_json()),
+                "INSERT OR REPLACE INTO silences (id, ends_at, data) VALUES (?, ?, ?)",
+                (silence.id, silence.ends_at, silence.to_json()),
             )
-        return sid
 
     def get(self, sid: str) -> Silence:
         with self._lock:

@@ -1,6 +1,27 @@
 """The Alertmanager API v2 of ``vigil alert`` answers the requests Grafana's Alertmanager
 data source, amtool and Prometheus send, in Alertmanager's JSON shapes, for the
-roles docs/security.md states; silence changes leave a ``vigil.audit`` event."""
+roles docs/security.md states; silence changes leave a ``vigil.audit`` event.
+
+Checked against the sources (read 2026-11-30), not memory:
+
+* prometheus/alertmanager ``api/v2/api.go`` and ``silence/silence.go`` at v0.25.0 and
+  at 68fb2d5759b3a92c0bb2a1a13d4ef7ff5b06256d (after v0.34.0): the alert filter
+  works out silences and inhibitions when asked (no alert is listed as
+  ``unprocessed``; the ``unprocessed`` parameter is parsed and unused); ``receiver``
+  is anchored (``^(?:…)$``); a silence POSTed with an ``id`` is updated in place
+  when ``canUpdate`` (same matchers; active with the same start to the second and an
+  end not past, or pending with a start not past), otherwise the old one is expired
+  (unless it already is) and a new one made — so an expired id makes a new silence;
+  an unknown id is 404; expiring an expired silence is a no-op. Booleans are read
+  by go-openapi's ``swag.ConvertBool`` (``true``, ``1``, ``yes``, ``on``, … are true;
+  anything else false; never 400).
+* grafana/grafana ``public/app/features/alerting/unified/components/silences/
+  SilencesEditor.tsx`` (``pickBy({id, startsAt, endsAt, comment, createdBy, matchers})``,
+  matchers ``{name, value, isEqual, isRegex}``; "Recreate" posts an expired silence's
+  id with a new period), ``SilencesTable.tsx``/``useSilenceViewData`` (alerts with
+  ``silenced=true&active=false&inhibited=false``), ``utils/matchers.ts``
+  ``encodeMatcher`` (``filter=name="value"``, repeated).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import yaml
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -68,11 +90,11 @@ class Clock:
 
 
 class Env:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, config: str = CONFIG) -> None:
         self.clock = Clock()
         self.team, self.pager = Recorder("team"), Recorder("pager")
         self.manager = AlertManager(
-            parse_config(CONFIG, "am.yaml"),
+            parse_config(config, "am.yaml"),
             tmp_path / "alerts.db",
             {"team": [self.team], "pager": [self.pager]},
             registry=CollectorRegistry(),
@@ -125,7 +147,7 @@ def test_times_round_trip_as_go_writes_them() -> None:
     assert parse_time("t", "0001-01-01T00:00:00Z") is None
 
 
-def test_prometheus_push_is_held_unprocessed_then_routed_grouped_and_notified(env: Env) -> None:
+def test_prometheus_push_is_listed_at_once_then_routed_grouped_and_notified(env: Env) -> None:
     rv = env.post_alerts(
         [
             prom_alert("DiskFull", severity="critical", instance="db1"),
@@ -133,14 +155,24 @@ def test_prometheus_push_is_held_unprocessed_then_routed_grouped_and_notified(en
         ]
     )
     assert rv.status_code == 200 and rv.data == b""
-    before = env.get("/api/v2/alerts")
-    assert [a["status"]["state"] for a in before] == ["unprocessed", "unprocessed"]
+    # Before any evaluation pass, as Alertmanager: state and receivers worked out now.
+    before = {a["labels"]["alertname"]: a for a in env.get("/api/v2/alerts")}
+    assert before["DiskFull"]["status"]["state"] == "active"
+    assert before["DiskFull"]["receivers"] == [{"name": "pager"}]
+    assert before["SlowPage"]["receivers"] == [{"name": "team"}]
+    assert env.get("/api/v2/alerts?unprocessed=false") == env.get("/api/v2/alerts")
+    assert env.get("/api/v2/alerts/groups") == []  # grouping waits for the pass
     env.process()
     alerts = env.get("/api/v2/alerts")
     by_name = {a["labels"]["alertname"]: a for a in alerts}
     disk = by_name["DiskFull"]
     assert disk["receivers"] == [{"name": "pager"}]
-    assert disk["status"] == {"inhibitedBy": [], "silencedBy": [], "state": "active"}
+    assert disk["status"] == {
+        "inhibitedBy": [],
+        "mutedBy": [],
+        "silencedBy": [],
+        "state": "active",
+    }
     assert disk["startsAt"] == "2023-11-14T22:13:20.123Z"
     assert disk["endsAt"] == format_time(T0 + 60)
     assert disk["generatorURL"].startswith("http://prometheus:9090/graph")
@@ -173,6 +205,13 @@ def test_push_validation_errors_are_400_strings_and_valid_alerts_are_kept(env: E
     assert obj.status_code == 400 and "array" in obj.json
 
 
+def test_generator_url_is_left_out_when_empty_as_alertmanager(env: Env) -> None:
+    bare = {k: v for k, v in prom_alert("NoSource").items() if k != "generatorURL"}
+    assert env.post_alerts([bare, prom_alert("WithSource")]).status_code == 200
+    urls = {a["labels"]["alertname"]: a.get("generatorURL") for a in env.get("/api/v2/alerts")}
+    assert urls == {"NoSource": None, "WithSource": prom_alert("X")["generatorURL"]}
+
+
 def test_grafana_alert_list_filters_flags_and_receiver(env: Env) -> None:
     env.post_alerts(
         [
@@ -197,6 +236,13 @@ def test_grafana_alert_list_filters_flags_and_receiver(env: Env) -> None:
     ]
     assert env.get("/api/v2/alerts?receiver=pag") == []  # anchored, as Alertmanager
     assert env.get("/api/v2/alerts?active=false") == [web1]
+    # go-openapi booleans: the last value counts, empty is the default, unknown is false.
+    assert env.get("/api/v2/alerts?active=no") == [web1]
+    assert env.get("/api/v2/alerts?active=bogus") == [web1]
+    assert len(env.get("/api/v2/alerts?active=false&active=yes")) == 3
+    assert len(env.get("/api/v2/alerts?active=")) == 3
+    # Grafana's silence pages: silenced alerts only.
+    assert env.get("/api/v2/alerts?silenced=true&active=false&inhibited=false") == []
     bad = env.client.get("/api/v2/alerts?filter=%7Balertname%3D%22x%22", headers=env.h("viewer"))
     assert bad.status_code == 400 and "bad matcher format" in bad.json
 
@@ -229,11 +275,47 @@ def test_grafana_groups_status_and_receivers(env: Env) -> None:
         "revision",
         "version",
     }
-    assert status["config"]["original"] == CONFIG
+    assert yaml.safe_load(status["config"]["original"]) == yaml.safe_load(CONFIG)
     assert status["uptime"] == format_time(T0)
     assert env.get("/api/v2/receivers") == [{"name": "pager"}, {"name": "team"}]
     for path in ("/-/healthy", "/-/ready"):
         assert env.client.get(path).status_code == 200
+
+
+SECRETS = """
+global:
+  smtp_smarthost: mail.example:587
+  smtp_from: vigil@example.org
+  smtp_auth_username: vigil
+  smtp_auth_password: hunter2-smtp
+route: {receiver: team}
+receivers:
+  - name: team
+    webhook_configs:
+      - url: http://127.0.0.1:9/team
+        http_config: {basic_auth: {username: u, password: hunter2-basic}}
+    slack_configs:
+      - api_url: https://hooks.slack.example/services/T0/B0/hunter2-slack
+        channel: '#ops'
+    email_configs: [{to: ops@example.org}]
+"""
+
+
+def test_status_shows_the_config_with_secrets_hidden_as_alertmanager(tmp_path: Path) -> None:
+    env = Env(tmp_path, SECRETS)
+    try:
+        original = env.get("/api/v2/status")["config"]["original"]
+    finally:
+        env.manager.close()
+    assert "hunter2" not in original
+    shown = yaml.safe_load(original)
+    assert shown["global"]["smtp_auth_password"] == "<secret>"
+    assert shown["global"]["smtp_auth_username"] == "vigil"
+    team = shown["receivers"][0]
+    assert team["webhook_configs"][0]["http_config"]["basic_auth"]["password"] == "<secret>"
+    assert team["webhook_configs"][0]["url"] == "http://127.0.0.1:9/team"  # as in 0.25
+    assert team["slack_configs"][0] == {"api_url": "<secret>", "channel": "#ops"}
+    assert shown["route"] == {"receiver": "team"}
 
 
 def _silence(**over: Any) -> dict[str, Any]:
@@ -255,12 +337,20 @@ def test_grafana_silence_create_list_update_and_expire_with_audit(env: Env) -> N
     sid = rv.json["silenceID"]
     env.process()
     alert = env.get("/api/v2/alerts")[0]
-    assert alert["status"] == {"inhibitedBy": [], "silencedBy": [sid], "state": "suppressed"}
+    assert alert["status"] == {
+        "inhibitedBy": [],
+        "mutedBy": [],
+        "silencedBy": [sid],
+        "state": "suppressed",
+    }
+    silenced_page = "/api/v2/alerts?silenced=true&active=false&inhibited=false"
+    assert [a["fingerprint"] for a in env.get(silenced_page)] == [alert["fingerprint"]]
     assert env.team.sent == []
     got = env.get(f"/api/v2/silence/{sid}")
     assert got == {
         "id": sid,
         "status": {"state": "active"},
+        "annotations": {},
         "updatedAt": format_time(T0),
         "comment": "deploy window",
         "createdBy": "ana",
@@ -272,23 +362,47 @@ def test_grafana_silence_create_list_update_and_expire_with_audit(env: Env) -> N
     assert [s["id"] for s in env.get(f"/api/v2/silences?filter={flt}")] == [sid]
     other = quote('alertname="Other"')
     assert env.get(f"/api/v2/silences?filter={other}") == []
-    # Update: Grafana posts the id; the old one ends, a new one replaces it.
+    # Grafana's editor posts the id back. Same matchers and start, a later end: updated
+    # in place, as Alertmanager's canUpdate allows.
     env.clock.now += 10
-    rv = env.client.post(
-        "/api/v2/silences", json=_silence(id=sid, comment="longer"), headers=env.h()
+    longer = _silence(id=sid, comment="longer", endsAt=format_time(T0 + 9000))
+    rv = env.client.post("/api/v2/silences", json=longer, headers=env.h())
+    assert rv.json == {"silenceID": sid}
+    kept = env.get(f"/api/v2/silence/{sid}")
+    assert (kept["comment"], kept["endsAt"], kept["updatedAt"]) == (
+        "longer",
+        format_time(T0 + 9000),
+        format_time(T0 + 10),
     )
+    # Other matchers: the old one is expired and a new one replaces it.
+    other = [{"name": "alertname", "value": "Slow.*", "isRegex": True, "isEqual": True}]
+    rv = env.client.post("/api/v2/silences", json=_silence(id=sid, matchers=other), headers=env.h())
     new = rv.json["silenceID"]
     states = {s["id"]: s["status"]["state"] for s in env.get("/api/v2/silences")}
     assert states == {new: "active", sid: "expired"}
+    assert [s["id"] for s in env.get("/api/v2/silences?expired=false")] == [new]
+    assert [s["id"] for s in env.get("/api/v2/silences?active=false&pending=0")] == [sid]
     assert env.client.delete(f"/api/v2/silence/{new}", headers=env.h()).status_code == 200
+    assert env.get(f"/api/v2/silence/{new}")["status"]["state"] == "expired"
+    # Expiring it again changes nothing (Alertmanager's expire returns nil for expired).
+    assert env.client.delete(f"/api/v2/silence/{new}", headers=env.h()).status_code == 200
+    # "Recreate" of an expired silence posts its id with a new period: a new silence.
+    env.clock.now += 60
+    again = _silence(id=new, startsAt=format_time(env.clock.now), endsAt=format_time(T0 + 7200))
+    rv = env.client.post("/api/v2/silences", json=again, headers=env.h())
+    assert rv.status_code == 200 and rv.json["silenceID"] not in (sid, new)
     assert env.get(f"/api/v2/silence/{new}")["status"]["state"] == "expired"
     actions = [(e.doc["event"]["action"], e.doc["user"]["name"]) for e in env.audit]
     assert actions == [
         ("silence-add", "operator-bot"),
         ("silence-add", "operator-bot"),
+        ("silence-add", "operator-bot"),
         ("silence-expire", "operator-bot"),
+        ("silence-add", "operator-bot"),
     ]
     assert env.audit[0].doc["labels"]["silence"] == sid
+    assert "updated" in env.audit[1].doc["message"]
+    assert f"replaced {sid} by" in env.audit[2].doc["message"]
 
 
 def test_silence_errors_as_alertmanager(env: Env) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from alerting.am.silences import SilenceError, SilenceStore, new_silence
+from siem.model import Matcher
 from vigil.cli import main
 
 
@@ -33,6 +35,38 @@ def test_states_and_expiry_keep_history(tmp_path: Path) -> None:
     assert again.get(sid).comment == "deploy"
     assert again.forget_expired(131 + 120 * 3600) == 1 and again.all() == []
     again.close()
+
+
+def test_changes_follow_alertmanager_set(tmp_path: Path) -> None:
+    """Alertmanager's ``Silences.Set``/``canUpdate`` (silence/silence.go, v0.25.0 and
+    68fb2d5 after v0.34.0): in place when the history stays true, else expire and replace."""
+    store = SilenceStore(tmp_path / "alerts.db")
+    base = new_silence("job=shop", created_by="ana", comment="c", starts_at=100, ends_at=500, now=0)
+
+    def change(sid: str, now: float, **over: object) -> str:
+        return store.add(dataclasses.replace(base, id=sid, **over), now=now)  # type: ignore[arg-type]
+
+    pending = store.add(base, now=0)
+    # Pending: a new start not in the past keeps the id.
+    assert change(pending, 50, starts_at=60.0) == pending
+    assert store.get(pending).starts_at == 60
+    # Pending, start moved into the past: replaced (the new start is clamped to now).
+    moved = change(pending, 55, starts_at=10.0)
+    assert moved != pending and store.get(moved).starts_at == 55
+    assert store.get(pending).state(55) == "expired"
+    # Active: same start to the second, later end: kept; another start: replaced.
+    assert change(moved, 200, starts_at=55.4, ends_at=900.0) == moved
+    assert store.get(moved).ends_at == 900
+    other = change(moved, 210, starts_at=80.0, ends_at=900.0)
+    assert other != moved and store.get(moved).state(210) == "expired"
+    # Different matchers: replaced; an expired one is not expired again, just replaced.
+    narrower = change(other, 220, matchers=(*base.matchers, Matcher("env", "=", "prod")))
+    assert narrower != other and store.get(other).state(220) == "expired"
+    recreated = change(other, 230, starts_at=230.0, ends_at=900.0)
+    assert recreated not in (other, narrower) and store.get(other).ends_at == 220
+    with pytest.raises(SilenceError, match="not found"):
+        change("6f1c1c54-5f34-4b51-9d08-6d9d9d1e1234", 240, ends_at=900.0)
+    store.close()
 
 
 @pytest.mark.parametrize(

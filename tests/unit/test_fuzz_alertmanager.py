@@ -1,5 +1,6 @@
 """Alertmanager configurations, matchers and silences take any input: a value or a located
-``AMConfigError`` / ``MatcherSyntaxError`` / ``SilenceError``, nothing else."""
+``AMConfigError`` / ``MatcherSyntaxError`` / ``SilenceError``, nothing else; the
+configuration the API shows is the same YAML with every secret hidden."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 from fuzz_inputs import FUZZ, hostile_files
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from alerting.am.config import AMConfigError, load_config
 from alerting.am.matchers import MatcherSyntaxError, parse_matchers
+from alerting.am.redact import SECRET_KEYS, redacted_text
 from alerting.am.silences import SilenceError, new_silence
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,3 +117,40 @@ def test_fuzz_email_configs_load_or_fail_located(
         return
     (email,) = cfg.receivers["mail"].email
     assert email.recipients and 1 <= email.port <= 65535
+
+
+REDACT_KEYS = st.sampled_from(
+    ["smtp_auth_password", "password", "api_url", "url", "slack_configs", "http_config",
+     "basic_auth", "name", "token", "credentials", "channel", "routes"]
+)  # fmt: skip
+TREES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(REDACT_KEYS, inner, max_size=4),
+    max_leaves=10,
+)
+
+
+def _secrets_hidden(before: object, after: object, parent: str) -> None:
+    """``after`` is ``before`` with every non-empty string under a secret key hidden."""
+    if isinstance(before, list):
+        assert isinstance(after, list) and len(after) == len(before)
+        for b, a in zip(before, after, strict=True):
+            _secrets_hidden(b, a, parent)
+    elif isinstance(before, dict):
+        assert isinstance(after, dict) and list(after) == list(before)
+        for key, value in before.items():
+            secret = key in SECRET_KEYS or (parent == "slack_configs" and key == "api_url")
+            if secret and isinstance(value, str) and value:
+                assert after[key] == "<secret>"
+            else:
+                _secrets_hidden(value, after[key], key)
+    else:
+        assert after == before
+
+
+@FUZZ
+@given(st.dictionaries(REDACT_KEYS, TREES, min_size=1, max_size=4))
+@example({"name": "a\x85b é", "password": "\x85"})  # PyYAML writes NEL raw, reads a break
+def test_fuzz_redacted_config_is_the_same_yaml_with_secrets_hidden(tree: dict[str, object]) -> None:
+    shown = yaml.safe_load(redacted_text(yaml.safe_dump(tree, sort_keys=False)))
+    _secrets_hidden(tree, shown, "")
