@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from alerting.am.matchers import MatcherSyntaxError, format_matcher, parse_matchers
+from alerting.am.templates import NotificationTemplates
 from alerting.notify.email import EmailConfig, parse_email_config
 from siem.model import Matcher, MatcherError
 from vigil import safeyaml
@@ -463,6 +464,8 @@ class AMConfig:
     templates: tuple[str, ...] = ()
     text: str = ""
     """The file as read, for the API's ``/status`` ``config.original``."""
+    notification_templates: NotificationTemplates = field(default_factory=NotificationTemplates)
+    """Alertmanager's default templates and the files ``templates`` names, parsed."""
 
     def routes_for(self, labels: Mapping[str, str]) -> list[Route]:
         return self.route.match(labels)
@@ -629,6 +632,12 @@ class _Parser:
         route = self.route(route_node, None, "0", receivers, intervals)
         inhibit = tuple(self.inhibit_rules(top.get("inhibit_rules")))
         templates = tuple(self.strings(top["templates"], "templates")) if "templates" in top else ()
+        try:
+            loaded = NotificationTemplates.load(templates, Path(self.file).parent)
+        except ConfigError as exc:
+            if exc.file is None:
+                raise self.fail(top["templates"], exc.reason) from None
+            raise AMConfigError(exc.reason, file=exc.file, line=exc.line) from None
         if "tracing" in top:
             self.mapping(
                 top["tracing"],
@@ -644,7 +653,9 @@ class _Parser:
                     "timeout",
                 ),
             )
-        return AMConfig(self.file, glob, route, receivers, inhibit, intervals, templates, text)
+        return AMConfig(
+            self.file, glob, route, receivers, inhibit, intervals, templates, text, loaded
+        )
 
     def global_(self, node: yaml.Node | None) -> GlobalConfig:
         if node is None:
