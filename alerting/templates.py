@@ -112,7 +112,7 @@ def go_g(value: float) -> str:
 
 
 def _go_time(moment: dt.datetime) -> str:
-    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    text = f"{moment.year:04d}-" + moment.strftime("%m-%d %H:%M:%S")
     if moment.microsecond:
         text += f".{moment.microsecond:06d}".rstrip("0")
     return text + " +0000 UTC"
