@@ -236,7 +236,7 @@ class SlackNotifier:
                 else:
                     self.client.chat_postMessage(channel=self.channel, text=text)
             elif step.channel:
-                self.client.chat_postMessage(channel=step.channel, **group_message(n))
+                self.client.chat_postMessage(channel=step.channel, **self.render(n)[0])
         except Exception as exc:
             log.warning("slack: escalating %s failed: %s", n.group_key, exc)
             return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fuzz_inputs import FUZZ, mutated
 from hypothesis import given
 from hypothesis import strategies as st
@@ -86,8 +87,10 @@ DATA = group_data(
 
 @FUZZ
 @given(st.one_of(mutated(CUSTOM), st.binary(max_size=300)))
-def test_fuzz_template_file_loads_or_fails_located(tmp_path_factory: object, raw: bytes) -> None:
-    folder = Path(str(tmp_path_factory.mktemp("t")))  # type: ignore[attr-defined]
+def test_fuzz_template_file_loads_or_fails_located(
+    tmp_path_factory: pytest.TempPathFactory, raw: bytes
+) -> None:
+    folder = tmp_path_factory.mktemp("t")
     (folder / "x.tmpl").write_bytes(raw)
     try:
         NotificationTemplates.load(["*.tmpl"], folder)
