@@ -1001,7 +1001,7 @@ class _Run:
             elif node.kind == "range":
                 self.range(node, dot, scope)
             else:
-                arg = dot if node.pipe is None else self.pipe(node.pipe, dot, scope)
+                arg = None if node.pipe is None else self.pipe(node.pipe, dot, scope)
                 self.call_template(node.text, arg)
         del scope[mark:]
 

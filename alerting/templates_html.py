@@ -52,6 +52,15 @@ _HTML_NOSPACE_TABLE = {
     "=": "&#61;",
     "`": "&#96;",
 }
+_HTML_NOSPACE_NORM_TABLE = {k: v for k, v in _HTML_NOSPACE_TABLE.items() if k != "&"}
+_EQUIVALENT = {
+    "attrescaper": "html",
+    "htmlescaper": "html",
+    "rcdataescaper": "html",
+    "urlescaper": "urlquery",
+    "urlnormalizer": "urlquery",
+}
+"""Go's ``equivEscapers``: the predefined escaper each context escaper may be replaced by."""
 _URL_RESERVED = frozenset("!#$&*+,/:;=?@[]")
 _URL_UNRESERVED = frozenset("-._~")
 _URL_ATTRS = frozenset(
@@ -232,6 +241,9 @@ class HtmlRun(_Run):
         if self.delim == " ":
             m = re.compile(r"[\s>]").search(text, i)
             end = len(text) if m is None else m.start()
+            bad = re.search(r"[\"'<=`]", text[i:end])
+            if bad is not None:
+                raise TemplateError(f"{bad.group(0)!r} in unquoted attr: {text[i:end]!r}")
         else:
             found = text.find(self.delim, i)
             end = len(text) if found < 0 else found
@@ -260,46 +272,72 @@ class HtmlRun(_Run):
             if head.kind == "func" and head.value in _PREDEFINED_ESCAPERS:
                 raise TemplateError(f'predefined escaper "{head.value}" disallowed in template')
         last = commands[-1][0]
+        chain = self.escapers()
         if last.kind == "func" and last.value in _PREDEFINED_ESCAPERS:
-            # Go drops a trailing html/urlquery and escapes for the context instead
+            # Go's ensurePipelineContains: a trailing html/urlquery takes the place of the
+            # context's equivalent escaper, or runs before the context's escapers.
+            esc = str(last.value)
             if len(commands) == 1:
-                args = [self.operand(a, dot, scope) for a in commands[0][1:]]
-                value: Any = "".join(show(a) for a in args)
+                value: Any = "".join(show(self.operand(a, dot, scope)) for a in commands[0][1:])
             else:
                 value = self.pipe(_Pipe((), False, commands[:-1]), dot, scope)
+            same = [_EQUIVALENT.get(name) == esc for name in chain]
+            chain = [esc if eq else name for name, eq in zip(chain, same, strict=True)]
+            if not any(same):
+                chain.insert(0, esc)
         else:
             value = self.pipe(node.pipe, dot, scope)
-        self.emit(self.escape(value))
+        for name in chain:
+            value = self.escaper(name, value)
+        self.emit(show(value))
 
-    def escape(self, value: Any) -> str:
-        text = show(value)
-        safe = isinstance(value, HTML)
+    def escapers(self) -> list[str]:
+        """The escapers Go's html/template puts after an action in the current context."""
         state = self.state
-        if state == "text":
-            return text if safe else _replace(text, _HTML_TABLE)
-        if state == "rcdata":
-            return _replace(text, _HTML_NORM_TABLE if safe else _HTML_TABLE)
-        if state == "comment":
-            return ""
+        if state in ("text", "rcdata", "comment"):
+            return {"text": ["htmlescaper"], "rcdata": ["rcdataescaper"]}.get(state, ["comment"])
         if state in ("script", "style"):
             raise TemplateError(f"Vigil does not print values inside <{self.element}>")
         if state in ("tag", "after_name"):
-            name = text.lower()
-            if not re.fullmatch(r"[a-z0-9-]+", name) or _attr_type(name) != "plain":
-                return "ZgotmplZ"
             self.state = "after_name"
-            return name
+            return ["namefilter"]
         if state == "before_value":  # Go nudges to an unquoted attribute value
             self.state, self.delim, self.url_part = "attr", " ", "none"
         if self.attr in ("js", "css"):
             raise TemplateError("Vigil does not print values inside on* or style attributes")
+        chain = []
         if self.attr == "url":
-            if self.url_part == "none" and not _safe_url(text):
-                text = "#ZgotmplZ"
-            text = _process_url(text, norm=self.url_part != "query")
-        elif safe:
-            text = _strip_tags(text)
-        table = _HTML_NOSPACE_TABLE if self.delim == " " else _HTML_TABLE
-        if safe and self.attr != "url":
-            table = {k: v for k, v in table.items() if k != "&"}
-        return _replace(text, table)
+            chain = {
+                "none": ["urlfilter", "urlnormalizer"],
+                "pre": ["urlnormalizer"],
+                "query": ["urlescaper"],
+            }[self.url_part]
+        return [*chain, "nospaceescaper" if self.delim == " " else "attrescaper"]
+
+    def escaper(self, name: str, value: Any) -> str:
+        safe = isinstance(value, HTML)
+        text = show(value)
+        if name == "htmlescaper":
+            return text if safe else _replace(text, _HTML_TABLE)
+        if name == "rcdataescaper":
+            return _replace(text, _HTML_NORM_TABLE if safe else _HTML_TABLE)
+        if name == "attrescaper":
+            if safe:
+                return _replace(_strip_tags(text), _HTML_NORM_TABLE)
+            return _replace(text, _HTML_TABLE)
+        if name == "nospaceescaper":
+            if safe:
+                return _replace(_strip_tags(text), _HTML_NOSPACE_NORM_TABLE)
+            return _replace(text, _HTML_NOSPACE_TABLE)
+        if name == "urlfilter":
+            return text if _safe_url(text) else "#ZgotmplZ"
+        if name in ("urlnormalizer", "urlescaper"):
+            return _process_url(text, norm=name == "urlnormalizer")
+        if name == "namefilter":
+            lowered = text.lower()
+            if not re.fullmatch(r"[a-z0-9-]+", lowered) or _attr_type(lowered) != "plain":
+                return "ZgotmplZ"
+            return lowered
+        if name in _PREDEFINED_ESCAPERS:
+            return str(self.funcs[name](value))
+        return ""  # inside an HTML comment: dropped

@@ -47,6 +47,16 @@ HTML_CASES = [
     '{{ template "email.default.html" . }}',
     '{{ template "custom.html" . }}',
     "<b>{{ .Receiver }}</b> {{ .CommonAnnotations.summary | html }}",
+    '{{ "a+b<" | html }} {{ html "a" 1 }} {{ "a b&" | urlquery }}'
+    ' <a href="/x?q={{ "a b+" | urlquery }}&r={{ "a b+" }}">{{ "c d" | urlquery }}</a>',
+    '<a href="{{ "http://x/a b?c=d e" | html }}" title=x{{ .Status }}>t</a>'
+    '<a href=\'{{ "it\'s" }}\'>s</a><a href="{{ .ExternalURL | urlquery }}">q</a>',
+    '<A HREF="{{ .ExternalURL }}">u</A><div {{ "Title" }}="{{ "x" }}" {{ "onclick" }}="y"></div>',
+    '<p>{{ .Receiver }}</p ><title id=x>{{ "<a>" }}</title><!-- x -->{{ safeHtml "<!-- k -->" }}',
+    '<img src="{{ .ExternalURL }}/{{ .CommonAnnotations.summary }}"'
+    ' alt="{{ safeHtml "<i>x</i>" }}">'
+    '<a href="{{ "HTTPS://x.y/ä b" }}">{{ "ä" }}</a><a href="{{ "data:x" }}">d</a>'
+    '<textarea>{{ safeHtml "<b>&amp;</b>" }}</textarea>{{ safeHtml "<b>&amp;</b>" }}',
 ]
 
 
@@ -104,6 +114,20 @@ def test_template_failing_in_amtool_fails_in_vigil(amtool: str, text: str) -> No
         theirs(amtool, text, "text")
     with pytest.raises(TemplateError):
         ours(text, "text")
+
+
+@pytest.mark.parametrize(
+    ("text",),
+    [
+        ('{{ "c d" | urlquery | html }}',),  # a predefined escaper must come last
+        ("<a title=x href={{ .ExternalURL }}/x?a={{ .Receiver }}>y</a>",),  # = unquoted
+    ],
+)
+def test_html_template_failing_in_amtool_fails_in_vigil(amtool: str, text: str) -> None:
+    with pytest.raises(subprocess.CalledProcessError):
+        theirs(amtool, text, "html")
+    with pytest.raises(TemplateError):
+        ours(text, "html")
 
 
 def test_shipped_default_templates_are_alertmanagers(amtool: str) -> None:
