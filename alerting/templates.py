@@ -1175,6 +1175,10 @@ class TemplateSet:
         the same name, as in Go); raises ``TemplateError`` with the ``line``."""
         self.defines.update(_parse(text, self.known, ("$",), methods=True).defines)
 
+    def check(self, text: str) -> None:
+        """Raise ``TemplateError`` when ``text`` does not parse."""
+        _parse(text, self.known, ("$",), methods=True)
+
     def execute(
         self,
         text: str,

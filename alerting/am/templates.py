@@ -435,6 +435,15 @@ class NotificationTemplates:
         return self.set.execute(text, data, run=run, max_output=MAX_FIELD_OUTPUT)
 
 
+def check_field(text: str) -> str:
+    """Why a notification field's template does not parse (``line 2: ...``), or empty."""
+    try:
+        _defaults().check(text)
+    except TemplateError as exc:
+        return f"line {exc.line}: {exc.reason}" if exc.line and exc.line > 1 else exc.reason
+    return ""
+
+
 class TemplateErrors:
     """Counts fields whose template failed (the notification goes out with Vigil's own text
     for that field): ``vigil_notifier_template_errors_total{receiver,field}``."""

@@ -5,6 +5,7 @@ counted in ``vigil_notifier_template_errors_total``."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,7 +101,9 @@ def test_slack_title_and_text_arrive_rendered_with_vigils_buttons(
         templates=cfg.notification_templates,
         registry=registry,
     )
-    assert notifier.notify_group(notification("team")).ok
+    firing = notification("team")
+    posted = notifier.notify_group(firing)
+    assert posted.ok
     (call,) = slack.ok_calls("chat.postMessage")
     assert call.payload["channel"] == "#team-shop"
     (att,) = call.payload["attachments"]
@@ -111,6 +114,16 @@ def test_slack_title_and_text_arrive_rendered_with_vigils_buttons(
     assert att["fields"] == [{"title": "Severity", "value": "critical", "short": True}]
     buttons = [e["text"]["text"] for b in call.payload["blocks"] for e in b.get("elements", [])]
     assert "Acknowledge" in buttons and "Silence 1h" in buttons
+
+    resolved = [
+        dataclasses.replace(a, state="resolved", resolved_at=1_700_000_600.0) for a in firing.alerts
+    ]
+    done = dataclasses.replace(firing, alerts=resolved, receipt=posted.receipt)
+    assert notifier.notify_group(done).ok
+    (update,) = slack.ok_calls("chat.update")
+    (att,) = update.payload["attachments"]
+    assert att["color"] == "good" and att["title"] == "HighLatency on SHOP" and "text" not in att
+    assert "Acknowledge" not in str(update.payload["blocks"])  # resolved: no buttons
     assert registry.get_sample_value("vigil_notifier_template_errors_total") is None
 
 

@@ -94,3 +94,26 @@ def test_data_methods_and_receiver_quoting() -> None:
     assert t.render('{{ (index .Alerts 1).Labels.SortedPairs.Values | join "," }}', data) == ("X,1")
     assert t.render("{{ (index .Alerts 0).StartsAt.Unix }} {{ .Status }}", data) == "100 firing"
     assert t.render("{{ (index .Alerts 0).EndsAt.IsZero }}", data) == "true"
+
+
+def test_field_template_that_does_not_parse_loads_with_a_located_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "am.yml"
+    path.write_text(
+        "global: {slack_api_url: 'https://slack.com/api/'}\n"
+        "route: {receiver: team}\n"
+        "receivers:\n"
+        "  - name: team\n"
+        "    slack_configs:\n"
+        "      - title: '{{ .Status'\n"
+        "        fields: [{title: x, value: '{{ nosuch }}'}]\n"
+    )
+    with caplog.at_level("WARNING", logger="vigil.alertmanager"):
+        load_config(path)  # Alertmanager loads it too, and fails when sending
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("am.yml:6:16: slack_config.title: template: unclosed action" in m for m in messages)
+    assert any(
+        "am.yml:7:36: slack_config.fields[0].value: template: function 'nosuch'" in m
+        for m in messages
+    )
