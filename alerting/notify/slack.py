@@ -30,7 +30,7 @@ from alerting.am.config import EscalationStep
 from alerting.am.templates import Data, NotificationTemplates, group_data, template_errors
 from alerting.notify.base import Delivery, GroupDelivery, GroupNotification
 from alerting.state import Alert
-from alerting.templates import go_float, humanize, humanize_duration
+from alerting.templates import TemplateError, go_float, humanize, humanize_duration
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +211,9 @@ class SlackNotifier:
             for field in ("username", "icon_emoji", "icon_url"):
                 if self.config.get(field):
                     body[field] = self.templates.render(self.config[field], data)
-            field = "attachment"
             body.update(alertmanager_message(n, self.config, self.templates, data))
         except Exception as exc:  # a broken template must not lose the notification
-            self.template_errors.record(self.name, field, exc)
+            self.template_errors.record(self.name, getattr(exc, "field", field), exc)
             return group_message(n), channel
         return body, channel
 
@@ -477,6 +476,16 @@ SLACK_DEFAULTS = {
 }
 """Alertmanager's ``DefaultSlackConfig`` for the attachment's fields."""
 MAX_TITLE_RUNES = 1024
+
+
+class FieldError(TemplateError):
+    """A template error in one field of the Slack message (``field`` names it)."""
+
+    def __init__(self, field: str, exc: TemplateError) -> None:
+        super().__init__(f"{field}: {exc}")
+        self.field = field
+
+
 _ACTION_KEYS = ("type", "text", "url", "style", "name", "value")
 
 
@@ -487,9 +496,12 @@ def alertmanager_message(
     Alertmanager's default) with Vigil's acknowledgement line and buttons as blocks above
     it; raises ``TemplateError`` when a template fails."""
 
-    def render(key: str) -> str:
-        text = config.get(key) or SLACK_DEFAULTS.get(key, "")
-        return templates.render(str(text), data)
+    def render(key: str, text: Any = None) -> str:
+        text = text if text is not None else config.get(key) or SLACK_DEFAULTS.get(key, "")
+        try:
+            return templates.render(str(text), data)
+        except TemplateError as exc:
+            raise FieldError(key, exc) from None
 
     att: dict[str, Any] = {}
     for key in SLACK_DEFAULTS:
@@ -505,8 +517,8 @@ def alertmanager_message(
             short = item.get("short", config.get("short_fields", False))
             fields.append(
                 {
-                    "title": templates.render(str(item.get("title", "")), data),
-                    "value": templates.render(str(item.get("value", "")), data),
+                    "title": render("fields.title", item.get("title", "")),
+                    "value": render("fields.value", item.get("value", "")),
                     "short": bool(short),
                 }
             )
@@ -516,14 +528,14 @@ def alertmanager_message(
     for item in config.get("actions") or []:
         if isinstance(item, Mapping):
             actions.append(
-                {k: templates.render(str(item[k]), data) for k in _ACTION_KEYS if item.get(k)}
+                {k: render(f"actions.{k}", item[k]) for k in _ACTION_KEYS if item.get(k)}
             )
     if actions:
         att["actions"] = actions
     blocks = controls(n) or [
         {"type": "context", "elements": [{"type": "mrkdwn", "text": "✅ Resolved"}]}
     ]
-    text = templates.render(str(config["message_text"]), data) if config.get("message_text") else ""
+    text = render("message_text") if config.get("message_text") else ""
     if text:  # Alertmanager's message text shows above the attachment
         blocks.insert(0, {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}})
     return {

@@ -145,7 +145,7 @@ def test_slack_template_failing_at_render_time_sends_vigils_message_and_counts(
     assert notifier.notify_group(notification("broken")).ok
     (call,) = slack.ok_calls("chat.postMessage")
     assert call.payload["text"].endswith("[FIRING:2] HighLatency")  # Vigil's own message
-    labels = {"receiver": "broken/slack/0", "field": "attachment"}
+    labels = {"receiver": "broken/slack/0", "field": "title"}
     assert registry.get_sample_value("vigil_notifier_template_errors_total", labels) == 1
 
 
