@@ -18,9 +18,17 @@ humanizeTimestamp toTime parseDuration stripPort stripDomain externalURL
 pathPrefix graphLink tableLink``). Regexes are RE2, as in Go. ``tmpl`` is
 refused, as Prometheus refuses it outside console templates.
 
-A template that does not parse is a ``TemplateError`` at load time; one that
-fails while running expands to ``<error expanding template: ...>``, as in
-Prometheus. Work is bounded: nesting depth, output size and range iterations.
+A template that does not parse is a ``TemplateError`` at load time (with the
+``line`` where parsing stopped); one that fails while running expands to
+``<error expanding template: ...>``, as in Prometheus. Work is bounded: nesting
+depth, output size and range iterations.
+
+``TemplateSet`` is the same engine as Alertmanager uses it: named templates
+gathered from files, a function set of the caller's choosing, data whose Go
+methods are called from templates (a value's ``go_method(name)``, with arguments
+as in ``.KV.Remove .Names``; ``go_string`` prints it), and an escaping run for
+html/template (``alerting.templates_html``). ``alerting.am.templates`` builds
+Alertmanager's notification templates on it.
 
 >>> render("{{ $labels.job }} at {{ $value | humanizePercentage }}", {"job": "shop"}, 0.0712)
 'shop at 7.12%'
