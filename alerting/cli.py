@@ -100,7 +100,8 @@ def integrations(cfg: AMConfig, settings: Settings) -> dict[str, list[GroupNotif
     """The notifiers of each receiver of an Alertmanager configuration.
 
     Slack posts through the Web API with ``alert.slack``'s token and API URL (so the
-    message can be edited as the group changes) to the entry's ``channel``; a webhook
+    message can be edited as the group changes) to the entry's ``channel``; Slack and
+    e-mail render the entry's templates with the configuration's ``templates``; a webhook
     gets the v4 payload; an ``email_configs`` entry is one mail per group notification
     over SMTP. The other integrations (PagerDuty, …) are not delivered: they are logged
     once at start."""
@@ -121,6 +122,8 @@ def integrations(cfg: AMConfig, settings: Settings) -> dict[str, list[GroupNotif
                     api_url=slack.api_url,
                     name=f"{receiver.name}/slack/{i}",
                     send_resolved=sc.send_resolved,
+                    config=sc.fields,
+                    templates=cfg.notification_templates,
                 )
             )
         for i, wc in enumerate(receiver.webhook):
@@ -143,7 +146,12 @@ def integrations(cfg: AMConfig, settings: Settings) -> dict[str, list[GroupNotif
             )
         for i, ec in enumerate(receiver.email):
             items.append(
-                EmailNotifier(ec, name=f"{receiver.name}/email/{i}", external_url=web_url(settings))
+                EmailNotifier(
+                    ec,
+                    name=f"{receiver.name}/email/{i}",
+                    external_url=web_url(settings),
+                    templates=cfg.notification_templates,
+                )
             )
         if receiver.unsupported:
             kinds = ", ".join(sorted(set(receiver.unsupported)))

@@ -18,9 +18,17 @@ humanizeTimestamp toTime parseDuration stripPort stripDomain externalURL
 pathPrefix graphLink tableLink``). Regexes are RE2, as in Go. ``tmpl`` is
 refused, as Prometheus refuses it outside console templates.
 
-A template that does not parse is a ``TemplateError`` at load time; one that
-fails while running expands to ``<error expanding template: ...>``, as in
-Prometheus. Work is bounded: nesting depth, output size and range iterations.
+A template that does not parse is a ``TemplateError`` at load time (with the
+``line`` where parsing stopped); one that fails while running expands to
+``<error expanding template: ...>``, as in Prometheus. Work is bounded: nesting
+depth, output size and range iterations.
+
+``TemplateSet`` is the same engine as Alertmanager uses it: named templates
+gathered from files, a function set of the caller's choosing, data whose Go
+methods are called from templates (a value's ``go_method(name)``, with arguments
+as in ``.KV.Remove .Names``; ``go_string`` prints it), and an escaping run for
+html/template (``alerting.templates_html``). ``alerting.am.templates`` builds
+Alertmanager's notification templates on it.
 
 >>> render("{{ $labels.job }} at {{ $value | humanizePercentage }}", {"job": "shop"}, 0.0712)
 'shop at 7.12%'
@@ -44,7 +52,13 @@ from vigil.errors import VigilError
 
 
 class TemplateError(VigilError):
-    """A template that does not parse, or an error while running one."""
+    """A template that does not parse, or an error while running one; ``line`` is the line
+    of the template where parsing stopped, when known."""
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = message
+        self.line = line
 
 
 MAX_DEPTH = 100
@@ -106,14 +120,17 @@ def go_g(value: float) -> str:
 
 
 def _go_time(moment: dt.datetime) -> str:
-    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    text = f"{moment.year:04d}-" + moment.strftime("%m-%d %H:%M:%S")
     if moment.microsecond:
         text += f".{moment.microsecond:06d}".rstrip("0")
     return text + " +0000 UTC"
 
 
 def show(value: Any) -> str:
-    """``value`` as ``fmt.Sprint`` prints it."""
+    """``value`` as ``fmt.Sprint`` prints it (a value with ``go_string`` is a Go Stringer)."""
+    stringer = getattr(value, "go_string", None)
+    if callable(stringer):
+        return str(stringer())
     if value is None:
         return "<no value>"
     if isinstance(value, bool):
@@ -608,27 +625,35 @@ def _number_token(text: str) -> int | float:
         return float(text)
 
 
-def _lex(template: str) -> list[tuple[str, Any]]:
-    """Text and actions in order: ``("text", str)`` or ``("action", [_Tok])``."""
-    items: list[tuple[str, Any]] = []
+def _lex(template: str) -> list[tuple[str, Any, int]]:
+    """Text and actions in order, each with the line it starts on: ``("text", str, line)``
+    or ``("action", [_Tok], line)``."""
+    items: list[tuple[str, Any, int]] = []
     pos = 0
+    line = 1
     trim_next = False
     while True:
         start = template.find("{{", pos)
         text = template[pos : start if start >= 0 else len(template)]
+        text_line = line
+        line += text.count("\n")
         if trim_next:
             text = text.lstrip(" \t\r\n")
         if start < 0:
-            items.append(("text", text))
+            items.append(("text", text, text_line))
             return items
         i = start + 2
         if template[i : i + 1] == "-" and template[i + 1 : i + 2] in (" ", "\t", "\r", "\n"):
             text = text.rstrip(" \t\r\n")
             i += 2
-        items.append(("text", text))
-        toks, pos, trim_next = _lex_action(template, i)
+        items.append(("text", text, text_line))
+        try:
+            toks, pos, trim_next = _lex_action(template, i)
+        except TemplateError as exc:
+            raise TemplateError(exc.reason, line=line) from None
         if toks is not None:
-            items.append(("action", toks))
+            items.append(("action", toks, line))
+        line += template.count("\n", start, pos)
 
 
 def _lex_action(template: str, pos: int) -> tuple[list[_Tok] | None, int, bool]:
@@ -715,10 +740,19 @@ class _Parsed:
 
 
 class _Parser:
-    def __init__(self, items: list[tuple[str, Any]]) -> None:
+    def __init__(
+        self,
+        items: list[tuple[str, Any, int]],
+        known: frozenset[str],
+        predefined: Sequence[str],
+        methods: bool = False,
+    ) -> None:
         self.items = items
+        self.known = known
+        self.methods = methods
         self.pos = 0
-        self.scopes: list[list[str]] = [list(_PREDEFINED)]
+        self.line = 1
+        self.scopes: list[list[str]] = [list(predefined)]
         self.defines: dict[str, tuple[_Node, ...]] = {}
 
     def parse(self) -> _Parsed:
@@ -731,7 +765,7 @@ class _Parser:
         """Nodes up to an ``else`` or ``end`` action (returned) or the end of the text."""
         nodes: list[_Node] = []
         while self.pos < len(self.items):
-            kind, payload = self.items[self.pos]
+            kind, payload, self.line = self.items[self.pos]
             self.pos += 1
             if kind == "text":
                 if payload:
@@ -829,9 +863,12 @@ class _Parser:
                 command.append(operand)
             if not command:
                 raise TemplateError("missing value for command")
-            if len(command) > 1 and command[0].kind != "func":
+            method = (
+                self.methods and command[0].kind in ("field", "var") and bool(command[0].fields)
+            )
+            if len(command) > 1 and command[0].kind != "func" and not method:
                 raise TemplateError(f"can't give argument to non-function {command[0].value!r}")
-            if commands and command[0].kind != "func":
+            if commands and command[0].kind != "func" and not method:
                 raise TemplateError(f"non-function {command[0].value!r} in a pipeline")
             commands.append(tuple(command))
             if i < len(toks) and toks[i].kind == "|":
@@ -858,9 +895,9 @@ class _Parser:
             self.lookup(name)
             operand = _Operand("var", name, tuple(fields))
         elif tok.kind == "ident":
-            if tok.value not in _KNOWN:
+            if tok.value not in self.known:
                 raise TemplateError(
-                    f"function {tok.value!r} not defined; known: {', '.join(sorted(_KNOWN))}"
+                    f"function {tok.value!r} not defined; known: {', '.join(sorted(self.known))}"
                 )
             operand = _Operand("func", tok.value)
         elif tok.kind == "(":
@@ -880,11 +917,24 @@ class _Parser:
         return operand, i
 
 
-def _parse(template: str) -> _Parsed:
+def _parse(
+    template: str,
+    known: frozenset[str] | None = None,
+    predefined: Sequence[str] = (),
+    methods: bool = False,
+) -> _Parsed:
+    """``template`` parsed; a ``TemplateError`` carries the line where parsing stopped.
+    ``methods`` lets a field take arguments (a method call on the data)."""
+    known = _KNOWN if known is None else known
+    parser = _Parser(_lex(template), known, predefined or _PREDEFINED, methods)
     try:
-        return _Parser(_lex(template)).parse()
+        return parser.parse()
     except RecursionError:
-        raise TemplateError("template nested too deeply") from None
+        raise TemplateError("template nested too deeply", line=parser.line) from None
+    except TemplateError as exc:
+        if exc.line is not None:
+            raise
+        raise TemplateError(exc.reason, line=parser.line) from None
 
 
 # --- running -----------------------------------------------------------------------------
@@ -904,9 +954,19 @@ _MISSING = object()
 
 
 class _Run:
-    def __init__(self, parsed: _Parsed, funcs: Mapping[str, Callable[..., Any]]) -> None:
+    """One expansion: walks the parsed nodes, writing text and printed values to ``out``.
+    A subclass may escape what it writes (``emit_text``, ``emit_value``), as Go's
+    html/template does."""
+
+    def __init__(
+        self,
+        parsed: _Parsed,
+        funcs: Mapping[str, Callable[..., Any]],
+        max_output: int = MAX_OUTPUT,
+    ) -> None:
         self.parsed = parsed
         self.funcs = funcs
+        self.max_output = max_output
         self.out: list[str] = []
         self.size = 0
         self.steps = 0
@@ -914,9 +974,18 @@ class _Run:
 
     def emit(self, text: str) -> None:
         self.size += len(text)
-        if self.size > MAX_OUTPUT:
-            raise TemplateError(f"output longer than {MAX_OUTPUT:,} characters")
+        if self.size > self.max_output:
+            raise TemplateError(f"output longer than {self.max_output:,} characters")
         self.out.append(text)
+
+    def emit_text(self, text: str) -> None:
+        """The template's own text."""
+        self.emit(text)
+
+    def emit_value(self, node: _Node, dot: Any, scope: list[tuple[str, Any]]) -> None:
+        """The value an action prints."""
+        assert node.pipe is not None
+        self.emit(show(self.pipe(node.pipe, dot, scope)))
 
     def step(self) -> None:
         self.steps += 1
@@ -928,18 +997,19 @@ class _Run:
         for node in nodes:
             self.step()
             if node.kind == "text":
-                self.emit(node.text)
+                self.emit_text(node.text)
             elif node.kind == "action":
                 assert node.pipe is not None
-                value = self.pipe(node.pipe, dot, scope)
-                if not node.pipe.decl:
-                    self.emit(show(value))
+                if node.pipe.decl:
+                    self.pipe(node.pipe, dot, scope)
+                else:
+                    self.emit_value(node, dot, scope)
             elif node.kind in ("if", "with"):
                 self.branch(node, dot, scope)
             elif node.kind == "range":
                 self.range(node, dot, scope)
             else:
-                arg = dot if node.pipe is None else self.pipe(node.pipe, dot, scope)
+                arg = None if node.pipe is None else self.pipe(node.pipe, dot, scope)
                 self.call_template(node.text, arg)
         del scope[mark:]
 
@@ -1010,17 +1080,28 @@ class _Run:
         self, command: tuple[_Operand, ...], dot: Any, scope: list[tuple[str, Any]], final: Any
     ) -> Any:
         head, *rest = command
-        if head.kind != "func":
+        if head.kind != "func" and not rest and final is _MISSING:
             return self.operand(head, dot, scope)
         args = [self.operand(a, dot, scope) for a in rest]
         if final is not _MISSING:
             args.append(final)
-        return self.call(head.value, args)
+        if head.kind == "func":
+            return self.call(head.value, args)
+        # ``.KV.Remove .Names``: the last field is a method, called with the arguments
+        receiver = self.operand(_Operand(head.kind, head.value, head.fields[:-1]), dot, scope)
+        name = head.fields[-1]
+        method = _method(receiver, name)
+        if method is None:
+            raise TemplateError(f"{name} is not a method but has arguments")
+        return self.invoke(name, method, args)
 
     def call(self, name: str, args: list[Any]) -> Any:
         func = self.funcs.get(name)
         if func is None:
             raise TemplateError(f"function {name!r} is not available here")
+        return self.invoke(name, func, args)
+
+    def invoke(self, name: str, func: Callable[..., Any], args: list[Any]) -> Any:
         try:
             return func(*args)
         except TemplateError as exc:
@@ -1050,7 +1131,19 @@ class _Run:
         return value
 
 
+def _method(value: Any, name: str) -> Callable[..., Any] | None:
+    """A Go method of ``value`` (a value with ``go_method``, e.g. Alertmanager's ``KV``)."""
+    finder = getattr(value, "go_method", None)
+    return finder(name) if callable(finder) else None
+
+
 def _field(value: Any, name: str) -> Any:
+    method = _method(value, name)
+    if method is not None:  # as in Go, a method wins over a map key of the same name
+        try:
+            return method()
+        except TypeError as exc:
+            raise TemplateError(f"calling {name}: {exc}") from None
     if isinstance(value, Mapping):
         return value.get(name, "")
     if isinstance(value, _Data) and name in _Data.__dataclass_fields__:
@@ -1063,6 +1156,54 @@ def _field(value: Any, name: str) -> Any:
 def check_template(template: str) -> None:
     """Raise ``TemplateError`` when ``template`` does not parse."""
     _parse(template)
+
+
+RunFactory = Callable[[_Parsed, Mapping[str, Callable[..., Any]], int], _Run]
+"""Makes the run of one expansion: ``_Run`` (text/template) or an escaping subclass."""
+
+
+class TemplateSet:
+    """Named templates (``{{define "name"}}``) gathered from several texts, and the functions
+    they may call: Go's ``template.Template`` as Alertmanager uses it. ``execute`` parses a
+    text against the set and runs it, as ``Clone().New("").Parse(text).Execute`` does.
+
+    >>> ts = TemplateSet({"print": FUNCTIONS["print"]})
+    >>> ts.add('{{ define "hi" }}hello {{ . }}{{ end }}')
+    >>> ts.execute('{{ template "hi" "you" }}!', None)
+    'hello you!'
+    """
+
+    def __init__(self, funcs: Mapping[str, Callable[..., Any]]) -> None:
+        self.funcs = dict(funcs)
+        self.known = frozenset(funcs)
+        self.defines: dict[str, tuple[_Node, ...]] = {}
+
+    def add(self, text: str) -> None:
+        """Parse ``text`` and keep its ``define``s (a later one replaces an earlier one of
+        the same name, as in Go); raises ``TemplateError`` with the ``line``."""
+        self.defines.update(_parse(text, self.known, ("$",), methods=True).defines)
+
+    def check(self, text: str) -> None:
+        """Raise ``TemplateError`` when ``text`` does not parse."""
+        _parse(text, self.known, ("$",), methods=True)
+
+    def execute(
+        self,
+        text: str,
+        data: Any,
+        *,
+        run: RunFactory | None = None,
+        max_output: int = MAX_OUTPUT,
+    ) -> str:
+        """``text`` expanded with ``data`` as dot; raises ``TemplateError``."""
+        parsed = _parse(text, self.known, ("$",), methods=True)
+        whole = _Parsed(parsed.root, {**self.defines, **parsed.defines})
+        runner = (run or _Run)(whole, self.funcs, max_output)
+        try:
+            runner.walk(whole.root, data, [("$", data)])
+        except RecursionError:
+            raise TemplateError("nested too deeply") from None
+        return "".join(runner.out)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ Opsgenie, …) are accepted and listed in ``Receiver.unsupported``. Example::
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import zoneinfo
@@ -32,11 +33,16 @@ from typing import Any
 import yaml
 
 from alerting.am.matchers import MatcherSyntaxError, format_matcher, parse_matchers
+from alerting.am.templates import NotificationTemplates, check_field
 from alerting.notify.email import EmailConfig, parse_email_config
 from siem.model import Matcher, MatcherError
 from vigil import safeyaml
 from vigil.errors import ConfigError
 from vigil.units import parse_duration
+
+log = logging.getLogger("vigil.alertmanager")
+MAX_CHECKED_NODES = 10_000
+"""Most YAML nodes of one receiver entry looked at for templates."""
 
 DEFAULT_GROUP_WAIT_S = 30.0
 DEFAULT_GROUP_INTERVAL_S = 300.0
@@ -464,6 +470,8 @@ class AMConfig:
     templates: tuple[str, ...] = ()
     text: str = ""
     """The file as read, for the API's ``/status`` ``config.original``."""
+    notification_templates: NotificationTemplates = field(default_factory=NotificationTemplates)
+    """Alertmanager's default templates and the files ``templates`` names, parsed."""
 
     def routes_for(self, labels: Mapping[str, str]) -> list[Route]:
         return self.route.match(labels)
@@ -630,6 +638,12 @@ class _Parser:
         route = self.route(route_node, None, "0", receivers, intervals)
         inhibit = tuple(self.inhibit_rules(top.get("inhibit_rules")))
         templates = tuple(self.strings(top["templates"], "templates")) if "templates" in top else ()
+        try:
+            loaded = NotificationTemplates.load(templates, Path(self.file).parent)
+        except ConfigError as exc:
+            if exc.file is None:
+                raise self.fail(top["templates"], exc.reason) from None
+            raise AMConfigError(exc.reason, file=exc.file, line=exc.line) from None
         if "tracing" in top:
             self.mapping(
                 top["tracing"],
@@ -645,7 +659,9 @@ class _Parser:
                     "timeout",
                 ),
             )
-        return AMConfig(self.file, glob, route, receivers, inhibit, intervals, templates, text)
+        return AMConfig(
+            self.file, glob, route, receivers, inhibit, intervals, templates, text, loaded
+        )
 
     def global_(self, node: yaml.Node | None) -> GlobalConfig:
         if node is None:
@@ -917,6 +933,7 @@ class _Parser:
             if key not in kinds and key not in ("http_config", "fields", "actions"):
                 kinds[key] = self.string
         rv = self._fields(node, "slack_config", SLACK_KEYS, kinds)
+        self.check_templates(node, "slack_config", SLACK_KEYS)
         if rv.get("api_url") and rv.get("api_url_file"):
             raise self.fail(node, "at most one of api_url & api_url_file must be configured")
         api_url = (
@@ -951,6 +968,23 @@ class _Parser:
             fields=rv,
         )
 
+    def check_templates(self, node: yaml.Node, what: str, keys: Sequence[str]) -> None:
+        """Log a located WARNING for a templated field that does not parse: Alertmanager
+        loads it and fails when it sends, so Vigil loads it too (and sends its own text)."""
+        todo = [(f"{what}.{k}", v) for k, v in self.mapping(node, what, keys).items()]
+        seen = 0
+        while todo and seen < MAX_CHECKED_NODES:
+            seen += 1
+            where, value = todo.pop()
+            if isinstance(value, yaml.MappingNode):
+                todo += [(f"{where}.{k.value}", v) for k, v in value.value]
+            elif isinstance(value, yaml.SequenceNode):
+                todo += [(f"{where}[{i}]", v) for i, v in enumerate(value.value)]
+            elif isinstance(value, yaml.ScalarNode) and "{{" in str(value.value):
+                problem = check_field(str(value.value))
+                if problem:
+                    log.warning("%s", self.fail(value, f"{where}: template: {problem}"))
+
     def webhook(self, node: yaml.Node) -> WebhookConfig:
         kinds: dict[str, Callable[[yaml.Node, str], Any]] = {
             "send_resolved": self.boolean,
@@ -978,6 +1012,7 @@ class _Parser:
         """An ``email_configs`` entry with the ``global`` ``smtp_*`` defaults applied, checked
         by the e-mail receiver's own parser (errors at the file and line of the key)."""
         keys = self.mapping(node, "email_config", EMAIL_KEYS)
+        self.check_templates(node, "email_config", EMAIL_KEYS)
         raw = {k: self.value(v) for k, v in keys.items()}
         lines = {k: v.start_mark.line + 1 for k, v in keys.items()}
         g = glob.raw

@@ -50,6 +50,8 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
+from alerting.am.templates import NotificationTemplates, template_errors
+from alerting.am.templates import group_data as am_group_data
 from alerting.notify.base import Delivery, GroupDelivery, GroupNotification, NotifyError
 from alerting.notify.webhook import payload
 from alerting.state import Alert
@@ -81,9 +83,11 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9._:\[\]-]{1,253}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
-Templater = Callable[[str, Mapping[str, Any]], str]
+Templater = Callable[[str, bool], str]
 """Expands an Alertmanager notification template (``{{ template "x" . }}``) with the
-group's data; the alert manager's core supplies it."""
+group's data (bound by the caller); the flag asks for html/template escaping."""
+DEFAULT_HTML = '{{ template "email.default.html" . }}'
+"""Alertmanager's default ``html`` (``DefaultEmailConfig``), used with templates."""
 
 
 @dataclass(frozen=True)
@@ -581,16 +585,21 @@ def build_message(
     *,
     templater: Templater | None = None,
     now: float | None = None,
+    on_error: Callable[[str, Exception], None] | None = None,
 ) -> EmailMessage:
     """The mail for one group: headers (``headers`` overrides), text and HTML parts.
 
     A ``text``/``html``/header value with ``{{`` is expanded by ``templater``
-    (the alert manager's notification templates); without one, the default
-    rendering stands in. Whatever a template or a label contains, a header
-    value is one line: CR and LF cannot add a header.
+    (the alert manager's notification templates; the HTML part defaults to
+    Alertmanager's ``email.default.html`` then); without one, Vigil's rendering
+    stands in. A template that fails is replaced by Vigil's rendering of that part
+    and reported to ``on_error(field, exc)``. Whatever a template or a label
+    contains, a header value is one line: CR and LF cannot add a header.
     """
 
-    def expand(template: str | None, default: Callable[[], str]) -> str:
+    def expand(
+        template: str | None, default: Callable[[], str], field: str, html: bool = False
+    ) -> str:
         if template is None:
             return default()
         if "{{" not in template:
@@ -598,9 +607,12 @@ def build_message(
         if templater is None:
             return default()
         try:
-            return templater(template, data)
+            return templater(template, html)
         except Exception as exc:  # a broken template must not lose the alert
-            log.warning("email template failed, using the default: %s", exc)
+            if on_error is not None:
+                on_error(field, exc)
+            else:
+                log.warning("email template failed, using the default: %s", exc)
             return default()
 
     msg = EmailMessage(policy=email.policy.SMTP)
@@ -610,18 +622,21 @@ def build_message(
         "Subject": '{{ template "email.default.subject" . }}',
         **config.headers,
     }
-    headers["Subject"] = expand(headers["Subject"], lambda: subject(data))
+    headers["Subject"] = expand(headers["Subject"], lambda: subject(data), "Subject")
     for name, value in headers.items():
         if name != "Subject":
-            value = expand(value, lambda v=value: v)  # type: ignore[misc]
+            value = expand(value, lambda v=value: v, name)  # type: ignore[misc]
         msg[name] = one_line(value, MAX_SUBJECT if name == "Subject" else 10_000)
     if "Date" not in headers:
         msg["Date"] = email.utils.formatdate(now, localtime=False)
     if "Message-Id" not in headers:
         domain = config.sender.rpartition("@")[2].strip("> ") or "vigil"
         msg["Message-Id"] = email.utils.make_msgid("vigil", domain=one_line(domain, 200))
-    msg.set_content(expand(config.text, lambda: text_body(data)))
-    msg.add_alternative(expand(config.html, lambda: html_body(data)), subtype="html")
+    msg.set_content(expand(config.text, lambda: text_body(data), "text"))
+    html_template = config.html if config.html is not None or templater is None else DEFAULT_HTML
+    msg.add_alternative(
+        expand(html_template, lambda: html_body(data), "html", html=True), subtype="html"
+    )
     return msg
 
 
@@ -714,13 +729,16 @@ class EmailNotifier:
         name: str = "email",
         external_url: str = "",
         registry: CollectorRegistry = REGISTRY,
-        templater: Templater | None = None,
+        templates: NotificationTemplates | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.name = name
         self.external_url = external_url
-        self.templater = templater
+        self.templates = templates
+        """Alertmanager's templates (the alert manager's ``email_configs``); None renders
+        Vigil's own mail."""
+        self.template_errors = template_errors(registry)
         self.clock = clock
         self.metrics = _metrics(registry)
         self._sent_at: collections.deque[float] = collections.deque()
@@ -743,7 +761,7 @@ class EmailNotifier:
         """One mail per group notification of the alert manager, its subject as
         Alertmanager's (``[FIRING:2] HighLatency (checkout critical)``). A rate-limited mail
         is a deferred, not-ok ``GroupDelivery`` the receiver's worker retries; never raises."""
-        return self._mail(n.alerts, n.group_labels, (n.group_key,), n.external_url)
+        return self._mail(n.alerts, n.group_labels, (n.group_key,), n.external_url, n.receiver)
 
     def _mail(
         self,
@@ -751,6 +769,7 @@ class EmailNotifier:
         group_labels: Mapping[str, str] | None,
         key: tuple[str, ...],
         external_url: str,
+        receiver: str = "",
     ) -> GroupDelivery:
         shown = [a for a in alerts if a.state == "firing" or self.config.send_resolved]
         if not shown:  # only resolutions, and send_resolved is off: nothing to say
@@ -765,8 +784,29 @@ class EmailNotifier:
             external_url=external_url or self.external_url,
             group_labels=group_labels,
         )
+        templater: Templater | None = None
+        templates = self.templates
+        if templates is not None:
+            am_data = am_group_data(
+                GroupNotification(
+                    receiver or self.name,
+                    key[0],
+                    dict(data["GroupLabels"]),
+                    shown,
+                    external_url=data["ExternalURL"],
+                )
+            )
+
+            def templater(template: str, html: bool) -> str:
+                return templates.render(template, am_data, html=html)
+
         try:
-            message = build_message(self.config, data, templater=self.templater)
+            message = build_message(
+                self.config,
+                data,
+                templater=templater,
+                on_error=lambda field, exc: self.template_errors.record(self.name, field, exc),
+            )
             self.send(message)
         except Exception as exc:  # the SMTP server being down must never stop the engine
             self._give_back_slot()

@@ -14,9 +14,10 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prometheus_client import REGISTRY, CollectorRegistry
 from slack_sdk import WebClient
 from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
@@ -26,9 +27,10 @@ from slack_sdk.http_retry.state import RetryState
 
 from alerting.am.acks import group_id
 from alerting.am.config import EscalationStep
+from alerting.am.templates import Data, NotificationTemplates, group_data, template_errors
 from alerting.notify.base import Delivery, GroupDelivery, GroupNotification
 from alerting.state import Alert
-from alerting.templates import go_float, humanize, humanize_duration
+from alerting.templates import TemplateError, go_float, humanize, humanize_duration
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +131,17 @@ class SlackNotifier:
         timeout_s: float = 10.0,
         backoff_s: float = 0.5,
         send_resolved: bool = True,
+        config: Mapping[str, Any] | None = None,
+        templates: NotificationTemplates | None = None,
+        registry: CollectorRegistry = REGISTRY,
     ) -> None:
         self.name = name
         self.channel = channel
         self.send_resolved = send_resolved
+        self.config = dict(config or {})
+        """The ``slack_configs`` entry (its templated fields), when the alert manager has one."""
+        self.templates = templates
+        self.template_errors = template_errors(registry)
         base = api_url if api_url.endswith("/") else api_url + "/"
         self.client = WebClient(
             token=token,
@@ -162,12 +171,12 @@ class SlackNotifier:
         instead of posting twice."""
         receipt = dict(n.receipt)
         open_message = bool(receipt.get("ts")) and receipt.get("closed") != "1"
-        body = group_message(n)
+        body, channel = self.render(n)
         try:
             if not open_message:
                 if not n.firing:
                     return GroupDelivery(True, receipt)  # never posted: nothing to resolve
-                rv = self.client.chat_postMessage(channel=self.channel, **body)
+                rv = self.client.chat_postMessage(channel=channel, **body)
                 receipt = {"channel": str(rv["channel"]), "ts": str(rv["ts"])}
                 return GroupDelivery(True, receipt)
             self.client.chat_update(channel=receipt["channel"], ts=receipt["ts"], **body)
@@ -182,6 +191,31 @@ class SlackNotifier:
             log.warning("slack: group %s failed: %s", n.group_key, exc)
             return GroupDelivery(False, receipt, str(exc))
         return GroupDelivery(True, receipt)
+
+    def render(self, n: GroupNotification) -> tuple[dict[str, Any], str]:
+        """The message body and channel for ``n``: Alertmanager's attachment rendered from the
+        entry's templates when it sets a message field (``alertmanager_message``), else
+        Vigil's blocks; either way with Vigil's acknowledgement line and buttons. A template
+        that fails falls back to Vigil's message (counted, logged)."""
+        channel = self.channel
+        if self.templates is None:
+            return group_message(n), channel
+        data = group_data(n)
+        field = "channel"
+        try:
+            if "{{" in self.config.get("channel", ""):
+                channel = self.templates.render(self.config["channel"], data) or self.channel
+            if not any(self.config.get(k) for k in MESSAGE_FIELDS):
+                return group_message(n), channel
+            body = {}
+            for field in ("username", "icon_emoji", "icon_url"):
+                if self.config.get(field):
+                    body[field] = self.templates.render(self.config[field], data)
+            body.update(alertmanager_message(n, self.config, self.templates, data))
+        except Exception as exc:  # a broken template must not lose the notification
+            self.template_errors.record(self.name, getattr(exc, "field", field), exc)
+            return group_message(n), channel
+        return body, channel
 
     def escalate(self, n: GroupNotification, step: EscalationStep) -> bool:
         """An escalation step: ``slack_mention`` replies in the group message's thread
@@ -201,7 +235,7 @@ class SlackNotifier:
                 else:
                     self.client.chat_postMessage(channel=self.channel, text=text)
             elif step.channel:
-                self.client.chat_postMessage(channel=step.channel, **group_message(n))
+                self.client.chat_postMessage(channel=step.channel, **self.render(n)[0])
         except Exception as exc:
             log.warning("slack: escalating %s failed: %s", n.group_key, exc)
             return False
@@ -409,4 +443,103 @@ def _group_body(n: GroupNotification) -> dict[str, Any]:
         "text": title,
         "blocks": blocks,
         "attachments": [{"color": color, "fallback": title, "text": ""}],
+    }
+
+
+MESSAGE_FIELDS = (
+    "title",
+    "title_link",
+    "pretext",
+    "text",
+    "fallback",
+    "footer",
+    "fields",
+    "color",
+    "actions",
+    "message_text",
+    "image_url",
+    "thumb_url",
+)
+"""``slack_configs`` keys that make Vigil send Alertmanager's message instead of its own."""
+
+SLACK_DEFAULTS = {
+    "title": '{{ template "slack.default.title" . }}',
+    "title_link": '{{ template "slack.default.titlelink" . }}',
+    "pretext": '{{ template "slack.default.pretext" . }}',
+    "text": '{{ template "slack.default.text" . }}',
+    "fallback": '{{ template "slack.default.fallback" . }}',
+    "callback_id": '{{ template "slack.default.callbackid" . }}',
+    "footer": '{{ template "slack.default.footer" . }}',
+    "color": '{{ if eq .Status "firing" }}danger{{ else }}good{{ end }}',
+    "image_url": "",
+    "thumb_url": "",
+}
+"""Alertmanager's ``DefaultSlackConfig`` for the attachment's fields."""
+MAX_TITLE_RUNES = 1024
+
+
+class FieldError(TemplateError):
+    """A template error in one field of the Slack message (``field`` names it)."""
+
+    def __init__(self, field: str, exc: TemplateError) -> None:
+        super().__init__(f"{field}: {exc}")
+        self.field = field
+
+
+_ACTION_KEYS = ("type", "text", "url", "style", "name", "value")
+
+
+def alertmanager_message(
+    n: GroupNotification, config: Mapping[str, Any], templates: NotificationTemplates, data: Data
+) -> dict[str, Any]:
+    """Alertmanager's Slack attachment for ``n`` (each field rendered from the entry, or
+    Alertmanager's default) with Vigil's acknowledgement line and buttons as blocks above
+    it; raises ``TemplateError`` when a template fails."""
+
+    def render(key: str, text: Any = None) -> str:
+        text = text if text is not None else config.get(key) or SLACK_DEFAULTS.get(key, "")
+        try:
+            return templates.render(str(text), data)
+        except TemplateError as exc:
+            raise FieldError(key, exc) from None
+
+    att: dict[str, Any] = {}
+    for key in SLACK_DEFAULTS:
+        value = render(key)
+        if value:
+            att[key] = value
+    if len(att.get("title", "")) > MAX_TITLE_RUNES:
+        att["title"] = att["title"][: MAX_TITLE_RUNES - 1] + "…"
+    att["mrkdwn_in"] = list(config.get("mrkdwn_in") or ["fallback", "pretext", "text"])
+    fields = []
+    for item in config.get("fields") or []:
+        if isinstance(item, Mapping):
+            short = item.get("short", config.get("short_fields", False))
+            fields.append(
+                {
+                    "title": render("fields.title", item.get("title", "")),
+                    "value": render("fields.value", item.get("value", "")),
+                    "short": bool(short),
+                }
+            )
+    if fields:
+        att["fields"] = fields
+    actions = []
+    for item in config.get("actions") or []:
+        if isinstance(item, Mapping):
+            actions.append(
+                {k: render(f"actions.{k}", item[k]) for k in _ACTION_KEYS if item.get(k)}
+            )
+    if actions:
+        att["actions"] = actions
+    blocks = controls(n) or [
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": "✅ Resolved"}]}
+    ]
+    text = render("message_text") if config.get("message_text") else ""
+    if text:  # Alertmanager's message text shows above the attachment
+        blocks.insert(0, {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}})
+    return {
+        "text": text or att.get("fallback") or att.get("title") or group_title(n),
+        "attachments": [att],
+        "blocks": blocks,
     }

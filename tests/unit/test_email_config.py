@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
+from alerting.am.templates import NotificationTemplates
+from alerting.am.templates import group_data as am_group_data
 from alerting.cli import notifiers
+from alerting.notify.base import GroupNotification
 from alerting.notify.email import (
     EmailNotifier,
     RateLimit,
@@ -172,13 +175,17 @@ def test_email_custom_text_and_subject_templates_use_the_templater() -> None:
     alert = Alert("fp", {"alertname": "Down", "job": "shop"}, {}, "firing", 1.0, 100.0)
     data = group_data([alert], receiver="email", external_url="")
     cfg = parse(text="Alerts: {{ .Status }}", headers={"Subject": "{{ .Status }} page"})
+    templates = NotificationTemplates()
+    n = GroupNotification("team", "{}:{}", {"alertname": "Down"}, [alert])
 
-    def templater(template: str, dot: Any) -> str:
-        return template.replace("{{ .Status }}", dot["Status"])
+    def templater(template: str, html: bool) -> str:
+        return templates.render(template, am_group_data(n), html=html)
 
     with_templates = build_message(cfg, data, templater=templater)
     assert with_templates["Subject"] == "firing page"
     text = with_templates.get_body(("plain",))
     assert text is not None and text.get_content() == "Alerts: firing\n"
+    html = with_templates.get_body(("html",))
+    assert html is not None and "View in Alertmanager" in html.get_content()  # AM's default
     without = build_message(cfg, data)  # no templater: the default rendering stands in
     assert without["Subject"] == "[FIRING:1] Down (shop)"
