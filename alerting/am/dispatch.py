@@ -210,6 +210,21 @@ def stored_groups(db_path: str | Path) -> list[Group]:
         store.close()
 
 
+def stored_notifications(db_path: str | Path) -> list[tuple[str, str, LogEntry]]:
+    """The notification log a running ``vigil alert`` last saved: (integration id, group key,
+    entry) for each integration told about a group (for the web UI)."""
+    store = _AMStore(db_path)
+    try:
+        rows = store.rows("am_nflog")
+    finally:
+        store.close()
+    rv = []
+    for log_key, data in rows:
+        iid, _, key = log_key.partition("\x00")
+        rv.append((iid, key, _entry_from(data)))
+    return rv
+
+
 def acknowledge_stored(db_path: str | Path, key: str, by: str, for_s: float, now: float) -> Ack:
     """Acknowledge group ``key`` (or its ``group_id``) in ``alerts.db`` from another process
     (the CLI, the web UI); the running ``vigil alert`` picks it up on its next pass and

@@ -1,0 +1,216 @@
+"""The Alerts page's JSON API over the alerts.db a real alert manager writes: groups with
+firing, pending, silenced, inhibited and acknowledged alerts and their history; silences
+created and expired by operators only, validated field by field, audited."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from prometheus_client import CollectorRegistry
+from slack_server import SlackServer
+
+from alerting.am.acks import group_id
+from alerting.am.config import load_config
+from alerting.am.dispatch import AlertManager
+from alerting.am.silences import SilenceStore, new_silence
+from alerting.notify.slack import SlackNotifier
+from alerting.state import Alert, AlertDB, fingerprint
+from dashboards import alerts as alerts_api
+from dashboards.app import create_app
+from siem.memory import MemoryStore
+from siem.model import EventQuery
+from vigil.auth import UserStore
+from vigil.settings import from_mapping
+
+CONFIG = """
+route:
+  receiver: team
+  group_by: [alertname]
+  group_wait: 0s
+  group_interval: 1m
+  repeat_interval: 1h
+receivers:
+  - name: team
+    slack_configs: [{channel: "#alerts", api_url: "http://127.0.0.1:9/api/chat.postMessage"}]
+inhibit_rules:
+  - source_matchers: [severity="critical"]
+    target_matchers: [severity="warning"]
+    equal: [service]
+"""
+
+
+def alert(name: str, at: float, state: str = "firing", **labels: str) -> Alert:
+    full = {"alertname": name, **labels}
+    fired = at if state == "firing" else None
+    return Alert(
+        fingerprint(full), full, {"summary": f"{name} summary"}, state, 1.0, at, fired_at=fired
+    )  # type: ignore[arg-type]
+
+
+@dataclass
+class Rig:
+    manager: AlertManager
+    store: MemoryStore
+    client: FlaskClient
+    viewer: dict[str, str]
+    operator: dict[str, str]
+    now: float
+    db: Path
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    now = time.time()
+    (tmp_path / "am.yml").write_text(CONFIG)
+    with SlackServer(token="xoxb-t") as slack:
+        notifier = SlackNotifier("xoxb-t", "#alerts", api_url=slack.api_url, backoff_s=0.01)
+        manager = AlertManager(
+            load_config(tmp_path / "am.yml"),
+            tmp_path / "alerts.db",
+            {"team": [notifier]},
+            registry=CollectorRegistry(),
+        )
+        manager.process(
+            [
+                alert("CheckoutDown", now - 60, severity="critical", service="checkout"),
+                alert("CheckoutSlow", now - 30, severity="warning", service="checkout"),
+                alert("DiskFull", now - 10, severity="warning", service="db"),
+            ],
+            now,
+        )
+        manager.deliver_now()
+        # A pending alert lives in the rule engine's table; the manager only sees it firing.
+        states = AlertDB(tmp_path / "alerts.db")
+        states.save(alert("QueueBacklog", now - 5, "pending", severity="warning", service="db"))
+        states.close()
+        store = MemoryStore()
+        settings = from_mapping(
+            {"data_dir": str(tmp_path), "alert": {"alertmanager_config": str(tmp_path / "am.yml")}}
+        )
+        users = UserStore(tmp_path / "users.db")
+        viewer = {"Authorization": f"Bearer {users.create_token('val', 'viewer')[1]}"}
+        operator = {"Authorization": f"Bearer {users.create_token('olga', 'operator')[1]}"}
+        client = create_app(settings, store=store).test_client()
+        yield Rig(manager, store, client, viewer, operator, now, tmp_path / "alerts.db")
+        manager.close()
+
+
+def groups(rig: Rig, **params: str) -> dict[str, Any]:
+    r = rig.client.get("/api/alerts/groups", query_string=params, headers=rig.viewer)
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json["data"]  # type: ignore[index]
+    return data
+
+
+def by_name(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {a["labels"]["alertname"]: a for g in data["groups"] for a in g["alerts"]}
+
+
+def test_alert_groups_show_states_as_the_manager_groups_them(rig: Rig) -> None:
+    silence = new_silence('alertname="DiskFull"', created_by="sam", comment="disk swap")
+    SilenceStore(rig.db).add(silence)
+    gid = group_id(next(k for k in rig.manager.groups if "CheckoutDown" in k))
+    r = rig.client.post(f"/api/alerts/groups/{gid}/ack", headers=rig.operator)
+    assert r.status_code == 200, r.text
+
+    data = groups(rig)
+    assert data["groupsTotal"] == 4 and data["inhibition"] is True
+    first = data["groups"][0]  # firing and not suppressed comes first
+    assert first["receiver"] == "team" and first["labels"] == {"alertname": "CheckoutDown"}
+    assert first["ack"]["by"] == "olga" and first["ack"]["holds"] is True
+    alerts = by_name(data)
+    assert alerts["CheckoutDown"]["acknowledged"]["by"] == "olga"
+    assert alerts["CheckoutDown"]["status"] == "firing"
+    assert alerts["CheckoutSlow"]["inhibitedBy"] == [alerts["CheckoutDown"]["fingerprint"]]
+    assert alerts["CheckoutSlow"]["status"] == "suppressed"
+    assert alerts["DiskFull"]["silencedBy"] and alerts["DiskFull"]["status"] == "suppressed"
+    assert alerts["QueueBacklog"]["state"] == "pending"
+    pending = next(g for g in data["groups"] if g["labels"] == {"alertname": "QueueBacklog"})
+    assert pending["stored"] is False and pending["receiver"] == "team"
+    assert alerts["DiskFull"]["matchers"] == 'alertname="DiskFull", service="db", severity="warning"'
+
+    kinds = [(h["kind"], h["text"]) for h in first["history"]]
+    assert kinds[0] == ("ack", "acknowledged by olga")
+    assert ("notification", "notified team/slack/0: 1 firing, 0 resolved") in kinds
+    assert ("firing", "CheckoutDown{service=checkout, severity=critical} firing") in kinds
+
+
+def test_alert_groups_filter_with_alertmanager_matchers(rig: Rig) -> None:
+    assert set(by_name(groups(rig, filter='{severity="critical"}'))) == {"CheckoutDown"}
+    found = by_name(groups(rig, filter="service=db, alertname=~Disk.*"))
+    assert set(found) == {"DiskFull"}
+    r = rig.client.get("/api/alerts/groups?filter=severity%3D%22crit", headers=rig.viewer)
+    assert r.status_code == 400
+    assert r.json["field"] == "filter" and "unterminated" in r.json["error"]  # type: ignore[index]
+
+
+def test_alert_groups_say_when_the_answer_is_cut(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(alerts_api, "MAX_GROUPS", 2)
+    monkeypatch.setattr(alerts_api, "MAX_HISTORY_ROWS", 1)
+    data = groups(rig)
+    assert len(data["groups"]) == 2 and data["groupsTotal"] == 4
+    assert all(len(g["history"]) == 1 for g in data["groups"])
+    assert data["groups"][0]["historyTotal"] > 1
+
+
+def test_silences_viewer_reads_operator_creates_and_expires_audited(rig: Rig) -> None:
+    body = {"matchers": 'alertname="CheckoutDown"', "duration": "2h", "comment": "deploying"}
+    assert rig.client.get("/api/silences", headers=rig.viewer).status_code == 200
+    assert rig.client.post("/api/silences", json=body, headers=rig.viewer).status_code == 403
+    r = rig.client.post("/api/silences", json=body, headers=rig.operator)
+    assert r.status_code == 200, r.text
+    sid = r.json["data"]["silenceID"]  # type: ignore[index]
+
+    (listed,) = rig.client.get("/api/silences", headers=rig.viewer).json["data"]["silences"]  # type: ignore[index]
+    assert listed["id"] == sid and listed["status"]["state"] == "active"
+    assert listed["createdBy"] == "olga" and listed["comment"] == "deploying"
+    assert listed["endsAt"] - listed["startsAt"] == pytest.approx(7200, abs=1)
+    assert by_name(groups(rig))["CheckoutDown"]["silencedBy"] == [sid]
+    # The running manager reads the same file: the alert is suppressed there too.
+    (view,) = [v for v in rig.manager.alerts() if v.alert.name == "CheckoutDown"]
+    assert view.silenced_by == (sid,)
+
+    assert rig.client.delete(f"/api/silences/{sid}", headers=rig.viewer).status_code == 403
+    assert rig.client.delete(f"/api/silences/{sid}", headers=rig.operator).status_code == 200
+    again = rig.client.delete(f"/api/silences/{sid}", headers=rig.operator)
+    assert again.status_code == 400 and "already expired" in again.text
+    assert rig.client.delete("/api/silences/nope", headers=rig.operator).status_code == 404
+    (listed,) = rig.client.get("/api/silences", headers=rig.viewer).json["data"]["silences"]  # type: ignore[index]
+    assert listed["status"]["state"] == "expired"
+    assert by_name(groups(rig))["CheckoutDown"]["silencedBy"] == []
+
+    events = rig.store.search(EventQuery(dataset="vigil.audit", limit=10))
+    found = sorted((e.doc["event"]["action"], e.doc["user"]["name"]) for e in events)
+    assert found == [("silence-add", "olga"), ("silence-expire", "olga")]
+    assert all(e.doc["labels"] == {"silence": sid, "via": "web"} for e in events)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        ({"matchers": 'alertname="X', "duration": "1h", "comment": "c"}, "matchers", "unterminated"),
+        ({"matchers": "", "duration": "1h", "comment": "c"}, "matchers", "at least one"),
+        ({"matchers": 'job=~".*"', "duration": "1h", "comment": "c"}, "matchers", "empty string"),
+        ({"matchers": "a=b", "duration": "soon", "comment": "c"}, "duration", "not a duration"),
+        ({"matchers": "a=b", "duration": "", "comment": "c"}, "duration", "give a duration"),
+        ({"matchers": "a=b", "endsAt": "yesterday", "comment": "c"}, "endsAt", "RFC 3339"),
+        ({"matchers": "a=b", "endsAt": "2001-01-01T00:00:00Z", "comment": "c"}, "endsAt", "after"),
+        ({"matchers": "a=b", "duration": "1h", "comment": " "}, "comment", "say why"),
+        ({"matchers": "a=b", "duration": "1h", "comment": 5}, "comment", "text"),
+        ([1, 2], "body", "JSON object"),
+    ],
+)
+def test_silence_form_errors_name_the_field(
+    rig: Rig, body: object, field: str, reason: str
+) -> None:
+    r = rig.client.post("/api/silences", json=body, headers=rig.operator)
+    assert r.status_code == 400, r.text
+    assert r.json["field"] == field and reason in r.json["error"]  # type: ignore[index]
+    assert SilenceStore(rig.db).all() == []
+    assert rig.store.search(EventQuery(dataset="vigil.audit", limit=10)) == []
