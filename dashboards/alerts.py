@@ -111,16 +111,16 @@ def _ack_json(ack: Ack | None, firing: set[str], now: float) -> dict[str, Any] |
 
 def _alert_json(s: AlertStatus, now: float) -> dict[str, Any]:
     a = s.alert
-    state = a.state
-    if state == "firing" and (s.silenced_by or s.inhibited_by):
-        state = "suppressed"
+    status: str = a.state
+    if status == "firing" and (s.silenced_by or s.inhibited_by):
+        status = "suppressed"
     labels = dict(sorted(a.labels.items()))
     return {
         "fingerprint": a.fingerprint,
         "labels": labels,
         "annotations": dict(a.annotations),
         "state": a.state,
-        "status": state,
+        "status": status,
         "activeAt": a.active_at,
         "startsAt": a.fired_at if a.fired_at is not None else a.active_at,
         "endsAt": a.resolved_at if a.state == "resolved" else None,

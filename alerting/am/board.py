@@ -114,10 +114,11 @@ def read_board(db_path: str | Path, config: AMConfig | None, now: float) -> Boar
         )
     for a in sorted(pending, key=lambda a: sorted(a.labels.items())):
         for key, receiver, labels in _routes_of(config, a):
-            g = by_key.get(key)
-            if g is None:
-                g = by_key[key] = GroupStatus(key, receiver, labels, [], None, False, a.active_at)
-            g.alerts.append(_status(a, sup, None))
+            found = by_key.get(key)
+            if found is None:
+                found = GroupStatus(key, receiver, labels, [], None, False, a.active_at)
+                by_key[key] = found
+            found.alerts.append(_status(a, sup, None))
     return Board(list(by_key.values()), config is not None)
 
 
@@ -134,10 +135,13 @@ def _routes_of(config: AMConfig | None, a: Alert) -> list[tuple[str, str, dict[s
 
 
 def _status(a: Alert, sup: Suppressor, ack: Ack | None) -> AlertStatus:
+    """``a`` with the silences and inhibitors that hold it and, when firing, the group's
+    acknowledgement that covers it."""
     if a.state == "resolved":
         return AlertStatus(a)
     silenced, inhibited = sup.check(a)
-    held = ack if ack is not None and a.state == "firing" and a.fingerprint in ack.fingerprints else None
+    covered = a.state == "firing" and ack is not None and a.fingerprint in ack.fingerprints
+    held = ack if covered else None
     return AlertStatus(a, tuple(silenced), tuple(inhibited), held)
 
 

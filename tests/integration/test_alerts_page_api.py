@@ -133,7 +133,9 @@ def test_alert_groups_show_states_as_the_manager_groups_them(rig: Rig) -> None:
     assert alerts["QueueBacklog"]["state"] == "pending"
     pending = next(g for g in data["groups"] if g["labels"] == {"alertname": "QueueBacklog"})
     assert pending["stored"] is False and pending["receiver"] == "team"
-    assert alerts["DiskFull"]["matchers"] == 'alertname="DiskFull", service="db", severity="warning"'
+    assert (
+        alerts["DiskFull"]["matchers"] == 'alertname="DiskFull", service="db", severity="warning"'
+    )
 
     kinds = [(h["kind"], h["text"]) for h in first["history"]]
     assert kinds[0] == ("ack", "acknowledged by olga")
@@ -194,7 +196,11 @@ def test_silences_viewer_reads_operator_creates_and_expires_audited(rig: Rig) ->
 @pytest.mark.parametrize(
     ("body", "field", "reason"),
     [
-        ({"matchers": 'alertname="X', "duration": "1h", "comment": "c"}, "matchers", "unterminated"),
+        (
+            {"matchers": 'alertname="X', "duration": "1h", "comment": "c"},
+            "matchers",
+            "unterminated",
+        ),
         ({"matchers": "", "duration": "1h", "comment": "c"}, "matchers", "at least one"),
         ({"matchers": 'job=~".*"', "duration": "1h", "comment": "c"}, "matchers", "empty string"),
         ({"matchers": "a=b", "duration": "soon", "comment": "c"}, "duration", "not a duration"),
@@ -214,3 +220,12 @@ def test_silence_form_errors_name_the_field(
     assert r.json["field"] == field and reason in r.json["error"]  # type: ignore[index]
     assert SilenceStore(rig.db).all() == []
     assert rig.store.search(EventQuery(dataset="vigil.audit", limit=10)) == []
+
+
+def test_alerts_page_offers_changes_to_operators_only(rig: Rig) -> None:
+    page = rig.client.get("/alerts", headers=rig.viewer)
+    assert page.status_code == 200
+    assert 'data-can-change="false"' in page.text and 'id="silence-form"' not in page.text
+    page = rig.client.get("/alerts", headers=rig.operator)
+    assert 'data-can-change="true"' in page.text and 'id="silence-form"' in page.text
+    assert 'href="/alerts" aria-current="page">Alerts<' in page.text
