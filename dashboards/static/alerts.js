@@ -132,6 +132,12 @@
     var cards = data.groups.map(groupCard).filter(Boolean);
     groupsBox.replaceChildren.apply(groupsBox, cards);
     if (!cards.length) groupsBox.appendChild(el("p", { class: "empty" }, "No alert is firing or pending" + (filterInput.value.trim() ? " that matches the filter." : ".")));
+    var n = { firing: 0, pending: 0, suppressed: 0 };
+    data.groups.forEach(function (g) {
+      g.alerts.forEach(function (a) { if (a.status in n) n[a.status] += 1; });
+    });
+    document.getElementById("counts").textContent = data.groupsTotal + " groups · " + n.firing +
+      " firing · " + n.pending + " pending · " + n.suppressed + " silenced or inhibited";
     var cut = document.getElementById("groups-cut");
     show(cut, data.groupsTotal > data.groups.length
       ? "Showing " + data.groups.length + " of " + data.groupsTotal + " groups (firing first); narrow the filter to see the others." : "");
@@ -141,7 +147,12 @@
     var rows = data.silences.map(function (s) {
       var tr = el("tr", { "data-silence": s.id, class: s.status.state });
       tr.appendChild(el("td", { class: "state" }, s.status.state));
-      tr.appendChild(el("td", { class: "matchers" }, s.text));
+      var muted = 0;
+      (lastGroups ? lastGroups.groups : []).forEach(function (g) {
+        g.alerts.forEach(function (a) { if (a.silencedBy.indexOf(s.id) >= 0) muted += 1; });
+      });
+      var cell = tr.appendChild(el("td", { class: "matchers" }, s.text));
+      if (s.status.state === "active") cell.appendChild(el("div", { class: "meta" }, "silences " + muted + " alert" + (muted === 1 ? "" : "s")));
       tr.appendChild(el("td", {}, when(s.startsAt)));
       tr.appendChild(el("td", {}, when(s.endsAt)));
       tr.appendChild(el("td", {}, s.createdBy));
@@ -178,8 +189,9 @@
       show(document.getElementById("warnings"), (body.warnings || []).join("; "));
       renderGroups(body.data);
     });
-    var silences = V.getJSON(main.getAttribute("data-silences")).then(renderSilences);
-    return Promise.all([groups, silences]).then(function () {
+    var silences = V.getJSON(main.getAttribute("data-silences"));
+    return Promise.all([groups, silences]).then(function (done) {
+      renderSilences(done[1]);
       status.className = "status";
       status.textContent = "updated " + new Date().toLocaleTimeString();
     }).catch(function (err) {

@@ -118,6 +118,7 @@ def test_alerts_page_acknowledges_silences_and_expires(browser: Any, live_url: s
         expect(row).to_contain_text("olga")
         expect(form.locator('[data-error-for="matchers"]')).to_be_hidden()
         expect(down.locator(".flag.silenced")).to_have_text("silenced")
+        expect(row.locator(".matchers")).to_contain_text("silences 1 alert")
 
         row.get_by_role("button", name="Expire").click()
         expect(row.locator(".state")).to_have_text("expired")
