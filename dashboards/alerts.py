@@ -30,9 +30,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from alerting.am.acks import Ack
+from alerting.am.acks import Ack, HistoryEntry
 from alerting.am.api import silence_json, silence_order
-from alerting.am.board import AlertStatus, GroupStatus, matching, read_board, timeline
+from alerting.am.board import AlertStatus, GroupStatus, matching, read_board, timelines
 from alerting.am.config import AMConfig, AMConfigError, load_config
 from alerting.am.matchers import (
     MAX_MATCHER_TEXT,
@@ -135,8 +135,9 @@ def _equal(name: str, value: str) -> Matcher:
     return Matcher(name, "=", value)
 
 
-def _group_json(g: GroupStatus, now: float) -> dict[str, Any]:
-    history, total = timeline(_db(), g, MAX_HISTORY_ROWS)
+def _group_json(
+    g: GroupStatus, history: list[HistoryEntry], total: int, now: float
+) -> dict[str, Any]:
     order = {"firing": 0, "pending": 1, "resolved": 2}
     alerts = sorted(g.alerts, key=lambda s: (order[s.alert.state], sorted(s.alert.labels.items())))
     return {
@@ -182,8 +183,13 @@ def groups() -> Response:
     now = time.time()
     board = read_board(_db(), config, now)
     found = sorted(matching(board, matchers), key=_urgency)
+    shown = found[:MAX_GROUPS]
+    histories = timelines(_db(), shown, MAX_HISTORY_ROWS)
     data = {
-        "groups": [_group_json(g, now) for g in found[:MAX_GROUPS]],
+        "groups": [
+            _group_json(g, history, total, now)
+            for g, (history, total) in zip(shown, histories, strict=True)
+        ],
         "groupsTotal": len(found),
         "limits": {
             "groups": MAX_GROUPS,

@@ -162,11 +162,23 @@ def matching(board: Board, matchers: Sequence[Matcher]) -> list[GroupStatus]:
     return rv
 
 
-def timeline(db_path: str | Path, g: GroupStatus, limit: int) -> tuple[list[HistoryEntry], int]:
-    """The group's history, newest first, at most ``limit`` entries, and how many there are:
+def timelines(
+    db_path: str | Path, groups: Sequence[GroupStatus], limit: int
+) -> list[tuple[list[HistoryEntry], int]]:
+    """Each group's history, newest first, at most ``limit`` entries, and how many there are:
     its alerts' state changes (from their own timestamps), the notifications logged, and the
     acknowledgements, escalations, playbooks and silences noted in ``am_history``."""
-    entries = list(g.notified)
+    acks = AckStore(db_path)
+    try:
+        return [_timeline(g, acks.history(g.key) if g.stored else [], limit) for g in groups]
+    finally:
+        acks.close()
+
+
+def _timeline(
+    g: GroupStatus, noted: list[HistoryEntry], limit: int
+) -> tuple[list[HistoryEntry], int]:
+    entries = [*g.notified, *noted]
     for s in g.alerts:
         a = s.alert
         name = a.labels.get("alertname", a.fingerprint)
@@ -180,11 +192,5 @@ def timeline(db_path: str | Path, g: GroupStatus, limit: int) -> tuple[list[Hist
             entries.append(HistoryEntry(g.key, at, "firing", f"{who} firing"))
         if a.state == "resolved" and a.resolved_at is not None:
             entries.append(HistoryEntry(g.key, a.resolved_at, "resolved", f"{who} resolved"))
-    if g.stored:
-        acks = AckStore(db_path)
-        try:
-            entries.extend(acks.history(g.key))
-        finally:
-            acks.close()
     entries.sort(key=lambda e: e.at, reverse=True)
     return entries[:limit], len(entries)
