@@ -1,8 +1,9 @@
 """The Alerts page in a real browser: Chromium driven by Playwright.
 
-A real alert manager files a firing alert into a group and saves it in alerts.db; the
-rule engine's table holds a pending alert. The web app runs in a real HTTP server over
-that data dir. An operator logs in, sees both, acknowledges the group with the button,
+A real alert manager files a firing alert into a group, saves it in alerts.db and is
+closed (the page reads the file, so it needs no running ``vigil alert``); the rule
+engine's table holds a pending alert. The web app runs in a real HTTP server over that
+data dir. An operator logs in, sees both, acknowledges the group with the button,
 silences the firing alert from its "Silence" button (the form is pre-filled with its
 labels), sees it marked silenced, expires the silence, and a bad matcher is answered
 next to its field. Any page error, console error or CSP violation fails the test.
