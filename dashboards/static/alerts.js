@@ -114,7 +114,12 @@
     }
     if (canChange && g.stored && firing && !(g.ack && g.ack.holds)) {
       var b = head.appendChild(el("button", { type: "button", class: "ack-button" }, "Acknowledge"));
-      b.addEventListener("click", function () { acknowledge(g, b); });
+      var hold = head.appendChild(el("select", { class: "ack-for", "aria-label": "Acknowledge for" }));
+      ["30m", "1h", "4h", "12h", "1d"].forEach(function (d) {
+        var opt = hold.appendChild(el("option", { value: d }, "for " + d));
+        if (d === "4h") opt.selected = true;
+      });
+      b.addEventListener("click", function () { acknowledge(g, b, hold.value); });
     }
     var ul = section.appendChild(el("ul", { class: "alerts" }));
     alerts.forEach(function (a) { ul.appendChild(alertItem(g, a)); });
@@ -200,9 +205,10 @@
     });
   }
 
-  function acknowledge(g, button) {
+  function acknowledge(g, button, hold) {
     button.disabled = true;
-    var url = main.getAttribute("data-ack").replace("GROUP", encodeURIComponent(g.id));
+    var url = main.getAttribute("data-ack").replace("GROUP", encodeURIComponent(g.id)) +
+      "?for=" + encodeURIComponent(hold);
     V.sendJSON("POST", url, undefined, csrf).then(load).catch(function (err) {
       button.disabled = false;
       failed(err);

@@ -20,6 +20,7 @@ import pytest
 from conftest import browser_login, live_server, watch_console
 from prometheus_client import CollectorRegistry
 
+from alerting.am.acks import AckStore
 from alerting.am.config import load_config
 from alerting.am.dispatch import AlertManager
 from alerting.state import Alert, AlertDB, fingerprint
@@ -75,7 +76,9 @@ def live_url(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def test_alerts_page_acknowledges_silences_and_expires(browser: Any, live_url: str) -> None:
+def test_alerts_page_acknowledges_silences_and_expires(
+    browser: Any, live_url: str, tmp_path: Path
+) -> None:
     from playwright.sync_api import expect
 
     context = browser.new_context(base_url=live_url)
@@ -94,10 +97,13 @@ def test_alerts_page_acknowledges_silences_and_expires(browser: Any, live_url: s
         expect(group.locator(".receiver")).to_have_text("receiver: team-pager")
         expect(group.locator(".group-labels")).to_contain_text("alertname=CheckoutDown")
 
+        group.get_by_label("Acknowledge for").select_option("1h")
         group.get_by_role("button", name="Acknowledge").click()
         expect(group.locator(".ack")).to_contain_text("acknowledged by olga until")
         expect(down.locator(".flag.acknowledged")).to_have_text("acknowledged by olga")
         expect(group.get_by_role("button", name="Acknowledge")).to_have_count(0)
+        (ack,) = AckStore(tmp_path / "alerts.db").all()
+        assert ack.by == "olga" and ack.ends_at - ack.at == pytest.approx(3600)
         group.locator("details.history summary").click()
         expect(group.locator(".timeline li").first).to_contain_text("acknowledged by olga")
 
