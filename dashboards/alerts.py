@@ -11,7 +11,9 @@ them on its next pass, as ``vigil silence add`` does.
   alerts with their state, silences, inhibitors, acknowledgement) and each
   group's history, newest first; at most ``MAX_GROUPS`` groups,
   ``MAX_GROUP_ALERTS`` alerts and ``MAX_HISTORY_ROWS`` history rows per group,
-  with the totals so the page says when it cut;
+  with the totals so the page says when it cut. What is read from ``alerts.db``
+  is capped too (``READ_CAPS``: groups, firing first; pending alerts; silences):
+  ``cut`` names each cap that left rows unread;
 * ``GET /api/silences``: active, pending and expired silences (at most ``MAX_SILENCES``);
 * ``POST /api/silences`` (operator): ``matchers``, ``duration`` or ``endsAt``,
   optional ``startsAt``, ``comment``; the creator is the logged-in user. A bad
@@ -32,7 +34,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from alerting.am.acks import Ack, HistoryEntry
 from alerting.am.api import silence_json, silence_order
-from alerting.am.board import AlertStatus, GroupStatus, matching, read_board, timelines
+from alerting.am.board import AlertStatus, Caps, GroupStatus, matching, read_board, timelines
 from alerting.am.config import AMConfig, AMConfigError, load_config
 from alerting.am.matchers import (
     MAX_MATCHER_TEXT,
@@ -55,6 +57,8 @@ install_errors(bp)
 
 MAX_GROUPS = 100
 """Groups one answer holds (firing ones first); the page says how many more there are."""
+READ_CAPS = Caps()
+"""What one answer reads from ``alerts.db`` at most (groups, pending alerts, silences)."""
 MAX_GROUP_ALERTS = 50
 MAX_HISTORY_ROWS = 20
 MAX_SILENCES = 200
@@ -181,7 +185,7 @@ def groups() -> Response:
     matchers = _filter()
     config, warnings = _am_config()
     now = time.time()
-    board = read_board(_db(), config, now)
+    board = read_board(_db(), config, now, READ_CAPS)
     found = sorted(matching(board, matchers), key=_urgency)
     shown = found[:MAX_GROUPS]
     histories = timelines(_db(), shown, MAX_HISTORY_ROWS)
@@ -197,6 +201,7 @@ def groups() -> Response:
             "history": MAX_HISTORY_ROWS,
         },
         "inhibition": board.inhibition,
+        "cut": board.cut,
     }
     return success(data, warnings)
 

@@ -8,7 +8,12 @@ the manager last saved, and silenced / inhibited are worked out at read time
 from the active silences and the configuration's inhibit rules, as
 Alertmanager's own API does. Pending alerts (the rule engine's ``alerts``
 table: the manager only sees an alert once it fires) are placed in the group
-the route tree would file them into. Example::
+the route tree would file them into.
+
+What one read costs is bounded (``Caps``): at most so many groups (firing ones
+first, through ``am_groups.firing``), pending alerts (through the ``alerts``
+table's state index) and unexpired silences; ``Board.cut`` names each cap that
+left something unread, so the page can say so. Example::
 
     board = read_board("data/alerts.db", load_config("config/alertmanager.yaml"), time.time())
     [(g.receiver, len(g.alerts)) for g in board.groups]
@@ -22,7 +27,7 @@ from pathlib import Path
 
 from alerting.am.acks import Ack, AckStore, HistoryEntry, group_id
 from alerting.am.config import AMConfig
-from alerting.am.dispatch import Suppressor, group_key, stored_groups, stored_notifications
+from alerting.am.dispatch import Suppressor, group_key, stored_groups
 from alerting.am.silences import SilenceStore
 from alerting.state import Alert, AlertDB
 from siem.model import Matcher
@@ -50,8 +55,6 @@ class GroupStatus:
     ack: Ack | None
     stored: bool
     created_at: float
-    notified: list[HistoryEntry] = field(default_factory=list)
-    """The notification log: when each integration was last told, and what."""
 
     @property
     def id(self) -> str:
@@ -63,34 +66,52 @@ class GroupStatus:
 
 
 @dataclass(frozen=True)
+class Caps:
+    """The most one read of ``alerts.db`` takes of each kind of row."""
+
+    groups: int = 500
+    """Saved groups (firing ones first, then by key)."""
+    pending: int = 1000
+    """Pending alerts of the rule engine."""
+    silences: int = 1000
+    """Unexpired silences (ending first), applied to the alerts read."""
+
+
+@dataclass(frozen=True)
 class Board:
     groups: list[GroupStatus]
     inhibition: bool
     """False when no configuration was given: inhibit rules were not applied."""
+    cut: dict[str, int] = field(default_factory=dict)
+    """The caps that left rows unread (``groups``, ``pending``, ``silences``) and their
+    value: the page shows the first ones only, and inhibition and silences were judged
+    from what was read."""
 
 
-def _notified(db_path: str | Path) -> dict[str, list[HistoryEntry]]:
-    """The notification log by group key, as history entries."""
-    rv: dict[str, list[HistoryEntry]] = {}
-    for iid, key, entry in stored_notifications(db_path):
-        if not entry.at:
-            continue  # a receipt kept from a failed first delivery: nobody was told yet
-        text = f"notified {iid}: {len(entry.firing)} firing, {len(entry.resolved)} resolved"
-        rv.setdefault(key, []).append(HistoryEntry(key, entry.at, "notification", text))
-    return rv
-
-
-def read_board(db_path: str | Path, config: AMConfig | None, now: float) -> Board:
-    """Every group with its alerts' states, plus pending alerts where they would go."""
-    groups = stored_groups(db_path)
-    notified = _notified(db_path)
+def read_board(
+    db_path: str | Path, config: AMConfig | None, now: float, caps: Caps = Caps()
+) -> Board:
+    """The saved groups with their alerts' states, plus pending alerts where they would
+    go; one more row than each cap is asked for, to know whether it cut."""
+    groups = stored_groups(db_path, caps.groups + 1)
     silences = SilenceStore(db_path)
     acks = AckStore(db_path)
     states = AlertDB(db_path)
     try:
-        active = silences.active(now)
-        acked = {a.group_key: a for a in acks.all()}
-        pending = [a for a in states.load().values() if a.state == "pending"]
+        unexpired = silences.unexpired(now, caps.silences + 1)
+        pending = states.in_state("pending", caps.pending + 1)
+        cut = {
+            name: cap
+            for name, cap, rows in (
+                ("groups", caps.groups, groups),
+                ("pending", caps.pending, pending),
+                ("silences", caps.silences, unexpired),
+            )
+            if len(rows) > cap
+        }
+        groups, pending = groups[: caps.groups], pending[: caps.pending]
+        active = [s for s in unexpired[: caps.silences] if s.state(now) == "active"]
+        acked = {g.key: ack for g in groups if (ack := acks.get(g.key)) is not None}
     finally:
         for closing in (silences, acks, states):
             closing.close()
@@ -110,7 +131,6 @@ def read_board(db_path: str | Path, config: AMConfig | None, now: float) -> Boar
             ack if ack is not None and fps else None,
             True,
             g.created_at,
-            sorted(notified.get(g.key, []), key=lambda e: e.at),
         )
     for a in sorted(pending, key=lambda a: sorted(a.labels.items())):
         for key, receiver, labels in _routes_of(config, a):
@@ -119,7 +139,7 @@ def read_board(db_path: str | Path, config: AMConfig | None, now: float) -> Boar
                 found = GroupStatus(key, receiver, labels, [], None, False, a.active_at)
                 by_key[key] = found
             found.alerts.append(_status(a, sup, None))
-    return Board(list(by_key.values()), config is not None)
+    return Board(list(by_key.values()), config is not None, cut)
 
 
 def _routes_of(config: AMConfig | None, a: Alert) -> list[tuple[str, str, dict[str, str]]]:
@@ -155,9 +175,7 @@ def matching(board: Board, matchers: Sequence[Matcher]) -> list[GroupStatus]:
         alerts = [s for s in g.alerts if all(m.matches(s.alert.labels) for m in matchers)]
         if alerts:
             rv.append(
-                GroupStatus(
-                    g.key, g.receiver, g.labels, alerts, g.ack, g.stored, g.created_at, g.notified
-                )
+                GroupStatus(g.key, g.receiver, g.labels, alerts, g.ack, g.stored, g.created_at)
             )
     return rv
 
@@ -166,11 +184,18 @@ def timelines(
     db_path: str | Path, groups: Sequence[GroupStatus], limit: int
 ) -> list[tuple[list[HistoryEntry], int]]:
     """Each group's history, newest first, at most ``limit`` entries, and how many there are:
-    its alerts' state changes (from their own timestamps), the notifications logged, and the
-    acknowledgements, escalations, playbooks and silences noted in ``am_history``."""
+    its alerts' state changes (from their own timestamps), and every notification,
+    acknowledgement, escalation, playbook and silence noted in ``am_history`` (of which
+    only the newest ``limit`` are read)."""
     acks = AckStore(db_path)
     try:
-        return [_timeline(g, acks.history(g.key) if g.stored else [], limit) for g in groups]
+        rv = []
+        for g in groups:
+            noted = acks.history(g.key, limit) if g.stored else []
+            more = acks.history_size(g.key) - len(noted) if g.stored else 0
+            entries, total = _timeline(g, noted, limit)
+            rv.append((entries, total + more))
+        return rv
     finally:
         acks.close()
 
@@ -178,7 +203,7 @@ def timelines(
 def _timeline(
     g: GroupStatus, noted: list[HistoryEntry], limit: int
 ) -> tuple[list[HistoryEntry], int]:
-    entries = [*g.notified, *noted]
+    entries = noted[::-1]  # newest first, so notes made in the same second stay in order
     for s in g.alerts:
         a = s.alert
         name = a.labels.get("alertname", a.fingerprint)

@@ -180,8 +180,8 @@ class SlackNotifier:
                 receipt["closed"] = "1"
         except Exception as exc:  # Slack being down must never stop the engine
             log.warning("slack: group %s failed: %s", n.group_key, exc)
-            return GroupDelivery(False, receipt, str(exc))
-        return GroupDelivery(True, receipt)
+            return GroupDelivery(False, receipt, str(exc), edited=open_message)
+        return GroupDelivery(True, receipt, edited=True)
 
     def escalate(self, n: GroupNotification, step: EscalationStep) -> bool:
         """An escalation step: ``slack_mention`` replies in the group message's thread

@@ -144,8 +144,24 @@
     document.getElementById("counts").textContent = data.groupsTotal + " groups · " + n.firing +
       " firing · " + n.pending + " pending · " + n.suppressed + " silenced or inhibited";
     var cut = document.getElementById("groups-cut");
-    show(cut, data.groupsTotal > data.groups.length
-      ? "Showing " + data.groups.length + " of " + data.groupsTotal + " groups (firing first); narrow the filter to see the others." : "");
+    var said = [];
+    if (data.groupsTotal > data.groups.length) {
+      said.push("Showing " + data.groups.length + " of " + data.groupsTotal + " groups (firing first); narrow the filter to see the others.");
+    }
+    var unread = readCut(data.cut || {});
+    if (unread) said.push(unread);
+    show(cut, said.join(" "));
+  }
+
+  // What alerts.db held beyond the server's read caps (data.cut: kind -> cap).
+  function readCut(caps) {
+    var names = { groups: "groups", pending: "pending alerts", silences: "unexpired silences" };
+    var parts = Object.keys(names).filter(function (k) { return k in caps; }).map(function (k) {
+      return "the first " + caps[k] + " " + names[k];
+    });
+    if (!parts.length) return "";
+    return "alerts.db holds more than the page reads: it read " + parts.join(", ") +
+      " (firing groups first); the filter, silences and inhibition apply to those only.";
   }
 
   function renderSilences(data) {

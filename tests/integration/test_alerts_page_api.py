@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from slack_server import SlackServer
 
 from alerting.am.acks import group_id
+from alerting.am.board import Caps
 from alerting.am.config import load_config
 from alerting.am.dispatch import AlertManager
 from alerting.am.silences import SilenceStore, new_silence
@@ -139,7 +140,8 @@ def test_alert_groups_show_states_as_the_manager_groups_them(rig: Rig) -> None:
 
     kinds = [(h["kind"], h["text"]) for h in first["history"]]
     assert kinds[0] == ("ack", "acknowledged by olga")
-    assert ("notification", "notified team/slack/0: 1 firing, 0 resolved") in kinds
+    sent = "sent firing to team/slack/0: 1 alert (1 firing, 0 resolved), new message"
+    assert ("notification", sent) in kinds
     assert ("firing", "CheckoutDown{service=checkout, severity=critical} firing") in kinds
 
 
@@ -159,6 +161,96 @@ def test_alert_groups_say_when_the_answer_is_cut(rig: Rig, monkeypatch: pytest.M
     assert len(data["groups"]) == 2 and data["groupsTotal"] == 4
     assert all(len(g["history"]) == 1 for g in data["groups"])
     assert data["groups"][0]["historyTotal"] > 1
+
+
+def history_of(rig: Rig, name: str) -> list[tuple[str, str]]:
+    (g,) = [g for g in groups(rig)["groups"] if g["labels"] == {"alertname": name}]
+    return [(h["kind"], h["text"]) for h in reversed(g["history"])]  # oldest first
+
+
+def test_group_history_shows_every_notification_in_order(rig: Rig) -> None:
+    clock = [rig.now + 61]
+    rig.manager.clock = lambda: clock[0]
+    others = [
+        alert("CheckoutSlow", rig.now - 30, severity="warning", service="checkout"),
+        alert("DiskFull", rig.now - 10, severity="warning", service="db"),
+    ]
+    a = alert("CheckoutDown", rig.now - 60, severity="critical", service="checkout")
+    b = alert("CheckoutDown", rig.now + 50, severity="critical", service="checkout", pod="b")
+    rig.manager.process([a, b, *others], clock[0])  # b joins the group: its message is edited
+    rig.manager.deliver_now()
+    clock[0] += 61
+    gone = [replace(x, state="resolved", resolved_at=clock[0]) for x in (a, b)]
+    rig.manager.process([*gone, *others], clock[0])
+    rig.manager.deliver_now()
+    assert not any("CheckoutDown" in k for k in rig.manager.groups)  # resolved and forgotten
+    clock[0] += 61
+    again = alert("CheckoutDown", clock[0], severity="critical", service="checkout")
+    rig.manager.process([again, *others], clock[0])  # fires again: same group, new message
+    rig.manager.deliver_now()
+
+    sent = [text for kind, text in history_of(rig, "CheckoutDown") if kind == "notification"]
+    assert sent == [
+        "sent firing to team/slack/0: 1 alert (1 firing, 0 resolved), new message",
+        "sent firing to team/slack/0: 2 alerts (2 firing, 0 resolved), message updated",
+        "sent resolved to team/slack/0: 2 alerts (0 firing, 2 resolved), message updated",
+        "sent firing to team/slack/0: 1 alert (1 firing, 0 resolved), new message",
+    ]
+
+
+def test_group_history_notes_a_failed_notification_with_its_reason(
+    rig: Rig, tmp_path: Path
+) -> None:
+    down = SlackNotifier("xoxb-t", "#alerts", api_url="http://127.0.0.1:9/api/", backoff_s=0.01)
+    manager = AlertManager(
+        load_config(tmp_path / "am.yml"),
+        rig.db,
+        {"team": [down]},
+        registry=CollectorRegistry(),
+    )
+    late = alert("Latency", rig.now, severity="warning", service="api")
+    manager.process([late], rig.now)
+    manager.deliver_now()
+    manager.close()
+    ((kind, text),) = [h for h in history_of(rig, "Latency") if h[0].startswith("notification")]
+    assert kind == "notification-failed"
+    assert text.startswith("failed to send firing to team/slack/0: 1 alert (1 firing, 0 resolved)")
+    assert "Connection refused" in text or "Errno" in text
+
+
+def test_alert_groups_bound_what_they_read_and_say_so(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CheckoutDown resolves but is not delivered yet: a stored group with nothing firing.
+    rig.manager.process(
+        [
+            alert("CheckoutDown", rig.now - 60, "resolved", severity="critical"),
+            alert("CheckoutSlow", rig.now - 30, severity="warning", service="checkout"),
+            alert("DiskFull", rig.now - 10, severity="warning", service="db"),
+        ],
+        rig.now + 1,
+    )
+    states = AlertDB(rig.db)
+    for n in range(3):
+        states.save(alert(f"Backlog{n}", rig.now, "pending", service="db"))
+    states.close()
+    silences = SilenceStore(rig.db)
+    for n in range(3):
+        silences.add(new_silence(f'alertname="Nothing{n}"', created_by="sam", comment="c"))
+    silences.close()
+
+    monkeypatch.setattr(alerts_api, "READ_CAPS", Caps(groups=2, pending=2, silences=2))
+    data = groups(rig)
+    assert data["cut"] == {"groups": 2, "pending": 2, "silences": 2}
+    stored = [g["labels"]["alertname"] for g in data["groups"] if g["stored"]]
+    assert sorted(stored) == ["CheckoutSlow", "DiskFull"]  # the firing groups first
+    pending = [g for g in data["groups"] if not g["stored"]]
+    assert len(pending) == 2
+    assert data["groupsTotal"] == 4
+
+    monkeypatch.setattr(alerts_api, "READ_CAPS", Caps(groups=10, pending=10, silences=10))
+    data = groups(rig)
+    assert data["cut"] == {} and data["groupsTotal"] == 3 + 4
 
 
 def test_silences_viewer_reads_operator_creates_and_expires_audited(rig: Rig) -> None:
