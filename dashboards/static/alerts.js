@@ -157,7 +157,7 @@
   function readCut(caps) {
     var names = { groups: "groups", pending: "pending alerts", silences: "unexpired silences" };
     var parts = Object.keys(names).filter(function (k) { return k in caps; }).map(function (k) {
-      return "the first " + caps[k] + " " + names[k];
+      return "the first " + caps[k] + " of the " + names[k];
     });
     if (!parts.length) return "";
     return "alerts.db holds more than the page reads: it read " + parts.join(", ") +

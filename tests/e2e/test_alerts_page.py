@@ -5,8 +5,9 @@ closed (the page reads the file, so it needs no running ``vigil alert``); the ru
 engine's table holds a pending alert. The web app runs in a real HTTP server over that
 data dir. An operator logs in, sees both, acknowledges the group with the button,
 silences the firing alert from its "Silence" button (the form is pre-filled with its
-labels), sees it marked silenced, expires the silence, and a bad matcher is answered
-next to its field. Any page error, console error or CSP violation fails the test.
+labels), sees it marked silenced, expires the silence, a bad matcher is answered next
+to its field, and when alerts.db holds more than the server reads the page says so.
+Any page error, console error or CSP violation fails the test.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from conftest import browser_login, live_server, watch_console
 from prometheus_client import CollectorRegistry
 
 from alerting.am.acks import AckStore
+from alerting.am.board import Caps
 from alerting.am.config import load_config
 from alerting.am.dispatch import AlertManager
 from alerting.state import Alert, AlertDB, fingerprint
+from dashboards import alerts as alerts_api
 from dashboards.app import create_app
 from siem.memory import MemoryStore
 from vigil.auth import UserStore
@@ -67,6 +70,7 @@ def live_url(tmp_path: Path) -> Iterator[str]:
     manager.close()
     states = AlertDB(tmp_path / "alerts.db")
     states.save(_alert("CheckoutSlow", "pending", now - 30))
+    states.save(_alert("QueueBacklog", "pending", now - 20))
     states.close()
     UserStore(tmp_path / "users.db").add_user(OPERATOR, "operator", PASSWORD)
     settings = from_mapping(
@@ -77,7 +81,7 @@ def live_url(tmp_path: Path) -> Iterator[str]:
 
 
 def test_alerts_page_acknowledges_silences_and_expires(
-    browser: Any, live_url: str, tmp_path: Path
+    browser: Any, live_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from playwright.sync_api import expect
 
@@ -136,6 +140,15 @@ def test_alerts_page_acknowledges_silences_and_expires(
         expect(page.locator("li.alert")).to_have_count(1)
         expect(page.locator("li.alert .state")).to_have_text("pending")
         expect(page.locator("#status")).to_contain_text("updated")
+        expect(page.locator("#groups-cut")).to_be_hidden()
+
+        monkeypatch.setattr(alerts_api, "READ_CAPS", Caps(pending=1))
+        page.fill("#filter", "")
+        page.get_by_role("button", name="Apply").click()
+        expect(page.locator("#groups-cut")).to_contain_text(
+            "it read the first 1 of the pending alerts (firing groups first)"
+        )
+        expect(page.locator("li.alert .state", has_text="pending")).to_have_count(1)
         # The browser logs the bad matcher's 400 answer, once; nothing else may fail.
         assert [e for e in errors if "status of 400" not in e] == []
         assert len(errors) == 1
