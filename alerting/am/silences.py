@@ -189,6 +189,21 @@ class SilenceStore:
             ).fetchall()
         return [Silence.from_json(r[0]) for r in rows]
 
+    def expired(self, now: float, limit: int) -> list[Silence]:
+        """At most ``limit`` expired silences, ended last first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM silences WHERE ends_at <= ? ORDER BY ends_at DESC LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [Silence.from_json(r[0]) for r in rows]
+
+    def count(self) -> int:
+        """How many silences are stored, expired ones included."""
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM silences").fetchone()
+        return int(n)
+
     def active(self, now: float, limit: int | None = None) -> list[Silence]:
         """Active silences (of the first ``limit`` unexpired ones, ending first)."""
         return [s for s in self.unexpired(now, limit) if s.state(now) == "active"]

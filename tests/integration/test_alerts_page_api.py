@@ -253,6 +253,24 @@ def test_alert_groups_bound_what_they_read_and_say_so(
     assert data["cut"] == {} and data["groupsTotal"] == 3 + 4
 
 
+def test_silences_read_at_most_the_limit_active_first(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SilenceStore(rig.db)
+    ids = [
+        store.add(new_silence(f'alertname="X{n}"', created_by="sam", comment="c")) for n in range(3)
+    ]
+    store.expire(ids[0])
+    store.close()
+    monkeypatch.setattr(alerts_api, "MAX_SILENCES", 2)
+    data = rig.client.get("/api/silences", headers=rig.viewer).json["data"]  # type: ignore[index]
+    assert [s["status"]["state"] for s in data["silences"]] == ["active", "active"]
+    assert data["total"] == 3 and data["limit"] == 2
+    monkeypatch.setattr(alerts_api, "MAX_SILENCES", 3)
+    data = rig.client.get("/api/silences", headers=rig.viewer).json["data"]  # type: ignore[index]
+    assert [s["id"] for s in data["silences"]][-1] == ids[0]
+
+
 def test_silences_viewer_reads_operator_creates_and_expires_audited(rig: Rig) -> None:
     body = {"matchers": 'alertname="CheckoutDown"', "duration": "2h", "comment": "deploying"}
     assert rig.client.get("/api/silences", headers=rig.viewer).status_code == 200
