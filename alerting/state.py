@@ -150,11 +150,24 @@ class AlertDB:
             "CREATE TABLE IF NOT EXISTS alerts (fingerprint TEXT PRIMARY KEY, rule TEXT NOT NULL,"
             " data TEXT NOT NULL)"
         )
+        # Readers in other processes (the web UI) pick alerts by state without loading all.
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS alerts_state ON alerts (json_extract(data, '$.state'))"
+        )
 
     def load(self) -> dict[str, Alert]:
         with self._lock:
             rows = self._db.execute("SELECT data FROM alerts").fetchall()
         return {a.fingerprint: a for a in (Alert.from_json(r[0]) for r in rows)}
+
+    def in_state(self, state: str, limit: int) -> list[Alert]:
+        """At most ``limit`` alerts in ``state`` (``pending``…), read through an index."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM alerts WHERE json_extract(data, '$.state') = ? LIMIT ?",
+                (state, limit),
+            ).fetchall()
+        return [Alert.from_json(r[0]) for r in rows]
 
     def save(self, alert: Alert) -> None:
         with self._lock:

@@ -120,7 +120,7 @@ def create_app(
         from alerting.promql import Engine
 
         engine = Engine(store)
-    from dashboards import api, auth, pages, promapi, slos
+    from dashboards import alerts, api, auth, pages, promapi, slos
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -133,6 +133,7 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(promapi.bp)
     app.register_blueprint(slos.bp)
+    app.register_blueprint(alerts.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(auth.bp)
     app.add_url_rule("/metrics", "metrics", _metrics)

@@ -31,6 +31,13 @@ def events() -> str:
     return render_template("events.html", page="events")
 
 
+@bp.get("/alerts")
+@requires("viewer")
+def alerts() -> str:
+    """The Alerts page: alert groups, their history and acknowledgement, and silences."""
+    return render_template("alerts.html", page="alerts")
+
+
 @bp.get("/slos")
 @requires("viewer")
 def slos() -> str:

@@ -4,9 +4,11 @@ An acknowledgement says who took a group and until when (``ends_at``); it
 covers the alerts that were firing when it was made. While it holds, the
 dispatcher does not re-send the unchanged group after ``repeat_interval``; it
 lapses when the group resolves, when an alert joins (the group changed), or at
-``ends_at``. Acknowledgements and the history (acks, escalation steps) live in
-``alerts.db`` next to the silences, so ``vigil alert ack`` in one process is
-seen by ``vigil alert`` in another on its next pass. Example::
+``ends_at``. Acknowledgements and each group's history (every notification,
+acks, escalation steps, playbooks, silences) live in ``alerts.db`` next to the
+silences, so ``vigil alert ack`` in one process is seen by ``vigil alert`` in
+another on its next pass. The history keeps the newest ``MAX_HISTORY`` entries
+of a group, and a gone group's for ``HISTORY_RETENTION_S``. Example::
 
     store = AckStore("data/alerts.db")
     store.ack(Ack(key, frozenset(firing), by="ana", at=now, ends_at=now + 3600))
@@ -19,7 +21,7 @@ import dataclasses
 import hashlib
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +31,11 @@ from vigil.errors import VigilError
 DEFAULT_ACK_S = 4 * 3600.0
 """How long an acknowledgement holds when no ``--for`` is given."""
 MAX_ACK_S = 7 * 24 * 3600.0
-MAX_HISTORY = 200
+MAX_HISTORY = 500
 """History entries kept per group (the oldest go first)."""
+HISTORY_RETENTION_S = 120 * 3600.0
+"""A gone (resolved) group's history is kept this long after its last entry, as long as
+expired silences are kept (``silences.RETENTION_S``)."""
 
 
 def group_id(key: str) -> str:
@@ -71,7 +76,7 @@ class HistoryEntry:
     group_key: str
     at: float
     kind: str
-    """``ack``, ``escalation``…"""
+    """``notification``, ``notification-failed``, ``ack``, ``escalation``…"""
     text: str
 
 
@@ -139,12 +144,36 @@ class AckStore:
                 (key, key, MAX_HISTORY),
             )
 
-    def history(self, key: str) -> list[HistoryEntry]:
+    def history(self, key: str, limit: int = MAX_HISTORY) -> list[HistoryEntry]:
+        """The group's newest ``limit`` entries, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT key, at, kind, text FROM am_history WHERE key = ? ORDER BY id", (key,)
+                "SELECT key, at, kind, text FROM am_history WHERE key = ? ORDER BY id DESC LIMIT ?",
+                (key, limit),
             ).fetchall()
-        return [HistoryEntry(*r) for r in rows]
+        return [HistoryEntry(*r) for r in reversed(rows)]
+
+    def history_size(self, key: str) -> int:
+        """How many entries the group's history holds."""
+        with self._lock:
+            (n,) = self._db.execute(
+                "SELECT COUNT(*) FROM am_history WHERE key = ?", (key,)
+            ).fetchone()
+        return int(n)
+
+    def forget(
+        self, now: float, keep: Collection[str], retention_s: float = HISTORY_RETENTION_S
+    ) -> int:
+        """Delete the history of groups gone (not in ``keep``: the groups the manager
+        holds) whose last entry is older than ``retention_s``; returns how many groups."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key FROM am_history GROUP BY key HAVING MAX(at) < ?",
+                (now - retention_s,),
+            ).fetchall()
+            gone = [(k,) for (k,) in rows if k not in keep]
+            self._db.executemany("DELETE FROM am_history WHERE key = ?", gone)
+        return len(gone)
 
     def close(self) -> None:
         with self._lock:

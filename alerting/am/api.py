@@ -291,7 +291,7 @@ def silence_json(s: Silence, now: float) -> dict[str, Any]:
     }
 
 
-def _silence_order(s: Silence, now: float) -> tuple[int, float]:
+def silence_order(s: Silence, now: float) -> tuple[int, float]:
     """Alertmanager's order: active (ending first), pending (starting first), expired
     (ended last first)."""
     state = s.state(now)
@@ -483,7 +483,7 @@ def create_app(
             as_labels = {m.name: m.value for m in s.matchers}
             if s.state(now) in states and all(f.matches(as_labels) for f in filters):
                 rv.append(s)
-        rv.sort(key=lambda s: _silence_order(s, now))
+        rv.sort(key=lambda s: silence_order(s, now))
         return _json([silence_json(s, now) for s in rv])
 
     @app.post("/api/v2/silences")

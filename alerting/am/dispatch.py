@@ -39,6 +39,7 @@ import dataclasses
 import json
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -201,11 +202,12 @@ class _Metrics:
         )
 
 
-def stored_groups(db_path: str | Path) -> list[Group]:
-    """The groups a running ``vigil alert`` last saved in ``alerts.db`` (for the CLI)."""
+def stored_groups(db_path: str | Path, limit: int | None = None) -> list[Group]:
+    """The groups a running ``vigil alert`` last saved in ``alerts.db`` (for the CLI and
+    the web UI): groups with firing alerts first, then by key; at most ``limit``."""
     store = _AMStore(db_path)
     try:
-        return [Group.from_json(v) for _, v in store.rows("am_groups")]
+        return [Group.from_json(v) for v in store.groups(limit)]
     finally:
         store.close()
 
@@ -237,6 +239,46 @@ class _AMStore:
             self._db.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, data TEXT NOT NULL)"
             )
+        self._add_firing_column()
+
+    def _add_firing_column(self) -> None:
+        """``am_groups.firing`` (1 when a group has a firing alert) lets a reader take the
+        firing groups first with a LIMIT; a file from before it is filled in once."""
+        with self._lock:
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(am_groups)")}
+            if "firing" not in columns:
+                try:
+                    self._db.execute(
+                        "ALTER TABLE am_groups ADD COLUMN firing INTEGER NOT NULL DEFAULT 0"
+                    )
+                except sqlite3.OperationalError as exc:  # another process just added it
+                    if "duplicate column" not in str(exc):
+                        raise
+                else:
+                    rows = self._db.execute("SELECT key, data FROM am_groups").fetchall()
+                    self._db.executemany(
+                        "UPDATE am_groups SET firing = ? WHERE key = ?",
+                        [(int(_has_firing(Group.from_json(d))), k) for k, d in rows],
+                    )
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS am_groups_firing ON am_groups (firing DESC, key)"
+            )
+
+    def groups(self, limit: int | None) -> list[str]:
+        """Saved groups (JSON), firing ones first, then by key; at most ``limit``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM am_groups ORDER BY firing DESC, key LIMIT ?",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def put_group(self, g: Group) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO am_groups (key, data, firing) VALUES (?, ?, ?)",
+                (g.key, g.to_json(), int(_has_firing(g))),
+            )
 
     def rows(self, table: str) -> list[tuple[str, str]]:
         with self._lock:
@@ -256,6 +298,10 @@ class _AMStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _has_firing(g: Group) -> bool:
+    return any(a.state == "firing" for a in g.alerts.values())
 
 
 def _entry_json(e: LogEntry) -> str:
@@ -506,7 +552,7 @@ class AlertManager:
         if g is None:
             self.store.delete("am_groups", key)
         else:
-            self.store.put("am_groups", key, g.to_json())
+            self.store.put_group(g)
 
     # -- suppression -----------------------------------------------------------------------
 
@@ -641,8 +687,11 @@ class AlertManager:
         return None
 
     def record(self, key: str, iid: str, sent: GroupNotification, delivery: GroupDelivery) -> None:
-        """Write what ``iid`` now knows about group ``key`` into the notification log."""
+        """Write what ``iid`` now knows about group ``key`` into the notification log, and
+        the attempt into the group's history (the log keeps only the last one)."""
         with self._lock:
+            if sent.alerts and not delivery.deferred:
+                self.acks.note(key, self.clock(), *delivery_note(iid, sent, delivery))
             entry = self.nflog.get(_log_key(key, iid))
             receipt = {**(entry.receipt if entry else {}), **delivery.receipt}
             if not delivery.ok:
@@ -804,6 +853,7 @@ class AlertManager:
         if now - self._last_gc >= 60:
             self._last_gc = now
             self.silences.forget_expired(now)
+            self.acks.forget(now, set(self.groups))
         views = self.alerts(now)
         self.metrics.alerts.labels("active").set(sum(v.state == "active" for v in views))
         self.metrics.alerts.labels("suppressed").set(sum(v.state == "suppressed" for v in views))
@@ -879,6 +929,28 @@ def _equal(rule: InhibitRule, labels: Mapping[str, str]) -> tuple[str, ...]:
 def integration_id(receiver: str, kind: str, index: int) -> str:
     """``team-pager/slack/0``: the receiver, the integration kind and its position."""
     return f"{receiver}/{kind}/{index}"
+
+
+MAX_NOTE_ERROR = 300
+"""Characters of a delivery's error kept in the group's history."""
+
+
+def delivery_note(iid: str, sent: GroupNotification, d: GroupDelivery) -> tuple[str, str]:
+    """(kind, text) of a delivery for the group's history: firing or resolved, to which
+    integration, how many alerts, a new message or an edit of the earlier one, and why
+    it failed. Example: ``sent firing to team/slack/0: 2 alerts (2 firing, 0 resolved),
+    message updated``."""
+    firing = len(sent.firing)
+    n = len(sent.alerts)
+    what = (
+        f"{sent.status} to {iid}: {n} alert{'s' if n != 1 else ''}"
+        f" ({firing} firing, {n - firing} resolved),"
+        f" {'message updated' if d.edited else 'new message'}"
+    )
+    if d.ok:
+        return "notification", f"sent {what}"
+    reason = d.error[:MAX_NOTE_ERROR] or "no reason given"
+    return "notification-failed", f"failed to send {what}: {reason}"
 
 
 def _log_key(key: str, iid: str) -> str:

@@ -204,16 +204,33 @@ class SilenceStore:
             rows = self._db.execute("SELECT data FROM silences ORDER BY ends_at DESC").fetchall()
         return [Silence.from_json(r[0]) for r in rows]
 
-    def unexpired(self, now: float) -> list[Silence]:
-        """Pending and active silences."""
+    def unexpired(self, now: float, limit: int | None = None) -> list[Silence]:
+        """Pending and active silences, ending first; at most ``limit``."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT data FROM silences WHERE ends_at > ?", (now,)
+                "SELECT data FROM silences WHERE ends_at > ? ORDER BY ends_at LIMIT ?",
+                (now, -1 if limit is None else limit),
             ).fetchall()
         return [Silence.from_json(r[0]) for r in rows]
 
-    def active(self, now: float) -> list[Silence]:
-        return [s for s in self.unexpired(now) if s.state(now) == "active"]
+    def expired(self, now: float, limit: int) -> list[Silence]:
+        """At most ``limit`` expired silences, ended last first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM silences WHERE ends_at <= ? ORDER BY ends_at DESC LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [Silence.from_json(r[0]) for r in rows]
+
+    def count(self) -> int:
+        """How many silences are stored, expired ones included."""
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM silences").fetchone()
+        return int(n)
+
+    def active(self, now: float, limit: int | None = None) -> list[Silence]:
+        """Active silences (of the first ``limit`` unexpired ones, ending first)."""
+        return [s for s in self.unexpired(now, limit) if s.state(now) == "active"]
 
     def query(
         self, matchers: Sequence[Matcher] = (), *, expired: bool = False, now: float | None = None

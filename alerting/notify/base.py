@@ -80,6 +80,9 @@ class GroupDelivery:
     deferred: bool = False
     """Held back on purpose (an e-mail receiver's rate limit), not sent: not ok, so the
     worker retries it with backoff."""
+    edited: bool = False
+    """An earlier message was edited in place (Slack's ``chat.update`` of the group's
+    message) rather than a new one sent; the group's history says which."""
 
 
 class GroupNotifier(Protocol):

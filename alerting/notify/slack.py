@@ -189,8 +189,8 @@ class SlackNotifier:
                 receipt["closed"] = "1"
         except Exception as exc:  # Slack being down must never stop the engine
             log.warning("slack: group %s failed: %s", n.group_key, exc)
-            return GroupDelivery(False, receipt, str(exc))
-        return GroupDelivery(True, receipt)
+            return GroupDelivery(False, receipt, str(exc), edited=open_message)
+        return GroupDelivery(True, receipt, edited=True)
 
     def render(self, n: GroupNotification) -> tuple[dict[str, Any], str]:
         """The message body and channel for ``n``: Alertmanager's attachment rendered from the

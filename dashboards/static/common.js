@@ -1,4 +1,4 @@
-// Helpers shared by the dashboard pages (overview.js, events.js): DOM building,
+// Helpers shared by the dashboard pages (overview.js, events.js, alerts.js): DOM building,
 // dotted ECS field access and the JSON API envelope. Loaded before the page's
 // own script; everything lives under window.Vigil.
 (function () {
@@ -40,5 +40,28 @@
     });
   }
 
-  window.Vigil = { el: el, field: field, getJSON: getJSON };
+  // POST/DELETE JSON with the session's CSRF token; resolves to "data" like getJSON.
+  // An error answer rejects with its message and, for a form field, its name (err.field).
+  function sendJSON(method, url, body, csrf) {
+    var init = {
+      method: method,
+      headers: { Accept: "application/json", "X-CSRF-Token": csrf },
+    };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch(url, init).then(function (rv) {
+      return rv.json().then(function (body) {
+        if (body.status !== "success") {
+          var err = new Error(body.error || ("HTTP " + rv.status));
+          err.field = body.field;
+          throw err;
+        }
+        return body.data;
+      });
+    });
+  }
+
+  window.Vigil = { el: el, field: field, getJSON: getJSON, sendJSON: sendJSON };
 })();

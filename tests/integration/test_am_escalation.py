@@ -108,13 +108,17 @@ def test_unacknowledged_group_escalates_and_repeats_until_acknowledged(
     for minute in range(22, 80, 5):
         step(m, [a], T0 + minute * 60)
     assert len(posts(slack)) == 4  # acknowledged: no more steps
-    kinds = [(h.kind, h.text[:7]) for h in m.acks.history(key)]
-    assert kinds == [
+    kinds = [(h.kind, h.text) for h in m.acks.history(key)]
+    assert [(kind, text[:7]) for kind, text in kinds] == [
+        ("notification", "sent fi"),  # the page
         ("escalation", "step 1:"),
         ("escalation", "step 2:"),
         ("escalation", "step 1:"),
         ("ack", "acknowl"),
+        ("notification", "sent fi"),  # the page's message now says who acknowledged
     ]
+    assert kinds[0][1].endswith("1 alert (1 firing, 0 resolved), new message")
+    assert kinds[-1][1].endswith("1 alert (1 firing, 0 resolved), message updated")
     step(m, [a], T0 + 82 * 60)  # the acknowledgement ended: escalation resumes
     assert len(posts(slack)) == 5
     m.close()

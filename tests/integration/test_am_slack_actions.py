@@ -239,7 +239,12 @@ def test_acknowledge_button_edits_the_message_and_stops_repeats(rig: Rig) -> Non
     doc = event.doc
     assert doc["user"]["name"] == "ana"
     assert doc["event"]["action"] == "alert-ack" and doc["labels"]["via"] == "slack"
-    assert [h.kind for h in rig.manager.acks.history(next(iter(rig.manager.groups)))] == ["ack"]
+    history = rig.manager.acks.history(next(iter(rig.manager.groups)))
+    assert [(h.kind, h.text.rsplit(", ", 1)[-1]) for h in history] == [
+        ("notification", "new message"),
+        ("ack", "acknowledged by ana"),
+        ("notification", "message updated"),  # the message now says who acknowledged
+    ]
 
     calls = len(rig.slack.calls)
     for t in range(1, 4):  # three repeat intervals (the ack holds 4h): nothing re-sent
@@ -406,7 +411,7 @@ def test_run_playbook_shows_the_dry_run_then_runs_after_confirmation(rig: Rig) -
     assert run_event.doc["event"]["action"] == "playbook-run"
     assert run_event.doc["user"]["name"] == "slack:U777"
     group = next(iter(rig.manager.groups))
-    assert [h.kind for h in rig.manager.acks.history(group)] == ["playbook"]
+    assert [h.kind for h in rig.manager.acks.history(group)] == ["notification", "playbook"]
 
 
 def test_restart_keeps_the_acknowledgement_and_edits_nothing_again(

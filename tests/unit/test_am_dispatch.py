@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from alerting.am.config import parse_config
-from alerting.am.dispatch import AlertManager
+from alerting.am.dispatch import AlertManager, Group, stored_groups
 from alerting.am.silences import new_silence
 from alerting.notify.base import GroupDelivery, GroupNotification
 from alerting.state import Alert, fingerprint
@@ -568,3 +569,38 @@ receivers: [{name: team}, {name: pager}]
         assert [n.group_key for n in team.sent] == ['{}/{}/1:{alertname="DiskFull"}']
     finally:
         m.close()
+
+
+def test_groups_saved_before_the_firing_column_are_read_firing_first(tmp_path: Path) -> None:
+    db = tmp_path / "alerts.db"
+    old = sqlite3.connect(db)  # alerts.db as written before am_groups.firing existed
+    old.execute("CREATE TABLE am_groups (key TEXT PRIMARY KEY, data TEXT NOT NULL)")
+    for name, state in (("A", "resolved"), ("B", "firing"), ("C", "resolved")):
+        g = Group(f"0:{name}", "0", "team", {}, {"fp": alert(name, state)}, 0.0, 0.0)
+        old.execute("INSERT INTO am_groups VALUES (?, ?)", (g.key, g.to_json()))
+    old.commit()
+    old.close()
+    assert [g.key for g in stored_groups(db)] == ["0:B", "0:A", "0:C"]
+    assert [g.key for g in stored_groups(db, 2)] == ["0:B", "0:A"]
+
+
+def test_history_of_a_resolved_group_is_kept_for_the_retention_then_deleted(
+    make, team: Recorder
+) -> None:
+    m = make()
+    a = alert("DiskFull", instance="a", severity="warning")
+    step(m, [a], 0)
+    step(m, [a], 30)
+    (key,) = m.groups
+    step(m, [resolved(a, 60)], 60)
+    step(m, [], 330)
+    assert m.groups == {} and [n.status for n in team.sent] == ["firing", "resolved"]
+    texts = [h.text for h in m.acks.history(key)]
+    assert texts == [
+        "sent firing to team/webhook/0: 1 alert (1 firing, 0 resolved), new message",
+        "sent resolved to team/webhook/0: 1 alert (0 firing, 1 resolved), new message",
+    ]
+    step(m, [], 330 + 119 * 3600)
+    assert len(m.acks.history(key)) == 2
+    step(m, [], 330 + 121 * 3600)
+    assert m.acks.history(key) == []
