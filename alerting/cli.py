@@ -185,9 +185,15 @@ def alert_manager(
     )
 
 
-def serve(settings: Settings, manager: AlertManager | None, store: Store) -> Callable[[], None]:
+def serve(
+    settings: Settings,
+    manager: AlertManager | None,
+    store: Store,
+    reload: Callable[[], str] | None = None,
+) -> Callable[[], None]:
     """Serve ``/metrics`` on ``alert.port`` (127.0.0.1) — with the alert manager, also its
-    Alertmanager API v2 (``alerting.am.api``); returns the function that stops it."""
+    Alertmanager API v2 (``alerting.am.api``) and ``POST /-/reload`` (``reload``);
+    returns the function that stops it."""
     if manager is None:
         server, _ = start_http_server(settings.alert.port, addr="127.0.0.1")
         return server.shutdown
@@ -196,7 +202,7 @@ def serve(settings: Settings, manager: AlertManager | None, store: Store) -> Cal
     from alerting.am.api import create_app
 
     users = UserStore(users_path(settings))
-    app = create_app(manager, users, audit=lambda event: store.write(events=[event]))
+    app = create_app(manager, users, audit=lambda event: store.write(events=[event]), reload=reload)
     http = make_server("127.0.0.1", settings.alert.port, app, threaded=True)
     threading.Thread(target=http.serve_forever, name="am-api", daemon=True).start()
     log.info("Alertmanager API v2 on http://127.0.0.1:%d/api/v2/", settings.alert.port)
@@ -278,7 +284,7 @@ def cmd_alert(args: argparse.Namespace) -> int:
         if args.once:
             engine.run_once()
             return 0
-        shutdown = serve(settings, manager, store)
+        shutdown = serve(settings, manager, store, engine.request_reload)
         interactivity = slack_interactivity(settings, manager)
         stop = threading.Event()
 

@@ -342,6 +342,8 @@ class AlertManager:
         now = clock()
         self.metrics.reload_ok.set(1)
         self.metrics.reload_at.set(now)
+        self.reload_error = ""
+        """Why the last configuration reload was refused; "" once one works."""
 
     # -- configuration -------------------------------------------------------------------
 
@@ -392,6 +394,7 @@ class AlertManager:
         try:
             config = load_config(self.config_path)
         except AMConfigError as exc:
+            self.reload_error = str(exc)
             self.metrics.reload_ok.set(0)
             log.error("alertmanager config reload refused, keeping the last good one: %s", exc)
             return False
@@ -400,6 +403,7 @@ class AlertManager:
             self._apply(config, self._build(config))
         for box in old:  # an in-flight delivery finishes; what it owed is owed by the new one
             box.stop(5.0)
+        self.reload_error = ""
         self.metrics.reload_ok.set(1)
         self.metrics.reload_at.set(self.clock())
         log.info("alertmanager config reloaded from %s", self.config_path)
