@@ -6,10 +6,8 @@ The routes and JSON shapes are Alertmanager 0.25's (``api/v2/openapi.yaml``):
 ``filter``, ``receiver``, ``active``/``silenced``/``inhibited``/``unprocessed``;
 POST in Prometheus' push format), ``/api/v2/alerts/groups``, ``/api/v2/silences``
 (GET with ``filter``; POST creates, or replaces the silence named by ``id``),
-``/api/v2/silence/<id>`` (GET, DELETE expires), and ``/-/healthy``,
-``/-/ready``, ``POST /-/reload`` (``admin``: the rule, SLO and Alertmanager
-files read again; 500 with the error when one is refused); the process'
-``/metrics`` is on the same port. Errors are
+``/api/v2/silence/<id>`` (GET, DELETE expires), and ``alerting.lifecycle``'s
+``/-/healthy``, ``/-/ready``, ``POST /-/reload`` and the process' ``/metrics``. Errors are
 Alertmanager's: a JSON string body with 400 (bad input) or 404.
 
 Who may call what (``vigil.webauth``): reading is ``viewer``; posting alerts and
@@ -31,20 +29,19 @@ from typing import Any, Literal
 
 from flask import Flask, Response, request
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
-    generate_latest,
 )
 
 from alerting.am.dispatch import AlertManager, AlertView, api_alert
 from alerting.am.matchers import parse_matchers
 from alerting.am.silences import Silence, SilenceError, new_silence
+from alerting.lifecycle import Reload, add_lifecycle_routes
 from siem.model import Matcher
 from vigil.auth import UserStore, audit_event
 from vigil.errors import VigilError
-from vigil.webauth import AuthConfig, current_principal, install, public, requires
+from vigil.webauth import AuthConfig, current_principal, install, requires
 
 log = logging.getLogger("vigil.alertmanager")
 
@@ -326,17 +323,16 @@ def create_app(
     registry: CollectorRegistry = REGISTRY,
     audit: Callable[[Any], object] | None = None,
     static_tokens: Mapping[str, Any] | None = None,
-    reload: Callable[[], str] | None = None,
+    reload: Reload | None = None,
 ) -> Flask:
     """The API app for ``manager``; ``audit`` receives each ``vigil.audit`` event;
-    ``reload`` (``POST /-/reload``) reads the files again and says why not ("" when all
-    loaded) — by default the Alertmanager configuration alone."""
+    ``reload`` serves ``POST /-/reload`` (by default: the Alertmanager file alone)."""
     app = Flask("vigil.alertmanager", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     metrics = _APIMetrics(registry)
     install(app, AuthConfig(users=users, static_tokens=dict(static_tokens or {})))
 
-    def record(action: str, sid: str, message: str, outcome: str = "success") -> None:
+    def record(action: str, sid: str, message: str) -> None:
         who = current_principal()
         actor = who.name if who else "?"
         log.info("%s (%s)", message, actor, extra={"user.name": actor})
@@ -345,16 +341,15 @@ def create_app(
         event = audit_event(
             action,
             actor=actor,
-            outcome=outcome,
             category="configuration",
             source_ip=request.remote_addr,
             message=f"{actor}: {message}",
-            labels={"silence": sid} if sid else None,
+            labels={"silence": sid},
         )
         try:
             audit(event)
         except VigilError as exc:  # the change is made; the log says the trail misses it
-            log.error("could not record the audit event %s %s: %s", action, sid, exc)
+            log.error("could not record the audit event for silence %s: %s", sid, exc)
 
     @app.errorhandler(APIError)
     def _api_error(exc: APIError) -> Response:
@@ -521,37 +516,6 @@ def create_app(
         record("silence-expire", sid, f"silence {sid} expired")
         return Response(status=200)
 
-    @app.route("/-/healthy", methods=["GET", "HEAD"])
-    @public
-    def healthy() -> Response:
-        return Response("OK", mimetype="text/plain")
-
-    @app.route("/-/ready", methods=["GET", "HEAD"])
-    @public
-    def ready() -> Response:
-        return Response("OK", mimetype="text/plain")
-
-    @app.post("/-/reload")
-    @requires("admin")
-    def reload_files() -> Response:
-        # As Alertmanager: 200 with no body, or 500 "failed to reload config: <why>".
-        error = reload() if reload is not None else _reload_manager(manager)
-        outcome = "failure" if error else "success"
-        record("config-reload", "", f"configuration reload: {outcome}", outcome=outcome)
-        if error:
-            return Response(f"failed to reload config: {error}\n", 500, mimetype="text/plain")
-        return Response(status=200)
-
-    @app.get("/metrics")
-    @public
-    def metrics_page() -> Response:
-        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
-
+    reload = reload or manager.reload_now
+    add_lifecycle_routes(app, reload, registry=registry, audit=audit)
     return app
-
-
-def _reload_manager(manager: AlertManager) -> str:
-    """Read the Alertmanager configuration file again now; "" or why it was refused."""
-    manager.mark_stale()
-    manager.reload_if_changed()
-    return manager.reload_error

@@ -408,6 +408,12 @@ class AlertManager:
         log.info("alertmanager config reloaded from %s", self.config_path)
         return True
 
+    def reload_now(self) -> str:
+        """Read the configuration file again now, changed or not; "" or why it was refused."""
+        self.mark_stale()
+        self.reload_if_changed()
+        return self.reload_error
+
     def receivers(self) -> list[str]:
         return sorted(self.config.receivers)
 

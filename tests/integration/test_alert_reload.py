@@ -97,3 +97,46 @@ def test_rule_reload_gauge_follows_bad_and_good_edits_and_post_reload(tmp_path: 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_without_alertmanager_config_the_port_still_serves_health_and_reload(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    config = tmp_path / "vigil.yaml"
+    config.write_text(
+        f"data_dir: {data}\nstore: {{backend: memory}}\n"
+        f"alert:\n  rules: ['{rules}']\n  interval_s: 1\n",
+        encoding="utf-8",
+    )
+    users = UserStore(data / "users.db")
+    admin = users.create_token("ops-admin", "admin")[1]
+    operator = users.create_token("ops", "operator")[1]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env["VIGIL_ALERT_PORT"] = str(port)
+    ok = "vigil_alert_rules_last_reload_successful "
+
+    proc: subprocess.Popen[bytes] = start_alert(config, env)
+    try:
+        wait_until("the process to serve /metrics", lambda: metric(port, ok) == 1, 30)
+        for path in ("/-/healthy", "/-/ready"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                assert (r.status, r.read()) == (200, b"OK")
+        assert post_reload(port, "")[0] == 401
+        assert post_reload(port, operator)[0] == 403
+
+        rules.write_text(RULES.replace("up == 0", "up =="), encoding="utf-8")
+        status, body = post_reload(port, admin)
+        assert status == 500 and f"{rules}:5:" in body
+        assert metric(port, ok) == 0
+        rules.write_text(RULES, encoding="utf-8")
+        assert post_reload(port, admin) == (200, "")
+        assert metric(port, ok) == 1
+        stop_alert(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
