@@ -1039,12 +1039,15 @@ class Escalator(QueueWorker):
     def _moot(self, key: str, n: GroupNotification) -> str:
         """Why the step need not be sent any more ("" when it still must)."""
         m = self.manager
+        now = m.clock()
         with m._lock:
             g = m.groups.get(key)
             if g is None or all(a.state == "resolved" for a in g.alerts.values()):
                 return "the group resolved"
+            if not m._sets(g, m.suppressor(now))[0]:
+                return "its alerts are silenced or inhibited"
             ack = m.current_acks.get(key)
-            if ack is not None and ack.covers({a.fingerprint for a in n.alerts}, m.clock()):
+            if ack is not None and ack.covers({a.fingerprint for a in n.alerts}, now):
                 return f"acknowledged by {ack.by}"
         return ""
 

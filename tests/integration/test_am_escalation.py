@@ -4,6 +4,7 @@ the group's history. A fake clock drives the dispatcher; the far end is the fake
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -288,4 +289,24 @@ def test_failing_step_stops_when_acknowledged_or_replaced(
         "step 2: after 900s: #incidents: not sent after 1 failed attempt(s) (acknowledged by ana)"
     )
     assert len(texts) == 5
+    m.close()
+
+
+def test_failing_step_stops_when_the_group_resolves(tmp_path: Path, slack: SlackServer) -> None:
+    m = manager(tmp_path, slack)
+    a = alert("CheckoutDown")
+    step(m, [a], T0)
+    slack.outage(500)
+    step(m, [a], T0 + 5 * 60)  # step 1 fails
+    key = next(iter(m.groups))
+    slack.outage(None)
+    resolved = dataclasses.replace(a, state="resolved", resolved_at=T0 + 6 * 60)
+    step(m, [resolved], T0 + 6 * 60)
+    mentions = [p for p in posts(slack) if p[1].startswith("<!subteam^S0LEAD>")]
+    assert mentions == []
+    texts = [h.text for h in m.acks.history(key)]
+    assert texts[-1] == (
+        "step 1: after 300s: <!subteam^S0LEAD>: not sent after 1 failed attempt(s)"
+        " (the group resolved)"
+    )
     m.close()
