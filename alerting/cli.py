@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry
 from werkzeug.serving import BaseWSGIServer
 
 from alerting.am.cli import ack_commands
@@ -193,21 +193,32 @@ def alert_manager(
     )
 
 
-def serve(settings: Settings, manager: AlertManager | None, store: Store) -> Callable[[], None]:
-    """Serve ``/metrics`` on ``alert.port`` (127.0.0.1) — with the alert manager, also its
-    Alertmanager API v2 (``alerting.am.api``); returns the function that stops it."""
-    if manager is None:
-        server, _ = start_http_server(settings.alert.port, addr="127.0.0.1")
-        return server.shutdown
+def serve(
+    settings: Settings, manager: AlertManager | None, store: Store, reload: Callable[[], str]
+) -> Callable[[], None]:
+    """Serve ``alert.port`` (127.0.0.1): ``/metrics``, ``/-/healthy``, ``/-/ready`` and
+    ``POST /-/reload`` (``reload``, ``alerting.lifecycle``) — with the alert manager, also
+    its Alertmanager API v2 (``alerting.am.api``); returns the function that stops it."""
     from werkzeug.serving import make_server
 
     from alerting.am.api import create_app
+    from alerting.lifecycle import lifecycle_app
 
     users = UserStore(users_path(settings))
-    app = create_app(manager, users, audit=lambda event: store.write(events=[event]))
+    audit_lock = threading.Lock()
+
+    def audit(event: Event) -> None:  # from the server's request threads
+        with audit_lock:
+            store.write(events=[event])
+
+    if manager is None:
+        app = lifecycle_app(users, reload, audit=audit)
+    else:
+        app = create_app(manager, users, audit=audit, reload=reload)
     http = make_server("127.0.0.1", settings.alert.port, app, threaded=True)
-    threading.Thread(target=http.serve_forever, name="am-api", daemon=True).start()
-    log.info("Alertmanager API v2 on http://127.0.0.1:%d/api/v2/", settings.alert.port)
+    threading.Thread(target=http.serve_forever, name="alert-http", daemon=True).start()
+    if manager is not None:
+        log.info("Alertmanager API v2 on http://127.0.0.1:%d/api/v2/", settings.alert.port)
     return http.shutdown
 
 
@@ -286,7 +297,7 @@ def cmd_alert(args: argparse.Namespace) -> int:
         if args.once:
             engine.run_once()
             return 0
-        shutdown = serve(settings, manager, store)
+        shutdown = serve(settings, manager, store, engine.request_reload)
         interactivity = slack_interactivity(settings, manager)
         stop = threading.Event()
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -57,6 +58,10 @@ from siem.model import (
 log = logging.getLogger(__name__)
 
 MAX_UNWRITTEN_EVENTS = 10_000
+MAX_RELOAD_REQUESTS = 16
+"""``POST /-/reload`` calls waiting for the evaluation loop at once; more are refused."""
+RELOAD_TIMEOUT_S = 30.0
+"""How long ``POST /-/reload`` waits for the loop (a long evaluation pass) to reload."""
 
 
 class RuleEvaluationError(Exception):
@@ -142,6 +147,18 @@ class _Metrics:
             "Rule reloads refused because a file had errors (the last good rules stay)",
             registry=registry,
         )
+        # As Prometheus' prometheus_config_last_reload_successful: VigilConfigReloadFailing.
+        self.reload_ok = Gauge(
+            "vigil_alert_rules_last_reload_successful",
+            "1 when the last (re)load of the rule and SLO files worked, 0 when the last good"
+            " rules are kept",
+            registry=registry,
+        )
+        self.reload_at = Gauge(
+            "vigil_alert_rules_last_reload_success_timestamp_seconds",
+            "When the rule and SLO files were last loaded successfully",
+            registry=registry,
+        )
 
 
 class AlertEngine:
@@ -196,6 +213,13 @@ class AlertEngine:
         self._base_evaluator = self.evaluator
         self.groups: list[RuleGroup] = []
         self.set_groups(groups)
+        self.metrics.reload_ok.set(1)  # the caller loaded ``groups``: a bad file refuses the start
+        self.metrics.reload_at.set(self.clock())
+        self.reload_error = ""
+        """Why the last rule reload was refused; "" once one works."""
+        self._reload_requests: queue.Queue[tuple[threading.Event, list[str]]] = queue.Queue(
+            MAX_RELOAD_REQUESTS
+        )
 
     def set_groups(self, groups: Sequence[RuleGroup]) -> None:
         """Use these rules from now on; alerts of rules that disappeared are dropped."""
@@ -430,13 +454,61 @@ class AlertEngine:
             return False
         try:
             groups = self.source.load()
-        except RuleError as exc:
+        except (RuleError, OSError) as exc:  # OSError: a file or directory went away
+            self.reload_error = str(exc)
             self.metrics.reload_failures.inc()
+            self.metrics.reload_ok.set(0)
             log.error("rule reload refused, keeping the last good rules:\n%s", exc)
             return False
         self.set_groups(groups)
+        self.reload_error = ""
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_at.set(self.clock())
         log.info("rules reloaded: %d groups", len(groups))
         return True
+
+    def request_reload(self, timeout_s: float = RELOAD_TIMEOUT_S) -> str:
+        """Read the rule, SLO and Alertmanager files again now (``POST /-/reload``); the
+        evaluation loop does it, as Alertmanager's handler waits on its reload channel.
+        Returns "" when all loaded, else why not (the last good files stay in use)."""
+        done, errors = threading.Event(), list[str]()
+        try:
+            self._reload_requests.put_nowait((done, errors))
+        except queue.Full:
+            return f"{MAX_RELOAD_REQUESTS} reloads are waiting already; try again"
+        if not done.wait(timeout_s):
+            return f"the evaluation loop did not reload within {timeout_s:g}s; try again"
+        return "\n".join(errors)
+
+    def _reload(self, due: dict[str, float]) -> None:
+        """Reload what changed, everything when asked to (``request_reload``); answer the
+        requests with the errors."""
+        asked: list[tuple[threading.Event, list[str]]] = []
+        while True:
+            try:
+                asked.append(self._reload_requests.get_nowait())
+            except queue.Empty:
+                break
+        if asked:
+            if self.source is not None:
+                self.source.mark_stale()
+            if self.manager is not None:
+                self.manager.mark_stale()
+        errors: list[str] = []
+        try:
+            if self.reload_if_changed():
+                due.clear()
+            if asked and self.reload_error:
+                errors.append(self.reload_error)
+            if self.manager is not None and not self.manager.reload_if_changed() and asked:
+                errors.extend(e for e in [self.manager.reload_error] if e)
+        except Exception as exc:  # e.g. a rule directory that vanished: keep the last good rules
+            self.metrics.reload_ok.set(0)
+            log.exception("rule reload failed; keeping the last good rules")
+            errors.append(str(exc))
+        for done, out in asked:
+            out.extend(errors)
+            done.set()
 
     def run(self, stop: threading.Event, *, drain_timeout_s: float = 10.0) -> None:
         """Evaluate each group every ``interval_s`` until ``stop`` is set; the receivers'
@@ -465,12 +537,6 @@ class AlertEngine:
                 self._update_gauges()
             except Exception:  # e.g. alerts.db on a full disk: log, keep running
                 log.exception("alert evaluation pass failed; retrying next pass")
-            try:
-                if self.reload_if_changed():
-                    due.clear()
-                if self.manager is not None:
-                    self.manager.reload_if_changed()
-            except Exception:  # e.g. a rule directory that vanished: keep the last good rules
-                log.exception("rule reload failed; keeping the last good rules")
+            self._reload(due)
             next_due = min((due.get(g.name, now) for g in self.groups), default=now + 1.0)
             stop.wait(min(max(next_due - self.clock(), 0.05), 1.0))

@@ -445,8 +445,9 @@ class AlertSettings:
     port: int = option(
         8092,
         env="VIGIL_ALERT_PORT",
-        help="127.0.0.1 port of the evaluator's /metrics and, with alert.alertmanager_config,"
-        " the Alertmanager API v2 (/api/v2/..., as Alertmanager's 9093)",
+        help="127.0.0.1 port of the evaluator's /metrics, /-/healthy, /-/ready, POST /-/reload"
+        " and, with alert.alertmanager_config, the Alertmanager API v2 (/api/v2/..., as"
+        " Alertmanager's 9093)",
     )
     alertmanager_config: str = option(
         "",

@@ -7,8 +7,8 @@ The routes and JSON shapes are Alertmanager 0.25's (``api/v2/openapi.yaml``):
 POST in Prometheus' push format), ``/api/v2/alerts/groups``, ``/api/v2/silences``
 (GET with ``filter`` and ``active``/``pending``/``expired``; POST creates, or
 changes the silence named by ``id`` as Alertmanager's ``Silences.Set`` does),
-``/api/v2/silence/<id>`` (GET, DELETE expires), and ``/-/healthy``,
-``/-/ready``; the process' ``/metrics`` is on the same port. Errors are
+``/api/v2/silence/<id>`` (GET, DELETE expires), and ``alerting.lifecycle``'s
+``/-/healthy``, ``/-/ready``, ``POST /-/reload`` and the process' ``/metrics``. Errors are
 Alertmanager's: a JSON string body with 400 (bad input) or 404.
 
 Who may call what (``vigil.webauth``): reading is ``viewer``; posting alerts and
@@ -30,21 +30,20 @@ from typing import Any, Literal
 
 from flask import Flask, Response, request
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
-    generate_latest,
 )
 
 from alerting.am.dispatch import AlertManager, AlertView, api_alert
 from alerting.am.matchers import parse_matchers
 from alerting.am.redact import redacted_text
 from alerting.am.silences import Silence, SilenceError, new_silence
+from alerting.lifecycle import Reload, add_lifecycle_routes
 from siem.model import Matcher
 from vigil.auth import UserStore, audit_event
 from vigil.errors import VigilError
-from vigil.webauth import AuthConfig, current_principal, install, public, requires
+from vigil.webauth import AuthConfig, current_principal, install, requires
 
 log = logging.getLogger("vigil.alertmanager")
 
@@ -332,8 +331,10 @@ def create_app(
     registry: CollectorRegistry = REGISTRY,
     audit: Callable[[Any], object] | None = None,
     static_tokens: Mapping[str, Any] | None = None,
+    reload: Reload | None = None,
 ) -> Flask:
-    """The API app for ``manager``; ``audit`` receives each ``vigil.audit`` event."""
+    """The API app for ``manager``; ``audit`` receives each ``vigil.audit`` event;
+    ``reload`` serves ``POST /-/reload`` (by default: the Alertmanager file alone)."""
     app = Flask("vigil.alertmanager", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     metrics = _APIMetrics(registry)
@@ -532,19 +533,6 @@ def create_app(
         record("silence-expire", sid, f"silence {sid} expired")
         return Response(status=200)
 
-    @app.route("/-/healthy", methods=["GET", "HEAD"])
-    @public
-    def healthy() -> Response:
-        return Response("OK", mimetype="text/plain")
-
-    @app.route("/-/ready", methods=["GET", "HEAD"])
-    @public
-    def ready() -> Response:
-        return Response("OK", mimetype="text/plain")
-
-    @app.get("/metrics")
-    @public
-    def metrics_page() -> Response:
-        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
-
+    reload = reload or manager.reload_now
+    add_lifecycle_routes(app, reload, registry=registry, audit=audit)
     return app

@@ -34,11 +34,9 @@ What the HTTP API (``/api/v2``) and the UI need is here: ``alerts()``,
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -191,7 +189,8 @@ class _Metrics:
         )
         self.escalations = Counter(
             "vigil_alertmanager_escalations",
-            "Escalation steps by outcome (sent, failed, dropped: the queue was full)",
+            "Escalation steps and attempts by outcome (sent; failed or deferred: retried;"
+            " abandoned: replaced, acknowledged or resolved first; dropped: the queue was full)",
             ["outcome"],
             registry=registry,
         )
@@ -388,6 +387,8 @@ class AlertManager:
         now = clock()
         self.metrics.reload_ok.set(1)
         self.metrics.reload_at.set(now)
+        self.reload_error = ""
+        """Why the last configuration reload was refused; "" once one works."""
 
     # -- configuration -------------------------------------------------------------------
 
@@ -438,6 +439,7 @@ class AlertManager:
         try:
             config = load_config(self.config_path)
         except AMConfigError as exc:
+            self.reload_error = str(exc)
             self.metrics.reload_ok.set(0)
             log.error("alertmanager config reload refused, keeping the last good one: %s", exc)
             return False
@@ -446,10 +448,17 @@ class AlertManager:
             self._apply(config, self._build(config))
         for box in old:  # an in-flight delivery finishes; what it owed is owed by the new one
             box.stop(5.0)
+        self.reload_error = ""
         self.metrics.reload_ok.set(1)
         self.metrics.reload_at.set(self.clock())
         log.info("alertmanager config reloaded from %s", self.config_path)
         return True
+
+    def reload_now(self) -> str:
+        """Read the configuration file again now, changed or not; "" or why it was refused."""
+        self.mark_stale()
+        self.reload_if_changed()
+        return self.reload_error
 
     def receivers(self) -> list[str]:
         return sorted(self.config.receivers)
@@ -791,8 +800,7 @@ class AlertManager:
             if due is not None:  # only the latest due step is sent: no burst of old ones
                 changed.add(g.key)
                 text = f"step {due + 1}: {steps[due].describe()}"
-                self.acks.note(g.key, now, "escalation", text)
-                self.escalator.offer(g, steps[due], firing)
+                self.escalator.offer_step(g, steps[due], text, firing)  # notes the outcome
         return changed
 
     # -- views for the API and the UI -----------------------------------------------------
@@ -1047,69 +1055,146 @@ MAX_ESCALATION_CATCHUP = 10_000
 """Missed steps skipped in one pass (a group firing for weeks with a 1m step)."""
 
 
-class Escalator:
-    """Sends escalation steps from its own thread (a bounded queue; a full queue drops the
-    step and counts it), so a slow Slack or SMTP server never delays evaluation."""
+@dataclass
+class EscalationJob:
+    """A step taken for a group, waiting to be sent (again, after a failure)."""
+
+    notification: GroupNotification
+    step: EscalationStep
+    text: str
+    """``step N: after …: target``, as the group's history names it."""
+    attempts: int = 0
+    error: str = ""
+
+
+class Escalator(QueueWorker):
+    """Sends escalation steps from its own worker (the receivers' queue mechanism: bounded,
+    de-duplicated, exponential back-off), so a slow Slack or SMTP server never delays
+    evaluation. One step per group waits: a failed step is retried until it is sent, the
+    group's next step replaces it, or the group is acknowledged or resolved; each outcome
+    is in the group's history and counted."""
+
+    what = "escalation step(s)"
 
     def __init__(self, manager: AlertManager) -> None:
-        self.manager = manager
-        self.queue: queue.Queue[tuple[GroupNotification, EscalationStep] | None] = queue.Queue(
-            MAX_ESCALATION_QUEUE
+        super().__init__(
+            "escalation",
+            manager.outbox_metrics,
+            max_items=MAX_ESCALATION_QUEUE,
+            backoff_s=manager.backoff_s,
+            max_backoff_s=manager.max_backoff_s,
         )
-        self._thread: threading.Thread | None = None
+        self.manager = manager
+        self.jobs: dict[str, EscalationJob] = {}
+        self._jobs_lock = threading.Lock()
 
-    def offer(self, g: Group, step: EscalationStep, firing: Sequence[Alert]) -> None:
+    def offer_step(
+        self, g: Group, step: EscalationStep, text: str, firing: Sequence[Alert]
+    ) -> None:
         receipt: dict[str, str] = {}
         for key, entry in self.manager.nflog.items():
             if key.endswith("\x00" + g.key) and entry.receipt.get("ts"):
                 receipt = dict(entry.receipt)
         n = GroupNotification(g.receiver, g.key, dict(g.labels), list(firing), receipt)
-        try:
-            self.queue.put_nowait((n, step))
-        except queue.Full:
+        with self._jobs_lock:
+            old = self.jobs.get(g.key)
+            self.jobs[g.key] = EscalationJob(n, step, text)
+        if old is not None:  # still failing: the newer step goes instead
+            self._give_up(g.key, old, f"replaced by {text.split(':', 1)[0]}")
+        if self.offer([g.key]):
+            with self._jobs_lock:
+                self.jobs.pop(g.key, None)
             self.manager.metrics.escalations.labels("dropped").inc()
-            log.warning("escalation of %s dropped: the queue is full", g.key)
+            self.manager.acks.note(
+                g.key, self.manager.clock(), "escalation", f"{text}: not sent (queue full)"
+            )
 
-    def send(self, n: GroupNotification, step: EscalationStep) -> None:
+    def _give_up(self, key: str, job: EscalationJob, why: str) -> None:
+        self.manager.metrics.escalations.labels("abandoned").inc()
+        tries = f" after {job.attempts} failed attempt(s)" if job.attempts else ""
+        self.manager.acks.note(
+            key, self.manager.clock(), "escalation", f"{job.text}: not sent{tries} ({why})"
+        )
+
+    def _moot(self, key: str, n: GroupNotification) -> str:
+        """Why the step need not be sent any more ("" when it still must)."""
+        m = self.manager
+        now = m.clock()
+        with m._lock:
+            g = m.groups.get(key)
+            if g is None or all(a.state == "resolved" for a in g.alerts.values()):
+                return "the group resolved"
+            if not m._sets(g, m.suppressor(now))[0]:
+                return "its alerts are silenced or inhibited"
+            ack = m.current_acks.get(key)
+            if ack is not None and ack.covers({a.fingerprint for a in n.alerts}, now):
+                return f"acknowledged by {ack.by}"
+        return ""
+
+    def send(self, n: GroupNotification, step: EscalationStep) -> GroupDelivery:
         m = self.manager
         if step.email:
             targets = [x for x in m.integrations.get(step.email, []) if x.integration == "email"]
-            ok = bool(targets) and all(x.notify_group(n).ok for x in targets)
+            if not targets:
+                return GroupDelivery(False, error=f"receiver {step.email} has no email_configs")
+            results = [x.notify_group(n) for x in targets]
         else:
             slack = [x for x in m.integrations.get(n.receiver, []) if hasattr(x, "escalate")]
-            ok = bool(slack) and all(x.escalate(n, step) for x in slack)
-        m.metrics.escalations.labels("sent" if ok else "failed").inc()
-        if not ok:
-            log.warning("escalation of %s (%s) failed", n.group_key, step.describe())
+            if not slack:
+                return GroupDelivery(False, error=f"receiver {n.receiver} has no slack_configs")
+            results = [x.escalate(n, step) for x in slack]
+        failed = [d for d in results if not d.ok]
+        if not failed:
+            return GroupDelivery(True)
+        deferred = all(d.deferred for d in failed)
+        return GroupDelivery(False, error="; ".join(d.error for d in failed), deferred=deferred)
 
-    def deliver_now(self) -> None:
-        while True:
-            try:
-                job = self.queue.get_nowait()
-            except queue.Empty:
-                return
-            if job is not None:
-                self.send(*job)
-
-    def _run(self) -> None:
-        while True:
-            job = self.queue.get()
+    def _deliver(self, keys: Sequence[str]) -> bool:
+        failed: set[str] = set()
+        for key in keys:
+            with self._jobs_lock:
+                job = self.jobs.get(key)
             if job is None:
-                return
+                continue
+            if self._stopping():
+                failed.add(key)
+                continue
+            why = self._moot(key, job.notification)
+            if why:
+                self._forget(key, job)
+                self._give_up(key, job, why)
+                continue
             try:
-                self.send(*job)
-            except Exception as exc:  # never let one bad step end the worker
-                self.manager.metrics.escalations.labels("failed").inc()
-                log.warning("escalation failed: %s", exc)
+                d = self.send(job.notification, job.step)
+            except Exception as exc:  # the protocol says never raise; be sure anyway
+                d = GroupDelivery(False, error=str(exc))
+            job.attempts += 1
+            now = self.manager.clock()
+            if d.ok:
+                self._forget(key, job)
+                self.manager.metrics.escalations.labels("sent").inc()
+                after = f" (attempt {job.attempts})" if job.attempts > 1 else ""
+                self.manager.acks.note(key, now, "escalation", f"{job.text}: sent{after}")
+                continue
+            failed.add(key)
+            outcome = "deferred" if d.deferred else "failed"
+            self.manager.metrics.escalations.labels(outcome).inc()
+            if not d.deferred:
+                self.metrics.failures.labels(self.name).inc()
+            log.warning("escalation of %s (%s) %s: %s", key, job.text, outcome, d.error)
+            if job.attempts == 1 or d.error != job.error:  # not every retry: the history stays
+                self.manager.acks.note(  # readable through a long outage
+                    key, now, "escalation", f"{job.text}: {outcome}: {d.error}; retrying"
+                )
+            job.error = d.error
+        rv = self._done(keys, failed)
+        with self._jobs_lock:  # a step that replaced one while it was being sent
+            newer = [k for k in keys if k not in failed and k in self.jobs]
+        if newer:
+            self.offer(newer)
+        return rv
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="escalator", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float) -> None:
-        if self._thread is not None:
-            with contextlib.suppress(queue.Full):
-                self.queue.put(None, timeout=1.0)
-            self._thread.join(timeout)
-            self._thread = None
+    def _forget(self, key: str, job: EscalationJob) -> None:
+        with self._jobs_lock:
+            if self.jobs.get(key) is job:
+                del self.jobs[key]

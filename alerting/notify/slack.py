@@ -217,10 +217,11 @@ class SlackNotifier:
             return group_message(n), channel
         return body, channel
 
-    def escalate(self, n: GroupNotification, step: EscalationStep) -> bool:
+    def escalate(self, n: GroupNotification, step: EscalationStep) -> GroupDelivery:
         """An escalation step: ``slack_mention`` replies in the group message's thread
         (broadcast to the channel) naming who must look; ``channel`` posts the group's
-        message to that channel. False when Slack refused (counted by the caller)."""
+        message to that channel. Not ``ok``, with Slack's error, when Slack refused (the
+        caller retries it with back-off and counts it)."""
         title = group_title(n)
         try:
             if step.slack_mention:
@@ -238,8 +239,8 @@ class SlackNotifier:
                 self.client.chat_postMessage(channel=step.channel, **self.render(n)[0])
         except Exception as exc:
             log.warning("slack: escalating %s failed: %s", n.group_key, exc)
-            return False
-        return True
+            return GroupDelivery(False, error=str(exc))
+        return GroupDelivery(True)
 
     def _fire(self, alert: Alert) -> Delivery:
         receipt = alert.receipts.get(self.name, {})

@@ -71,6 +71,7 @@ def test_alert_sighup_reloads_unchanged_mtimes_and_a_bad_file_keeps_the_last_goo
         wait_until("the refused Alertmanager reload", lambda: value(ok) == 0, 10)
         failures = "vigil_alert_rule_reload_failures_total"
         wait_until("the refused rule reload", lambda: value(failures) == 1, 10)
+        assert value("vigil_alert_rules_last_reload_successful") == 0
         assert proc.poll() is None  # still running, on the last good files
         logged = "\n".join(log_lines(data))
         assert f"{am}:3:15: group_wait: bad duration 'soon'" in logged

@@ -4,10 +4,12 @@ the group's history. A fake clock drives the dispatcher; the far end is the fake
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from prometheus_client import CollectorRegistry
 from slack_server import SlackServer
 from smtp_server import smtp_server
@@ -201,12 +203,114 @@ def test_email_step_mails_the_receivers_address_and_is_counted(
         "vigil_alertmanager_escalations_total", {"outcome": "failed"}
     )
     assert failed == 1
-    key = next(iter(m.groups))
-    history = [h.text for h in m.acks.history(key) if h.kind == "escalation"]
-    assert history == [
-        "step 1: after 300s: <!subteam^S0LEAD>",
-        "step 2: after 900s: e-mail via mail",
-        "step 1: after 300s: <!subteam^S0LEAD>",
-        "step 2: after 900s: e-mail via mail",
+    history = [h.text for h in m.acks.history(next(iter(m.groups))) if h.kind == "escalation"]
+    assert history[:3] == [
+        "step 1: after 300s: <!subteam^S0LEAD>: sent",
+        "step 2: after 900s: e-mail via mail: sent",
+        "step 1: after 300s: <!subteam^S0LEAD>: sent",
     ]
+    assert history[3].startswith("step 2: after 900s: e-mail via mail: failed: ")
+    assert "Connection refused" in history[3] and history[3].endswith("; retrying")
+    assert len(history) == 4
+    m.close()
+
+
+def escalations(registry: CollectorRegistry, outcome: str) -> float:
+    value = registry.get_sample_value("vigil_alertmanager_escalations_total", {"outcome": outcome})
+    return value or 0.0
+
+
+def test_failed_step_is_retried_with_backoff_until_slack_recovers(
+    tmp_path: Path, slack: SlackServer
+) -> None:
+    """The escalation worker retries a step Slack refused, with back-off, counting each
+    failure; the history says it failed and why, then that it went out, once."""
+    notifier = SlackNotifier("xoxb-t", "#alerts", api_url=slack.api_url, backoff_s=0.01)
+    registry = CollectorRegistry()
+    clock = [T0]
+    m = AlertManager(
+        parse_config(CONFIG, "am.yml"),
+        tmp_path / "alerts.db",
+        {"team": [notifier]},
+        registry=registry,
+        clock=lambda: clock[0],
+        backoff_s=0.05,
+        max_backoff_s=0.2,
+    )
+    m.start()
+    try:
+        a = alert("CheckoutDown")
+        m.process([a], T0)
+        wait_until("the page", lambda: len(posts(slack)) == 1, 10)
+        slack.outage(500)
+        clock[0] = T0 + 5 * 60
+        m.process([a], clock[0])
+        wait_until("two failed attempts", lambda: escalations(registry, "failed") >= 2, 10)
+        assert len(posts(slack)) == 1
+        failed_count = registry.get_sample_value(
+            "vigil_notifier_failures_total", {"receiver": "escalation"}
+        )
+        assert failed_count is not None and failed_count >= 2
+        slack.outage(None)
+        wait_until("the mention after the outage", lambda: len(posts(slack)) == 2, 10)
+        assert posts(slack)[-1][1].startswith("<!subteam^S0LEAD>")
+        assert escalations(registry, "sent") == 1
+        history = [h.text for h in m.acks.history(next(iter(m.groups))) if h.kind == "escalation"]
+        assert len(history) == 2  # one line for the failure episode, one for the outcome
+        assert history[0].startswith("step 1: after 300s: <!subteam^S0LEAD>: failed: ")
+        assert "server_error" in history[0]
+        attempts = int(escalations(registry, "failed")) + 1
+        assert history[1] == f"step 1: after 300s: <!subteam^S0LEAD>: sent (attempt {attempts})"
+    finally:
+        m.stop(5)
+        m.close()
+    assert len(posts(slack)) == 2  # sent once: no retry after it went out
+
+
+def test_failing_step_stops_when_acknowledged_or_replaced(
+    tmp_path: Path, slack: SlackServer
+) -> None:
+    m = manager(tmp_path, slack)
+    a = alert("CheckoutDown")
+    step(m, [a], T0)
+    slack.outage(500)
+    step(m, [a], T0 + 5 * 60)  # step 1 fails
+    step(m, [a], T0 + 15 * 60)  # step 2 is due: it replaces the failing step 1, and fails
+    key = next(iter(m.groups))
+    m.acknowledge(key, "ana", 3600, T0 + 16 * 60)
+    slack.outage(None)
+    step(m, [a], T0 + 17 * 60)  # acknowledged: step 2 is not sent after all
+    assert len(posts(slack)) == 1
+    texts = [h.text for h in m.acks.history(key)]
+    assert texts[0].startswith("step 1: after 300s: <!subteam^S0LEAD>: failed: ")
+    assert texts[1] == (
+        "step 1: after 300s: <!subteam^S0LEAD>: not sent after 1 failed attempt(s)"
+        " (replaced by step 2)"
+    )
+    assert texts[2].startswith("step 2: after 900s: #incidents: failed: ")
+    assert texts[3] == "acknowledged by ana"
+    assert texts[4] == (
+        "step 2: after 900s: #incidents: not sent after 1 failed attempt(s) (acknowledged by ana)"
+    )
+    assert len(texts) == 5
+    m.close()
+
+
+def test_failing_step_stops_when_the_group_resolves(tmp_path: Path, slack: SlackServer) -> None:
+    m = manager(tmp_path, slack)
+    a = alert("CheckoutDown")
+    step(m, [a], T0)
+    slack.outage(500)
+    step(m, [a], T0 + 5 * 60)  # step 1 fails
+    key = next(iter(m.groups))
+    slack.outage(None)
+    resolved = dataclasses.replace(a, state="resolved", resolved_at=T0 + 6 * 60)
+    step(m, [resolved], T0 + 6 * 60)
+    mentions = [p for p in posts(slack) if p[1].startswith("<!subteam^S0LEAD>")]
+    assert mentions == []
+    texts = [h.text for h in m.acks.history(key)]
+    assert texts[-1] == (
+        "step 1: after 300s: <!subteam^S0LEAD>: not sent after 1 failed attempt(s)"
+        " (the group resolved)"
+    )
     m.close()

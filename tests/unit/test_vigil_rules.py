@@ -70,6 +70,7 @@ def test_vigil_rules_load_with_runbooks() -> None:
         "VigilLosingData",
         "VigilNotifierFailing",
         "VigilRetentionFailing",
+        "VigilConfigReloadFailing",
     }
     for rule in group.rules:
         runbook = ROOT / rule.annotations["runbook_url"]

@@ -21,6 +21,7 @@ from werkzeug.routing import Rule
 from alerting.am.api import create_app as create_am_app
 from alerting.am.config import parse_config
 from alerting.am.dispatch import AlertManager
+from alerting.lifecycle import lifecycle_app
 from dashboards.app import create_app
 from siem.memory import MemoryStore
 from vigil.auth import PUBLIC, ROLES, UserStore, rank
@@ -42,7 +43,9 @@ def _settings(tmp_path: Path) -> Settings:
     return from_mapping({"data_dir": str(tmp_path), "up": {"control_port": 8099}})
 
 
-def _apps(tmp_path: Path) -> dict[str, Flask]:
+def _apps(tmp_path: Path) -> list[tuple[str, Flask]]:
+    """(table name, app); ``vigil alert`` without ``alert.alertmanager_config`` serves a
+    subset of the alert app's rows."""
     settings = _settings(tmp_path)
     dashboards = create_app(settings, store=MemoryStore())
     supervisor = Supervisor(settings).control_app()
@@ -52,8 +55,15 @@ def _apps(tmp_path: Path) -> dict[str, Flask]:
         {},
         registry=CollectorRegistry(),
     )
-    alert = create_am_app(manager, UserStore(tmp_path / "users.db"), registry=CollectorRegistry())
-    return {"dashboards": dashboards, "supervisor": supervisor, "alert": alert}
+    users = UserStore(tmp_path / "users.db")
+    alert = create_am_app(manager, users, registry=CollectorRegistry())
+    evaluator = lifecycle_app(users, lambda: "", registry=CollectorRegistry())
+    return [
+        ("dashboards", dashboards),
+        ("supervisor", supervisor),
+        ("alert", alert),
+        ("alert", evaluator),
+    ]
 
 
 def _base_url(app_name: str) -> str:
@@ -93,7 +103,7 @@ def undeclared(app: Flask) -> list[str]:
 
 def test_routes_every_route_declares_a_role_listed_in_security_md(tmp_path: Path) -> None:
     served = set()
-    for app_name, app in _apps(tmp_path).items():
+    for app_name, app in _apps(tmp_path):
         assert undeclared(app) == [], app_name
         for rule, method in _routes(app):
             role = route_role(app, rule.endpoint)
@@ -105,7 +115,7 @@ def test_routes_every_route_declares_a_role_listed_in_security_md(tmp_path: Path
 def test_routes_walk_refuses_and_admits_each_role_as_declared(tmp_path: Path) -> None:
     tokens = _tokens(tmp_path)
     walked = 0
-    for app_name, app in _apps(tmp_path).items():
+    for app_name, app in _apps(tmp_path):
         client = app.test_client()
         for rule, method in _routes(app):
             role = route_role(app, rule.endpoint)
@@ -148,7 +158,7 @@ def test_routes_without_a_role_are_refused_not_served(tmp_path: Path) -> None:
 
 
 def test_headers_on_every_response_of_every_app(tmp_path: Path) -> None:
-    for app_name, app in _apps(tmp_path).items():
+    for app_name, app in _apps(tmp_path):
         client = app.test_client()
         base = _base_url(app_name)
         for path in ("/healthz", "/metrics", "/api/instances", "/nowhere"):
