@@ -471,6 +471,16 @@ def test_grafana_silence_create_list_update_and_expire_with_audit(env: Env) -> N
     assert f"replaced {sid} by" in env.audit[2].doc["message"]
 
 
+def test_an_empty_creator_is_accepted_and_the_audit_names_the_caller(env: Env) -> None:
+    """Alertmanager 0.25 accepts ``createdBy: ""`` (the schema wants the field, its
+    ``validateSilence`` no content); the audit event still says who called."""
+    rv = env.client.post("/api/v2/silences", json=_silence(createdBy=""), headers=env.h())
+    assert rv.status_code == 200, rv.json
+    sid = rv.json["silenceID"]
+    assert env.get(f"/api/v2/silence/{sid}")["createdBy"] == ""
+    assert [e.doc["user"]["name"] for e in env.audit] == ["operator-bot"]
+
+
 def test_silence_errors_as_alertmanager(env: Env) -> None:
     def post(body: Any) -> Any:
         return env.client.post("/api/v2/silences", json=body, headers=env.h())
