@@ -379,7 +379,7 @@ def alert_json(view: AlertView, now: float, resolve_timeout_s: float) -> dict[st
             "silencedBy": list(view.silenced_by),
             "state": view.state,
         },
-        "updatedAt": format_time(now),
+        "updatedAt": format_time(view.updated_at),
         "labels": dict(a.labels),
     }
     if a.expr.startswith(("http://", "https://")):  # omitted when empty, as Alertmanager

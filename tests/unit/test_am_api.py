@@ -313,6 +313,59 @@ def test_grafana_alert_list_filters_flags_and_receiver(env: Env) -> None:
     assert bad.status_code == 400 and "bad matcher format" in bad.json
 
 
+def test_a_just_posted_alert_inhibits_at_once_in_the_api_and_in_notifications(
+    env: Env,
+) -> None:
+    """As Alertmanager's inhibitor, which reads the alert store: a source alert counts as
+    soon as it is posted, before any pass has grouped it."""
+    env.post_alerts([prom_alert("SlowPage", severity="warning", instance="web1")])
+    env.manager.process([], env.clock.now)  # grouped and due; not delivered yet
+    env.post_alerts([prom_alert("InstanceDown", severity="critical", instance="web1")])
+    source = next(a for a in env.get("/api/v2/alerts") if a["labels"]["alertname"] != "SlowPage")
+    slow = next(a for a in env.get("/api/v2/alerts") if a["labels"]["alertname"] == "SlowPage")
+    assert slow["status"]["state"] == "suppressed"
+    assert slow["status"]["inhibitedBy"] == [source["fingerprint"]]
+    assert [a["labels"]["alertname"] for a in env.get("/api/v2/alerts?inhibited=false")] == [
+        "InstanceDown"
+    ]
+    env.manager.deliver_now()  # the queued SlowPage notification is worked out now
+    assert [a.labels["alertname"] for n in env.team.sent for a in n.alerts] == []
+    # Both posted together and never grouped: the same.
+    env.post_alerts(
+        [
+            prom_alert("SlowPage", severity="warning", instance="web2"),
+            prom_alert("InstanceDown", severity="critical", instance="web2"),
+        ]
+    )
+    web2 = [a for a in env.get("/api/v2/alerts") if a["labels"]["instance"] == "web2"]
+    assert {a["labels"]["alertname"]: a["status"]["state"] for a in web2} == {
+        "SlowPage": "suppressed",
+        "InstanceDown": "active",
+    }
+    # A source whose end has passed stops inhibiting at once, before the next pass.
+    env.clock.now = T0 + 61  # prom_alert's endsAt is T0 + 60
+    env.post_alerts(
+        [{**prom_alert("SlowPage", severity="warning", instance="web1"), "endsAt": None}]
+    )
+    slow = next(a for a in env.get("/api/v2/alerts") if a["labels"]["instance"] == "web1")
+    assert slow["status"] == {**slow["status"], "state": "active", "inhibitedBy": []}
+
+
+def test_updated_at_is_when_the_alert_was_last_received(env: Env) -> None:
+    """Alertmanager's ``UpdatedAt``: set to the time of each post, not the request's."""
+    env.post_alerts([prom_alert("SlowPage", severity="warning", instance="a")])
+    env.clock.now = T0 + 30
+    first = env.get("/api/v2/alerts")[0]
+    assert first["updatedAt"] == format_time(T0)
+    env.process()
+    assert env.get("/api/v2/alerts")[0]["updatedAt"] == format_time(T0)
+    env.post_alerts([prom_alert("SlowPage", severity="warning", instance="a")])
+    env.clock.now = T0 + 50
+    assert env.get("/api/v2/alerts")[0]["updatedAt"] == format_time(T0 + 30)
+    groups = env.get("/api/v2/alerts/groups")
+    assert groups[0]["alerts"][0]["updatedAt"] == format_time(T0 + 30)
+
+
 def test_grafana_groups_status_and_receivers(env: Env) -> None:
     env.post_alerts(
         [prom_alert("SlowPage", severity="warning", instance=i) for i in ("a", "b")]
