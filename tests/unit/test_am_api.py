@@ -15,6 +15,13 @@ Checked against the sources (read 2026-11-30), not memory:
   an unknown id is 404; expiring an expired silence is a no-op. Booleans are read
   by go-openapi's ``swag.ConvertBool`` (``true``, ``1``, ``yes``, ``on``, … are true;
   anything else false; never 400).
+* Alertmanager v0.25.0's generated ``api/v2/restapi/operations/*_parameters.go`` and
+  ``api/v2/models`` with go-openapi/errors v0.20.3 (``ServeError`` serves the first
+  error as ``{code, message}``, a code ≥ 600 as 422; ``NewParseError`` is 400),
+  go-openapi/runtime v0.25.0 (content type checked only when there is a body: 415)
+  and go-openapi/strfmt v0.21.3 (``UUIDPattern``); ``silence/silence.go``
+  ``validateSilence`` does not look at ``createdBy``; ``inhibit/inhibit.go`` counts
+  every alert of the store as a source; ``api.go`` sets ``UpdatedAt`` on each post.
 * grafana/grafana ``public/app/features/alerting/unified/components/silences/
   SilencesEditor.tsx`` (``pickBy({id, startsAt, endsAt, comment, createdBy, matchers})``,
   matchers ``{name, value, isEqual, isRegex}``; "Recreate" posts an expired silence's
