@@ -9,7 +9,11 @@ POST in Prometheus' push format), ``/api/v2/alerts/groups``, ``/api/v2/silences`
 changes the silence named by ``id`` as Alertmanager's ``Silences.Set`` does),
 ``/api/v2/silence/<id>`` (GET, DELETE expires), and ``alerting.lifecycle``'s
 ``/-/healthy``, ``/-/ready``, ``POST /-/reload`` and the process' ``/metrics``. Errors are
-Alertmanager's: a JSON string body with 400 (bad input) or 404.
+Alertmanager's: a body its go-openapi layer refuses gets a JSON object
+``{"code", "message"}`` — 400 when it is not JSON of the schema's types, 422
+(``code`` 602 required, 612 too few items, 601 a silence id that is not a
+UUID), 415 for another content type — and what its handlers refuse a JSON
+string with 400 (bad input) or 404.
 
 Who may call what (``vigil.webauth``): reading is ``viewer``; posting alerts and
 creating or expiring silences is ``operator`` — Prometheus sends an operator
@@ -23,7 +27,9 @@ token as ``authorization: {credentials: ...}``. Each silence change is a
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import Any, Literal
@@ -59,15 +65,123 @@ MAX_LABELS = 128
 MAX_TEXT = 16 * 1024
 """Longest label or annotation value accepted."""
 GO_ZERO_YEAR = 1
+UUID_RE = re.compile(r"(?i)[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
+"""go-openapi's ``strfmt.UUIDPattern``."""
 """Go's zero time (``0001-01-01T00:00:00Z``) means "not set"."""
 
 
 class APIError(VigilError):
-    """A request the API refuses; ``status`` is the HTTP status, the message says why."""
+    """A request the API refuses; ``status`` is the HTTP status, the message says why.
+    With ``code`` (go-openapi's error code) the body is ``{"code", "message"}``, as
+    Alertmanager's generated request binder answers; without, a JSON string, as its
+    handlers answer."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, code: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
+
+
+REQUIRED_CODE = 602
+"""go-openapi's ``RequiredFailCode``; ``MIN_ITEMS_CODE`` is its ``MinItemsFailCode``,
+``INVALID_TYPE_CODE`` its ``InvalidTypeCode`` (all answered with 422)."""
+MIN_ITEMS_CODE = 612
+INVALID_TYPE_CODE = 601
+
+
+def required(name: str) -> APIError:
+    """go-openapi's ``errors.Required(name, "body")``."""
+    return APIError(f"{name} in body is required", 422, REQUIRED_CODE)
+
+
+def parse_error(param: str, reason: str) -> APIError:
+    """go-openapi's ``errors.NewParseError``: the body is not JSON of the schema's types
+    (400, ``code`` 400); ``reason`` says where and why."""
+    return APIError(f'parsing {param} body from "" failed, because {reason}', 400, 400)
+
+
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    return _JSON_TYPES.get(type(value), "a number")
+
+
+def _expect(param: str, field: str, value: object, want: type) -> None:
+    """Go's ``encoding/json``: a value of another type than the field's is an error
+    (``null`` leaves the field unset)."""
+    if value is not None and not isinstance(value, want):
+        got = _type_name(value)
+        raise parse_error(param, f"{field}: expected {_JSON_TYPES[want]}, got {got}")
+
+
+def _expect_time(param: str, field: str, value: object) -> None:
+    """``strfmt.DateTime`` decoding: a time that does not parse is a parse error."""
+    _expect(param, field, value, str)
+    try:
+        parse_time(field, value)
+    except APIError as exc:
+        raise parse_error(param, str(exc)) from None
+
+
+def _expect_strings(param: str, field: str, value: object) -> None:
+    _expect(param, field, value, dict)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _expect(param, f"{field}.{k}", v, str)
+
+
+def bind_alerts(body: object) -> list[dict[str, Any]]:
+    """Alertmanager's ``postAlerts`` binder: Go decoding (400), then the schema (422:
+    each alert needs ``labels``); nothing is stored when it fails."""
+    if not isinstance(body, list):
+        raise parse_error("alerts", f"expected an array of alerts, got {_type_name(body)}")
+    for i, item in enumerate(body[: MAX_POST_ALERTS + 1]):
+        if not isinstance(item, dict):
+            raise parse_error("alerts", f"[{i}]: expected an object, got {_type_name(item)}")
+        _expect_strings("alerts", f"[{i}].labels", item.get("labels"))
+        _expect_strings("alerts", f"[{i}].annotations", item.get("annotations"))
+        _expect_time("alerts", f"[{i}].startsAt", item.get("startsAt"))
+        _expect_time("alerts", f"[{i}].endsAt", item.get("endsAt"))
+        _expect("alerts", f"[{i}].generatorURL", item.get("generatorURL"), str)
+    for i, item in enumerate(body[: MAX_POST_ALERTS + 1]):
+        if item.get("labels") is None:
+            raise required(f"{i}.labels")
+    return body
+
+
+def bind_silence(body: object) -> dict[str, Any]:
+    """Alertmanager's ``postSilences`` binder: Go decoding (400), then the schema's
+    required fields in its order (422, the first one missing)."""
+    if not isinstance(body, dict):
+        raise parse_error("silence", f"expected an object (a silence), got {_type_name(body)}")
+    for field in ("id", "comment", "createdBy"):
+        _expect("silence", field, body.get(field), str)
+    for field in ("startsAt", "endsAt"):
+        _expect_time("silence", field, body.get(field))
+    matchers: list[Any] = body.get("matchers") or []
+    _expect("silence", "matchers", body.get("matchers"), list)
+    for i, m in enumerate(matchers[: MAX_FILTERS + 1]):
+        if not isinstance(m, dict):
+            raise parse_error("silence", f"matchers[{i}]: expected an object, got {_type_name(m)}")
+        for key in ("name", "value"):
+            _expect("silence", f"matchers[{i}].{key}", m.get(key), str)
+        for key in ("isRegex", "isEqual"):
+            _expect("silence", f"matchers[{i}].{key}", m.get(key), bool)
+    for field in ("comment", "createdBy", "endsAt", "matchers"):
+        if body.get(field) is None:
+            raise required(field)
+        if field == "matchers" and not matchers:
+            raise APIError("matchers in body should have at least 1 items", 422, MIN_ITEMS_CODE)
+    for i, m in enumerate(matchers[: MAX_FILTERS + 1]):
+        for key in ("isRegex", "name", "value"):
+            if m.get(key) is None:
+                raise required(f"matchers.{i}.{key}")
+    if body.get("startsAt") is None:
+        raise required("startsAt")
+    return body
 
 
 # -- times -------------------------------------------------------------------------------------
@@ -104,6 +218,7 @@ def _label_set(field: str, value: object, *, names_checked: bool) -> dict[str, s
         raise APIError(f"{field}: at most {MAX_LABELS} entries")
     rv: dict[str, str] = {}
     for k, v in value.items():
+        v = "" if v is None else v  # Go decodes a null value as ""
         if not isinstance(v, str) or len(v) > MAX_TEXT:
             raise APIError(f"{field}.{k}: expected a string of at most {MAX_TEXT} characters")
         if names_checked and (not k or not _label_name(k)):
@@ -122,26 +237,24 @@ def _label_name(name: str) -> bool:
 
 
 def parse_alerts(body: object, now: float) -> tuple[list[Any], list[str]]:
-    """Prometheus' alert push (a JSON array) to manager alerts; invalid entries are left
+    """Prometheus' alert push (a JSON array) to manager alerts. A body Alertmanager's
+    binder refuses is refused whole (``bind_alerts``); past that, invalid entries are left
     out and described (Alertmanager stores the valid ones and answers 400 for the rest)."""
-    if not isinstance(body, list):
-        raise APIError("expected a JSON array of alerts")
-    if len(body) > MAX_POST_ALERTS:
+    items = bind_alerts(body)
+    if len(items) > MAX_POST_ALERTS:
         raise APIError(f"at most {MAX_POST_ALERTS} alerts per request")
     alerts, errors = [], []
-    for i, item in enumerate(body):
+    for i, item in enumerate(items):
         try:
-            if not isinstance(item, dict):
-                raise APIError("expected an object")
             labels = _label_set("labels", item.get("labels"), names_checked=True)
             if not labels:
                 raise APIError("at least one label pair required")
             annotations = _label_set("annotations", item.get("annotations"), names_checked=False)
             starts = parse_time("startsAt", item.get("startsAt"))
             ends = parse_time("endsAt", item.get("endsAt"))
-            url = item.get("generatorURL", "")
-            if not isinstance(url, str) or len(url) > MAX_TEXT:
-                raise APIError("generatorURL: expected a URL string")
+            url = item.get("generatorURL") or ""
+            if len(url) > MAX_TEXT:
+                raise APIError(f"generatorURL: longer than {MAX_TEXT} characters")
             if starts is None:
                 starts = now if ends is None else ends
             if ends is not None and ends < starts:
@@ -153,22 +266,20 @@ def parse_alerts(body: object, now: float) -> tuple[list[Any], list[str]]:
 
 
 def parse_silence(body: object, now: float) -> Silence:
-    """A posted silence (``matchers`` of ``{name, value, isRegex, isEqual}``)."""
-    if not isinstance(body, dict):
-        raise APIError("expected a JSON object (a silence)")
-    raw = body.get("matchers")
-    if not isinstance(raw, list) or not raw:
-        raise APIError("matchers: at least one matcher is required")
+    """A posted silence (``matchers`` of ``{name, value, isRegex, isEqual}``): what
+    ``bind_silence`` lets through, checked as Alertmanager's handler and ``Silences.Set``
+    do (a JSON string with 400). ``createdBy`` may be empty, as in Alertmanager."""
+    bound = bind_silence(body)
+    raw: list[dict[str, Any]] = bound["matchers"]
+    if len(raw) > MAX_FILTERS:
+        raise APIError(f"matchers: at most {MAX_FILTERS}")
     matchers = []
-    for i, m in enumerate(raw[: MAX_FILTERS + 1]):
-        if not isinstance(m, dict):
-            raise APIError(f"matchers[{i}]: expected an object")
-        name, value = m.get("name"), m.get("value")
-        is_regex, is_equal = m.get("isRegex"), m.get("isEqual", True)
-        if not isinstance(name, str) or not isinstance(value, str) or not name:
-            raise APIError(f"matchers[{i}]: name and value must be strings")
-        if not isinstance(is_regex, bool) or not isinstance(is_equal, bool):
-            raise APIError(f"matchers[{i}]: isRegex (required) and isEqual must be booleans")
+    for i, m in enumerate(raw):
+        name, value, is_regex = m["name"], m["value"], m["isRegex"]
+        is_equal = m.get("isEqual")
+        is_equal = True if is_equal is None else is_equal
+        if not name:
+            raise APIError(f'matchers[{i}]: invalid label name ""')
         if len(value) > MAX_TEXT:
             raise APIError(f"matchers[{i}]: value longer than {MAX_TEXT} characters")
         op: Literal["=", "!=", "=~", "!~"] = (
@@ -178,14 +289,12 @@ def parse_silence(body: object, now: float) -> Silence:
             matchers.append(Matcher(name, op, value))
         except VigilError as exc:
             raise APIError(f"matchers[{i}]: {exc}") from None
-    sid = body.get("id", "")
-    created_by, comment = body.get("createdBy"), body.get("comment")
-    if not isinstance(sid, str) or not isinstance(created_by, str) or not isinstance(comment, str):
-        raise APIError("id, createdBy and comment must be strings")
-    starts = parse_time("startsAt", body.get("startsAt"))
-    ends = parse_time("endsAt", body.get("endsAt"))
+    sid = bound.get("id") or ""
+    created_by, comment = bound["createdBy"], bound["comment"]
+    starts = parse_time("startsAt", bound.get("startsAt"))
+    ends = parse_time("endsAt", bound.get("endsAt"))
     if starts is None or ends is None:
-        raise APIError("startsAt and endsAt are required")
+        raise APIError("startsAt and endsAt must not be Go's zero time")
     if starts >= ends:
         raise APIError("failed to create silence: start time must be before end time")
     if ends < now:
@@ -204,6 +313,16 @@ def parse_silence(body: object, now: float) -> Silence:
     # A start in the past is moved to now by the store, for a new silence only: an
     # update in place compares the start as posted (Alertmanager's ``canUpdate``).
     return Silence(sid, silence.matchers, starts, ends, silence.created_by, silence.comment, now)
+
+
+def check_silence_id(sid: str) -> str:
+    """The ``silenceID`` path parameter: go-openapi's ``strfmt.UUID`` (422, code 601)."""
+    if not UUID_RE.fullmatch(sid):
+        shown = sid if len(sid) <= 64 else sid[:64] + "…"
+        raise APIError(
+            f'silenceID in path must be of type strfmt.UUID: "{shown}"', 422, INVALID_TYPE_CODE
+        )
+    return sid
 
 
 def parse_filters(values: Sequence[str]) -> list[Matcher]:
@@ -259,7 +378,7 @@ def alert_json(view: AlertView, now: float, resolve_timeout_s: float) -> dict[st
             "silencedBy": list(view.silenced_by),
             "state": view.state,
         },
-        "updatedAt": format_time(now),
+        "updatedAt": format_time(view.updated_at),
         "labels": dict(a.labels),
     }
     if a.expr.startswith(("http://", "https://")):  # omitted when empty, as Alertmanager
@@ -299,6 +418,10 @@ def silence_order(s: Silence, now: float) -> tuple[int, float]:
     if state == "pending":
         return (1, s.starts_at)
     return (2, -s.ends_at)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _json(data: object, status: int = 200) -> Response:
@@ -361,17 +484,32 @@ def create_app(
 
     @app.errorhandler(APIError)
     def _api_error(exc: APIError) -> Response:
+        if exc.code is not None:
+            return _json({"code": exc.code, "message": str(exc)}, exc.status)
         return _json(str(exc), exc.status)
 
     @app.errorhandler(413)
     def _too_large(exc: Exception) -> Response:
         return _json(f"request body larger than {MAX_BODY_BYTES} bytes", 413)
 
-    def body() -> object:
-        data = request.get_json(silent=True, cache=False)
-        if data is None:
-            raise APIError("the body must be JSON (Content-Type: application/json)")
-        return data
+    def body(param: str) -> object:
+        """The JSON body as go-openapi's binder takes it: none is 422 (required), another
+        content type 415, text that is not JSON 400 (a parse error)."""
+        raw = request.get_data(cache=False)
+        if not raw:
+            raise required(param)
+        mimetype = request.mimetype or "application/octet-stream"
+        if mimetype != "application/json":
+            shown = request.content_type or "application/octet-stream"
+            raise APIError(
+                f'unsupported media type "{shown}", only [application/json] are allowed',
+                415,
+                415,
+            )
+        try:
+            return json.loads(raw, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise parse_error(param, f"not JSON: {exc}") from None
 
     def views(receiver_wanted: bool = True) -> tuple[list[AlertView], float]:
         now = manager.clock()
@@ -436,7 +574,7 @@ def create_app(
     @requires("operator")
     def post_alerts() -> Response:
         now = manager.clock()
-        alerts, errors = parse_alerts(body(), now)
+        alerts, errors = parse_alerts(body("alerts"), now)
         refused = manager.post_alerts(alerts) if alerts else 0
         for a in alerts:
             metrics.received.labels("v2", a.state).inc()
@@ -491,7 +629,7 @@ def create_app(
     @requires("operator")
     def post_silence() -> Response:
         now = manager.clock()
-        silence = parse_silence(body(), now)
+        silence = parse_silence(body("silence"), now)
         if silence.id:
             _existing(silence.id)
         try:
@@ -508,8 +646,6 @@ def create_app(
         return _json({"silenceID": sid})
 
     def _existing(sid: str) -> Silence:
-        if len(sid) > 64:
-            raise APIError("silence not found", 404)
         try:
             return manager.silences.get(sid)
         except SilenceError:
@@ -518,13 +654,13 @@ def create_app(
     @app.get("/api/v2/silence/<sid>")
     @requires("viewer")
     def get_silence(sid: str) -> Response:
-        return _json(silence_json(_existing(sid), manager.clock()))
+        return _json(silence_json(_existing(check_silence_id(sid)), manager.clock()))
 
     @app.delete("/api/v2/silence/<sid>")
     @requires("operator")
     def delete_silence(sid: str) -> Response:
         now = manager.clock()
-        if _existing(sid).state(now) == "expired":
+        if _existing(check_silence_id(sid)).state(now) == "expired":
             return Response(status=200)  # as Alertmanager: expiring twice changes nothing
         try:
             manager.silences.expire(sid, now=now)

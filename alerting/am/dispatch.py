@@ -131,6 +131,8 @@ class AlertView:
     receivers: tuple[str, ...]
     silenced_by: tuple[str, ...] = ()
     inhibited_by: tuple[str, ...] = ()
+    updated_at: float = 0.0
+    """When the manager last received the alert (Alertmanager's ``UpdatedAt``)."""
 
 
 @dataclass(frozen=True)
@@ -377,6 +379,9 @@ class AlertManager:
         self.posted: dict[str, Alert] = {
             k: Alert.from_json(v) for k, v in self.store.rows("am_posted")
         }
+        self.received_at: dict[str, float] = {}
+        """By fingerprint, when the alert was last posted or given by the rule engine (in
+        memory: after a restart an alert shows its start until it is received again)."""
         # Acknowledgements already shown before a restart are not shown (edited) again.
         self.current_acks = {a.group_key: a for a in self.acks.all() if a.group_key in self.groups}
         self.outboxes: dict[str, GroupOutbox] = {}
@@ -492,6 +497,7 @@ class AlertManager:
                 if old is not None and old.state == "firing":
                     a = dataclasses.replace(a, active_at=min(a.active_at, old.active_at))
                 self.posted[a.fingerprint] = a
+                self.received_at[a.fingerprint] = now
                 self.store.put("am_posted", a.fingerprint, a.to_json())
         if refused:
             self.metrics.posted_dropped.inc(refused)
@@ -518,7 +524,10 @@ class AlertManager:
         now = self.clock() if now is None else now
         with self._lock:
             self._refresh_acks()
-            everything = [a for a in alerts if a.state != "pending"] + self._posted_now(now)
+            given = [a for a in alerts if a.state != "pending"]
+            for a in given:
+                self.received_at[a.fingerprint] = now
+            everything = given + self._posted_now(now)
             seen: set[tuple[str, str]] = set()
             changed: set[str] = set()
             for alert in everything:
@@ -554,6 +563,8 @@ class AlertManager:
             changed |= self._escalate_due(now, sup)
             for key in changed:
                 self._save(key)
+            held = {fp for g in self.groups.values() for fp in g.alerts} | set(self.posted)
+            self.received_at = {fp: t for fp, t in self.received_at.items() if fp in held}
             self._update_gauges(now)
 
     def _save(self, key: str) -> None:
@@ -565,19 +576,27 @@ class AlertManager:
 
     # -- suppression -----------------------------------------------------------------------
 
-    def _firing_alerts(self) -> list[Alert]:
+    def _firing_alerts(self, now: float) -> list[Alert]:
+        """The grouped firing alerts and the API's as of ``now``: as Alertmanager's
+        inhibitor reads its alert store, a just-posted alert inhibits before any pass has
+        grouped it, and one whose end has passed stops inhibiting at once."""
         seen: dict[str, Alert] = {}
         for g in self.groups.values():
             for fp, a in g.alerts.items():
                 if a.state == "firing":
                     seen[fp] = a
+        for fp, a in self.posted.items():
+            if a.state == "firing" and (a.resolved_at is None or a.resolved_at > now):
+                seen[fp] = a
+            else:
+                seen.pop(fp, None)
         return list(seen.values())
 
     def suppressor(self, now: float) -> Suppressor:
         """The active silences and the firing alerts as of ``now``, for many lookups."""
         with self._lock:
             return Suppressor(
-                self.silences.active(now), self.config.inhibit_rules, self._firing_alerts()
+                self.silences.active(now), self.config.inhibit_rules, self._firing_alerts(now)
             )
 
     # -- notifying -------------------------------------------------------------------------
@@ -813,15 +832,24 @@ class AlertManager:
             by_fp: dict[str, tuple[Alert, set[str]]] = {}
             for g in self.groups.values():
                 for fp, a in g.alerts.items():
-                    by_fp.setdefault(fp, (a, set()))[1].add(g.receiver)
+                    # The API's latest post of it (a renewed end shows before the next pass).
+                    latest = self.posted.get(fp, a)
+                    by_fp.setdefault(fp, (latest, set()))[1].add(g.receiver)
             rv = []
             for a, receivers in by_fp.values():
-                if a.state != "firing":
-                    continue
+                if a.state != "firing" or (a.resolved_at is not None and a.resolved_at <= now):
+                    continue  # resolved, or a posted alert whose end has passed
                 silenced, inhibited = sup.check(a)
                 state: AlertState = "suppressed" if silenced or inhibited else "active"
                 rv.append(
-                    AlertView(a, state, tuple(sorted(receivers)), tuple(silenced), tuple(inhibited))
+                    AlertView(
+                        a,
+                        state,
+                        tuple(sorted(receivers)),
+                        tuple(silenced),
+                        tuple(inhibited),
+                        self._received(a),
+                    )
                 )
         return sorted(rv, key=lambda v: sorted(v.alert.labels.items()))
 
@@ -841,8 +869,21 @@ class AlertManager:
                 receivers = sorted({r.receiver for r in self.config.route.match(a.labels)})
                 silenced, inhibited = sup.check(a)
                 state: AlertState = "suppressed" if silenced or inhibited else "active"
-                rv.append(AlertView(a, state, tuple(receivers), tuple(silenced), tuple(inhibited)))
+                rv.append(
+                    AlertView(
+                        a,
+                        state,
+                        tuple(receivers),
+                        tuple(silenced),
+                        tuple(inhibited),
+                        self._received(a),
+                    )
+                )
             return rv
+
+    def _received(self, a: Alert) -> float:
+        start = a.fired_at if a.fired_at is not None else a.active_at
+        return self.received_at.get(a.fingerprint, start)
 
     def groups_view(self, now: float | None = None) -> list[GroupView]:
         views = {v.alert.fingerprint: v for v in self.alerts(now)}

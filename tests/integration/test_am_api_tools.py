@@ -172,6 +172,16 @@ def test_amtool_silence_add_query_expire(vigil: Vigil) -> None:
     assert expired.returncode == 0, expired.stderr
     assert amtool(vigil, "silence", "query", "-q").stdout.split() == []
     assert sid in amtool(vigil, "silence", "query", "--expired", "-q").stdout.split()
+    # A silence id that is not a UUID: Alertmanager's go-openapi 422, which amtool's
+    # client (its spec lists no 422) reports by status, as against Alertmanager.
+    bad = amtool(vigil, "silence", "expire", "not-a-uuid")
+    assert bad.returncode != 0 and "(status 422)" in bad.stderr, bad.stderr
+    # What the handler refuses reaches amtool's user with the reason.
+    past = ["--start=2019-01-01T00:00:00Z", "--end=2020-01-01T00:00:00Z"]
+    late = amtool(vigil, "silence", "add", "alertname=Y", "-c", "c", *past)
+    assert late.returncode != 0
+    assert "[400] postSilencesBadRequest" in late.stderr, late.stderr
+    assert "end time can't be in the past" in late.stderr
     store = SqliteStore(vigil.data / "siem.db")
     try:
         audits = store.search(EventQuery(dataset="vigil.audit"))

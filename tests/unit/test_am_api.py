@@ -15,6 +15,13 @@ Checked against the sources (read 2026-11-30), not memory:
   an unknown id is 404; expiring an expired silence is a no-op. Booleans are read
   by go-openapi's ``swag.ConvertBool`` (``true``, ``1``, ``yes``, ``on``, … are true;
   anything else false; never 400).
+* Alertmanager v0.25.0's generated ``api/v2/restapi/operations/*_parameters.go`` and
+  ``api/v2/models`` with go-openapi/errors v0.20.3 (``ServeError`` serves the first
+  error as ``{code, message}``, a code ≥ 600 as 422; ``NewParseError`` is 400),
+  go-openapi/runtime v0.25.0 (content type checked only when there is a body: 415)
+  and go-openapi/strfmt v0.21.3 (``UUIDPattern``); ``silence/silence.go``
+  ``validateSilence`` does not look at ``createdBy``; ``inhibit/inhibit.go`` counts
+  every alert of the store as a source; ``api.go`` sets ``UpdatedAt`` on each post.
 * grafana/grafana ``public/app/features/alerting/unified/components/silences/
   SilencesEditor.tsx`` (``pickBy({id, startsAt, endsAt, comment, createdBy, matchers})``,
   matchers ``{name, value, isEqual, isRegex}``; "Recreate" posts an expired silence's
@@ -200,9 +207,75 @@ def test_push_validation_errors_are_400_strings_and_valid_alerts_are_kept(env: E
     assert [a["labels"]["alertname"] for a in env.get("/api/v2/alerts")] == ["Good"]
     invalid = env.registry.get_sample_value("alertmanager_alerts_invalid_total", {"version": "v2"})
     assert invalid == 3
-    assert env.client.post("/api/v2/alerts", data="{", headers=env.h()).status_code == 400
-    obj = env.client.post("/api/v2/alerts", json={"labels": {}}, headers=env.h())
-    assert obj.status_code == 400 and "array" in obj.json
+
+
+def test_bodies_the_openapi_binder_refuses_get_its_status_and_shape(env: Env) -> None:
+    """As Alertmanager's go-openapi layer: not JSON of the schema's types is 400 with a
+    ``{code: 400, message}`` parse error, a missing required field 422 with ``code`` 602
+    (the first one in the schema's order), no body 422, another content type 415; the
+    whole request is refused, nothing is stored."""
+
+    def post(path: str, body: Any) -> Any:
+        return env.client.post(path, json=body, headers=env.h())
+
+    bad_json = env.client.post(
+        "/api/v2/alerts", data="{", content_type="application/json", headers=env.h()
+    )
+    assert bad_json.status_code == 400 and bad_json.json["code"] == 400
+    assert bad_json.json["message"].startswith('parsing alerts body from "" failed, because')
+    obj = post("/api/v2/alerts", {"labels": {}})
+    assert obj.status_code == 400 and "expected an array of alerts" in obj.json["message"]
+    typed = post("/api/v2/alerts", [prom_alert("Good"), {"labels": {"a": 1}}])
+    assert typed.status_code == 400 and typed.json["code"] == 400
+    assert "[1].labels.a: expected a string, got a number" in typed.json["message"]
+    when = post("/api/v2/alerts", [{**prom_alert("Good"), "startsAt": "yesterday"}])
+    assert when.status_code == 400 and "[0].startsAt" in when.json["message"]
+    no_labels = post("/api/v2/alerts", [prom_alert("Good"), {"annotations": {}}])
+    assert no_labels.status_code == 422
+    assert no_labels.json == {"code": 602, "message": "1.labels in body is required"}
+    assert env.get("/api/v2/alerts") == []  # the valid alert of a refused body is not kept
+    empty = env.client.post("/api/v2/alerts", headers=env.h())
+    assert empty.status_code == 422
+    assert empty.json == {"code": 602, "message": "alerts in body is required"}
+    text = env.client.post("/api/v2/silences", data="x", content_type="text/plain", headers=env.h())
+    assert text.status_code == 415 and text.json["code"] == 415
+    assert text.json["message"] == (
+        'unsupported media type "text/plain", only [application/json] are allowed'
+    )
+
+    def silence_error(**fields: Any) -> tuple[int, Any]:
+        body = {k: v for k, v in _silence(**fields).items() if v is not None}
+        rv = post("/api/v2/silences", body)
+        return rv.status_code, rv.json
+
+    assert silence_error(comment=None, createdBy=None) == (
+        422,
+        {"code": 602, "message": "comment in body is required"},
+    )
+    assert silence_error(matchers=[]) == (
+        422,
+        {"code": 612, "message": "matchers in body should have at least 1 items"},
+    )
+    assert silence_error(matchers=[{"name": "a", "value": "b"}]) == (
+        422,
+        {"code": 602, "message": "matchers.0.isRegex in body is required"},
+    )
+    assert silence_error(startsAt=None)[1]["message"] == "startsAt in body is required"
+    status, error = silence_error(createdBy=7, comment=None)  # a type error comes first
+    assert status == 400 and error["code"] == 400
+    assert "createdBy: expected a string, got a number" in error["message"]
+    status, error = silence_error(matchers=[{"name": "a", "value": "b", "isRegex": "no"}])
+    assert status == 400 and "matchers[0].isRegex: expected a boolean" in error["message"]
+    assert post("/api/v2/silences", [_silence()]).json["code"] == 400
+    assert env.get("/api/v2/silences") == [] and env.audit == []
+    # The silenceID path parameter is a UUID (strfmt.UUID): 422, code 601.
+    for method in (env.client.get, env.client.delete):
+        rv = method("/api/v2/silence/not-a-uuid", headers=env.h())
+        assert rv.status_code == 422
+        assert rv.json == {
+            "code": 601,
+            "message": 'silenceID in path must be of type strfmt.UUID: "not-a-uuid"',
+        }
 
 
 def test_generator_url_is_left_out_when_empty_as_alertmanager(env: Env) -> None:
@@ -245,6 +318,59 @@ def test_grafana_alert_list_filters_flags_and_receiver(env: Env) -> None:
     assert env.get("/api/v2/alerts?silenced=true&active=false&inhibited=false") == []
     bad = env.client.get("/api/v2/alerts?filter=%7Balertname%3D%22x%22", headers=env.h("viewer"))
     assert bad.status_code == 400 and "bad matcher format" in bad.json
+
+
+def test_a_just_posted_alert_inhibits_at_once_in_the_api_and_in_notifications(
+    env: Env,
+) -> None:
+    """As Alertmanager's inhibitor, which reads the alert store: a source alert counts as
+    soon as it is posted, before any pass has grouped it."""
+    env.post_alerts([prom_alert("SlowPage", severity="warning", instance="web1")])
+    env.manager.process([], env.clock.now)  # grouped and due; not delivered yet
+    env.post_alerts([prom_alert("InstanceDown", severity="critical", instance="web1")])
+    source = next(a for a in env.get("/api/v2/alerts") if a["labels"]["alertname"] != "SlowPage")
+    slow = next(a for a in env.get("/api/v2/alerts") if a["labels"]["alertname"] == "SlowPage")
+    assert slow["status"]["state"] == "suppressed"
+    assert slow["status"]["inhibitedBy"] == [source["fingerprint"]]
+    assert [a["labels"]["alertname"] for a in env.get("/api/v2/alerts?inhibited=false")] == [
+        "InstanceDown"
+    ]
+    env.manager.deliver_now()  # the queued SlowPage notification is worked out now
+    assert [a.labels["alertname"] for n in env.team.sent for a in n.alerts] == []
+    # Both posted together and never grouped: the same.
+    env.post_alerts(
+        [
+            prom_alert("SlowPage", severity="warning", instance="web2"),
+            prom_alert("InstanceDown", severity="critical", instance="web2"),
+        ]
+    )
+    web2 = [a for a in env.get("/api/v2/alerts") if a["labels"]["instance"] == "web2"]
+    assert {a["labels"]["alertname"]: a["status"]["state"] for a in web2} == {
+        "SlowPage": "suppressed",
+        "InstanceDown": "active",
+    }
+    # A source whose end has passed stops inhibiting at once, before the next pass.
+    env.clock.now = T0 + 61  # prom_alert's endsAt is T0 + 60
+    env.post_alerts(
+        [{**prom_alert("SlowPage", severity="warning", instance="web1"), "endsAt": None}]
+    )
+    slow = next(a for a in env.get("/api/v2/alerts") if a["labels"]["instance"] == "web1")
+    assert slow["status"] == {**slow["status"], "state": "active", "inhibitedBy": []}
+
+
+def test_updated_at_is_when_the_alert_was_last_received(env: Env) -> None:
+    """Alertmanager's ``UpdatedAt``: set to the time of each post, not the request's."""
+    env.post_alerts([prom_alert("SlowPage", severity="warning", instance="a")])
+    env.clock.now = T0 + 30
+    first = env.get("/api/v2/alerts")[0]
+    assert first["updatedAt"] == format_time(T0)
+    env.process()
+    assert env.get("/api/v2/alerts")[0]["updatedAt"] == format_time(T0)
+    env.post_alerts([prom_alert("SlowPage", severity="warning", instance="a")])
+    env.clock.now = T0 + 50
+    assert env.get("/api/v2/alerts")[0]["updatedAt"] == format_time(T0 + 30)
+    groups = env.get("/api/v2/alerts/groups")
+    assert groups[0]["alerts"][0]["updatedAt"] == format_time(T0 + 30)
 
 
 def test_grafana_groups_status_and_receivers(env: Env) -> None:
@@ -405,6 +531,16 @@ def test_grafana_silence_create_list_update_and_expire_with_audit(env: Env) -> N
     assert f"replaced {sid} by" in env.audit[2].doc["message"]
 
 
+def test_an_empty_creator_is_accepted_and_the_audit_names_the_caller(env: Env) -> None:
+    """Alertmanager 0.25 accepts ``createdBy: ""`` (the schema wants the field, its
+    ``validateSilence`` no content); the audit event still says who called."""
+    rv = env.client.post("/api/v2/silences", json=_silence(createdBy=""), headers=env.h())
+    assert rv.status_code == 200, rv.json
+    sid = rv.json["silenceID"]
+    assert env.get(f"/api/v2/silence/{sid}")["createdBy"] == ""
+    assert [e.doc["user"]["name"] for e in env.audit] == ["operator-bot"]
+
+
 def test_silence_errors_as_alertmanager(env: Env) -> None:
     def post(body: Any) -> Any:
         return env.client.post("/api/v2/silences", json=body, headers=env.h())
@@ -415,7 +551,6 @@ def test_silence_errors_as_alertmanager(env: Env) -> None:
     assert "start time must be before end time" in reversed_.json
     empty = post(_silence(matchers=[{"name": "a", "value": "", "isRegex": False}]))
     assert empty.status_code == 400 and "must not match the empty string" in empty.json
-    assert post(_silence(matchers=[])).status_code == 400
     regex = post(_silence(matchers=[{"name": "a", "value": "(", "isRegex": True}]))
     assert regex.status_code == 400
     unknown = "6f1c1c54-5f34-4b51-9d08-6d9d9d1e1234"
@@ -481,10 +616,32 @@ def test_roles_viewer_reads_operator_writes(env: Env) -> None:
         max_leaves=12,
     )
 )
-def test_fuzz_hostile_bodies_get_200_or_400_never_500(env: Env, body: Any) -> None:
+def test_fuzz_hostile_bodies_get_200_400_or_422_never_500(env: Env, body: Any) -> None:
     for path in ("/api/v2/alerts", "/api/v2/silences"):
         rv = env.client.post(path, json=body, headers=env.h())
-        assert rv.status_code in (200, 400, 404), (path, body, rv.data)
+        assert rv.status_code in (200, 400, 404, 422), (path, body, rv.data)
+        if rv.status_code == 422:  # go-openapi's validation error
+            assert set(rv.json) == {"code", "message"} and rv.json["code"] >= 600
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    raw=st.binary(max_size=64) | st.text(alphabet='[]{}":,0123456789.-eEtrufalsn \\', max_size=40)
+)
+def test_fuzz_raw_bodies_are_refused_with_a_coded_error_or_taken(
+    env: Env, raw: bytes | str
+) -> None:
+    """Bytes that may not be JSON at all: a go-openapi ``{code, message}`` error (400
+    parse, 422 required) or a handler's answer; never a 500."""
+    for path in ("/api/v2/alerts", "/api/v2/silences"):
+        rv = env.client.post(path, data=raw, content_type="application/json", headers=env.h())
+        assert rv.status_code in (200, 400, 404, 422), (path, raw, rv.data)
+        if rv.status_code != 200:
+            error = rv.json
+            assert isinstance(error, str) or set(error) == {"code", "message"}, error
+            assert rv.status_code != 422 or isinstance(error, dict)
 
 
 @settings(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import getpass
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,7 @@ def test_changes_follow_alertmanager_set(tmp_path: Path) -> None:
         ('job=~".*"', {}, "matchers: .*must not match the empty string"),
         ("job=", {}, "matchers: .*must not match the empty string"),
         ("job=shop", {"ends_at": 0.0, "starts_at": 10.0}, "endsAt: the end must be after"),
-        ("job=shop", {"created_by": " "}, "createdBy: say who"),
+        ("job=shop", {"created_by": "x" * 5000}, "createdBy: at most"),
         ("job=shop", {"comment": "x" * 10_000}, "comment: at most"),
         ('job="unterminated', {}, "matchers: .*unterminated"),
     ],
@@ -131,3 +132,12 @@ def test_vigil_silence_add_query_expire(tmp_path: Path) -> None:
     assert run(tmp_path, "silence", "query", "--expired", "-q").stdout.split() == [sid]
     refused = run(tmp_path, "silence", "add", "alertname=X", "-a", "ana")
     assert refused.returncode == 1 and "comment" in refused.stderr
+    # Without -a the creator is the user running the command.
+    mine = run(tmp_path, "silence", "add", "alertname=Y", "-c", "mine").stdout.strip()
+    extended = run(tmp_path, "silence", "query", "alertname=Y").stdout
+    assert mine in extended and getpass.getuser() in extended
+
+
+def test_an_empty_creator_is_accepted_as_alertmanager_does() -> None:
+    silence = new_silence("job=shop", created_by="", comment="c", now=0.0)
+    assert silence.created_by == ""
