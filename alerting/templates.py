@@ -120,10 +120,13 @@ def go_g(value: float) -> str:
 
 
 def _go_time(moment: dt.datetime) -> str:
+    """``time.Time.String``: ``2024-01-02 03:04:05.5 +0000 UTC``, in the time's own zone."""
     text = f"{moment.year:04d}-" + moment.strftime("%m-%d %H:%M:%S")
     if moment.microsecond:
         text += f".{moment.microsecond:06d}".rstrip("0")
-    return text + " +0000 UTC"
+    minutes = int((moment.utcoffset() or dt.timedelta()).total_seconds()) // 60
+    offset = f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    return f"{text} {offset} {moment.tzname() or offset}"
 
 
 def show(value: Any) -> str:
