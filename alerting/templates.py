@@ -866,11 +866,14 @@ class _Parser:
                 command.append(operand)
             if not command:
                 raise TemplateError("missing value for command")
-            method = (
-                self.methods and command[0].kind in ("field", "var") and bool(command[0].fields)
+            method = (  # ``.KV.Remove .X``, ``(index .Alerts 0).StartsAt.Format "15:04"``
+                self.methods
+                and command[0].kind in ("field", "var", "pipe")
+                and bool(command[0].fields)
             )
             if len(command) > 1 and command[0].kind != "func" and not method:
-                raise TemplateError(f"can't give argument to non-function {command[0].value!r}")
+                what = "(pipeline)" if command[0].kind == "pipe" else repr(command[0].value)
+                raise TemplateError(f"can't give argument to non-function {what}")
             if commands and command[0].kind != "func" and not method:
                 raise TemplateError(f"non-function {command[0].value!r} in a pipeline")
             commands.append(tuple(command))

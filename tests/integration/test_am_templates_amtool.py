@@ -47,6 +47,8 @@ TEXT_CASES = [
     "{{ with .CommonAnnotations.nothing }}yes{{ else }}no{{ end }} {{ len .Alerts.Firing }}",
     "{{ $n := len .Alerts }}{{ if gt $n 1 }}{{ $n }} alerts{{ end }} {{ .GroupLabels.Names }}",
     "{{ .CommonLabels.severity | toUpper }}{{/* a comment */}} {{- .Status -}} !",
+    '{{ (index .Alerts 0).StartsAt.Format "2006-01-02 15:04" }}'
+    ' {{ ((.CommonLabels).Remove (stringSlice "severity")).Names }}',
 ]
 HTML_CASES = [
     '{{ template "email.default.html" . }}',
@@ -112,6 +114,7 @@ def test_html_template_renders_as_amtool(amtool: str, text: str) -> None:
         ('{{ template "no.such.template" . }}',),
         ("{{ .NoSuchField }}",),
         ('{{ join "," .Receiver }}',),
+        ("{{ (index .Alerts 0) 1 }}",),
     ],
 )
 def test_template_failing_in_amtool_fails_in_vigil(amtool: str, text: str) -> None:

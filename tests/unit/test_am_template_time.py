@@ -81,6 +81,7 @@ NEW_YEAR = go_time(dt.datetime(2024, 1, 1, 8, 15, 30, tzinfo=dt.UTC).timestamp()
             NEW_YEAR,
             "2024-01-01 08:15:30 +0000 UTC 2024-01-01 08:15:30 +0000 UTC",
         ),
+        ('{{ (.V | tz "Asia/Kolkata").Format "Jan 2, 3:04PM" }}', NEW_YEAR, "Jan 1, 1:45PM"),
         ('{{ .V | date "2006-01-02T15:04:05Z07:00" }}', NEW_YEAR, "2024-01-01T08:15:30Z"),
         (
             "{{ .V }} {{ .V.Seconds }} {{ .V.Minutes }}",
