@@ -120,10 +120,13 @@ def go_g(value: float) -> str:
 
 
 def _go_time(moment: dt.datetime) -> str:
+    """``time.Time.String``: ``2024-01-02 03:04:05.5 +0000 UTC``, in the time's own zone."""
     text = f"{moment.year:04d}-" + moment.strftime("%m-%d %H:%M:%S")
     if moment.microsecond:
         text += f".{moment.microsecond:06d}".rstrip("0")
-    return text + " +0000 UTC"
+    minutes = int((moment.utcoffset() or dt.timedelta()).total_seconds()) // 60
+    offset = f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    return f"{text} {offset} {moment.tzname() or offset}"
 
 
 def show(value: Any) -> str:
@@ -863,11 +866,14 @@ class _Parser:
                 command.append(operand)
             if not command:
                 raise TemplateError("missing value for command")
-            method = (
-                self.methods and command[0].kind in ("field", "var") and bool(command[0].fields)
+            method = (  # ``.KV.Remove .X``, ``(index .Alerts 0).StartsAt.Format "15:04"``
+                self.methods
+                and command[0].kind in ("field", "var", "pipe")
+                and bool(command[0].fields)
             )
             if len(command) > 1 and command[0].kind != "func" and not method:
-                raise TemplateError(f"can't give argument to non-function {command[0].value!r}")
+                what = "(pipeline)" if command[0].kind == "pipe" else repr(command[0].value)
+                raise TemplateError(f"can't give argument to non-function {what}")
             if commands and command[0].kind != "func" and not method:
                 raise TemplateError(f"non-function {command[0].value!r} in a pipeline")
             commands.append(tuple(command))

@@ -1166,3 +1166,18 @@ def load_config(path: str | Path) -> AMConfig:
     except safeyaml.YamlInputError as exc:
         raise AMConfigError(exc.reason, file=exc.file, line=exc.line, column=exc.column) from None
     return parse_config(text, file)
+
+
+def template_globs(path: str | Path) -> tuple[str, ...]:
+    """The ``templates`` globs of the file at ``path`` as far as they can be read, even when
+    the file does not load (a reload watches those template files until it does)."""
+    try:
+        root = safeyaml.compose(safeyaml.read_text(path), str(path))
+    except safeyaml.YamlInputError:
+        return ()
+    if not isinstance(root, yaml.MappingNode):
+        return ()
+    for key, value in root.value:
+        if getattr(key, "value", None) == "templates" and isinstance(value, yaml.SequenceNode):
+            return tuple(str(v.value) for v in value.value if isinstance(v, yaml.ScalarNode))
+    return ()

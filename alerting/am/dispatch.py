@@ -55,8 +55,10 @@ from alerting.am.config import (
     InhibitRule,
     Route,
     load_config,
+    template_globs,
 )
 from alerting.am.silences import Silence, SilenceStore
+from alerting.am.templates import files_signature
 from alerting.notify.base import GroupDelivery, GroupNotification, GroupNotifier
 from alerting.notify.outbox import (
     DEFAULT_BACKOFF_S,
@@ -368,6 +370,8 @@ class AlertManager:
         self._build = build_integrations
         self.config_path = str(config_path) if config_path is not None else None
         self._config_mtime = self._mtime()
+        self._template_globs = config.templates
+        self._templates_seen = self._templates_signature()
         self.started_at = clock()
         self._last_gc = 0.0
         self.groups: dict[str, Group] = {
@@ -433,21 +437,26 @@ class AlertManager:
         self._config_mtime = -1.0  # no file has it: ``_mtime`` is 0.0 for a missing one
 
     def reload_if_changed(self) -> bool:
-        """Load the configuration file again when it changed; a bad one keeps the last good
-        configuration, logs why and sets ``alertmanager_config_last_reload_successful`` 0."""
+        """Load the configuration file again when it or one of its ``templates`` files
+        changed (or a file was added to or removed from the globs); a bad one keeps the last
+        good configuration, logs why and sets ``alertmanager_config_last_reload_successful``
+        0."""
         if self.config_path is None or self._build is None:
             return False
-        mtime = self._mtime()
-        if mtime == self._config_mtime:
+        mtime, templates = self._mtime(), self._templates_signature()
+        if mtime == self._config_mtime and templates == self._templates_seen:
             return False
-        self._config_mtime = mtime
+        self._config_mtime, self._templates_seen = mtime, templates
         try:
             config = load_config(self.config_path)
         except AMConfigError as exc:
             self.reload_error = str(exc)
             self.metrics.reload_ok.set(0)
             log.error("alertmanager config reload refused, keeping the last good one: %s", exc)
+            # Watch the template files the new file names, so fixing one of them retries.
+            self._watch_templates(template_globs(self.config_path))
             return False
+        self._watch_templates(config.templates)
         old = list(self.outboxes.values())
         with self._lock:
             self._apply(config, self._build(config))
@@ -467,6 +476,16 @@ class AlertManager:
 
     def receivers(self) -> list[str]:
         return sorted(self.config.receivers)
+
+    def _templates_signature(self) -> tuple[tuple[str, int, int], ...]:
+        if self.config_path is None:
+            return ()
+        return files_signature(self._template_globs, Path(self.config_path).parent)
+
+    def _watch_templates(self, globs: tuple[str, ...]) -> None:
+        if globs != self._template_globs:
+            self._template_globs = globs
+            self._templates_seen = self._templates_signature()
 
     def status(self) -> dict[str, object]:
         return {

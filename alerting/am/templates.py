@@ -8,14 +8,16 @@ Go templates run with Alertmanager's data (``template.Data``): ``.Receiver``,
 and ``.ExternalURL``; label sets are ``KV`` with ``.SortedPairs`` (alertname
 first), ``.Names``, ``.Values``, ``.Remove``. The functions are Alertmanager's
 (``toUpper toLower title trimSpace join match safeHtml reReplaceAll
-stringSlice``) besides Go's built-ins. The engine is ``alerting.templates``;
+stringSlice date tz since humanizeDuration``, ``alerting.am.gotime``) besides Go's
+built-ins. The engine is ``alerting.templates``;
 e-mail HTML is escaped as Go's html/template (``alerting.templates_html``).
 
 ``NotificationTemplates.load(globs, base_dir)`` reads Alertmanager's default
 templates (``default.tmpl`` beside this module) and then the configuration's
 ``templates`` globs; a file that does not parse is a ``ConfigError`` at
-``file:line``. Rendering is bounded (``MAX_FIELD_OUTPUT`` characters per field,
-the engine's step limit)::
+``file:line``; ``files_signature`` is what a reload compares to see that one of
+those files changed (or one was added or removed). Rendering is bounded
+(``MAX_FIELD_OUTPUT`` characters per field, the engine's step limit)::
 
     t = NotificationTemplates.load(["templates/*.tmpl"], "/etc/alertmanager")
     t.render('{{ template "slack.default.title" . }}', group_data(notification))
@@ -35,6 +37,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
+from alerting.am.gotime import GoTime, am_humanize_duration, date, go_time, since, tz
 from alerting.notify.base import GroupNotification
 from alerting.notify.webhook import generator_url
 from alerting.templates import (
@@ -56,93 +59,8 @@ MAX_TEMPLATE_BYTES = 1 << 20
 """Largest template file read (Alertmanager's own default is 14 KiB)."""
 MAX_FIELD_OUTPUT = 256 * 1024
 """Most characters one notification field may expand to."""
-_ZERO_TIME = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
 
 # --- the data ------------------------------------------------------------------------------
-
-
-class GoTime(dt.datetime):
-    """A ``time.Time``: prints as Go does; ``.Format``, ``.Unix``, ``.UTC``, ``.IsZero``."""
-
-    def go_method(self, name: str) -> Callable[..., Any] | None:
-        methods: dict[str, Callable[..., Any]] = {
-            "Format": lambda layout: go_time_format(self, str(layout)),
-            "Unix": lambda: int(self.timestamp() // 1),
-            "UnixMilli": lambda: int(self.timestamp() * 1000 // 1),
-            "UTC": lambda: self,
-            "Local": lambda: self,
-            "IsZero": lambda: self == _ZERO_TIME,
-            "String": lambda: show(self),
-            "Year": lambda: self.year,
-        }
-        return methods.get(name)
-
-
-def go_time(seconds: float | None) -> GoTime:
-    """Seconds since the epoch as a UTC ``GoTime``; None is Go's zero time."""
-    moment = _ZERO_TIME if seconds is None else dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
-    return GoTime(
-        moment.year,
-        moment.month,
-        moment.day,
-        moment.hour,
-        moment.minute,
-        moment.second,
-        moment.microsecond,
-        tzinfo=dt.UTC,
-    )
-
-
-_LAYOUT = re.compile(
-    r"January|Jan|Monday|Mon|MST|2006|Z07:00|Z0700|-07:00|-0700|-07|[.,][09]+|"
-    r"002|_2|06|01|02|03|04|05|15|PM|pm|1|2|3|4|5"
-)
-
-
-def go_time_format(t: dt.datetime, layout: str) -> str:
-    """``time.Time.Format`` for UTC times: ``2006-01-02 15:04:05`` and the other elements of
-    Go's reference time."""
-
-    def element(m: re.Match[str]) -> str:
-        e = m.group(0)
-        if e[0] in ".," and len(e) > 1:
-            digits = f"{t.microsecond:06d}000"[: len(e) - 1]
-            if e[1] == "9":
-                digits = digits.rstrip("0")
-                return e[0] + digits if digits else ""
-            return e[0] + digits
-        table: dict[str, str] = {
-            "January": t.strftime("%B"),
-            "Jan": t.strftime("%b"),
-            "Monday": t.strftime("%A"),
-            "Mon": t.strftime("%a"),
-            "MST": "UTC",
-            "2006": f"{t.year:04d}",
-            "Z07:00": "Z",
-            "Z0700": "Z",
-            "-07:00": "+00:00",
-            "-0700": "+0000",
-            "-07": "+00",
-            "002": f"{t.timetuple().tm_yday:03d}",
-            "_2": f"{t.day:2d}",
-            "06": f"{t.year % 100:02d}",
-            "01": f"{t.month:02d}",
-            "02": f"{t.day:02d}",
-            "03": f"{(t.hour % 12) or 12:02d}",
-            "04": f"{t.minute:02d}",
-            "05": f"{t.second:02d}",
-            "15": f"{t.hour:02d}",
-            "PM": "PM" if t.hour >= 12 else "AM",
-            "pm": "pm" if t.hour >= 12 else "am",
-            "1": str(t.month),
-            "2": str(t.day),
-            "3": str((t.hour % 12) or 12),
-            "4": str(t.minute),
-            "5": str(t.second),
-        }
-        return table[e]
-
-    return _LAYOUT.sub(element, layout)
 
 
 class Pair:
@@ -372,8 +290,13 @@ AM_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "safeHtml": lambda s: HTML(_string(s, "safeHtml")),
     "reReplaceAll": re_replace_all,
     "stringSlice": lambda *s: [_string(x, "stringSlice") for x in s],
+    "date": date,
+    "tz": tz,
+    "since": since,
+    "humanizeDuration": am_humanize_duration,
 }
-"""Go's built-ins and Alertmanager's ``DefaultFuncs``."""
+"""Go's built-ins and Alertmanager's ``DefaultFuncs`` (``date tz since humanizeDuration``
+are Alertmanager 0.27's)."""
 
 
 # --- loading and rendering -----------------------------------------------------------------
@@ -384,6 +307,31 @@ def _defaults() -> TemplateSet:
     defaults = TemplateSet(AM_FUNCTIONS)
     defaults.add(DEFAULT_TEMPLATES.read_text(encoding="utf-8"))
     return defaults
+
+
+def template_files(globs: Iterable[str], base_dir: str | Path) -> list[Path]:
+    """The files the ``templates`` globs match (relative to ``base_dir``, the configuration
+    file's folder, as in Alertmanager), in load order; at most ``MAX_TEMPLATE_FILES`` + 1."""
+    files: list[Path] = []
+    for pattern in globs:
+        matched = sorted(Path(p) for p in globlib.glob(str(Path(base_dir, pattern))))
+        files += [p for p in matched if p.is_file()][: MAX_TEMPLATE_FILES + 1 - len(files)]
+        if len(files) > MAX_TEMPLATE_FILES:
+            break
+    return files
+
+
+def files_signature(globs: Iterable[str], base_dir: str | Path) -> tuple[tuple[str, int, int], ...]:
+    """Each matched template file with its modification time and size: another value means
+    a file was edited, added or removed."""
+    rv: list[tuple[str, int, int]] = []
+    for path in template_files(globs, base_dir):
+        try:
+            st = path.stat()
+            rv.append((str(path), st.st_mtime_ns, st.st_size))
+        except OSError:  # removed between the listing and the stat: seen on the next check
+            rv.append((str(path), -1, -1))
+    return tuple(rv)
 
 
 class NotificationTemplates:
@@ -398,12 +346,9 @@ class NotificationTemplates:
     def load(cls, globs: Iterable[str], base_dir: str | Path) -> NotificationTemplates:
         """The defaults, then every file the ``globs`` match (relative to ``base_dir``, the
         configuration file's folder, as in Alertmanager); raises a located ``ConfigError``."""
-        files: list[Path] = []
-        for pattern in globs:
-            full = Path(base_dir, pattern)
-            files += sorted(Path(p) for p in globlib.glob(str(full)) if Path(p).is_file())
+        files = template_files(globs, base_dir)
         if len(files) > MAX_TEMPLATE_FILES:
-            raise ConfigError(f"templates: {len(files)} files match; at most {MAX_TEMPLATE_FILES}")
+            raise ConfigError(f"templates: more than {MAX_TEMPLATE_FILES} files match")
         rv = cls([str(f) for f in files])
         for path in files:
             try:

@@ -109,7 +109,11 @@ def payload(
 
 
 def generator_url(external_url: str, expr: str) -> str:
-    """Where the alert came from: the web UI's alerts page for this expression."""
+    """Where the alert came from: the web UI's alerts page for a rule's expression; an alert
+    posted to the API keeps the ``generatorURL`` it came with ("" when it had none), as
+    Alertmanager passes it on."""
+    if not expr or expr.startswith(("http://", "https://")):
+        return expr
     base = external_url.rstrip("/")
     return f"{base}/alerts?expr={urllib.parse.quote(expr, safe='')}" if base else ""
 

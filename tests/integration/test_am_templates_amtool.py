@@ -11,6 +11,7 @@ under CI=true.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -19,7 +20,11 @@ from pathlib import Path
 import pytest
 from conftest import require_server
 
-from alerting.am.templates import NotificationTemplates, data_from_json
+from alerting.am.dispatch import api_alert
+from alerting.am.templates import NotificationTemplates, data_from_json, group_data
+from alerting.notify.base import GroupNotification
+from alerting.notify.webhook import payload
+from alerting.state import Alert
 from alerting.templates import TemplateError
 
 FILES = Path(__file__).resolve().parents[1] / "files" / "am_templates"
@@ -42,6 +47,8 @@ TEXT_CASES = [
     "{{ with .CommonAnnotations.nothing }}yes{{ else }}no{{ end }} {{ len .Alerts.Firing }}",
     "{{ $n := len .Alerts }}{{ if gt $n 1 }}{{ $n }} alerts{{ end }} {{ .GroupLabels.Names }}",
     "{{ .CommonLabels.severity | toUpper }}{{/* a comment */}} {{- .Status -}} !",
+    '{{ (index .Alerts 0).StartsAt.Format "2006-01-02 15:04" }}'
+    ' {{ ((.CommonLabels).Remove (stringSlice "severity")).Names }}',
 ]
 HTML_CASES = [
     '{{ template "email.default.html" . }}',
@@ -68,7 +75,7 @@ def amtool() -> str:
     return path
 
 
-def theirs(amtool: str, text: str, kind: str) -> str:
+def theirs(amtool: str, text: str, kind: str, data: Path = FILES / "data.json") -> str:
     cmd = [
         amtool,
         "template",
@@ -76,7 +83,7 @@ def theirs(amtool: str, text: str, kind: str) -> str:
         f"--template.glob={DEBIAN / 'default.tmpl'}",
         f"--template.glob={DEBIAN / 'email.tmpl'}",
         f"--template.glob={FILES / 'custom.tmpl'}",
-        f"--template.data={FILES / 'data.json'}",
+        f"--template.data={data}",
         f"--template.type={kind}",
         f"--template.text={text}",
     ]
@@ -107,6 +114,7 @@ def test_html_template_renders_as_amtool(amtool: str, text: str) -> None:
         ('{{ template "no.such.template" . }}',),
         ("{{ .NoSuchField }}",),
         ('{{ join "," .Receiver }}',),
+        ("{{ (index .Alerts 0) 1 }}",),
     ],
 )
 def test_template_failing_in_amtool_fails_in_vigil(amtool: str, text: str) -> None:
@@ -134,3 +142,29 @@ def test_shipped_default_templates_are_alertmanagers(amtool: str) -> None:
     shipped = (Path(__file__).resolve().parents[2] / "alerting" / "am" / "default.tmpl").read_text()
     for name in ("default.tmpl", "email.tmpl"):
         assert (DEBIAN / name).read_text() in shipped
+
+
+def test_notification_data_of_engine_and_posted_alerts_renders_as_amtool(
+    amtool: str, tmp_path: Path
+) -> None:
+    """A group with an alert of Vigil's engine and alerts posted to its API (with and without
+    ``generatorURL``, firing until ``resolve_timeout`` or resolved): Vigil's template data
+    renders as amtool renders the webhook payload of the same notification (firing alerts
+    with Go's zero ``.EndsAt``, as Alertmanager hands them to templates)."""
+    now = 1709622489.25
+    engine = Alert("e1", {"alertname": "A", "i": "1"}, {}, "firing", 1.0, now - 90, now - 30.5)
+    alerts = [
+        dataclasses.replace(engine, expr='rate(x{job="shop"}[5m]) > 0.1'),
+        api_alert({"alertname": "A", "i": "2"}, {}, now - 5, now + 300, now, "https://p:9090/g"),
+        api_alert({"alertname": "A", "i": "3"}, {}, now - 600, now - 60.125, now),
+    ]
+    n = GroupNotification("team", "k", {"alertname": "A"}, alerts, external_url="http://v:8090")
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(payload(n.alerts, receiver="team", external_url=n.external_url)))
+    text = (
+        "{{ range .Alerts }}{{ .Status }} {{ .StartsAt }} {{ .EndsAt }} {{ .EndsAt.IsZero }}"
+        " {{ .GeneratorURL }}|{{ end }}{{ .Status }} {{ len .Alerts.Firing }}"
+    )
+    ours_text = NotificationTemplates().render(text, group_data(n))
+    assert ours_text == theirs(amtool, text, "text", data)
+    assert "0001-01-01 00:00:00 +0000 UTC true https://p:9090/g|" in ours_text

@@ -1,7 +1,8 @@
 """Configured notification templates arrive rendered: a ``slack_configs`` title/text at the
 Slack-compatible test server, an ``email_configs`` Subject/html/text at a real SMTP server
 (aiosmtpd); a template that fails at render time still delivers (Vigil's text) and is
-counted in ``vigil_notifier_template_errors_total``."""
+counted in ``vigil_notifier_template_errors_total``; an edited template file changes the
+next mail of a running manager, a broken one keeps the last good text."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ from slack_server import SlackServer
 from smtp_server import smtp_server
 
 from alerting.am.config import AMConfig, load_config
+from alerting.cli import alert_manager
 from alerting.notify.base import GroupNotification
 from alerting.notify.email import EmailNotifier
 from alerting.notify.slack import SlackNotifier
 from alerting.state import Alert
+from vigil.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TOKEN = "xoxb-templates"
 TEMPLATES = (
@@ -180,3 +185,56 @@ def test_email_subject_and_text_arrive_rendered_html_is_alertmanagers(tmp_path: 
     assert fallback_html is not None and "Sent by" not in fallback_html.get_content()
     labels = {"receiver": "broken/email/0", "field": "html"}
     assert registry.get_sample_value("vigil_notifier_template_errors_total", labels) == 1
+
+
+MAIL_ONLY = """\
+global:
+  {{smtp_smarthost: '127.0.0.1:{port}', smtp_from: vigil@example.com, smtp_require_tls: false}}
+templates: ['templates/*.tmpl']
+route: {{receiver: team, group_wait: 0s, group_interval: 1m}}
+receivers:
+  - name: team
+    email_configs:
+      - to: oncall@example.com
+        headers: {{Subject: '{{{{ template "team.title" . }}}} ({{{{ len .Alerts }}}})'}}
+"""
+
+
+def test_edited_template_file_changes_the_next_mail_a_broken_one_keeps_the_last_good(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    title = (tmp_path / "templates" / "team.tmpl", '{{{{ define "team.title" }}}}{}{{{{ end }}}}')
+    with smtp_server() as (port, inbox):
+        (tmp_path / "templates").mkdir()
+        title[0].write_text(title[1].format("one"))
+        (tmp_path / "am.yml").write_text(MAIL_ONLY.format(port=port))
+        settings = load_settings(
+            None,
+            env={
+                "VIGIL_CONFIG": str(ROOT / "config" / "vigil.yaml"),
+                "VIGIL_DATA_DIR": str(tmp_path / "data"),
+                "VIGIL_ALERTMANAGER_CONFIG": str(tmp_path / "am.yml"),
+            },
+        )
+        registry = CollectorRegistry()
+        manager = alert_manager(settings, registry)
+        assert manager is not None
+        first, second = notification("team").alerts
+        third = dataclasses.replace(second, fingerprint="fp3", labels={"alertname": "HighLatency"})
+        try:
+            manager.process([first], 1_700_000_000.0)
+            manager.deliver_now()
+            title[0].write_text(title[1].format("two"))  # only the template file changes
+            assert manager.reload_if_changed() is True
+            manager.process([first, second], 1_700_000_070.0)  # a new alert, a group_interval later
+            manager.deliver_now()
+            with caplog.at_level("ERROR", logger="vigil.alertmanager"):
+                title[0].write_text(title[1].format("{{ end"))
+                assert manager.reload_if_changed() is False
+            assert any("team.tmpl:1: template:" in r.getMessage() for r in caplog.records)
+            assert registry.get_sample_value("alertmanager_config_last_reload_successful") == 0
+            manager.process([first, second, third], 1_700_000_140.0)  # another new alert
+            manager.deliver_now()
+        finally:
+            manager.close()
+    assert [str(r.message["Subject"]) for r in inbox.received] == ["one (1)", "two (2)", "two (3)"]

@@ -1,6 +1,7 @@
 """Notification templates take any input: a template file loads or fails with a located
 ``ConfigError``; a field template renders or raises ``TemplateError`` — never another
-exception, never unbounded output."""
+exception, never unbounded output; the ``templates`` globs a reload watches are read from
+any configuration file without failing."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fuzz_inputs import FUZZ, mutated
 from hypothesis import given
 from hypothesis import strategies as st
 
+from alerting.am.config import template_globs
 from alerting.am.templates import MAX_FIELD_OUTPUT, NotificationTemplates, group_data
 from alerting.notify.base import GroupNotification
 from alerting.state import Alert
@@ -71,7 +73,18 @@ PIECES = [
     "/*",
     "*/",
     "\n",
+    "date",
+    "tz",
+    "since",
+    "humanizeDuration",
+    ".StartsAt",
+    ".EndsAt",
+    ".Format",
+    '"America/New_York"',
+    '"Local"',
+    '"2006-01-02 15:04:05.000 MST Z07:00"',
 ]
+CONFIG = b"templates: ['tmpl/*.tmpl', x]\nroute: {receiver: team}\nreceivers: [{name: team}]\n"
 DATA = group_data(
     GroupNotification(
         "team",
@@ -107,3 +120,14 @@ def test_fuzz_field_template_renders_or_raises_template_error(text: str, html: b
     except TemplateError:
         return
     assert len(out) <= MAX_FIELD_OUTPUT
+
+
+@FUZZ
+@given(st.one_of(mutated(CONFIG), st.binary(max_size=300)))
+def test_fuzz_template_globs_of_any_config_file(
+    tmp_path_factory: pytest.TempPathFactory, raw: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("c") / "am.yml"
+    path.write_bytes(raw)
+    globs = template_globs(path)
+    assert all(isinstance(g, str) for g in globs)
