@@ -59,7 +59,7 @@ from alerting.am.config import (
 )
 from alerting.am.silences import Silence, SilenceStore
 from alerting.am.templates import files_signature
-from alerting.notify.base import GroupDelivery, GroupNotification, GroupNotifier
+from alerting.notify.base import GroupDelivery, GroupNotification, GroupNotifier, NotifyError
 from alerting.notify.outbox import (
     DEFAULT_BACKOFF_S,
     DEFAULT_MAX_BACKOFF_S,
@@ -238,7 +238,7 @@ class _AMStore:
     def __init__(self, path: str | Path) -> None:
         self._lock = threading.Lock()
         self._db = open_db(path)
-        for table in ("am_groups", "am_nflog", "am_posted"):
+        for table in ("am_groups", "am_nflog", "am_posted", "am_escalations"):
             self._db.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, data TEXT NOT NULL)"
             )
@@ -278,10 +278,28 @@ class _AMStore:
 
     def put_group(self, g: Group) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO am_groups (key, data, firing) VALUES (?, ?, ?)",
-                (g.key, g.to_json(), int(_has_firing(g))),
-            )
+            self._put_group(g)
+
+    def _put_group(self, g: Group) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO am_groups (key, data, firing) VALUES (?, ?, ?)",
+            (g.key, g.to_json(), int(_has_firing(g))),
+        )
+
+    def put_group_and(self, g: Group, table: str, key: str, data: str) -> None:
+        """Save group ``g`` and a row of ``table`` in one transaction: an escalation step
+        taken (the group's count) and the job that sends it are never saved apart."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._put_group(g)
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO {table} (key, data) VALUES (?, ?)", (key, data)
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def rows(self, table: str) -> list[tuple[str, str]]:
         with self._lock:
@@ -1126,13 +1144,85 @@ class EscalationJob:
     attempts: int = 0
     error: str = ""
 
+    def to_json(self) -> str:
+        n = self.notification
+        return json.dumps(
+            {
+                "notification": {
+                    "receiver": n.receiver,
+                    "group_key": n.group_key,
+                    "group_labels": dict(n.group_labels),
+                    "alerts": [dataclasses.asdict(a) for a in n.alerts],
+                    "receipt": dict(n.receipt),
+                    "external_url": n.external_url,
+                },
+                "step": dataclasses.asdict(self.step),
+                "text": self.text,
+                "attempts": self.attempts,
+                "error": self.error,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> EscalationJob:
+        """A job as ``to_json`` saved it; ``NotifyError`` saying what is wrong for a row
+        that is not one (a damaged or foreign ``alerts.db``)."""
+        try:
+            d = json.loads(text)
+            n = d["notification"]
+            notification = GroupNotification(
+                _text(n["receiver"]),
+                _text(n["group_key"]),
+                _texts(n["group_labels"]),
+                [_alert(a) for a in n["alerts"]],
+                _texts(n["receipt"]),
+                _text(n["external_url"]),
+            )
+            st = d["step"]
+            step = EscalationStep(
+                float(st["after_s"]),
+                _text(st["slack_mention"]),
+                _text(st["channel"]),
+                _text(st["email"]),
+            )
+            attempts = d["attempts"]
+            if type(attempts) is not int:
+                raise TypeError(f"attempts must be an integer, not {attempts!r}")
+            return cls(notification, step, _text(d["text"]), attempts, _text(d["error"]))
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise NotifyError(f"not an escalation step: {type(exc).__name__}: {exc}") from exc
+
+
+def _text(v: object) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"expected a string, not {v!r:.40}")
+    return v
+
+
+def _texts(v: object) -> dict[str, str]:
+    if not isinstance(v, dict):
+        raise TypeError(f"expected an object, not {v!r:.40}")
+    return {_text(k): _text(x) for k, x in v.items()}
+
+
+def _alert(v: object) -> Alert:
+    if not isinstance(v, dict):
+        raise TypeError(f"expected an alert object, not {v!r:.40}")
+    a = Alert(**v)
+    _text(a.fingerprint)
+    _text(a.state)
+    return dataclasses.replace(a, labels=_texts(a.labels), annotations=_texts(a.annotations))
+
 
 class Escalator(QueueWorker):
     """Sends escalation steps from its own worker (the receivers' queue mechanism: bounded,
     de-duplicated, exponential back-off), so a slow Slack or SMTP server never delays
     evaluation. One step per group waits: a failed step is retried until it is sent, the
     group's next step replaces it, or the group is acknowledged or resolved; each outcome
-    is in the group's history and counted."""
+    is in the group's history and counted. Waiting steps are rows of ``am_escalations``
+    in ``alerts.db`` (saved with the group's step count, deleted once settled), so a
+    restart offers them again: retried, never lost, never sent twice."""
 
     what = "escalation step(s)"
 
@@ -1147,6 +1237,21 @@ class Escalator(QueueWorker):
         self.manager = manager
         self.jobs: dict[str, EscalationJob] = {}
         self._jobs_lock = threading.Lock()
+        self._load()
+
+    def _load(self) -> None:
+        """Queue the steps a previous run left waiting (failing, or not tried yet)."""
+        store = self.manager.store
+        for key, data in store.rows("am_escalations"):
+            try:
+                self.jobs[key] = EscalationJob.from_json(data)
+            except NotifyError as exc:
+                log.warning("alerts.db am_escalations row %r dropped: %s", key, exc)
+                store.delete("am_escalations", key)
+                self.manager.metrics.escalations.labels("dropped").inc()
+        if self.jobs:
+            log.info("%d escalation step(s) waiting from before the restart", len(self.jobs))
+            self.offer(list(self.jobs))
 
     def offer_step(
         self, g: Group, step: EscalationStep, text: str, firing: Sequence[Alert]
@@ -1156,14 +1261,15 @@ class Escalator(QueueWorker):
             if key.endswith("\x00" + g.key) and entry.receipt.get("ts"):
                 receipt = dict(entry.receipt)
         n = GroupNotification(g.receiver, g.key, dict(g.labels), list(firing), receipt)
+        job = EscalationJob(n, step, text)
         with self._jobs_lock:
             old = self.jobs.get(g.key)
-            self.jobs[g.key] = EscalationJob(n, step, text)
+            self.jobs[g.key] = job
+            self.manager.store.put_group_and(g, "am_escalations", g.key, job.to_json())
         if old is not None:  # still failing: the newer step goes instead
             self._give_up(g.key, old, f"replaced by {text.split(':', 1)[0]}")
         if self.offer([g.key]):
-            with self._jobs_lock:
-                self.jobs.pop(g.key, None)
+            self._forget(g.key, job)
             self.manager.metrics.escalations.labels("dropped").inc()
             self.manager.acks.note(
                 g.key, self.manager.clock(), "escalation", f"{text}: not sent (queue full)"
@@ -1247,6 +1353,7 @@ class Escalator(QueueWorker):
                     key, now, "escalation", f"{job.text}: {outcome}: {d.error}; retrying"
                 )
             job.error = d.error
+            self._keep(key, job)
         rv = self._done(keys, failed)
         with self._jobs_lock:  # a step that replaced one while it was being sent
             newer = [k for k in keys if k not in failed and k in self.jobs]
@@ -1254,7 +1361,14 @@ class Escalator(QueueWorker):
             self.offer(newer)
         return rv
 
+    def _keep(self, key: str, job: EscalationJob) -> None:
+        """Save a failed job's attempts and error (unless a newer step replaced it)."""
+        with self._jobs_lock:
+            if self.jobs.get(key) is job:
+                self.manager.store.put("am_escalations", key, job.to_json())
+
     def _forget(self, key: str, job: EscalationJob) -> None:
         with self._jobs_lock:
             if self.jobs.get(key) is job:
                 del self.jobs[key]
+                self.manager.store.delete("am_escalations", key)

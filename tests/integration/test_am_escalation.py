@@ -62,13 +62,18 @@ def slack() -> Iterator[SlackServer]:
         yield server
 
 
-def manager(tmp_path: Path, slack: SlackServer, text: str = CONFIG) -> AlertManager:
+def manager(
+    tmp_path: Path,
+    slack: SlackServer,
+    text: str = CONFIG,
+    registry: CollectorRegistry | None = None,
+) -> AlertManager:
     notifier = SlackNotifier("xoxb-t", "#alerts", api_url=slack.api_url, backoff_s=0.01)
     return AlertManager(
         parse_config(text, "am.yml"),
         tmp_path / "alerts.db",
         {"team": [notifier]},
-        registry=CollectorRegistry(),
+        registry=registry or CollectorRegistry(),
         clock=lambda: T0,
     )
 
@@ -313,4 +318,92 @@ def test_failing_step_stops_when_the_group_resolves(tmp_path: Path, slack: Slack
         "step 1: after 300s: <!subteam^S0LEAD>: not sent after 1 failed attempt(s)"
         " (the group resolved)"
     )
+    m.close()
+
+
+def mentions(slack: SlackServer) -> int:
+    return sum(p[1].startswith("<!subteam^S0LEAD>") for p in posts(slack))
+
+
+def escalation_history(m: AlertManager) -> list[str]:
+    return [h.text for h in m.acks.history(next(iter(m.groups))) if h.kind == "escalation"]
+
+
+def test_failing_step_survives_restarts_and_is_sent_once(
+    tmp_path: Path, slack: SlackServer
+) -> None:
+    """A step still failing when the process stops is saved in alerts.db: the next run
+    retries it (the failure is not noted again), and once Slack is back it goes out once
+    and is not sent again by a later run."""
+    m = manager(tmp_path, slack)
+    a = alert("CheckoutDown")
+    step(m, [a], T0)
+    slack.outage(500)
+    step(m, [a], T0 + 5 * 60)  # step 1 fails
+    m.close()
+    registry = CollectorRegistry()
+    m = manager(tmp_path, slack, registry=registry)  # restarted, Slack still down
+    m.clock = lambda: T0 + 6 * 60
+    m.deliver_now()  # the saved step is retried before any evaluation pass
+    assert escalations(registry, "failed") == 1
+    m.close()
+    slack.outage(None)
+    m = manager(tmp_path, slack)  # restarted again, Slack back
+    m.clock = lambda: T0 + 7 * 60
+    m.deliver_now()
+    assert mentions(slack) == 1
+    step(m, [a], T0 + 8 * 60)
+    m.close()
+    m = manager(tmp_path, slack)
+    step(m, [a], T0 + 9 * 60)
+    step(m, [a], T0 + 14 * 60)
+    assert mentions(slack) == 1 and len(posts(slack)) == 2  # the page and one mention
+    history = escalation_history(m)
+    assert history[0].startswith("step 1: after 300s: <!subteam^S0LEAD>: failed: ")
+    assert history[1:] == ["step 1: after 300s: <!subteam^S0LEAD>: sent (attempt 3)"]
+    m.close()
+
+
+def test_sent_step_is_not_sent_again_after_a_restart(tmp_path: Path, slack: SlackServer) -> None:
+    m = manager(tmp_path, slack)
+    a = alert("CheckoutDown")
+    step(m, [a], T0)
+    step(m, [a], T0 + 5 * 60)
+    assert mentions(slack) == 1
+    m.close()
+    m = manager(tmp_path, slack)
+    m.deliver_now()
+    step(m, [a], T0 + 6 * 60)
+    step(m, [a], T0 + 14 * 60)
+    assert len(posts(slack)) == 2
+    step(m, [a], T0 + 15 * 60)  # the next step comes at its time
+    assert [p[0] for p in posts(slack)][-1] == "#incidents" and len(posts(slack)) == 3
+    m.close()
+
+
+def test_step_due_while_down_is_sent_once_at_start(tmp_path: Path, slack: SlackServer) -> None:
+    """The process was down when step 1 became due: its first pass sends it, once."""
+    m = manager(tmp_path, slack)
+    a = alert("CheckoutDown")
+    step(m, [a], T0)
+    step(m, [a], T0 + 60)
+    m.close()
+    m = manager(tmp_path, slack)
+    step(m, [a], T0 + 8 * 60)
+    step(m, [a], T0 + 9 * 60)
+    assert mentions(slack) == 1 and len(posts(slack)) == 2
+    assert escalation_history(m) == ["step 1: after 300s: <!subteam^S0LEAD>: sent"]
+    m.close()
+
+
+def test_unreadable_saved_step_is_dropped_and_counted(tmp_path: Path, slack: SlackServer) -> None:
+    m = manager(tmp_path, slack)
+    m.store.put("am_escalations", "{}:{alertname=\"X\"}", '{"notification": 1}')
+    m.close()
+    registry = CollectorRegistry()
+    m = manager(tmp_path, slack, registry=registry)
+    assert escalations(registry, "dropped") == 1
+    assert m.escalator.jobs == {} and m.store.rows("am_escalations") == []
+    m.deliver_now()
+    assert slack.calls == []
     m.close()
