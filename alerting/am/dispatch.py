@@ -194,7 +194,8 @@ class _Metrics:
         self.escalations = Counter(
             "vigil_alertmanager_escalations",
             "Escalation steps and attempts by outcome (sent; failed or deferred: retried;"
-            " abandoned: replaced, acknowledged or resolved first; dropped: the queue was full)",
+            " abandoned: replaced, acknowledged or resolved first; dropped: the queue was full"
+            " or a step saved in alerts.db was unreadable)",
             ["outcome"],
             registry=registry,
         )
@@ -1210,9 +1211,20 @@ def _alert(v: object) -> Alert:
     if not isinstance(v, dict):
         raise TypeError(f"expected an alert object, not {v!r:.40}")
     a = Alert(**v)
-    _text(a.fingerprint)
-    _text(a.state)
-    return dataclasses.replace(a, labels=_texts(a.labels), annotations=_texts(a.annotations))
+    for name in ("fingerprint", "state", "expr", "rule"):
+        _text(getattr(a, name))
+    for name in ("value", "active_at", "fired_at", "resolved_at", "keep_firing_since"):
+        x = getattr(a, name)
+        required = name in ("value", "active_at")
+        if (x is not None or required) and type(x) not in (int, float):
+            raise TypeError(f"alert {name} must be a number, not {x!r:.40}")
+    return dataclasses.replace(
+        a,
+        labels=_texts(a.labels),
+        annotations=_texts(a.annotations),
+        delivered={},  # escalation jobs hold bare alerts (``_bare``)
+        receipts={},
+    )
 
 
 class Escalator(QueueWorker):

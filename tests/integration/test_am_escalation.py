@@ -398,7 +398,7 @@ def test_step_due_while_down_is_sent_once_at_start(tmp_path: Path, slack: SlackS
 
 def test_unreadable_saved_step_is_dropped_and_counted(tmp_path: Path, slack: SlackServer) -> None:
     m = manager(tmp_path, slack)
-    m.store.put("am_escalations", "{}:{alertname=\"X\"}", '{"notification": 1}')
+    m.store.put("am_escalations", '{}:{alertname="X"}', '{"notification": 1}')
     m.close()
     registry = CollectorRegistry()
     m = manager(tmp_path, slack, registry=registry)
