@@ -409,6 +409,9 @@ class AlertManager:
         self.current_acks = {a.group_key: a for a in self.acks.all() if a.group_key in self.groups}
         self.outboxes: dict[str, GroupOutbox] = {}
         self.escalator = Escalator(self)
+        self._escalation_seen: set[str] = set()
+        """Groups with a policy this process has looked at: the first look after a start
+        tells the steps that became due while it was down."""
         self._running = False
         self.config = config
         self._apply(config, integrations)
@@ -479,6 +482,7 @@ class AlertManager:
         old = list(self.outboxes.values())
         with self._lock:
             self._apply(config, self._build(config))
+            self._escalation_seen |= set(self.groups)  # a new policy's past steps: not "down"
         for box in old:  # an in-flight delivery finishes; what it owed is owed by the new one
             box.stop(5.0)
         self.reload_error = ""
@@ -833,10 +837,14 @@ class AlertManager:
         unacknowledged groups. Step ``n`` is due at ``created_at + cycle*k + after``
         (``cycle`` = the last step's ``after``), so the policy repeats until acknowledged."""
         changed: set[str] = set()
+        seen = self._escalation_seen
+        self._escalation_seen = set()
         for g in self.groups.values():
             route = self.routes.get(g.route_id)
             if route is None or not route.escalation:
                 continue
+            self._escalation_seen.add(g.key)
+            after_start = g.key not in seen
             sup = sup or self.suppressor(now)
             firing, _ = self._sets(g, sup)
             fps = {a.fingerprint for a in firing}
@@ -848,15 +856,19 @@ class AlertManager:
             steps = route.escalation
             cycle = steps[-1].after_s
             due: int | None = None
+            taken = 0
             for _ in range(MAX_ESCALATION_CATCHUP):  # steps missed (acknowledged, down)
                 k, i = divmod(g.escalations, len(steps))
                 if now < g.created_at + k * cycle + steps[i].after_s:
                     break
                 g.escalations += 1
                 due = i
+                taken += 1
             if due is not None:  # only the latest due step is sent: no burst of old ones
                 changed.add(g.key)
                 text = f"step {due + 1}: {steps[due].describe()}"
+                if after_start and taken > 1:  # those it passes over were due while down
+                    self.escalator.pass_over(g.key, taken - 1, text)
                 self.escalator.offer_step(g, steps[due], text, firing)  # notes the outcome
         return changed
 
@@ -1286,6 +1298,18 @@ class Escalator(QueueWorker):
             self.manager.acks.note(
                 g.key, self.manager.clock(), "escalation", f"{text}: not sent (queue full)"
             )
+
+    def pass_over(self, key: str, n: int, instead: str) -> None:
+        """``n`` steps became due while the process was down, and so did a later one: only
+        the latest goes (no burst); the others are given up, noted and counted."""
+        self.manager.metrics.escalations.labels("abandoned").inc(n)
+        self.manager.acks.note(
+            key,
+            self.manager.clock(),
+            "escalation",
+            f"{n} earlier step(s) due while vigil alert was down not sent:"
+            f" {instead.split(':', 1)[0]} goes instead",
+        )
 
     def _give_up(self, key: str, job: EscalationJob, why: str) -> None:
         self.manager.metrics.escalations.labels("abandoned").inc()

@@ -128,6 +128,8 @@ def test_unacknowledged_group_escalates_and_repeats_until_acknowledged(
     assert kinds[-1][1].endswith("1 alert (1 firing, 0 resolved), message updated")
     step(m, [a], T0 + 82 * 60)  # the acknowledgement ended: escalation resumes
     assert len(posts(slack)) == 5
+    # the steps it skipped fell in the acknowledgement: not given up, not noted
+    assert not any("earlier step" in h.text for h in m.acks.history(key))
     m.close()
 
 
@@ -406,4 +408,26 @@ def test_unreadable_saved_step_is_dropped_and_counted(tmp_path: Path, slack: Sla
     assert m.escalator.jobs == {} and m.store.rows("am_escalations") == []
     m.deliver_now()
     assert slack.calls == []
+    m.close()
+
+
+def test_steps_due_while_down_send_only_the_latest_and_count_the_others(
+    tmp_path: Path, slack: SlackServer
+) -> None:
+    """Both steps became due while the process was down: the first pass sends step 2
+    once, and step 1 is given up, noted and counted, not sent late."""
+    m = manager(tmp_path, slack)
+    a = alert("CheckoutDown")
+    step(m, [a], T0)
+    m.close()
+    registry = CollectorRegistry()
+    m = manager(tmp_path, slack, registry=registry)
+    step(m, [a], T0 + 16 * 60)
+    step(m, [a], T0 + 17 * 60)
+    assert [p[0] for p in posts(slack)] == ["#alerts", "#incidents"]
+    assert escalation_history(m) == [
+        "1 earlier step(s) due while vigil alert was down not sent: step 2 goes instead",
+        "step 2: after 900s: #incidents: sent",
+    ]
+    assert escalations(registry, "abandoned") == 1 and escalations(registry, "sent") == 1
     m.close()
