@@ -1287,9 +1287,9 @@ class Escalator(QueueWorker):
         n = GroupNotification(g.receiver, g.key, dict(g.labels), list(firing), receipt)
         job = EscalationJob(n, step, text)
         with self._jobs_lock:
+            self.manager.store.put_group_and(g, "am_escalations", g.key, job.to_json())
             old = self.jobs.get(g.key)
             self.jobs[g.key] = job
-            self.manager.store.put_group_and(g, "am_escalations", g.key, job.to_json())
         if old is not None:  # still failing: the newer step goes instead
             self._give_up(g.key, old, f"replaced by {text.split(':', 1)[0]}")
         if self.offer([g.key]):
