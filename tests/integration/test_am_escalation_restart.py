@@ -1,6 +1,7 @@
 """``vigil alert`` stopped (SIGTERM) and started again while an escalation step keeps
 failing because Slack is down: the next run retries the saved step, and once Slack
-recovers exactly one mention arrives. About 30 s (each start imports the stack)."""
+recovers exactly one mention arrives. About 40 s (each start imports the stack; each
+failed attempt is the Slack client's own retries of a 5xx)."""
 
 from __future__ import annotations
 
