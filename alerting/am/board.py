@@ -242,6 +242,10 @@ def _by_incident(
             earlier = [i for i in known if i.id != current and i.started_at <= (a.resolved_at or 0)]
             home = earlier[0].id if earlier else current
         own.setdefault(home, []).append(a)
+    for inc in known:  # an ended incident's alerts as it kept them
+        if inc.id != current:
+            held = {a.fingerprint for a in own.get(inc.id, [])}
+            own.setdefault(inc.id, []).extend(a for a in inc.alerts if a.fingerprint not in held)
     rv = []
     for iid in ids[:most]:
         entries, n = noted.get(iid, ([], 0))

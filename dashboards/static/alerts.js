@@ -163,7 +163,7 @@
     var cards = data.resolved.map(resolvedCard);
     box.replaceChildren.apply(box, cards);
     if (!cards.length) box.appendChild(el("p", { class: "empty" }, "Nothing resolved in the last 120 h" + (filterInput.value.trim() ? " that matches the filter." : ".")));
-    document.getElementById("resolved-counts").textContent = data.resolvedTotal + " incidents";
+    document.getElementById("resolved-counts").textContent = data.resolvedTotal + " incident" + (data.resolvedTotal === 1 ? "" : "s");
     show(document.getElementById("resolved-cut"), data.resolvedTotal > data.resolved.length
       ? "Showing the last " + data.resolved.length + " of " + data.resolvedTotal + " resolved incidents; narrow the filter to see the others." : "");
   }

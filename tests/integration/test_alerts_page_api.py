@@ -283,6 +283,8 @@ def test_a_group_firing_again_starts_a_new_incident(rig: Rig) -> None:
     )
     first = earlier[-1]
     assert first["acknowledgedBy"] == ["olga"]
+    assert [h["kind"] for h in first["history"]][:2] == ["notification", "resolved"]
+    assert first["history"][-1]["kind"] == "firing"
     assert ("ack", "acknowledged by olga") in [(h["kind"], h["text"]) for h in first["history"]]
     assert all(h["kind"] != "ack" for i in earlier[:-1] for h in i["history"])
     lasted = [i["resolvedAt"] - i["startedAt"] for i in earlier[:-1]]
