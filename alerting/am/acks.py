@@ -249,31 +249,24 @@ class AckStore:
             ).fetchall()
         return [HistoryEntry(*r) for r in reversed(rows)]
 
-    def history_by_incident(
-        self, key: str, limit: int, incidents: Collection[int] | None = None
-    ) -> dict[int, tuple[list[HistoryEntry], int]]:
-        """Per incident of the group (only ``incidents`` when given): its newest ``limit``
-        entries, oldest first, and how many it has. One query over the group's history
-        (at most ``MAX_HISTORY`` rows)."""
-        where, args = "key = ?", [key]
-        if incidents is not None:
-            if not incidents:
-                return {}
-            where += f" AND incident IN ({', '.join('?' * len(incidents))})"
-            args += [str(i) for i in incidents]
+    def incident_sizes(self, key: str) -> dict[int, int]:
+        """How many entries the group's history holds per incident (from the index)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT key, at, kind, text, incident, n FROM (SELECT key, at, kind, text,"
-                " incident, id, ROW_NUMBER() OVER (PARTITION BY incident ORDER BY id DESC) AS rn,"
-                f" COUNT(*) OVER (PARTITION BY incident) AS n FROM am_history WHERE {where})"
-                " WHERE rn <= ? ORDER BY id",
-                (*args, limit),
+                "SELECT incident, COUNT(*) FROM am_history WHERE key = ? GROUP BY incident",
+                (key,),
             ).fetchall()
-        rv: dict[int, tuple[list[HistoryEntry], int]] = {}
-        for *entry, n in rows:
-            e = HistoryEntry(*entry)
-            rv.setdefault(e.incident, ([], int(n)))[0].append(e)
-        return rv
+        return {int(i): int(n) for i, n in rows}
+
+    def incident_history(self, key: str, incident: int, limit: int) -> list[HistoryEntry]:
+        """The newest ``limit`` entries of one incident of the group, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, at, kind, text, incident FROM am_history"
+                " WHERE key = ? AND incident = ? ORDER BY id DESC LIMIT ?",
+                (key, incident, limit),
+            ).fetchall()
+        return [HistoryEntry(*r) for r in reversed(rows)]
 
     # -- incidents ---------------------------------------------------------------------------
 
@@ -325,6 +318,14 @@ class AckStore:
                 " (SELECT MAX(id) FROM am_incidents WHERE key = ?) AND resolved_at IS NULL",
                 (at, key),
             )
+
+    def incident_ids(self, key: str) -> list[int]:
+        """The ids of the group's incidents (at most ``MAX_INCIDENTS``), newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM am_incidents WHERE key = ? ORDER BY id DESC", (key,)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
 
     def incidents(self, key: str, limit: int) -> tuple[list[Incident], int]:
         """The group's newest ``limit`` incidents, newest first, and how many it has."""

@@ -214,7 +214,8 @@ def timelines(
     them and ``limit`` entries each, with how many incidents there are: its alerts' state
     changes (from their own timestamps, in the incident they belong to) and every
     notification, acknowledgement, escalation, playbook and silence noted in
-    ``am_history`` (of which only each incident's newest ``limit`` are read)."""
+    ``am_history`` (of which only the shown incidents' newest ``limit`` are read, and the
+    counts per incident from the index)."""
     acks = AckStore(db_path)
     try:
         return [_by_incident(acks, g, limit, incidents) for g in groups]
@@ -229,10 +230,10 @@ def _by_incident(
         entries, total = _timeline(g.key, g.labels, [s.alert for s in g.alerts], [], limit)
         return [IncidentHistory(0, None, entries, total)], 1
     known, _ = acks.incidents(g.key, most)
-    noted = acks.history_by_incident(g.key, limit)
-    ids = sorted(set(noted) | {i.id for i in known}, reverse=True)
+    sizes = acks.incident_sizes(g.key)
+    ids = sorted(set(sizes) | set(acks.incident_ids(g.key)), reverse=True) or [0]
     by_id = {i.id: i for i in known}
-    current = ids[0] if ids else 0
+    current = ids[0]
     own: dict[int, list[Alert]] = {}
     for s in g.alerts:  # an alert that resolved before the current incident began: earlier
         a = s.alert
@@ -248,10 +249,11 @@ def _by_incident(
             own.setdefault(inc.id, []).extend(a for a in inc.alerts if a.fingerprint not in held)
     rv = []
     for iid in ids[:most]:
-        entries, n = noted.get(iid, ([], 0))
+        entries = acks.incident_history(g.key, iid, limit) if sizes.get(iid) else []
         shown, total = _timeline(g.key, g.labels, own.get(iid, []), entries, limit)
-        rv.append(IncidentHistory(iid, by_id.get(iid), shown, total + n - len(entries)))
-    return rv, max(len(ids), len(rv))
+        more = sizes.get(iid, 0) - len(entries)
+        rv.append(IncidentHistory(iid, by_id.get(iid), shown, total + more))
+    return rv, len(ids)
 
 
 def recently_resolved(
@@ -278,9 +280,10 @@ def recently_resolved(
             found.append(dataclasses.replace(inc, alerts=alerts))
         rv = []
         for inc in found[:shown]:
-            noted = acks.history_by_incident(inc.key, limit, [inc.id]).get(inc.id, ([], 0))
-            entries, total = _timeline(inc.key, inc.labels, inc.alerts, noted[0], limit)
-            history = IncidentHistory(inc.id, inc, entries, total + noted[1] - len(noted[0]))
+            noted = acks.incident_history(inc.key, inc.id, limit)
+            more = acks.incident_sizes(inc.key).get(inc.id, 0) - len(noted)
+            entries, total = _timeline(inc.key, inc.labels, inc.alerts, noted, limit)
+            history = IncidentHistory(inc.id, inc, entries, total + more)
             rv.append((inc, history))
         return rv, len(found), cut
     finally:

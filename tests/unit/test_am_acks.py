@@ -69,11 +69,13 @@ def test_incidents_separate_history_and_stay_bounded(
     assert newest.acked_by == ["ana"] and newest.receiver == "team"
     assert [a.labels["alertname"] for a in newest.alerts] == ["A0", "A1"]
     assert newest.alerts_total == 3
-    by = store.history_by_incident("g", 2)
-    assert [e.text for e in by[ids[3]][0]] == ["acknowledged by ana", "sent 3"]
-    assert by[ids[3]][1] == 3
-    assert [e.text for e in by[0][0]] == ["before incidents"]
-    assert list(store.history_by_incident("g", 5, [ids[1]])) == [ids[1]]
+    assert [e.text for e in store.incident_history("g", ids[3], 2)] == [
+        "acknowledged by ana",
+        "sent 3",
+    ]
+    assert [e.text for e in store.incident_history("g", 0, 5)] == ["before incidents"]
+    assert store.incident_sizes("g") == {0: 1, **{i: 3 for i in ids}}
+    assert store.incident_ids("g") == ids[:0:-1]
     resolved, n = store.resolved(15.0, 2)
     assert [i.id for i in resolved] == [ids[3], ids[2]] and n == 3
     store.close()
