@@ -9,11 +9,15 @@ them on its next pass, as ``vigil silence add`` does.
 
 * ``GET /api/alerts/groups?filter=<matchers>``: groups (receiver, group labels,
   alerts with their state, silences, inhibitors, acknowledgement) and each
-  group's history, newest first; at most ``MAX_GROUPS`` groups,
-  ``MAX_GROUP_ALERTS`` alerts and ``MAX_HISTORY_ROWS`` history rows per group,
-  with the totals so the page says when it cut. What is read from ``alerts.db``
-  is capped too (``READ_CAPS``: groups, firing first; pending alerts; silences):
-  ``cut`` names each cap that left rows unread;
+  group's history by incident (``incidents``: the current one first, each newest
+  first); at most ``MAX_GROUPS`` groups, ``MAX_GROUP_ALERTS`` alerts,
+  ``MAX_INCIDENTS`` incidents and ``MAX_HISTORY_ROWS`` history rows per incident,
+  with the totals so the page says when it cut. ``resolved``: the incidents of
+  groups that resolved and went, within the history retention (120 h), the last
+  resolved first, with their alerts, duration, who acknowledged and history (at
+  most ``MAX_RESOLVED``, filtered as the groups). What is read from ``alerts.db``
+  is capped too (``READ_CAPS``: groups, firing first; pending alerts; silences;
+  resolved incidents): ``cut`` names each cap that left rows unread;
 * ``GET /api/silences``: active, pending and expired silences (at most ``MAX_SILENCES``);
 * ``POST /api/silences`` (operator): ``matchers``, ``duration`` or ``endsAt``,
   optional ``startsAt``, ``comment``; the creator is the logged-in user. A bad
@@ -32,9 +36,18 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from alerting.am.acks import Ack, HistoryEntry
+from alerting.am.acks import Ack, Incident
 from alerting.am.api import silence_json, silence_order
-from alerting.am.board import AlertStatus, Caps, GroupStatus, matching, read_board, timelines
+from alerting.am.board import (
+    AlertStatus,
+    Caps,
+    GroupStatus,
+    IncidentHistory,
+    matching,
+    read_board,
+    recently_resolved,
+    timelines,
+)
 from alerting.am.config import AMConfig, AMConfigError, load_config
 from alerting.am.matchers import (
     MAX_MATCHER_TEXT,
@@ -43,6 +56,7 @@ from alerting.am.matchers import (
     parse_matchers,
 )
 from alerting.am.silences import MAX_COMMENT, Silence, SilenceError, SilenceStore, new_silence
+from alerting.state import Alert
 from dashboards.api import install_errors, success
 from dashboards.app import context
 from dashboards.params import DashboardError, parse_duration, parse_time
@@ -61,6 +75,11 @@ READ_CAPS = Caps()
 """What one answer reads from ``alerts.db`` at most (groups, pending alerts, silences)."""
 MAX_GROUP_ALERTS = 50
 MAX_HISTORY_ROWS = 20
+"""History rows per incident."""
+MAX_INCIDENTS = 5
+"""Incidents per group (the current one and the latest earlier ones), with the total."""
+MAX_RESOLVED = 50
+"""Recently resolved incidents one answer holds (the last resolved first)."""
 MAX_SILENCES = 200
 MAX_SILENCE_S = 365 * 86400.0
 """The longest silence the page makes (a year; expire and recreate beyond that)."""
@@ -113,7 +132,9 @@ def _ack_json(ack: Ack | None, firing: set[str], now: float) -> dict[str, Any] |
     return {"by": ack.by, "at": ack.at, "endsAt": ack.ends_at, "holds": ack.covers(firing, now)}
 
 
-def _alert_json(s: AlertStatus, now: float) -> dict[str, Any]:
+def _alert_json(s: AlertStatus | Alert, now: float) -> dict[str, Any]:
+    if isinstance(s, Alert):
+        s = AlertStatus(s)
     a = s.alert
     status: str = a.state
     if status == "firing" and (s.silenced_by or s.inhibited_by):
@@ -139,8 +160,41 @@ def _equal(name: str, value: str) -> Matcher:
     return Matcher(name, "=", value)
 
 
+def _incident_json(h: IncidentHistory, current: bool) -> dict[str, Any]:
+    inc = h.incident
+    return {
+        "id": h.id,
+        "current": current,
+        "startedAt": inc.started_at if inc else None,
+        "resolvedAt": inc.resolved_at if inc else None,
+        "acknowledgedBy": inc.acked_by if inc else [],
+        "history": [{"at": e.at, "kind": e.kind, "text": e.text} for e in h.entries],
+        "historyTotal": h.total,
+    }
+
+
+def _resolved_json(inc: Incident, h: IncidentHistory, now: float) -> dict[str, Any]:
+    resolved = inc.resolved_at if inc.resolved_at is not None else now
+    alerts = sorted(inc.alerts, key=lambda a: sorted(a.labels.items()))
+    return {
+        "id": inc.group_id,
+        "incident": inc.id,
+        "key": inc.key,
+        "receiver": inc.receiver,
+        "labels": inc.labels,
+        "startedAt": inc.started_at,
+        "resolvedAt": resolved,
+        "durationSeconds": max(0.0, resolved - inc.started_at),
+        "acknowledgedBy": inc.acked_by,
+        "alerts": [_alert_json(a, now) for a in alerts[:MAX_GROUP_ALERTS]],
+        "alertsTotal": inc.alerts_total if len(alerts) == len(inc.alerts) else len(alerts),
+        "history": [{"at": e.at, "kind": e.kind, "text": e.text} for e in h.entries],
+        "historyTotal": h.total,
+    }
+
+
 def _group_json(
-    g: GroupStatus, history: list[HistoryEntry], total: int, now: float
+    g: GroupStatus, incidents: list[IncidentHistory], total: int, now: float
 ) -> dict[str, Any]:
     order = {"firing": 0, "pending": 1, "resolved": 2}
     alerts = sorted(g.alerts, key=lambda s: (order[s.alert.state], sorted(s.alert.labels.items())))
@@ -153,8 +207,8 @@ def _group_json(
         "ack": _ack_json(g.ack, g.firing, now),
         "alerts": [_alert_json(s, now) for s in alerts[:MAX_GROUP_ALERTS]],
         "alertsTotal": len(alerts),
-        "history": [{"at": e.at, "kind": e.kind, "text": e.text} for e in history],
-        "historyTotal": total,
+        "incidents": [_incident_json(h, i == 0) for i, h in enumerate(incidents)],
+        "incidentsTotal": total,
     }
 
 
@@ -188,20 +242,27 @@ def groups() -> Response:
     board = read_board(_db(), config, now, READ_CAPS)
     found = sorted(matching(board, matchers), key=_urgency)
     shown = found[:MAX_GROUPS]
-    histories = timelines(_db(), shown, MAX_HISTORY_ROWS)
+    histories = timelines(_db(), shown, MAX_HISTORY_ROWS, MAX_INCIDENTS)
+    resolved, resolved_total, cut = recently_resolved(
+        _db(), matchers, now, MAX_RESOLVED, MAX_HISTORY_ROWS, READ_CAPS
+    )
     data = {
         "groups": [
             _group_json(g, history, total, now)
             for g, (history, total) in zip(shown, histories, strict=True)
         ],
         "groupsTotal": len(found),
+        "resolved": [_resolved_json(inc, h, now) for inc, h in resolved],
+        "resolvedTotal": resolved_total,
         "limits": {
             "groups": MAX_GROUPS,
             "alerts": MAX_GROUP_ALERTS,
             "history": MAX_HISTORY_ROWS,
+            "incidents": MAX_INCIDENTS,
+            "resolved": MAX_RESOLVED,
         },
         "inhibition": board.inhibition,
-        "cut": board.cut,
+        "cut": {**board.cut, **cut},
     }
     return success(data, warnings)
 

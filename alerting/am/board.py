@@ -13,7 +13,12 @@ the route tree would file them into.
 What one read costs is bounded (``Caps``): at most so many groups (firing ones
 first, through ``am_groups.firing``), pending alerts (through the ``alerts``
 table's state index) and unexpired silences; ``Board.cut`` names each cap that
-left something unread, so the page can say so. Example::
+left something unread, so the page can say so.
+
+History is told per incident (``timelines``: each time a group starts firing
+anew, ``alerting.am.acks`` begins one), newest first, and the incidents of
+groups that resolved and went are read back from ``am_incidents``
+(``recently_resolved``). Example::
 
     board = read_board("data/alerts.db", load_config("config/alertmanager.yaml"), time.time())
     [(g.receiver, len(g.alerts)) for g in board.groups]
@@ -21,11 +26,19 @@ left something unread, so the page can say so. Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alerting.am.acks import Ack, AckStore, HistoryEntry, group_id
+from alerting.am.acks import (
+    HISTORY_RETENTION_S,
+    Ack,
+    AckStore,
+    HistoryEntry,
+    Incident,
+    group_id,
+)
 from alerting.am.config import AMConfig
 from alerting.am.dispatch import Suppressor, group_key, stored_groups
 from alerting.am.silences import SilenceStore
@@ -75,6 +88,8 @@ class Caps:
     """Pending alerts of the rule engine."""
     silences: int = 1000
     """Unexpired silences (ending first), applied to the alerts read."""
+    resolved: int = 200
+    """Recently resolved incidents (the last resolved first), before the filter."""
 
 
 @dataclass(frozen=True)
@@ -180,42 +195,120 @@ def matching(board: Board, matchers: Sequence[Matcher]) -> list[GroupStatus]:
     return rv
 
 
+@dataclass(frozen=True)
+class IncidentHistory:
+    """One incident's part of a group's history: ``entries`` newest first (at most the
+    limit asked), ``total`` how many it has. ``incident`` is None for entries noted
+    before incidents were recorded, and for a group only pending alerts form."""
+
+    id: int
+    incident: Incident | None
+    entries: list[HistoryEntry]
+    total: int
+
+
 def timelines(
-    db_path: str | Path, groups: Sequence[GroupStatus], limit: int
-) -> list[tuple[list[HistoryEntry], int]]:
-    """Each group's history, newest first, at most ``limit`` entries, and how many there are:
-    its alerts' state changes (from their own timestamps), and every notification,
-    acknowledgement, escalation, playbook and silence noted in ``am_history`` (of which
-    only the newest ``limit`` are read)."""
+    db_path: str | Path, groups: Sequence[GroupStatus], limit: int, incidents: int
+) -> list[tuple[list[IncidentHistory], int]]:
+    """Each group's history by incident, the current one first, at most ``incidents`` of
+    them and ``limit`` entries each, with how many incidents there are: its alerts' state
+    changes (from their own timestamps, in the incident they belong to) and every
+    notification, acknowledgement, escalation, playbook and silence noted in
+    ``am_history`` (of which only the shown incidents' newest ``limit`` are read, and the
+    counts per incident from the index)."""
     acks = AckStore(db_path)
     try:
+        return [_by_incident(acks, g, limit, incidents) for g in groups]
+    finally:
+        acks.close()
+
+
+def _by_incident(
+    acks: AckStore, g: GroupStatus, limit: int, most: int
+) -> tuple[list[IncidentHistory], int]:
+    if not g.stored:
+        entries, total = _timeline(g.key, g.labels, [s.alert for s in g.alerts], [], limit)
+        return [IncidentHistory(0, None, entries, total)], 1
+    known, _ = acks.incidents(g.key, most)
+    sizes = acks.incident_sizes(g.key)
+    ids = sorted(set(sizes) | set(acks.incident_ids(g.key)), reverse=True) or [0]
+    by_id = {i.id: i for i in known}
+    current = ids[0]
+    own: dict[int, list[Alert]] = {}
+    for s in g.alerts:  # an alert that resolved before the current incident began: earlier
+        a = s.alert
+        home = current
+        start = by_id[current].started_at if current in by_id else None
+        if a.state == "resolved" and start is not None and (a.resolved_at or start) < start:
+            earlier = [i for i in known if i.id != current and i.started_at <= (a.resolved_at or 0)]
+            home = earlier[0].id if earlier else current
+        own.setdefault(home, []).append(a)
+    for inc in known:  # an ended incident's alerts as it kept them
+        if inc.id != current:
+            held = {a.fingerprint for a in own.get(inc.id, [])}
+            own.setdefault(inc.id, []).extend(a for a in inc.alerts if a.fingerprint not in held)
+    rv = []
+    for iid in ids[:most]:
+        entries = acks.incident_history(g.key, iid, limit) if sizes.get(iid) else []
+        shown, total = _timeline(g.key, g.labels, own.get(iid, []), entries, limit)
+        more = sizes.get(iid, 0) - len(entries)
+        rv.append(IncidentHistory(iid, by_id.get(iid), shown, total + more))
+    return rv, len(ids)
+
+
+def recently_resolved(
+    db_path: str | Path,
+    matchers: Sequence[Matcher],
+    now: float,
+    shown: int,
+    limit: int,
+    caps: Caps = Caps(),
+) -> tuple[list[tuple[Incident, IncidentHistory]], int, dict[str, int]]:
+    """Incidents resolved within ``HISTORY_RETENTION_S`` whose group has gone (or fired
+    again), the last resolved first: those with an alert matching every matcher (holding
+    only such alerts), at most ``shown`` with their history (``limit`` entries), how
+    many matched, and ``{"resolved": cap}`` when the read cap left some unread."""
+    acks = AckStore(db_path)
+    try:
+        read, _ = acks.resolved(now - HISTORY_RETENTION_S, caps.resolved + 1)
+        cut = {"resolved": caps.resolved} if len(read) > caps.resolved else {}
+        found = []
+        for inc in read[: caps.resolved]:
+            alerts = [a for a in inc.alerts if all(m.matches(a.labels) for m in matchers)]
+            if matchers and not alerts:
+                continue
+            found.append(dataclasses.replace(inc, alerts=alerts))
         rv = []
-        for g in groups:
-            noted = acks.history(g.key, limit) if g.stored else []
-            more = acks.history_size(g.key) - len(noted) if g.stored else 0
-            entries, total = _timeline(g, noted, limit)
-            rv.append((entries, total + more))
-        return rv
+        for inc in found[:shown]:
+            noted = acks.incident_history(inc.key, inc.id, limit)
+            more = acks.incident_sizes(inc.key).get(inc.id, 0) - len(noted)
+            entries, total = _timeline(inc.key, inc.labels, inc.alerts, noted, limit)
+            history = IncidentHistory(inc.id, inc, entries, total + more)
+            rv.append((inc, history))
+        return rv, len(found), cut
     finally:
         acks.close()
 
 
 def _timeline(
-    g: GroupStatus, noted: list[HistoryEntry], limit: int
+    key: str,
+    group_labels: dict[str, str],
+    alerts: Sequence[Alert],
+    noted: list[HistoryEntry],
+    limit: int,
 ) -> tuple[list[HistoryEntry], int]:
     entries = noted[::-1]  # newest first, so notes made in the same second stay in order
-    for s in g.alerts:
-        a = s.alert
+    for a in alerts:
         name = a.labels.get("alertname", a.fingerprint)
-        extra = {k: v for k, v in a.labels.items() if k != "alertname" and k not in g.labels}
+        extra = {k: v for k, v in a.labels.items() if k != "alertname" and k not in group_labels}
         who = name + ("{" + ", ".join(f"{k}={v}" for k, v in sorted(extra.items())) + "}")
         fired = a.fired_at is not None and a.fired_at > a.active_at
         if a.state == "pending" or fired:
-            entries.append(HistoryEntry(g.key, a.active_at, "pending", f"{who} pending"))
+            entries.append(HistoryEntry(key, a.active_at, "pending", f"{who} pending"))
         if a.fired_at is not None or a.state == "firing":
             at = a.fired_at if a.fired_at is not None else a.active_at
-            entries.append(HistoryEntry(g.key, at, "firing", f"{who} firing"))
+            entries.append(HistoryEntry(key, at, "firing", f"{who} firing"))
         if a.state == "resolved" and a.resolved_at is not None:
-            entries.append(HistoryEntry(g.key, a.resolved_at, "resolved", f"{who} resolved"))
+            entries.append(HistoryEntry(key, a.resolved_at, "resolved", f"{who} resolved"))
     entries.sort(key=lambda e: e.at, reverse=True)
     return entries[:limit], len(entries)

@@ -572,6 +572,10 @@ class AlertManager:
             everything = given + self._posted_now(now)
             seen: set[tuple[str, str]] = set()
             changed: set[str] = set()
+            # groups not firing (resolved, not yet forgotten) and new ones may begin an incident
+            quiet = {
+                k: list(g.alerts.values()) for k, g in self.groups.items() if not _has_firing(g)
+            }
             for alert in everything:
                 for route in self.config.route.match(alert.labels):
                     labels = route.group_labels(alert.labels)
@@ -585,6 +589,7 @@ class AlertManager:
                             key, route.id, route.receiver, labels, {}, now, now + route.group_wait_s
                         )
                         self.groups[key] = g
+                        quiet[key] = []
                         changed.add(key)
                     old = g.alerts.get(alert.fingerprint)
                     if old is None or not _same(old, alert):
@@ -596,6 +601,8 @@ class AlertManager:
                         # gone from the source while firing (rule removed, alert deleted)
                         g.alerts[fp] = dataclasses.replace(a, state="resolved", resolved_at=now)
                         changed.add(g.key)
+            for key in sorted(changed & set(quiet)):
+                self._begin_incident(self.groups[key], quiet[key], now)
             due = [g for g in self.groups.values() if g.next_flush <= now]
             sup = self.suppressor(now) if due else None
             for g in due:
@@ -608,6 +615,17 @@ class AlertManager:
             held = {fp for g in self.groups.values() for fp in g.alerts} | set(self.posted)
             self.received_at = {fp: t for fp, t in self.received_at.items() if fp in held}
             self._update_gauges(now)
+
+    def _begin_incident(self, g: Group, before: list[Alert], now: float) -> None:
+        """``g`` starts firing anew: a new incident (the one before, when the group still
+        held its resolved alerts (``before``), ends with them)."""
+        if not _has_firing(g):
+            return
+        ended = [a for a in before if a.state == "resolved"]
+        if ended:
+            self.acks.end_incident(g.key, ended, max(a.resolved_at or now for a in ended))
+        fired = [a.fired_at or a.active_at for a in g.alerts.values() if a.state == "firing"]
+        self.acks.begin_incident(g.key, min(fired, default=now), g.receiver, g.labels)
 
     def _save(self, key: str) -> None:
         g = self.groups.get(key)
@@ -671,13 +689,18 @@ class AlertManager:
         """Forget resolved alerts every integration has dealt with; an empty group goes."""
         if g.pending:
             return
+        gone = []
         for fp in g.flushed_resolved:
             a = g.alerts.get(fp)
             if a is not None and a.state == "resolved":
-                del g.alerts[fp]
+                gone.append(g.alerts.pop(fp))
         g.flushed_resolved = []
         if not g.alerts:
             self.groups.pop(g.key, None)
+            end = max((a.resolved_at or self.clock() for a in gone), default=self.clock())
+            self.acks.end_incident(g.key, gone, end)  # the page's recently resolved
+        else:
+            self.acks.keep_alerts(g.key, gone)
 
     def _sets(self, g: Group, sup: Suppressor) -> tuple[list[Alert], list[Alert]]:
         firing: list[Alert] = []

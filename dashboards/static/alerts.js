@@ -1,5 +1,6 @@
 // The Alerts page: alert groups as the alert manager groups them (/api/alerts/groups),
-// each with its alerts' states, acknowledgement and history, and the silences
+// each with its alerts' states, acknowledgement and history (the current incident, earlier
+// ones folded), the recently resolved incidents, and the silences
 // (/api/silences) with a form to create one and a button to expire one.
 (function () {
   "use strict";
@@ -78,24 +79,93 @@
     return li;
   }
 
-  function history(g) {
-    var details = el("details", { class: "history" });
-    if (openHistory[g.id]) details.open = true;
-    details.addEventListener("toggle", function () { openHistory[g.id] = details.open; });
-    var label = "History (" + g.historyTotal + ")";
-    details.appendChild(el("summary", {}, label));
-    var ol = details.appendChild(el("ol", { class: "timeline" }));
-    g.history.forEach(function (h) {
+  function timeline(entries, total, into) {
+    var ol = into.appendChild(el("ol", { class: "timeline" }));
+    entries.forEach(function (h) {
       var li = ol.appendChild(el("li", { class: "kind-" + h.kind }));
       li.appendChild(el("time", {}, when(h.at)));
       li.appendChild(el("span", { class: "kind" }, h.kind));
       li.appendChild(el("span", {}, h.text));
     });
-    if (g.historyTotal > g.history.length) {
-      details.appendChild(el("p", { class: "cut" }, "Showing the newest " + g.history.length + " of " + g.historyTotal + " entries."));
+    if (total > entries.length) {
+      into.appendChild(el("p", { class: "cut" }, "Showing the newest " + entries.length + " of " + total + " entries."));
     }
-    if (!g.history.length) details.appendChild(el("p", { class: "empty" }, "Nothing happened yet."));
+    if (!entries.length) into.appendChild(el("p", { class: "empty" }, "Nothing happened yet."));
+  }
+
+  function span(from, to) {
+    var s = Math.max(0, Math.round(to - from)), d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600);
+    var m = Math.floor(s % 3600 / 60);
+    if (d) return d + "d " + h + "h";
+    if (h) return h + "h " + m + "m";
+    return m ? m + "m " + (s % 60) + "s" : s + "s";
+  }
+
+  function incidentTitle(inc) {
+    if (!inc.startedAt) return "Before incidents were recorded";
+    var t = "Fired " + when(inc.startedAt);
+    if (inc.resolvedAt) t += ", resolved " + when(inc.resolvedAt) + " (" + span(inc.startedAt, inc.resolvedAt) + ")";
+    if (inc.acknowledgedBy.length) t += ", acknowledged by " + inc.acknowledgedBy.join(", ");
+    return t;
+  }
+
+  // The current incident's history; the group's earlier incidents folded below it.
+  function history(g) {
+    var details = el("details", { class: "history" });
+    if (openHistory[g.id]) details.open = true;
+    details.addEventListener("toggle", function () { openHistory[g.id] = details.open; });
+    var current = g.incidents[0] || { history: [], historyTotal: 0 };
+    details.appendChild(el("summary", {}, "History (" + current.historyTotal + ")"));
+    timeline(current.history, current.historyTotal, details);
+    var earlier = g.incidents.slice(1);
+    var more = g.incidentsTotal - 1;
+    if (more > 0) {
+      var fold = details.appendChild(el("details", { class: "earlier-incidents" }));
+      fold.appendChild(el("summary", {}, more + " earlier incident" + (more === 1 ? "" : "s")));
+      earlier.forEach(function (inc) {
+        var box = fold.appendChild(el("div", { class: "incident", "data-incident": String(inc.id) }));
+        box.appendChild(el("h4", {}, incidentTitle(inc)));
+        timeline(inc.history, inc.historyTotal, box);
+      });
+      if (more > earlier.length) {
+        fold.appendChild(el("p", { class: "cut" }, "Showing the latest " + earlier.length + " of " + more + " earlier incidents."));
+      }
+    }
     return details;
+  }
+
+  // A group that resolved and went: when it fired and resolved, who acknowledged, its alerts
+  // and its history (folded).
+  function resolvedCard(r) {
+    var section = el("section", { class: "group resolved", "data-group": r.id, "data-incident": String(r.incident) });
+    var head = section.appendChild(el("header", { class: "group-head" }));
+    head.appendChild(el("span", { class: "receiver" }, "receiver: " + r.receiver));
+    head.appendChild(labelList(r.labels, "labels group-labels"));
+    head.appendChild(el("span", { class: "duration" }, "fired " + when(r.startedAt) + ", resolved " +
+      when(r.resolvedAt) + " · lasted " + span(r.startedAt, r.resolvedAt)));
+    head.appendChild(el("span", { class: "ack" }, r.acknowledgedBy.length ? "acknowledged by " + r.acknowledgedBy.join(", ") : "not acknowledged"));
+    var ul = section.appendChild(el("ul", { class: "alerts" }));
+    r.alerts.forEach(function (a) { ul.appendChild(alertItem(r, a)); });
+    if (r.alertsTotal > r.alerts.length) {
+      section.appendChild(el("p", { class: "cut" }, "Showing " + r.alerts.length + " of " + r.alertsTotal + " alerts of this incident."));
+    }
+    var key = "resolved-" + r.incident;
+    var details = section.appendChild(el("details", { class: "history" }));
+    if (openHistory[key]) details.open = true;
+    details.addEventListener("toggle", function () { openHistory[key] = details.open; });
+    details.appendChild(el("summary", {}, "History (" + r.historyTotal + ")"));
+    timeline(r.history, r.historyTotal, details);
+    return section;
+  }
+
+  function renderResolved(data) {
+    var box = document.getElementById("resolved");
+    var cards = data.resolved.map(resolvedCard);
+    box.replaceChildren.apply(box, cards);
+    if (!cards.length) box.appendChild(el("p", { class: "empty" }, "Nothing resolved in the last 120 h" + (filterInput.value.trim() ? " that matches the filter." : ".")));
+    document.getElementById("resolved-counts").textContent = data.resolvedTotal + " incident" + (data.resolvedTotal === 1 ? "" : "s");
+    show(document.getElementById("resolved-cut"), data.resolvedTotal > data.resolved.length
+      ? "Showing the last " + data.resolved.length + " of " + data.resolvedTotal + " resolved incidents; narrow the filter to see the others." : "");
   }
 
   function groupCard(g) {
@@ -151,11 +221,12 @@
     var unread = readCut(data.cut || {});
     if (unread) said.push(unread);
     show(cut, said.join(" "));
+    renderResolved(data);
   }
 
   // What alerts.db held beyond the server's read caps (data.cut: kind -> cap).
   function readCut(caps) {
-    var names = { groups: "groups", pending: "pending alerts", silences: "unexpired silences" };
+    var names = { groups: "groups", pending: "pending alerts", silences: "unexpired silences", resolved: "resolved incidents" };
     var parts = Object.keys(names).filter(function (k) { return k in caps; }).map(function (k) {
       return "the first " + caps[k] + " of the " + names[k];
     });

@@ -6,7 +6,9 @@ engine's table holds a pending alert. The web app runs in a real HTTP server ove
 data dir. An operator logs in, sees both, acknowledges the group with the button,
 silences the firing alert from its "Silence" button (the form is pre-filled with its
 labels), sees it marked silenced, expires the silence, a bad matcher is answered next
-to its field, and when alerts.db holds more than the server reads the page says so.
+to its field, and when alerts.db holds more than the server reads the page says so. The
+group fired once before (acknowledged by sam, resolved, forgotten): that incident is
+folded under the current one's history and listed as recently resolved.
 Any page error, console error or CSP violation fails the test.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,13 @@ def live_url(tmp_path: Path) -> Iterator[str]:
     manager = AlertManager(
         load_config(tmp_path / "am.yml"), tmp_path / "alerts.db", {}, registry=CollectorRegistry()
     )
+    # An earlier incident of the same group: fired, acknowledged by sam, resolved 20m later,
+    # told and forgotten (the group went); it is listed as recently resolved.
+    first = _alert("CheckoutDown", "firing", now - 7200)
+    manager.process([first], now - 7200)
+    manager.acknowledge(next(iter(manager.groups)), "sam", 3600, now - 6600)
+    manager.process([replace(first, state="resolved", resolved_at=now - 6000)], now - 6000)
+    assert not manager.groups
     manager.process([_alert("CheckoutDown", "firing", now - 120)], now)
     manager.close()
     states = AlertDB(tmp_path / "alerts.db")
@@ -93,11 +103,13 @@ def test_alerts_page_acknowledges_silences_and_expires(
         browser_login(page, live_url + "/", OPERATOR, PASSWORD)
         page.get_by_role("link", name="Alerts").click()
         expect(page).to_have_url(live_url + "/alerts")
-        down = page.locator("li.alert", has_text="CheckoutDown")
+        down = page.locator("#groups li.alert", has_text="CheckoutDown")
         expect(down.locator(".state")).to_have_text("firing")
-        slow = page.locator("li.alert", has_text="CheckoutSlow")
+        slow = page.locator("#groups li.alert", has_text="CheckoutSlow")
         expect(slow.locator(".state")).to_have_text("pending")
-        group = page.locator("section.group", has=down)
+        group = page.locator(
+            "#groups section.group", has=page.locator("li.alert", has_text="CheckoutDown")
+        )
         expect(group.locator(".receiver")).to_have_text("receiver: team-pager")
         expect(group.locator(".group-labels")).to_contain_text("alertname=CheckoutDown")
 
@@ -108,8 +120,31 @@ def test_alerts_page_acknowledges_silences_and_expires(
         expect(group.get_by_role("button", name="Acknowledge")).to_have_count(0)
         (ack,) = AckStore(tmp_path / "alerts.db").all()
         assert ack.by == "olga" and ack.ends_at - ack.at == pytest.approx(3600)
-        group.locator("details.history summary").click()
+        history = group.locator("details.history")
+        history.locator("> summary").click()
         expect(group.locator(".timeline li").first).to_contain_text("acknowledged by olga")
+        # The earlier incident's history is folded apart from the current one.
+        expect(history.locator("> ol.timeline")).not_to_contain_text("sam")
+        earlier = history.locator("details.earlier-incidents")
+        expect(earlier.locator("> summary")).to_have_text("1 earlier incident")
+        expect(earlier.locator(".incident")).to_be_hidden()
+        earlier.locator("> summary").click()
+        expect(earlier.locator(".incident h4")).to_contain_text("acknowledged by sam")
+        expect(earlier.locator(".incident .timeline")).to_contain_text("acknowledged by sam")
+        expect(earlier.locator(".incident .timeline li").first).to_contain_text("resolved")
+
+        # Recently resolved: that incident, with its times, duration and acknowledger.
+        gone = page.locator("#resolved section.group.resolved")
+        expect(gone).to_have_count(1)
+        expect(page.locator("#resolved-counts")).to_have_text("1 incident")
+        expect(gone.locator(".group-labels")).to_contain_text("alertname=CheckoutDown")
+        expect(gone.locator(".duration")).to_contain_text("lasted 20m 0s")
+        expect(gone.locator(".ack")).to_have_text("acknowledged by sam")
+        expect(gone.locator("li.alert .state")).to_have_text("resolved")
+        gone.locator("details.history summary").click()
+        expect(gone.locator(".timeline")).to_contain_text("acknowledged by sam")
+        expect(gone.locator(".timeline li").first).to_contain_text("CheckoutDown")
+        expect(gone.locator(".timeline li").first).to_contain_text("resolved")
 
         form = page.locator("#silence-form")
         form.locator("#silence-matchers").fill('alertname="CheckoutDown')

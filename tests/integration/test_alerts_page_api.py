@@ -138,7 +138,9 @@ def test_alert_groups_show_states_as_the_manager_groups_them(rig: Rig) -> None:
         alerts["DiskFull"]["matchers"] == 'alertname="DiskFull", service="db", severity="warning"'
     )
 
-    kinds = [(h["kind"], h["text"]) for h in first["history"]]
+    assert first["incidentsTotal"] == 1 and first["incidents"][0]["current"] is True
+    assert first["incidents"][0]["acknowledgedBy"] == ["olga"]
+    kinds = [(h["kind"], h["text"]) for h in first["incidents"][0]["history"]]
     assert kinds[0] == ("ack", "acknowledged by olga")
     sent = "sent firing to team/slack/0: 1 alert (1 firing, 0 resolved), new message"
     assert ("notification", sent) in kinds
@@ -159,13 +161,14 @@ def test_alert_groups_say_when_the_answer_is_cut(rig: Rig, monkeypatch: pytest.M
     monkeypatch.setattr(alerts_api, "MAX_HISTORY_ROWS", 1)
     data = groups(rig)
     assert len(data["groups"]) == 2 and data["groupsTotal"] == 4
-    assert all(len(g["history"]) == 1 for g in data["groups"])
-    assert data["groups"][0]["historyTotal"] > 1
+    assert all(len(g["incidents"][0]["history"]) == 1 for g in data["groups"])
+    assert data["groups"][0]["incidents"][0]["historyTotal"] > 1
 
 
-def history_of(rig: Rig, name: str) -> list[tuple[str, str]]:
+def history_of(rig: Rig, name: str, incident: int = 0) -> list[tuple[str, str]]:
+    """The named group's history in its current incident (or an earlier one), oldest first."""
     (g,) = [g for g in groups(rig)["groups"] if g["labels"] == {"alertname": name}]
-    return [(h["kind"], h["text"]) for h in reversed(g["history"])]  # oldest first
+    return [(h["kind"], h["text"]) for h in reversed(g["incidents"][incident]["history"])]
 
 
 def test_group_history_shows_every_notification_in_order(rig: Rig) -> None:
@@ -179,23 +182,140 @@ def test_group_history_shows_every_notification_in_order(rig: Rig) -> None:
     b = alert("CheckoutDown", rig.now + 50, severity="critical", service="checkout", pod="b")
     rig.manager.process([a, b, *others], clock[0])  # b joins the group: its message is edited
     rig.manager.deliver_now()
-    clock[0] += 61
-    gone = [replace(x, state="resolved", resolved_at=clock[0]) for x in (a, b)]
-    rig.manager.process([*gone, *others], clock[0])
-    rig.manager.deliver_now()
-    assert not any("CheckoutDown" in k for k in rig.manager.groups)  # resolved and forgotten
-    clock[0] += 61
-    again = alert("CheckoutDown", clock[0], severity="critical", service="checkout")
-    rig.manager.process([again, *others], clock[0])  # fires again: same group, new message
-    rig.manager.deliver_now()
 
     sent = [text for kind, text in history_of(rig, "CheckoutDown") if kind == "notification"]
     assert sent == [
         "sent firing to team/slack/0: 1 alert (1 firing, 0 resolved), new message",
         "sent firing to team/slack/0: 2 alerts (2 firing, 0 resolved), message updated",
-        "sent resolved to team/slack/0: 2 alerts (0 firing, 2 resolved), message updated",
-        "sent firing to team/slack/0: 1 alert (1 firing, 0 resolved), new message",
     ]
+
+
+def resolve_checkout(rig: Rig, clock: list[float]) -> list[Alert]:
+    """CheckoutDown (acknowledged by olga) resolves and is notified: its group goes."""
+    rig.manager.clock = lambda: clock[0]
+    r = rig.client.post(
+        f"/api/alerts/groups/{group_id(checkout_key(rig))}/ack", headers=rig.operator
+    )
+    assert r.status_code == 200, r.text
+    others = [
+        alert("CheckoutSlow", rig.now - 30, severity="warning", service="checkout"),
+        alert("DiskFull", rig.now - 10, severity="warning", service="db"),
+    ]
+    down = alert("CheckoutDown", rig.now - 60, severity="critical", service="checkout")
+    rig.manager.process([replace(down, state="resolved", resolved_at=clock[0]), *others], clock[0])
+    rig.manager.deliver_now()
+    assert not any("CheckoutDown" in k for k in rig.manager.groups)  # resolved and forgotten
+    return others
+
+
+def checkout_key(rig: Rig) -> str:
+    return next(k for k in rig.manager.groups if "CheckoutDown" in k)
+
+
+def test_a_resolved_group_is_listed_as_recently_resolved_with_its_history(rig: Rig) -> None:
+    clock = [rig.now + 61]
+    resolve_checkout(rig, clock)
+    data = groups(rig)
+    assert "CheckoutDown" not in by_name(data)
+    assert data["resolvedTotal"] == 1
+    (done,) = data["resolved"]
+    assert done["labels"] == {"alertname": "CheckoutDown"} and done["receiver"] == "team"
+    assert done["startedAt"] == pytest.approx(rig.now - 60)
+    assert done["resolvedAt"] == pytest.approx(clock[0])
+    assert done["durationSeconds"] == pytest.approx(121)
+    assert done["acknowledgedBy"] == ["olga"]
+    ((a),) = done["alerts"]
+    assert a["labels"]["service"] == "checkout" and a["state"] == "resolved"
+    assert a["endsAt"] == pytest.approx(clock[0])
+    kinds = [(h["kind"], h["text"]) for h in reversed(done["history"])]  # oldest first
+    assert kinds == [
+        ("firing", "CheckoutDown{service=checkout, severity=critical} firing"),
+        (
+            "notification",
+            "sent firing to team/slack/0: 1 alert (1 firing, 0 resolved), new message",
+        ),
+        ("ack", "acknowledged by olga"),
+        ("resolved", "CheckoutDown{service=checkout, severity=critical} resolved"),
+        (
+            "notification",
+            "sent resolved to team/slack/0: 1 alert (0 firing, 1 resolved), message updated",
+        ),
+    ]
+    assert done["historyTotal"] == len(kinds)
+    # The filter applies to it as to the groups.
+    assert groups(rig, filter='severity="critical"')["resolvedTotal"] == 1
+    assert groups(rig, filter='severity="warning"')["resolved"] == []
+
+
+def test_a_group_firing_again_starts_a_new_incident(rig: Rig) -> None:
+    clock = [rig.now + 61]
+    others = resolve_checkout(rig, clock)
+    # Fires again three times and stays firing the last time; the second time comes before
+    # the manager has told (and forgotten) the resolution before it.
+    for wait in (30, 61, None):
+        clock[0] += 61
+        again = alert("CheckoutDown", clock[0], severity="critical", service="checkout")
+        rig.manager.process([again, *others], clock[0])
+        rig.manager.deliver_now()
+        if wait is not None:
+            clock[0] += wait
+            gone = replace(again, state="resolved", resolved_at=clock[0])
+            rig.manager.process([gone, *others], clock[0])
+            rig.manager.deliver_now()
+
+    data = groups(rig)
+    (g,) = [g for g in data["groups"] if g["labels"] == {"alertname": "CheckoutDown"}]
+    assert g["incidentsTotal"] == 4
+    current, *earlier = g["incidents"]
+    assert current["current"] and current["resolvedAt"] is None
+    assert current["startedAt"] == pytest.approx(clock[0])
+    assert current["acknowledgedBy"] == []
+    assert [(h["kind"], h["text"]) for h in reversed(current["history"])] == [
+        ("firing", "CheckoutDown{service=checkout, severity=critical} firing"),
+        (
+            "notification",
+            "sent firing to team/slack/0: 1 alert (1 firing, 0 resolved), new message",
+        ),
+    ]
+    assert [i["current"] for i in earlier] == [False] * 3
+    assert [i["startedAt"] for i in earlier] == sorted(
+        (i["startedAt"] for i in earlier), reverse=True
+    )
+    first = earlier[-1]
+    assert first["acknowledgedBy"] == ["olga"]
+    assert [h["kind"] for h in first["history"]][:2] == ["notification", "resolved"]
+    assert first["history"][-1]["kind"] == "firing"
+    assert ("ack", "acknowledged by olga") in [(h["kind"], h["text"]) for h in first["history"]]
+    assert all(h["kind"] != "ack" for i in earlier[:-1] for h in i["history"])
+    lasted = [i["resolvedAt"] - i["startedAt"] for i in earlier[:-1]]
+    assert lasted == [pytest.approx(61), pytest.approx(30)]
+    # The three resolved incidents are the recently resolved ones, the last resolved first.
+    assert data["resolvedTotal"] == 3
+    ends = [r["resolvedAt"] for r in data["resolved"]]
+    assert ends == sorted(ends, reverse=True)
+    assert [r["incident"] for r in data["resolved"]] == [i["id"] for i in earlier]
+
+
+def test_recently_resolved_is_bounded_and_says_so(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [rig.now + 61]
+    others = resolve_checkout(rig, clock)
+    for _ in range(3):
+        clock[0] += 61
+        again = alert("CheckoutDown", clock[0], severity="critical", service="checkout")
+        rig.manager.process([again, *others], clock[0])
+        rig.manager.deliver_now()
+        clock[0] += 61  # past the group interval: the resolution is told, the group goes
+        gone = replace(again, state="resolved", resolved_at=clock[0])
+        rig.manager.process([gone, *others], clock[0])
+        rig.manager.deliver_now()
+    monkeypatch.setattr(alerts_api, "MAX_RESOLVED", 2)
+    data = groups(rig)
+    assert len(data["resolved"]) == 2 and data["resolvedTotal"] == 4 and data["cut"] == {}
+    monkeypatch.setattr(alerts_api, "READ_CAPS", Caps(resolved=3))
+    data = groups(rig)
+    assert data["cut"] == {"resolved": 3} and data["resolvedTotal"] == 3
 
 
 def test_group_history_notes_a_failed_notification_with_its_reason(
