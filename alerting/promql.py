@@ -73,6 +73,7 @@ from alerting.promql_series import (
     batch_windows,
     ms,
     select,
+    select_latest,
     window_of,
 )
 from alerting.promql_syntax import MAX_DEPTH, MAX_LENGTH, check_shape
@@ -256,6 +257,20 @@ def _located(exc: PromQLError, expr: str) -> PromQLError:
     return PromQLError(str(exc), expr=expr, offset=exc.offset)
 
 
+def _has_subquery(node: plan.Node) -> bool:
+    if isinstance(node, plan.Subquery):
+        return True
+    if isinstance(node, plan.Call):
+        return any(_has_subquery(arg) for arg in node.args)
+    if isinstance(node, plan.Aggregate):
+        return _has_subquery(node.expr) or (node.param is not None and _has_subquery(node.param))
+    if isinstance(node, plan.Negate):
+        return _has_subquery(node.expr)
+    if isinstance(node, plan.Binary):
+        return _has_subquery(node.lhs) or _has_subquery(node.rhs)
+    return False
+
+
 def _keeps_order(node: plan.Call | plan.Aggregate) -> bool:
     if isinstance(node, plan.Call):
         return node.name in {"sort", "sort_desc", "sort_by_label", "sort_by_label_desc"}
@@ -301,9 +316,15 @@ class _Evaluation:
         spans: dict[plan.Selector, tuple[float, float]] = {}
         self._spans(node, start, end, spans)
         self.data: dict[plan.Selector, list[Stored]] = {}
+        # an instant query without subqueries reads each instant selector at one time:
+        # only each series' newest sample matters (``_latest``)
+        single = not step and start == end and not _has_subquery(node)
         for selector, (lo, hi) in spans.items():
             limits.check()
-            self.data[selector] = select(engine.store, selector.matchers, lo, hi)
+            if single and selector.range is None:
+                self.data[selector] = select_latest(engine.store, selector.matchers, lo, hi)
+            else:
+                self.data[selector] = select(engine.store, selector.matchers, lo, hi)
         if self.steps and VECTORIZED:
             self.vectorizer = Vectorizer(self.steps, self.data, budget)
 
