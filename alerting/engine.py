@@ -213,15 +213,15 @@ class AlertEngine:
         """Use these rules from now on; alerts of rules that disappeared are dropped."""
         self.groups = list(groups)
         if self.cache is not None:
-            needs: dict[str, float] = {}
+            needs: dict[str, set[float]] = {}
             for group in self.groups:
                 for rule in group.rules:
                     if rule.expr is None:
                         continue
                     node = promql_plan.compile_expr(rule.expr)
                     found = reach(node, self.evaluator.lookback, group.query_offset_s)
-                    for name, back in found.items():
-                        needs[name] = max(needs.get(name, 0.0), back)
+                    for name, backs in found.items():
+                        needs.setdefault(name, set()).update(backs)
             self.cache.want(needs)
         self.book.forget_rules_except(
             [r for g in self.groups for r in g.rules if r.kind == "alert"]

@@ -49,15 +49,16 @@ DEFAULT_MAX_WINDOW_S = 3600.0
 """Windows reaching back further (an SLO's ``[3d]``) are read from the store."""
 
 
-def reach(node: plan.Node, lookback: float, extra: float = 0.0) -> dict[str, float]:
-    """Per metric name, how far before the evaluation time ``node``'s selectors read.
+def reach(node: plan.Node, lookback: float, extra: float = 0.0) -> dict[str, set[float]]:
+    """Per metric name, how far before the evaluation time each of ``node``'s selectors
+    reads.
 
     An instant selector evaluated at one time needs only the newest sample before
     it (which the cache keeps per series), so it reaches back its ``offset``; inside
     a subquery it reaches back the subquery's range and the lookback too. A selector
     with ``@`` or without an equality on ``__name__`` is not counted (always read
     from the store)."""
-    out: dict[str, float] = {}
+    out: dict[str, set[float]] = {}
 
     def walk(n: plan.Node, extra: float) -> None:
         if isinstance(n, plan.Selector):
@@ -68,7 +69,7 @@ def reach(node: plan.Node, lookback: float, extra: float = 0.0) -> dict[str, flo
                 return
             width = n.range if n.range is not None else (lookback if extra else 0.0)
             back = max(0.0, extra + n.offset + width)
-            out[name] = max(out.get(name, 0.0), back)
+            out.setdefault(name, set()).add(back)
         elif isinstance(n, plan.Subquery):
             if n.at is None:
                 walk(n.expr, extra + n.offset + n.range)
@@ -233,7 +234,7 @@ class SampleCache:
         self.names: dict[str, _Name] = {}
         self.left_out: set[str] = set()
         """Names that did not fit under ``max_samples`` (until the rules change)."""
-        self._needs: dict[str, float] = {}
+        self._needs: dict[str, set[float]] = {}
         self.cursor: int | None = None
         self.deleted_before = -math.inf
         self.ready = False
@@ -244,10 +245,15 @@ class SampleCache:
     def supports(store: Store) -> bool:
         return callable(getattr(store, "samples_since", None))
 
-    def want(self, needs: dict[str, float]) -> None:
-        """Keep these names (metric name → seconds before the evaluation time its
-        selectors reach; longer than ``max_window_s`` is left to the store)."""
-        wanted = {n: k for n, k in needs.items() if k <= self.max_window_s}
+    def want(self, needs: dict[str, set[float]]) -> None:
+        """Keep these names (metric name → how far before the evaluation time each of its
+        selectors reads); a selector reaching back further than ``max_window_s`` is
+        left to the store, the name's others are kept."""
+        wanted: dict[str, float] = {}
+        for name, backs in needs.items():
+            short = [b for b in backs if b <= self.max_window_s]
+            if short:
+                wanted[name] = max(short)
         for name in list(self.names):
             if name not in wanted:
                 self._drop(name)
