@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from alerting import promql_plan as plan
 from alerting.promql_series import latest_columns
 from siem import limits
-from siem.model import METRIC_NAME, Columns, Labels, Matcher, Sample, Series, Store
+from siem.model import METRIC_NAME, Columns, Labels, Matcher, Series, Store
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ class _Name:
         if exact is None:
             picked: Iterable[_Series] = order
         else:
+            rest.remove(exact)  # the index answers it
             by_value = self.index.get(exact.name)
             if by_value is None:
                 by_value = {}
@@ -352,11 +353,10 @@ class SampleCache:
         self.dirty = False
         return True
 
-    def _take(self, samples: list[Sample]) -> None:
+    def _take(self, samples: list[tuple[Labels, float, float]]) -> None:
         names = self.names
         name_of: dict[Labels, str] = {}
-        for sample in samples:
-            labels = sample.labels
+        for labels, ts, value in samples:
             name = name_of.get(labels)
             if name is None:
                 name = name_of[labels] = next((v for k, v in labels if k == METRIC_NAME), "")
@@ -367,8 +367,8 @@ class SampleCache:
             if series is None:
                 series = held.series[labels] = _Series(labels)
                 held.order = None
-            added = series.add(sample.timestamp, sample.value)
-            if added and sample.timestamp < held.start:
+            added = series.add(ts, value)
+            if added and ts < held.start:
                 self.total += added - series.evict(held.start)  # keeps only the newest before
             else:
                 self.total += added

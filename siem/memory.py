@@ -85,13 +85,11 @@ class MemoryStore(lookups.SeriesLookups, SelectsColumns):
                 return SampleChanges(newest, True, self._deleted_before, [])
             # the log keeps what was written: a sample deleted since then is not stored,
             # one deleted and written again has its new value
-            samples: dict[tuple[Labels, float], Sample] = {}
+            samples: dict[tuple[Labels, float], tuple[Labels, float, float]] = {}
             for s in self._log[cursor - self._log_start :]:
                 points = self._series.get(s.labels, {})
                 if s.timestamp in points:
-                    samples[(s.labels, s.timestamp)] = Sample(
-                        s.labels, s.timestamp, points[s.timestamp]
-                    )
+                    samples[(s.labels, s.timestamp)] = (s.labels, s.timestamp, points[s.timestamp])
             return SampleChanges(newest, False, self._deleted_before, list(samples.values()))
 
     def _matching(self, query: EventQuery) -> list[Event]:

@@ -141,9 +141,10 @@ class SampleChanges:
     """The store no longer knows what came after the cursor given: read everything again."""
     deleted_before: float
     """Samples older than this were deleted (retention): a reader drops its copies."""
-    samples: list[Sample]
-    """Every sample stored since the cursor (late writes too), in no particular order;
-    a sample the store refused as a duplicate is not among them."""
+    samples: list[tuple[Labels, float, float]]
+    """(labels, timestamp, value) of every sample stored since the cursor (late writes
+    too), in no particular order; a sample the store refused as a duplicate is not
+    among them."""
 
 
 Columns = tuple[Labels, "array[float]", "array[float]"]

@@ -346,7 +346,11 @@ class SqliteStore(lookups.SeriesLookups, SelectsColumns):
                 (cursor, newest),
             ).fetchall()
         samples = [
-            Sample(_labels_of(key), ts, _from_sql(value, special))
+            (
+                _labels_of(key),
+                ts,
+                value if special is None and value is not None else _from_sql(value, special),
+            )
             for _, ts, value, special, key in rows
         ]
         return SampleChanges(newest, False, deleted_before, samples)
