@@ -24,6 +24,9 @@ from siem.model import STALE_BITS, Columns, Labels, Matcher, Series, Store
 Vector = fn.Vector
 BATCHED = {"rate": (True, True), "increase": (True, False), "delta": (False, False)}
 """Range functions a range query computes for all its steps at once: (is_counter, is_rate)."""
+SHORT = 64
+"""Series up to this many samples find their counter resets in plain Python (a rule's
+short window), longer ones with numpy."""
 
 
 class Stored:
@@ -61,11 +64,16 @@ class Stored:
 
     @functools.cached_property
     def reset_at(self) -> list[int]:
+        if len(self.v) <= SHORT:  # as reset_idx, without numpy's per-call cost
+            v = self.values
+            return [j for j in range(1, len(v)) if v[j] < v[j - 1]]
         return self.reset_idx.tolist()
 
     @functools.cached_property
     def reset_by(self) -> list[float]:
         """The value before each reset."""
+        if len(self.v) <= SHORT:
+            return [self.values[j - 1] for j in self.reset_at]
         return self.v[self.reset_idx - 1].tolist()
 
 

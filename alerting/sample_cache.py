@@ -413,8 +413,10 @@ class SampleCache:
         return held
 
     def forget(self, names: Iterable[str]) -> None:
-        """The engine wrote samples (``names``): catch up before the next read."""
-        self.dirty = True
+        """The engine wrote samples named ``names``: catch up before the next read, if
+        the cache holds any of them (``ALERTS`` no rule selects costs nothing)."""
+        if not self.dirty and any(name in self.names for name in names):
+            self.dirty = True
 
     def serves(self, matchers: Sequence[Matcher], start: float) -> bool:
         """Whether a read of ``matchers`` from ``start`` on is answered from memory."""

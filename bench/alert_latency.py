@@ -3,9 +3,10 @@
 Builds what a large installation evaluates every second and times the whole
 path through the real components:
 
-- a ``SqliteStore`` (what ``vigil up`` uses) that a scraper thread fills with
-  10 000 series every second: 5 000 counters ``bench_requests_total`` and
-  5 000 gauges ``bench_queue_depth``, 10 instances for each of 500 services;
+- a ``SqliteStore`` (what ``vigil up`` uses) that a scraper process (as
+  ``vigil collect`` runs beside ``vigil alert``) fills with 10 000 series every
+  second: 5 000 counters ``bench_requests_total`` and 5 000 gauges
+  ``bench_queue_depth``, 10 instances for each of 500 services;
 - 1 000 alerting rules in 10 groups at a 1 s evaluation interval: 500
   ``sum by (service) (rate(bench_requests_total{service="sN"}[30s])) > 20`` and
   500 ``max by (service) (bench_queue_depth{service="sN"}) > 100``, no ``for``;
@@ -34,6 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
+import queue
 import random
 import re
 import statistics
@@ -140,6 +143,11 @@ class Scraper:
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
         self.counters = {(s, i): 0.0 for s in range(SERVICES) for i in range(INSTANCES)}
+        self.labels = {
+            (s, i, name): labels_from({"service": f"s{s}", "instance": f"i{i}", "__name__": name})
+            for s, i in self.counters
+            for name in ("bench_requests_total", "bench_queue_depth")
+        }
         self.bad: list[tuple[str, int]] = []
         self.deep: set[int] = set()  # services whose queue stays deep once triggered
         self.written: dict[str, float] = {}
@@ -158,14 +166,9 @@ class Scraper:
         for (s, i), value in self.counters.items():
             value += 1.0
             self.counters[(s, i)] = value
-            labels = {"service": f"s{s}", "instance": f"i{i}"}
-            samples.append(
-                Sample(labels_from({**labels, "__name__": "bench_requests_total"}), t, value)
-            )
+            samples.append(Sample(self.labels[(s, i, "bench_requests_total")], t, value))
             depth = 1000.0 if s in self.deep and i == 0 else 10.0
-            samples.append(
-                Sample(labels_from({**labels, "__name__": "bench_queue_depth"}), t, depth)
-            )
+            samples.append(Sample(self.labels[(s, i, "bench_queue_depth")], t, depth))
         started = time.perf_counter()
         self.store.write(samples=samples)
         self.write_s.append(time.perf_counter() - started)
@@ -173,11 +176,64 @@ class Scraper:
         for kind, s in bad:
             self.written[f"Bench{'Rate' if kind == 'rate' else 'Queue'}{s:03d}"] = done
 
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            started = time.time()
-            self.scrape(started)
-            stop.wait(max(0.0, INTERVAL - (time.time() - started)))
+
+def scrape_process(path: Path, commands: Any, results: Any, stop: Any) -> None:
+    """The scraper in its own process: takes ``(kind, service)`` triggers from
+    ``commands``, reports ``("written", alertname, time)`` and ``("write_s", seconds)``."""
+    scraper = Scraper(SqliteStore(path))
+    while not stop.is_set():
+        started = time.time()
+        while True:
+            try:
+                scraper.bad.append(commands.get_nowait())
+            except queue.Empty:
+                break
+        seen = set(scraper.written)
+        scraper.scrape(started)
+        for name in set(scraper.written) - seen:
+            results.put(("written", name, scraper.written[name]))
+        results.put(("write_s", "", scraper.write_s[-1]))
+        stop.wait(max(0.0, INTERVAL - (time.time() - started)))
+    scraper.store.close()
+
+
+class ScraperProcess:
+    """The parent's side of ``scrape_process``: sends triggers, collects what it reports."""
+
+    def __init__(self, path: Path) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.commands = context.Queue()
+        self.results = context.Queue()
+        self.stop = context.Event()
+        self.process = context.Process(
+            target=scrape_process, args=(path, self.commands, self.results, self.stop)
+        )
+        self.written: dict[str, float] = {}
+        self.write_s: list[float] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        while True:
+            kind, name, value = self.results.get()
+            if kind == "written":
+                self.written[name] = value
+            elif kind == "write_s":
+                self.write_s.append(value)
+            else:
+                return
+
+    def start(self) -> None:
+        self.process.start()
+        self.reader.start()
+
+    def trigger(self, kind: str, service: int) -> None:
+        self.commands.put((kind, service))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.process.join(30)
+        self.results.put(("done", "", 0.0))
+        self.reader.join(30)
 
 
 class TimedEngine(AlertEngine):
@@ -233,10 +289,8 @@ def main() -> None:
         data = Path(tmp)
         store = SqliteStore(data / "siem.db")
         groups = load_rules([rules_file(data / "bench.yaml")], default_interval=INTERVAL)
-        scraper = Scraper(store)
-        stop = threading.Event()
-        writer = threading.Thread(target=scraper.run, args=(stop,), daemon=True)
-        writer.start()
+        scraper = ScraperProcess(data / "siem.db")
+        scraper.start()
         time.sleep(args.warmup)  # a full 30 s rate window of healthy samples first
 
         # Baseline: one group (100 of the rules) with every rule reading the store on its
@@ -263,16 +317,14 @@ def main() -> None:
         del shared.passes[min(shared.passes)]
         picks = random.Random(7).sample(range(SERVICES), args.triggers)
         for n, s in enumerate(picks):
-            with scraper.lock:
-                scraper.bad.append(("rate" if n % 2 else "queue", s))
+            scraper.trigger("rate" if n % 2 else "queue", s)
             time.sleep(args.spacing)
         deadline = time.time() + 90  # the last triggers' passes and deliveries
         while time.time() < deadline and not set(scraper.written) <= set(far.arrivals):
             time.sleep(0.5)
         loop_stop.set()
         loop.join(30)
-        stop.set()
-        writer.join(30)
+        scraper.close()
         store.close()
 
     latencies = [far.arrivals[k] - t for k, t in scraper.written.items() if k in far.arrivals]
