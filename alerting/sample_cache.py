@@ -350,6 +350,7 @@ class SampleCache:
                 self.total -= gone
         self.metrics.new_samples.inc(len(changes.samples))
         self._take(changes.samples)
+        self._fit()
         self.dirty = False
         return True
 
