@@ -129,7 +129,7 @@ def test_cached_evaluation_writes_what_direct_reads_write(
     rng = random.Random(seed)
     counters: dict[tuple[str, str], float] = {}
     t = T0
-    for n in range(120):
+    for n in range(80):
         t += rng.choice([1.0, 1.0, 2.0, 3.5])
         batch = writes(rng, t, counters)
         ahead = [Sample(make_labels("m_gauge", service="s0", instance="i9"), t + 0.5, 7.0)]
