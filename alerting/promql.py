@@ -257,20 +257,6 @@ def _located(exc: PromQLError, expr: str) -> PromQLError:
     return PromQLError(str(exc), expr=expr, offset=exc.offset)
 
 
-def _has_subquery(node: plan.Node) -> bool:
-    if isinstance(node, plan.Subquery):
-        return True
-    if isinstance(node, plan.Call):
-        return any(_has_subquery(arg) for arg in node.args)
-    if isinstance(node, plan.Aggregate):
-        return _has_subquery(node.expr) or (node.param is not None and _has_subquery(node.param))
-    if isinstance(node, plan.Negate):
-        return _has_subquery(node.expr)
-    if isinstance(node, plan.Binary):
-        return _has_subquery(node.lhs) or _has_subquery(node.rhs)
-    return False
-
-
 def _keeps_order(node: plan.Call | plan.Aggregate) -> bool:
     if isinstance(node, plan.Call):
         return node.name in {"sort", "sort_desc", "sort_by_label", "sort_by_label_desc"}
@@ -318,7 +304,7 @@ class _Evaluation:
         self.data: dict[plan.Selector, list[Stored]] = {}
         # an instant query without subqueries reads each instant selector at one time:
         # only each series' newest sample matters (``_latest``)
-        single = not step and start == end and not _has_subquery(node)
+        single = not step and start == end and not plan.has_subquery(node)
         for selector, (lo, hi) in spans.items():
             limits.check()
             if single and selector.range is None:

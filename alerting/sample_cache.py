@@ -54,11 +54,13 @@ def reach(node: plan.Node, lookback: float, extra: float = 0.0) -> dict[str, set
     reads.
 
     An instant selector evaluated at one time needs only the newest sample before
-    it (which the cache keeps per series), so it reaches back its ``offset``; inside
-    a subquery it reaches back the subquery's range and the lookback too. A selector
+    it (which the cache keeps per series), so it reaches back its ``offset``; in an
+    expression with a subquery it reaches back the lookback too (the evaluator then
+    reads its whole window), inside one the subquery's range as well. A selector
     with ``@`` or without an equality on ``__name__`` is not counted (always read
     from the store)."""
     out: dict[str, set[float]] = {}
+    instant = 0.0 if not plan.has_subquery(node) else lookback
 
     def walk(n: plan.Node, extra: float) -> None:
         if isinstance(n, plan.Selector):
@@ -67,7 +69,7 @@ def reach(node: plan.Node, lookback: float, extra: float = 0.0) -> dict[str, set
             )
             if name is None or n.at is not None:
                 return
-            width = n.range if n.range is not None else (lookback if extra else 0.0)
+            width = n.range if n.range is not None else instant
             back = max(0.0, extra + n.offset + width)
             out.setdefault(name, set()).add(back)
         elif isinstance(n, plan.Subquery):

@@ -20,8 +20,9 @@ from prometheus_client import CollectorRegistry
 
 from alerting.engine import AlertEngine
 from alerting.promql import Engine
+from alerting.promql_plan import compile_expr
 from alerting.rules import load_rules
-from alerting.sample_cache import SampleCache
+from alerting.sample_cache import SampleCache, reach
 from alerting.state import AlertBook, AlertDB
 from siem.memory import MemoryStore
 from siem.model import STALE_NAN, Matcher, Sample, Store, make_labels, value_bits
@@ -211,3 +212,20 @@ def test_a_store_whose_log_no_longer_reaches_the_cursor_reloads(tmp_path: Path) 
     assert [(dict(s.labels)["service"], s.points[0][1]) for s in recorded] == [
         (dict(w.labels)["service"], w.value) for w in want
     ]
+
+
+@pytest.mark.parametrize(
+    ("expr", "want"),
+    [
+        ("x", {"x": {0.0}}),
+        ("x offset 1m", {"x": {60.0}}),
+        ("rate(x[5m] offset 1m) > y", {"x": {360.0}, "y": {0.0}}),
+        ("x + max_over_time(y[1m:10s])", {"x": {300.0}, "y": {360.0}}),
+        ("x @ 100", {}),
+        ('{__name__=~"x|y"}', {}),
+    ],
+)
+def test_reach_is_how_far_back_each_selector_reads(expr: str, want: dict[str, set[float]]) -> None:
+    assert reach(compile_expr(expr), 300.0) == want
+    shifted = {name: {b + 5.0 for b in backs} for name, backs in want.items()}
+    assert reach(compile_expr(expr), 300.0, 5.0) == shifted  # a group's query_offset
