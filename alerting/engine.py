@@ -15,6 +15,9 @@ whose worker threads deliver and retry with their own backoff, so a receiver
 that is down never delays evaluation. With an Alertmanager configuration the
 alerts go to an ``alerting.am.dispatch.AlertManager`` instead, which routes,
 groups, silences and inhibits them and has its own per-integration outboxes.
+A pass reads samples from the in-memory head of ``alerting.sample_cache``
+(brought up to date with what the store stored since the last pass) through
+the pass' shared reads (``alerting.shared_select``).
 Nothing here stops the loop. Example::
 
     engine = AlertEngine(store, load_rules(files), AlertBook(AlertDB(path)), [slack])
