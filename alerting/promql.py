@@ -308,7 +308,9 @@ class _Evaluation:
         for selector, (lo, hi) in spans.items():
             limits.check()
             if single and selector.range is None:
-                self.data[selector] = select_latest(engine.store, selector.matchers, lo, hi)
+                # ``_latest`` takes samples up to ``ms(hi)``, which may round below ``hi``
+                end = min(hi, ms(hi))
+                self.data[selector] = select_latest(engine.store, selector.matchers, lo, end)
             else:
                 self.data[selector] = select(engine.store, selector.matchers, lo, hi)
         if self.steps and VECTORIZED:

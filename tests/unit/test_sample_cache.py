@@ -131,7 +131,8 @@ def test_cached_evaluation_writes_what_direct_reads_write(
     counters: dict[tuple[str, str], float] = {}
     t = T0
     for n in range(80):
-        t += rng.choice([1.0, 1.0, 2.0, 3.5])
+        # off the millisecond grid now and then: windows end at the time rounded to it
+        t += rng.choice([1.0, 1.0, 2.0, 3.5, 0.9996, 1.0003])
         batch = writes(rng, t, counters)
         ahead = [Sample(make_labels("m_gauge", service="s0", instance="i9"), t + 0.5, 7.0)]
         for store in (cached_store, direct_store):
@@ -142,7 +143,7 @@ def test_cached_evaluation_writes_what_direct_reads_write(
         direct.run_once(t)
         assert everything(cached_store, t) == everything(direct_store, t), f"pass {n} at {t}"
     assert {a.name for a in cached.book.alerts()} == {a.name for a in direct.book.alerts()}
-    assert hits(reg_cached, "hit") > 1000  # the cache answered most reads...
+    assert hits(reg_cached, "hit") > 500  # the cache answered most reads...
     assert hits(reg_cached, "miss") > 0  # ...and the 8m window and the subquery went to the store
 
 
@@ -229,3 +230,26 @@ def test_reach_is_how_far_back_each_selector_reads(expr: str, want: dict[str, se
     assert reach(compile_expr(expr), 300.0) == want
     shifted = {name: {b + 5.0 for b in backs} for name, backs in want.items()}
     assert reach(compile_expr(expr), 300.0, 5.0) == shifted  # a group's query_offset
+
+
+@pytest.mark.parametrize("expr", ["m_gauge", "timestamp(m_gauge)", "m_gauge offset 7s"])
+def test_an_instant_selector_reading_only_the_newest_sample_agrees_with_the_whole_window(
+    expr: str,
+) -> None:
+    """An instant query reads each series' newest sample only; a one-step range query
+    reads the whole lookback (the per-step reference): the same values, off the
+    millisecond grid too, where a sample at the very time is past the rounded end."""
+    store = MemoryStore()
+    rng = random.Random(4)
+    counters: dict[tuple[str, str], float] = {}
+    t = T0 + 0.0004
+    engine = Engine(store)
+    for _ in range(60):
+        t += rng.choice([1.0, 0.9996, 1.0007, 2.5])
+        store.write(samples=writes(rng, t, counters))
+        at = t + rng.choice([0.0, -0.0004, 0.0003])
+        instant = engine.instant(expr, at)
+        assert isinstance(instant, list)
+        ranged = engine.range(expr, at, at, 1.0)
+        got = [(s.labels, value_bits(s.value)) for s in instant]
+        assert got == [(s.labels, value_bits(s.points[0][1])) for s in ranged]
