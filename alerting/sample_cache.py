@@ -47,6 +47,8 @@ DEFAULT_MAX_SAMPLES = 5_000_000
 """Samples the cache holds at most (16 bytes each, about 80 MB, plus per series)."""
 DEFAULT_MAX_WINDOW_S = 3600.0
 """Windows reaching back further (an SLO's ``[3d]``) are read from the store."""
+MARGIN_S = 1.0
+"""Held beyond what the rules reach: window ends rounded to the millisecond grid."""
 
 
 def reach(node: plan.Node, lookback: float, extra: float = 0.0) -> dict[str, set[float]]:
@@ -299,7 +301,7 @@ class SampleCache:
         if self.cursor is None or not self.catch_up():
             self._reload()
         for name, held in self.names.items():
-            start = now - held.keep
+            start = now - held.keep - MARGIN_S
             if held.start == math.inf:
                 try:
                     self._load(name, held, start)

@@ -71,10 +71,11 @@ class SharedSelects(SelectsColumns):
     def latest_columns(
         self, matchers: Sequence[Matcher], start: float, end: float
     ) -> list[Columns]:
-        """The store's own ``latest_columns`` (the sample cache's), else the shared window
-        cut to each series' newest sample."""
+        """The store's own ``latest_columns`` (the sample cache's, where it holds the
+        time), else the shared window cut to each series' newest sample."""
         own = getattr(self.store, "latest_columns", None)
-        if own is not None:
+        serves = getattr(self.store, "serves", None)
+        if own is not None and (serves is None or serves(matchers, end)):
             found: list[Columns] = own(matchers, start, end)
             return found
         return [(lb, t[-1:], v[-1:]) for lb, t, v in self._columns(matchers, start, end) if t]
