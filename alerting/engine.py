@@ -367,10 +367,10 @@ class AlertEngine:
         source: Store = base.store
         if self.cache is not None:
             self.cache.refresh(at)
-            source = cast(Store, self.cache)  # the pass reads only select_columns()
+            source = cast(Store, self.cache)  # read through select_columns()/latest_columns()
         self._pass = SharedSelects(source)
         self.evaluator = Engine(
-            cast(Store, self._pass),  # the evaluator reads only select()
+            cast(Store, self._pass),  # the evaluator reads only select_columns()/latest_columns()
             lookback=base.lookback,
             max_samples=base.max_samples,
             timeout_s=base.timeout_s,
