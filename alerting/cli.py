@@ -288,6 +288,8 @@ def cmd_alert(args: argparse.Namespace) -> int:
             max_backoff_s=settings.alert.notify_max_backoff_s,
             external_url=web_url(settings),
             manager=manager,
+            cache_max_samples=settings.alert.cache_max_samples,
+            cache_max_window_s=settings.alert.cache_max_window_s,
         )
         log.info(
             "alerting: %d rules in %d groups",

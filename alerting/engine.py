@@ -15,6 +15,9 @@ whose worker threads deliver and retry with their own backoff, so a receiver
 that is down never delays evaluation. With an Alertmanager configuration the
 alerts go to an ``alerting.am.dispatch.AlertManager`` instead, which routes,
 groups, silences and inhibits them and has its own per-integration outboxes.
+A pass reads samples from the in-memory head of ``alerting.sample_cache``
+(brought up to date with what the store stored since the last pass) through
+the pass' shared reads (``alerting.shared_select``).
 Nothing here stops the loop. Example::
 
     engine = AlertEngine(store, load_rules(files), AlertBook(AlertDB(path)), [slack])
@@ -35,11 +38,13 @@ from typing import Any, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from alerting import promql_plan, sample_cache
 from alerting.am.dispatch import AlertManager
 from alerting.notify.base import Notifier
 from alerting.notify.outbox import DEFAULT_MAX_BACKOFF_S, DEFAULT_QUEUE_SIZE, Outboxes
 from alerting.promql import Engine, InstantSample
 from alerting.rules import EventCondition, Rule, RuleError, RuleGroup, expand, load_rules
+from alerting.sample_cache import SampleCache, reach
 from alerting.shared_select import SharedSelects
 from alerting.state import AlertBook, Hit, Transition, alert_labels
 from alerting.templates import QuerySample, TemplateContext, TemplateError
@@ -182,6 +187,8 @@ class AlertEngine:
         external_url: str = "",
         manager: AlertManager | None = None,
         share_fetches: bool = True,
+        cache_max_samples: int = sample_cache.DEFAULT_MAX_SAMPLES,
+        cache_max_window_s: float = sample_cache.DEFAULT_MAX_WINDOW_S,
     ) -> None:
         self.store = store
         self.manager = manager
@@ -211,6 +218,22 @@ class AlertEngine:
         self.share_fetches = share_fetches
         self._pass: SharedSelects | None = None
         self._base_evaluator = self.evaluator
+        self.cache: SampleCache | None = None
+        """Recent samples of the rules' metrics in memory (``alerting.sample_cache``),
+        with shared reads, a store that logs its writes and the plain evaluator."""
+        if (
+            share_fetches
+            and cache_max_samples > 0
+            and SampleCache.supports(store)
+            and type(self.evaluator) is Engine
+        ):
+            self.cache = SampleCache(
+                store,
+                lookback=self.evaluator.lookback,
+                max_samples=cache_max_samples,
+                max_window_s=cache_max_window_s,
+                registry=registry,
+            )
         self.groups: list[RuleGroup] = []
         self.set_groups(groups)
         self.metrics.reload_ok.set(1)  # the caller loaded ``groups``: a bad file refuses the start
@@ -224,6 +247,17 @@ class AlertEngine:
     def set_groups(self, groups: Sequence[RuleGroup]) -> None:
         """Use these rules from now on; alerts of rules that disappeared are dropped."""
         self.groups = list(groups)
+        if self.cache is not None:
+            needs: dict[str, set[float]] = {}
+            for group in self.groups:
+                for rule in group.rules:
+                    if rule.expr is None:
+                        continue
+                    node = promql_plan.compile_expr(rule.expr)
+                    found = reach(node, self.evaluator.lookback, group.query_offset_s)
+                    for name, backs in found.items():
+                        needs.setdefault(name, set()).update(backs)
+            self.cache.want(needs)
         self.book.forget_rules_except(
             [r for g in self.groups for r in g.rules if r.kind == "alert"]
         )
@@ -354,16 +388,21 @@ class AlertEngine:
         self._written[key] = now
 
     @contextlib.contextmanager
-    def _shared_pass(self) -> Iterator[None]:
+    def _shared_pass(self, at: float) -> Iterator[None]:
         """Rules evaluated inside share their reads of the store (``alerting.shared_select``):
-        one read per metric name and time range, however many rules select from it."""
+        one read per metric name and time range, however many rules select from it; with
+        the sample cache, brought up to date for a pass at ``at``, from memory."""
         if not self.share_fetches or type(self._base_evaluator) is not Engine:
             yield
             return
         base = self._base_evaluator
-        self._pass = SharedSelects(base.store)
+        source: Store = base.store
+        if self.cache is not None:
+            self.cache.refresh(at)
+            source = cast(Store, self.cache)  # read through select_columns()/latest_columns()
+        self._pass = SharedSelects(source)
         self.evaluator = Engine(
-            cast(Store, self._pass),  # the evaluator reads only select()
+            cast(Store, self._pass),  # the evaluator reads only select_columns()/latest_columns()
             lookback=base.lookback,
             max_samples=base.max_samples,
             timeout_s=base.timeout_s,
@@ -430,7 +469,7 @@ class AlertEngine:
         """Evaluate every group now, then make one delivery attempt per receiver in this
         thread; for ``--once`` and tests."""
         at = self.clock() if at is None else at
-        with self._shared_pass():
+        with self._shared_pass(at):
             changes = [c for g in self.groups for c in self.evaluate_group(g, at)]
         self.outboxes.offer_pending()
         self.outboxes.deliver_now()
@@ -528,7 +567,7 @@ class AlertEngine:
         while not stop.is_set():
             now = self.clock()
             try:
-                with self._shared_pass():
+                with self._shared_pass(now):
                     for group in self.groups:
                         if due.get(group.name, 0.0) <= now:
                             due[group.name] = now + group.interval_s

@@ -73,6 +73,7 @@ from alerting.promql_series import (
     batch_windows,
     ms,
     select,
+    select_latest,
     window_of,
 )
 from alerting.promql_syntax import MAX_DEPTH, MAX_LENGTH, check_shape
@@ -301,9 +302,17 @@ class _Evaluation:
         spans: dict[plan.Selector, tuple[float, float]] = {}
         self._spans(node, start, end, spans)
         self.data: dict[plan.Selector, list[Stored]] = {}
+        # an instant query without subqueries reads each instant selector at one time:
+        # only each series' newest sample matters (``_latest``)
+        single = not step and start == end and not plan.has_subquery(node)
         for selector, (lo, hi) in spans.items():
             limits.check()
-            self.data[selector] = select(engine.store, selector.matchers, lo, hi)
+            if single and selector.range is None:
+                # ``_latest`` takes samples up to ``ms(hi)``, which may round below ``hi``
+                end = min(hi, ms(hi))
+                self.data[selector] = select_latest(engine.store, selector.matchers, lo, end)
+            else:
+                self.data[selector] = select(engine.store, selector.matchers, lo, hi)
         if self.steps and VECTORIZED:
             self.vectorizer = Vectorizer(self.steps, self.data, budget)
 

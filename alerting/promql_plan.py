@@ -459,3 +459,18 @@ def selectors(node: Node) -> list[Selector]:
     if isinstance(node, Binary):
         return selectors(node.lhs) + selectors(node.rhs)
     return []
+
+
+def has_subquery(node: Node) -> bool:
+    """Whether ``node`` holds a subquery (its instant selectors are read at many times)."""
+    if isinstance(node, Subquery):
+        return True
+    if isinstance(node, Call):
+        return any(has_subquery(arg) for arg in node.args)
+    if isinstance(node, Aggregate):
+        return has_subquery(node.expr) or (node.param is not None and has_subquery(node.param))
+    if isinstance(node, Negate):
+        return has_subquery(node.expr)
+    if isinstance(node, Binary):
+        return has_subquery(node.lhs) or has_subquery(node.rhs)
+    return False

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import bisect
 import functools
+from array import array
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -22,6 +24,9 @@ from siem.model import STALE_BITS, Columns, Labels, Matcher, Series, Store
 Vector = fn.Vector
 BATCHED = {"rate": (True, True), "increase": (True, False), "delta": (False, False)}
 """Range functions a range query computes for all its steps at once: (is_counter, is_rate)."""
+SHORT = 64
+"""Series up to this many samples find their counter resets in plain Python (a rule's
+short window), longer ones with numpy."""
 
 
 class Stored:
@@ -59,11 +64,16 @@ class Stored:
 
     @functools.cached_property
     def reset_at(self) -> list[int]:
+        if len(self.v) <= SHORT:  # as reset_idx, without numpy's per-call cost
+            v = self.values
+            return [j for j in range(1, len(v)) if v[j] < v[j - 1]]
         return self.reset_idx.tolist()
 
     @functools.cached_property
     def reset_by(self) -> list[float]:
         """The value before each reset."""
+        if len(self.v) <= SHORT:
+            return [self.values[j - 1] for j in self.reset_at]
         return self.v[self.reset_idx - 1].tolist()
 
 
@@ -81,6 +91,38 @@ def select(store: Store, matchers: Sequence[Matcher], start: float, end: float) 
     if by_columns is None:
         return [stored_series(s) for s in store.select(matchers, start, end)]
     found: list[Columns] = by_columns(matchers, start, end)
+    arrays = [(labels, np.frombuffer(t), np.frombuffer(v)) for labels, t, v in found]
+    nan = bool(arrays) and bool(np.isnan(np.concatenate([v for _, _, v in arrays])).any())
+    return [Stored(labels, t, v, nan) for labels, t, v in arrays]
+
+
+def latest_columns(
+    store: object, matchers: Sequence[Matcher], start: float, end: float
+) -> list[Columns]:
+    """Per series matching ``matchers``, its newest sample in [start, end] (a staleness
+    marker too): all an instant selector evaluated at ``end`` alone reads. A store's own
+    ``latest_columns`` (``alerting.sample_cache``), else its whole window cut."""
+    own = getattr(store, "latest_columns", None)
+    if own is not None:
+        found: list[Columns] = own(matchers, start, end)
+        return found
+    by_columns = getattr(store, "select_columns", None)
+    if by_columns is not None:
+        columns: list[Columns] = by_columns(matchers, start, end)
+    else:
+        columns = [
+            (s.labels, array("d", [p[0] for p in s.points]), array("d", [p[1] for p in s.points]))
+            for s in cast(Store, store).select(matchers, start, end)
+        ]
+    return [(labels, t[-1:], v[-1:]) for labels, t, v in columns if len(t)]
+
+
+def select_latest(
+    store: Store, matchers: Sequence[Matcher], start: float, end: float
+) -> list[Stored]:
+    """``select`` for an instant selector evaluated at ``end`` alone: each series' newest
+    sample only, which is all ``_latest`` looks at (the staleness marker included)."""
+    found = latest_columns(store, matchers, start, end)
     arrays = [(labels, np.frombuffer(t), np.frombuffer(v)) for labels, t, v in found]
     nan = bool(arrays) and bool(np.isnan(np.concatenate([v for _, _, v in arrays])).any())
     return [Stored(labels, t, v, nan) for labels, t, v in arrays]

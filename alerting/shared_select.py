@@ -13,23 +13,27 @@ written (a recording rule's result, ``ALERTS``), so later rules read the new
 samples, as Prometheus' rule order promises.
 
 The evaluator (``alerting.promql.Engine``) reads the store only through
-``select``; everything else goes to the store itself.
+``select_columns`` and ``latest_columns``; everything else goes to the store
+itself. Over the engine's ``alerting.sample_cache.SampleCache`` a read the
+cache answers from memory goes straight to it (nothing to share), ``forget``
+tells the cache to catch up.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from siem import limits
-from siem.model import METRIC_NAME, Matcher, Series, Store
+from siem.model import METRIC_NAME, Columns, Matcher, SelectsColumns, Store
 
 _Key = tuple[str, float, float]
 
 
 @dataclass
 class _Loaded:
-    series: list[Series]
+    series: list[Columns]
     labels: list[dict[str, str]]
     index: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
@@ -44,29 +48,54 @@ class _Loaded:
         return by_value.get(value, [])
 
 
-class SharedSelects:
+class SharedSelects(SelectsColumns):
     """``select`` for one evaluation pass, shared by every rule of the pass."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._read = getattr(store, "select_columns", None) or (
+            lambda matchers, start, end: [
+                (
+                    s.labels,
+                    array("d", [p[0] for p in s.points]),
+                    array("d", [p[1] for p in s.points]),
+                )
+                for s in store.select(matchers, start, end)
+            ]
+        )
         self._asked: set[_Key] = set()
         self._loaded: dict[_Key, _Loaded] = {}
         self.loads = 0
         """Whole-name loads so far (for tests and the benchmark)."""
 
-    def select(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Series]:
+    def latest_columns(
+        self, matchers: Sequence[Matcher], start: float, end: float
+    ) -> list[Columns]:
+        """The store's own ``latest_columns`` (the sample cache's, where it holds the
+        time), else the shared window cut to each series' newest sample."""
+        own = getattr(self.store, "latest_columns", None)
+        serves = getattr(self.store, "serves", None)
+        if own is not None and (serves is None or serves(matchers, end)):
+            found: list[Columns] = own(matchers, start, end)
+            return found
+        return [(lb, t[-1:], v[-1:]) for lb, t, v in self._columns(matchers, start, end) if t]
+
+    def _columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
         name = next((m.value for m in matchers if m.name == METRIC_NAME and m.op == "="), None)
-        if name is None:
-            return self.store.select(matchers, start, end)
+        serves = getattr(self.store, "serves", None)
+        if name is None or (serves is not None and serves(matchers, start)):
+            found: list[Columns] = self._read(matchers, start, end)
+            return found
         key = (name, start, end)
         loaded = self._loaded.get(key)
         served = False  # a load from the store was counted against the budget there
         if loaded is None:
             if key not in self._asked:
                 self._asked.add(key)
-                return self.store.select(matchers, start, end)
-            found = self.store.select([Matcher(METRIC_NAME, "=", name)], start, end)
-            loaded = _Loaded(found, [dict(s.labels) for s in found])
+                found = self._read(matchers, start, end)
+                return found
+            found = self._read([Matcher(METRIC_NAME, "=", name)], start, end)
+            loaded = _Loaded(found, [dict(s[0]) for s in found])
             self._loaded[key] = loaded
             self.loads += 1
         else:
@@ -82,12 +111,15 @@ class SharedSelects:
             loaded.series[i] for i in candidates if all(m.matches(loaded.labels[i]) for m in rest)
         ]
         if served:
-            limits.take(sum(len(s.points) for s in rv))
+            limits.take(sum(len(s[1]) for s in rv))
         return rv
 
     def forget(self, names: Iterable[str]) -> None:
         """The pass wrote samples named ``names``: read them from the store again."""
         gone = set(names)
+        forget = getattr(self.store, "forget", None)
+        if forget is not None:
+            forget(gone)
         for key in [k for k in self._loaded if k[0] in gone]:
             del self._loaded[key]
         self._asked = {k for k in self._asked if k[0] not in gone}

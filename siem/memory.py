@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import threading
 from array import array
 from collections import Counter
@@ -25,11 +26,14 @@ from siem.model import (
     Matcher,
     MetricMetadata,
     Sample,
+    SampleChanges,
     SelectsColumns,
     WriteResult,
 )
 
 _CHECK_EVERY = 1024  # items between deadline/cancellation checks
+SAMPLE_LOG_SIZE = 1_000_000
+"""Stored samples the log of ``samples_since`` keeps; a reader further behind is reset."""
 
 
 class MemoryStore(lookups.SeriesLookups, SelectsColumns):
@@ -43,6 +47,9 @@ class MemoryStore(lookups.SeriesLookups, SelectsColumns):
         self._sorted: dict[Labels, tuple[array[float], array[float]]] = {}
         self._sizes: dict[str, int] = {}  # estimated bytes of events, by id, once asked for
         self._metadata: dict[str, MetricMetadata] = {}
+        self._log: list[Sample] = []  # stored samples, in order, for ``samples_since``
+        self._log_start = 0  # the log number of self._log[0]
+        self._deleted_before = -math.inf
 
     def write(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> WriteResult:
         stored = dup = s_stored = s_dup = 0
@@ -60,8 +67,30 @@ class MemoryStore(lookups.SeriesLookups, SelectsColumns):
                 else:
                     points[sample.timestamp] = sample.value
                     self._sorted.pop(sample.labels, None)
+                    self._log.append(sample)
                     s_stored += 1
+            if len(self._log) > SAMPLE_LOG_SIZE:
+                gone = len(self._log) - SAMPLE_LOG_SIZE // 2
+                del self._log[:gone]
+                self._log_start += gone
         return WriteResult(stored, dup, s_stored, s_dup)
+
+    def samples_since(self, cursor: int | None) -> SampleChanges:
+        """``SqliteStore.samples_since``: the samples stored since ``cursor``."""
+        with self._lock:
+            newest = self._log_start + len(self._log)
+            if cursor is None:
+                return SampleChanges(newest, False, self._deleted_before, [])
+            if not self._log_start <= cursor <= newest:
+                return SampleChanges(newest, True, self._deleted_before, [])
+            # the log keeps what was written: a sample deleted since then is not stored,
+            # one deleted and written again has its new value
+            samples: dict[tuple[Labels, float], tuple[Labels, float, float]] = {}
+            for s in self._log[cursor - self._log_start :]:
+                points = self._series.get(s.labels, {})
+                if s.timestamp in points:
+                    samples[(s.labels, s.timestamp)] = (s.labels, s.timestamp, points[s.timestamp])
+            return SampleChanges(newest, False, self._deleted_before, list(samples.values()))
 
     def _matching(self, query: EventQuery) -> list[Event]:
         with self._lock:
@@ -180,6 +209,8 @@ class MemoryStore(lookups.SeriesLookups, SelectsColumns):
                 if not dry_run:
                     for t in old:
                         del points[t]
+            if not dry_run:
+                self._deleted_before = max(self._deleted_before, cutoff)
             if removed and not dry_run:
                 self._sorted.clear()
         return removed

@@ -130,6 +130,23 @@ class Series:
         return dict(self.labels).get(METRIC_NAME, "")
 
 
+@dataclass(frozen=True)
+class SampleChanges:
+    """What a store wrote since a reader's cursor (``samples_since``), for readers that keep
+    recent samples in memory (``alerting.sample_cache``)."""
+
+    cursor: int
+    """Pass it to the next ``samples_since``."""
+    reset: bool
+    """The store no longer knows what came after the cursor given: read everything again."""
+    deleted_before: float
+    """Samples older than this were deleted (retention): a reader drops its copies."""
+    samples: list[tuple[Labels, float, float]]
+    """(labels, timestamp, value) of every sample stored since the cursor (late writes
+    too), in no particular order; a sample the store refused as a duplicate is not
+    among them."""
+
+
 Columns = tuple[Labels, "array[float]", "array[float]"]
 """A series read back as columns: labels, times and values (``select_columns``)."""
 

@@ -43,6 +43,7 @@ from siem.model import (
     Matcher,
     MetricMetadata,
     Sample,
+    SampleChanges,
     SelectsColumns,
     WriteResult,
 )
@@ -60,6 +61,10 @@ _VACUUM_PAGES = 2048  # pages given back per incremental-vacuum transaction (8 M
 _STATS_SAMPLE_ROWS = 256  # newest documents per dataset whose length estimates its size
 _MANY_EVENTS = 50_000  # a terms aggregation over more walks the hot field's whole index
 _RANGE_BUCKETS = 1000  # histograms up to this many buckets count each with its own range
+SAMPLE_LOG_KEEP_S = 120.0
+"""How long the sample log keeps a write: a reader of ``samples_since`` further behind
+than that gets ``reset`` and reads everything again."""
+_LOG_TRIM_EVERY_S = 10.0  # a writer trims the sample log at most this often
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -73,6 +78,18 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS samples (
         series_id INTEGER NOT NULL REFERENCES series (id), ts REAL NOT NULL, value REAL,
         special BLOB, PRIMARY KEY (series_id, ts)) WITHOUT ROWID""",
+    # The sample log (``samples_since``): every stored sample's key, numbered in commit
+    # order (writers are serialised by the write lock; AUTOINCREMENT never reuses a
+    # number), kept ``SAMPLE_LOG_KEEP_S``. The trigger fires only for the rows that
+    # INSERT OR IGNORE really inserts.
+    """CREATE TABLE IF NOT EXISTS sample_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, series_id INTEGER NOT NULL, ts REAL NOT NULL)""",
+    """CREATE TRIGGER IF NOT EXISTS samples_logged AFTER INSERT ON samples BEGIN
+        INSERT INTO sample_log (series_id, ts) VALUES (new.series_id, new.ts); END""",
+    # ``log_trimmed_to``: the sample log's numbers up to this are gone;
+    # ``samples_deleted_before``: the highest cutoff samples were ever deleted below.
+    """CREATE TABLE IF NOT EXISTS store_state (
+        key TEXT PRIMARY KEY, value REAL NOT NULL) WITHOUT ROWID""",
 )
 
 _SPECIAL_INDEX = (
@@ -182,6 +199,9 @@ class SqliteStore(lookups.SeriesLookups, SelectsColumns):
         self._closed = False
         # Only committed series ids are cached: a rolled-back id must not be reused.
         self._series_ids: dict[Labels, int] = {}
+        # (when, newest sample log number) of this writer's commits, for trimming the log
+        self._logged: list[tuple[float, int]] = []
+        self._trimmed_at = time.monotonic()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -285,9 +305,55 @@ class SqliteStore(lookups.SeriesLookups, SelectsColumns):
                         "VALUES (?, ?, ?, ?)",
                         [(ids[s.labels], s.timestamp, *_to_sql(s.value)) for s in sample_list],
                     ).rowcount
+                    if s_stored:
+                        self._trim_log(conn)
         with self._lock:
             self._series_ids.update(new_ids)
         return WriteResult(stored, len(event_rows) - stored, s_stored, len(sample_list) - s_stored)
+
+    def _trim_log(self, conn: sqlite3.Connection) -> None:
+        """Inside a write: note the log's newest number, and every ``_LOG_TRIM_EVERY_S``
+        delete what was logged more than ``SAMPLE_LOG_KEEP_S`` ago."""
+        now = time.monotonic()
+        (newest,) = conn.execute("SELECT MAX(id) FROM sample_log").fetchone()
+        self._logged.append((now, newest or 0))
+        if now - self._trimmed_at < _LOG_TRIM_EVERY_S:
+            return
+        self._trimmed_at = now
+        old = [n for when, n in self._logged if when < now - SAMPLE_LOG_KEEP_S]
+        self._logged = [(when, n) for when, n in self._logged if when >= now - SAMPLE_LOG_KEEP_S]
+        if old:
+            conn.execute("DELETE FROM sample_log WHERE id <= ?", (old[-1],))
+            _raise_state(conn, "log_trimmed_to", old[-1])
+
+    def samples_since(self, cursor: int | None) -> SampleChanges:
+        """The samples stored since ``cursor`` (from an earlier answer; ``None``: only the
+        cursor now), late and out-of-order writes included, from one snapshot of the file;
+        ``reset`` when the log no longer reaches back to ``cursor``."""
+        with self._connection() as conn, _transaction(conn, "DEFERRED"):
+            state = dict(conn.execute("SELECT key, value FROM store_state").fetchall())
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sample_log'")
+            newest = (row.fetchone() or (0,))[0]
+            deleted_before = float(state.get("samples_deleted_before", -math.inf))
+            if cursor is None:
+                return SampleChanges(newest, False, deleted_before, [])
+            if cursor < state.get("log_trimmed_to", 0) or cursor > newest:
+                return SampleChanges(newest, True, deleted_before, [])
+            rows = conn.execute(
+                "SELECT l.series_id, l.ts, s.value, s.special, r.labels_key FROM sample_log AS l "
+                "JOIN samples AS s ON s.series_id = l.series_id AND s.ts = l.ts "
+                "JOIN series AS r ON r.id = l.series_id WHERE l.id > ? AND l.id <= ?",
+                (cursor, newest),
+            ).fetchall()
+        samples = [
+            (
+                _labels_of(key),
+                ts,
+                value if special is None and value is not None else _from_sql(value, special),
+            )
+            for _, ts, value, special, key in rows
+        ]
+        return SampleChanges(newest, False, deleted_before, samples)
 
     def _series_for(
         self, conn: sqlite3.Connection, wanted: set[Labels], new_ids: dict[Labels, int]
@@ -556,7 +622,8 @@ class SqliteStore(lookups.SeriesLookups, SelectsColumns):
             "DELETE FROM samples WHERE series_id = ? AND ts IN "
             "(SELECT ts FROM samples WHERE series_id = ? AND ts < ? ORDER BY ts LIMIT ?)"
         )
-        with self._connection() as conn:
+        with self._connection() as conn, _transaction(conn, "IMMEDIATE"):
+            _raise_state(conn, "samples_deleted_before", cutoff)  # readers drop them too
             ids = [sid for (sid,) in conn.execute("SELECT id FROM series ORDER BY id")]
         total = i = 0
         while i < len(ids):
@@ -783,6 +850,14 @@ def _transaction(conn: sqlite3.Connection, mode: str) -> Iterator[None]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _raise_state(conn: sqlite3.Connection, key: str, value: float) -> None:
+    conn.execute(
+        "INSERT INTO store_state (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        (key, value),
+    )
 
 
 @functools.lru_cache(maxsize=65_536)

@@ -465,6 +465,17 @@ class AlertSettings:
         env="VIGIL_ALERT_NOTIFY_MAX_BACKOFF",
         help="longest wait between a failing receiver's retries",
     )
+    cache_max_samples: int = option(
+        5_000_000,
+        env="VIGIL_ALERT_CACHE_MAX_SAMPLES",
+        help="samples the evaluator keeps in memory (about 16 bytes each) for the rules'"
+        " recent windows; names that do not fit are read from the store; 0: no cache",
+    )
+    cache_max_window_s: float = option(
+        3600.0,
+        env="VIGIL_ALERT_CACHE_MAX_WINDOW",
+        help="windows reaching back further than this (an SLO's [3d]) are read from the store",
+    )
 
 
 @dataclass(frozen=True)

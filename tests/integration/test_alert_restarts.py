@@ -75,6 +75,9 @@ def test_alert_restarts_while_firing_post_once(tmp_path: Path, slack: SlackServe
         """This process has run an evaluation pass (its own /metrics says so)."""
         return metric(port, "vigil_alert_group_evaluations_total{") >= 1
 
+    def cache_hit() -> bool:
+        return metric(port, 'vigil_alert_sample_cache_reads_total{result="hit"}') >= 1
+
     slack.outage(500)
     proc = start()
     try:
@@ -82,9 +85,12 @@ def test_alert_restarts_while_firing_post_once(tmp_path: Path, slack: SlackServe
         assert posted() == 0
         stop_alert(proc)  # the notification was still queued: it must survive
         slack.outage(None)
-        for _ in range(RESTARTS):
+        for n in range(RESTARTS):
             proc = start()
             wait_until("an evaluation pass", evaluated, 30)
+            if n == 0:  # `up` comes from the evaluator's sample cache, which says so
+                wait_until("a read from the sample cache", cache_hit, 10)
+                assert metric(port, "vigil_alert_sample_cache_series ") == 1
             wait_until("the alert in Slack", lambda: posted() >= 1, 30)
             stop_alert(proc)
     finally:

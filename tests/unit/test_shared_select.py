@@ -3,6 +3,7 @@ exactly what reading the store themselves would give."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,20 +15,21 @@ from alerting.shared_select import SharedSelects
 from alerting.state import AlertBook, AlertDB
 from siem import limits
 from siem.memory import MemoryStore
-from siem.model import Matcher, Sample, Series, make_labels
+from siem.model import Columns, Matcher, Sample, make_labels
 from siem.sqlite import SqliteStore
 
 T0 = 1_700_000_000.0
 
 
 class CountingStore(SqliteStore):
-    """A real SQLite store that counts the ``select`` calls it answers."""
+    """A real SQLite store that counts the reads of samples it answers (``select`` and
+    ``select_columns``)."""
 
     selects = 0
 
-    def select(self, matchers: list[Matcher], start: float, end: float) -> list[Series]:  # type: ignore[override]
+    def _columns(self, matchers: Sequence[Matcher], start: float, end: float) -> list[Columns]:
         self.selects += 1
-        return super().select(matchers, start, end)
+        return super()._columns(matchers, start, end)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from siem.model import (
     make_labels,
     value_bits,
 )
+from siem.retention import RetentionPolicy
 from siem.sqlite import SqliteStore
 
 T0 = 1_700_000_000.0
@@ -662,5 +663,59 @@ def test_elasticsearch_series_lookup_pages_through_the_keys(
         assert store.label_values("instance") == ["a:1", "b:2", "c:3"]
         names = ["disk_free_bytes", "http_requests_total", "up"]
         assert store.label_values("__name__") == names  # the distinct names, 2 pages
+    finally:
+        store.close()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def logging_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The stores that log their writes for ``samples_since`` (Elasticsearch does not)."""
+    yield from open_backend(request, tmp_path)
+
+
+def test_samples_since_gives_what_was_stored_after_the_cursor(logging_store: Store) -> None:
+    since = logging_store.samples_since  # type: ignore[attr-defined]
+    up = make_labels("up", job="shop")
+    logging_store.write(samples=[Sample(up, T0, 1.0)])
+    cursor = since(None).cursor
+    assert since(cursor).samples == []
+    logging_store.write(
+        samples=[
+            Sample(up, T0, 9.0),  # a duplicate: refused, so not among them
+            Sample(up, T0 + 2, STALE_NAN),
+            Sample(up, T0 - 60, 3.0),  # late and out of order
+        ]
+    )
+    changes = since(cursor)
+    assert not changes.reset and changes.deleted_before == -math.inf
+    got = sorted((labels, t, value_bits(v)) for labels, t, v in changes.samples)
+    assert got == [(up, T0 - 60, value_bits(3.0)), (up, T0 + 2, value_bits(STALE_NAN))]
+    assert since(changes.cursor).samples == []
+    logging_store.prune(RetentionPolicy(samples_max_age_s=30.0), T0 + 20)
+    after = since(changes.cursor)
+    assert after.deleted_before == T0 - 10 and after.samples == []
+    assert since(after.cursor + 1_000).reset  # a cursor the store never gave
+
+
+def test_sqlite_sample_log_trimmed_past_a_cursor_says_reset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    import siem.sqlite
+
+    store = SqliteStore(tmp_path / "siem.db")
+    try:
+        up = make_labels("up", job="shop")
+        store.write(samples=[Sample(up, T0, 1.0)])
+        old = store.samples_since(None).cursor
+        monkeypatch.setattr(siem.sqlite, "SAMPLE_LOG_KEEP_S", 0.0)
+        monkeypatch.setattr(siem.sqlite, "_LOG_TRIM_EVERY_S", 0.0)
+        store.write(samples=[Sample(up, T0 + 1, 2.0)])
+        store.write(samples=[Sample(up, T0 + 2, 3.0)])  # trims what the first writes logged
+        assert store.samples_since(old).reset
+        with sqlite3.connect(tmp_path / "siem.db") as conn:
+            (logged,) = conn.execute("SELECT COUNT(*) FROM sample_log").fetchone()
+        assert logged <= 1
     finally:
         store.close()
