@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -64,7 +63,7 @@ from urllib.parse import quote
 import jsonschema_rs
 import pytest
 import yaml
-from alert_process import start_alert, stop_alert
+from alert_process import alert_env, running_alert
 from conftest import free_port, require_server, wait_until
 from webhook_receiver import Receiver
 
@@ -336,25 +335,11 @@ def vigil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vigil]:
         f"  interval_s: 1\n  alertmanager_config: {tmp / 'am.yaml'}\n"
     )
     port = free_port()
-    env = dict(os.environ, VIGIL_ALERT_PORT=str(port))
-    for key in ("VIGIL_DATA_DIR", "VIGIL_ALERT_INTERVAL", "VIGIL_ALERTMANAGER_CONFIG"):
-        env.pop(key, None)
-    proc = start_alert(config, env)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(url + "/-/ready", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
     try:
-        wait_until("vigil alert's API", ready, 30)
-        yield Vigil(url, operator, viewer)
+        with running_alert(config, alert_env(port)):
+            url = f"http://127.0.0.1:{port}"
+            yield Vigil(url, operator, viewer)
     finally:
-        if proc.poll() is None:
-            stop_alert(proc)
         receiver.close()
 
 

@@ -8,7 +8,6 @@ this skips locally and fails under CI=true. About 15 s (a process start and Prom
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import urllib.request
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alert_process import start_alert, stop_alert
+from alert_process import alert_env, running_alert
 from conftest import free_port, require_server, wait_until
 from webhook_receiver import Receiver
 
@@ -87,25 +86,11 @@ def vigil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vigil]:
     http_config = tmp / "http.yaml"
     http_config.write_text(f"authorization:\n  type: Bearer\n  credentials: {token}\n")
     port = free_port()
-    env = dict(os.environ, VIGIL_ALERT_PORT=str(port))
-    for key in ("VIGIL_DATA_DIR", "VIGIL_ALERT_INTERVAL", "VIGIL_ALERTMANAGER_CONFIG"):
-        env.pop(key, None)
-    proc = start_alert(config, env)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(url + "/-/ready", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
     try:
-        wait_until("vigil alert's API", ready, 30)
-        yield Vigil(url, token, viewer, http_config, receiver, data)
+        with running_alert(config, alert_env(port)):
+            url = f"http://127.0.0.1:{port}"
+            yield Vigil(url, token, viewer, http_config, receiver, data)
     finally:
-        if proc.poll() is None:
-            stop_alert(proc)
         receiver.close()
 
 

@@ -5,13 +5,12 @@ failed attempt is the Slack client's own retries of a 5xx)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
 
+from alert_process import alert_env, start_alert, stop_alert
 from alert_process import metric as read_metric
-from alert_process import start_alert, stop_alert
 from conftest import free_port, wait_until
 from slack_server import SlackServer
 
@@ -67,11 +66,12 @@ def test_failing_step_is_retried_after_a_restart_and_sent_once(tmp_path: Path) -
     store.close()
     with SlackServer(token=TOKEN) as slack:
         port = free_port()
-        env = dict(os.environ, VIGIL_SLACK_TOKEN=TOKEN, VIGIL_SLACK_API_URL=slack.api_url)
-        env["VIGIL_ALERT_PORT"] = str(port)
-        env["VIGIL_ALERT_NOTIFY_MAX_BACKOFF"] = "2"
-        for key in ("VIGIL_DATA_DIR", "VIGIL_ALERT_INTERVAL", "VIGIL_ALERTMANAGER_CONFIG"):
-            env.pop(key, None)
+        env = alert_env(
+            port,
+            VIGIL_SLACK_TOKEN=TOKEN,
+            VIGIL_SLACK_API_URL=slack.api_url,
+            VIGIL_ALERT_NOTIFY_MAX_BACKOFF="2",
+        )
 
         def mentions() -> int:
             calls = slack.ok_calls("chat.postMessage")

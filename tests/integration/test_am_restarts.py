@@ -5,15 +5,14 @@ start imports the stack)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alert_process import alert_env, start_alert, stop_alert
 from alert_process import metric as read_metric
-from alert_process import start_alert, stop_alert
 from conftest import free_port, wait_until
 from slack_server import SlackServer
 
@@ -69,10 +68,7 @@ def test_restart_during_group_wait_and_while_firing(tmp_path: Path, slack: Slack
 
     write(0.0)
     port = free_port()
-    env = dict(os.environ, VIGIL_SLACK_TOKEN=TOKEN, VIGIL_SLACK_API_URL=slack.api_url)
-    env["VIGIL_ALERT_PORT"] = str(port)
-    for key in ("VIGIL_DATA_DIR", "VIGIL_ALERT_INTERVAL", "VIGIL_ALERTMANAGER_CONFIG"):
-        env.pop(key, None)
+    env = alert_env(port, VIGIL_SLACK_TOKEN=TOKEN, VIGIL_SLACK_API_URL=slack.api_url)
 
     def start() -> subprocess.Popen[bytes]:
         return start_alert(config, env)
