@@ -205,7 +205,10 @@ class Supervisor:
                 ChildSpec(
                     name="haproxy",
                     argv=[binary, "-db", "-f", str(cfg)],
-                    ready_url=f"http://127.0.0.1:{self.settings.up.haproxy_metrics_port}/metrics",
+                    # Ready when it routes to a shop that is ready: its port answering is
+                    # not enough (its checks may not have marked a server up yet, and
+                    # the banner's URL would answer 503 for a second).
+                    ready_url=f"http://127.0.0.1:{self.settings.up.haproxy_port}/readyz",
                     port=self.settings.up.haproxy_port,
                 )
             )
